@@ -1,0 +1,65 @@
+// Wrappers for the parts of MPI and HDF5 that Swift cannot import: their handles,
+// datatypes and property-list classes are macros over global structs or over calls
+// to H5open(). Each wrapper is a static inline function returning the macro's value.
+#ifndef CCOHORT_H
+#define CCOHORT_H
+
+#include <mpi.h>
+#include <hdf5.h>
+#include <cblas.h>
+#include <zlib.h>
+
+// MARK: MPI
+static inline MPI_Comm cohort_mpi_comm_world(void) { return MPI_COMM_WORLD; }
+static inline MPI_Datatype cohort_mpi_float(void) { return MPI_FLOAT; }
+static inline MPI_Datatype cohort_mpi_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype cohort_mpi_int64(void) { return MPI_INT64_T; }
+static inline MPI_Datatype cohort_mpi_uint64(void) { return MPI_UINT64_T; }
+static inline MPI_Datatype cohort_mpi_byte(void) { return MPI_BYTE; }
+static inline MPI_Op cohort_mpi_sum(void) { return MPI_SUM; }
+static inline MPI_Op cohort_mpi_max(void) { return MPI_MAX; }
+static inline MPI_Op cohort_mpi_min(void) { return MPI_MIN; }
+static inline void *cohort_mpi_in_place(void) { return MPI_IN_PLACE; }
+static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+
+// MARK: HDF5
+static inline hid_t cohort_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
+static inline hid_t cohort_h5t_native_int8(void) { return H5T_NATIVE_INT8; }
+static inline hid_t cohort_h5t_native_int16(void) { return H5T_NATIVE_INT16; }
+static inline hid_t cohort_h5t_native_uint16(void) { return H5T_NATIVE_UINT16; }
+static inline hid_t cohort_h5t_native_int32(void) { return H5T_NATIVE_INT32; }
+static inline hid_t cohort_h5t_native_uint32(void) { return H5T_NATIVE_UINT32; }
+static inline hid_t cohort_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
+static inline hid_t cohort_h5t_native_uint64(void) { return H5T_NATIVE_UINT64; }
+static inline hid_t cohort_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
+static inline hid_t cohort_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
+static inline hid_t cohort_h5t_c_s1(void) { return H5T_C_S1; }
+static inline hid_t cohort_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
+static inline hid_t cohort_h5p_file_access(void) { return H5P_FILE_ACCESS; }
+static inline hid_t cohort_h5p_default(void) { return H5P_DEFAULT; }
+static inline unsigned cohort_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
+static inline unsigned cohort_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
+static inline hid_t cohort_h5s_all(void) { return H5S_ALL; }
+static inline size_t cohort_h5t_variable(void) { return H5T_VARIABLE; }
+
+// MARK: Kernels (kernels.c)
+
+/// Adam: g = grad + wd·mask·θ; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; θ −= step·m / (sqrt(v) + ε̂).
+void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
+                        const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
+                        float epsilon_hat, float weight_decay);
+/// SGD: g = grad + wd·mask·θ; v = μ·v + g; θ −= lr·(nesterov ? g + μ·v : v) (θ −= lr·g when μ = 0).
+void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
+                       const float *restrict decay_mask, long n, float learning_rate, float momentum,
+                       int nesterov, float weight_decay);
+void cohort_relu_forward(const float *restrict x, float *restrict y, long n);
+void cohort_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
+/// sum[c] += Σ_r rows[r·width + c]
+void cohort_add_rows(const float *restrict rows, float *restrict sum, long count, long width);
+
+// MARK: Process
+
+/// Name of the kernel family OpenBLAS selected at load time (e.g. "Haswell", "Prescott").
+static inline const char *cohort_openblas_corename(void) { return openblas_get_corename(); }
+
+#endif

@@ -1,0 +1,181 @@
+import CCohort
+import Foundation
+
+/// Everything needed to continue a run exactly where it stopped, as one HDF5 file.
+///
+/// Layout (format version 1; h5dump -H shows it):
+///   /parameters/<layer>/<parameter>           float32, the parameter's true shape
+///   /optimizer/<slot>/<layer>/<parameter>     float32, e.g. adam_m, adam_v, momentum
+///   /state/<name>                             uint64 words: generators and other counters
+///   /metrics/<name>                           float64, one value per finished epoch
+///   root attributes: format = "cohort-checkpoint", format_version, config (the resolved YAML),
+///   epoch, step_in_epoch, global_step, optimizer_steps, world_size, batch_size, samples_seen,
+///   datasets (every dataset path, in checksum order), checksum_crc32.
+/// The checksum is CRC-32 over every dataset's path and bytes in the listed order; a file whose
+/// checksum does not match is refused.
+public struct Checkpoint {
+    public static let formatVersion: Int64 = 1
+
+    public struct Position: Equatable, Sendable {
+        /// The epoch in progress (0-based) and the next step inside it.
+        public var epoch: Int
+        public var stepInEpoch: Int
+        /// Optimizer steps taken since the start of the run.
+        public var globalStep: Int
+        public var samplesSeen: Int
+        public init(epoch: Int, stepInEpoch: Int, globalStep: Int, samplesSeen: Int) {
+            (self.epoch, self.stepInEpoch, self.globalStep, self.samplesSeen) = (epoch, stepInEpoch, globalStep, samplesSeen)
+        }
+    }
+
+    public var position: Position
+    public var worldSize: Int
+    public var batchSize: Int
+    public var optimizerSteps: Int
+    public var config: String
+    /// name → (shape, values) for /parameters and /optimizer.
+    public var tensors: [String: (shape: [Int], values: [Float])] = [:]
+    public var words: [String: [UInt64]] = [:]
+    public var metrics: [String: [Double]] = [:]
+
+    public init(position: Position, worldSize: Int, batchSize: Int, optimizerSteps: Int, config: String) {
+        self.position = position
+        self.worldSize = worldSize
+        self.batchSize = batchSize
+        self.optimizerSteps = optimizerSteps
+        self.config = config
+    }
+
+    // MARK: Writing
+
+    /// Writes to a temporary file beside `path`, flushes it to disk, then renames it over
+    /// `path`: a crash or a full disk at any moment leaves the previous file as it was.
+    public func writeAtomically(to path: String) throws {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let temporary = "\(directory)/.\(URL(fileURLWithPath: path).lastPathComponent).tmp-\(getpid())"
+        do {
+            try write(toTemporary: temporary)
+            try syncFile(temporary)
+            try replaceItem(at: path, with: temporary)
+            try? syncFile(directory)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    private func write(toTemporary path: String) throws {
+        let file = try HDF5File.create(path)
+        var checksum = CRC32()
+        var names: [String] = []
+        for name in tensors.keys.sorted() {
+            let tensor = tensors[name]!
+            try tensor.values.withUnsafeBufferPointer { buffer in
+                try file.write(name, buffer, shape: tensor.shape)
+                checksum.update(name: name, bytes: UnsafeRawBufferPointer(buffer))
+            }
+            names.append(name)
+        }
+        for name in words.keys.sorted() {
+            let path = "state/\(name)"
+            try words[name]!.withUnsafeBufferPointer { buffer in
+                try file.write(path, buffer, shape: [buffer.count])
+                checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
+            }
+            names.append(path)
+        }
+        for name in metrics.keys.sorted() {
+            let path = "metrics/\(name)"
+            try metrics[name]!.withUnsafeBufferPointer { buffer in
+                try file.write(path, buffer, shape: [buffer.count])
+                checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
+            }
+            names.append(path)
+        }
+        try file.setAttribute("format", "cohort-checkpoint")
+        try file.setAttribute("format_version", [Checkpoint.formatVersion])
+        try file.setAttribute("config", config)
+        try file.setAttribute("epoch", [Int64(position.epoch)])
+        try file.setAttribute("step_in_epoch", [Int64(position.stepInEpoch)])
+        try file.setAttribute("global_step", [Int64(position.globalStep)])
+        try file.setAttribute("samples_seen", [Int64(position.samplesSeen)])
+        try file.setAttribute("optimizer_steps", [Int64(optimizerSteps)])
+        try file.setAttribute("world_size", [Int64(worldSize)])
+        try file.setAttribute("batch_size", [Int64(batchSize)])
+        try file.setAttribute("datasets", names)
+        try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
+        try file.flush()
+    }
+
+    // MARK: Reading
+
+    /// Reads and verifies a checkpoint: format, version and checksum.
+    public static func read(from path: String) throws -> Checkpoint {
+        let file = try HDF5File.open(path)
+        guard (try? file.stringAttribute("format")) == "cohort-checkpoint" else {
+            throw CohortError("\(path): not a Cohort checkpoint (no format attribute)")
+        }
+        let version = try file.numberAttribute("format_version", as: Int64.self).first ?? 0
+        guard version <= formatVersion else {
+            throw CohortError("\(path): checkpoint format version \(version) is newer than this Cohort reads (\(formatVersion)); upgrade Cohort")
+        }
+        func integer(_ name: String) throws -> Int {
+            guard let value = try file.numberAttribute(name, as: Int64.self).first else {
+                throw CohortError("\(path): attribute \(name) is empty")
+            }
+            return Int(value)
+        }
+        var checkpoint = Checkpoint(
+            position: Position(epoch: try integer("epoch"), stepInEpoch: try integer("step_in_epoch"),
+                               globalStep: try integer("global_step"), samplesSeen: try integer("samples_seen")),
+            worldSize: try integer("world_size"),
+            batchSize: try integer("batch_size"),
+            optimizerSteps: try integer("optimizer_steps"),
+            config: try file.stringAttribute("config")
+        )
+        var checksum = CRC32()
+        for name in try file.stringsAttribute("datasets") {
+            guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }
+            if name.hasPrefix("state/") {
+                let values: [UInt64] = try file.read(name).values
+                values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
+                checkpoint.words[String(name.dropFirst("state/".count))] = values
+            } else if name.hasPrefix("metrics/") {
+                let values: [Double] = try file.read(name).values
+                values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
+                checkpoint.metrics[String(name.dropFirst("metrics/".count))] = values
+            } else {
+                let (values, shape): ([Float], [Int]) = try file.read(name)
+                values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
+                checkpoint.tensors[name] = (shape, values)
+            }
+        }
+        let stored = try integer("checksum_crc32")
+        guard stored == Int(checksum.value) else {
+            throw CohortError("\(path): checksum mismatch (stored \(stored), computed \(checksum.value)); the file is damaged")
+        }
+        return checkpoint
+    }
+}
+
+struct CRC32 {
+    private(set) var value: UInt = crc32(0, nil, 0)
+    mutating func update(name: String, bytes: UnsafeRawBufferPointer) {
+        var nameBytes = Array(name.utf8)
+        value = crc32(value, &nameBytes, UInt32(nameBytes.count))
+        // zlib takes at most 4 GiB per call.
+        var offset = 0
+        while offset < bytes.count {
+            let length = min(bytes.count - offset, 1 << 30)
+            value = crc32(value, bytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self), UInt32(length))
+            offset += length
+        }
+    }
+}
+
+func syncFile(_ path: String) throws {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { throw CohortError("\(path): cannot open to sync: \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    guard fsync(descriptor) == 0 else { throw CohortError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
+}

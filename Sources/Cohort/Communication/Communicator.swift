@@ -1,0 +1,49 @@
+/// The collective operations data-parallel training needs, and nothing more.
+/// `MPICommunicator` is the real one; `SingleProcess` stands in for unit tests of the math.
+public protocol Communicator: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// In place: every rank ends with the element-wise sum over all ranks.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>)
+    func allReduceSum(_ values: [Double]) -> [Double]
+    func allReduceMax(_ values: [Double]) -> [Double]
+    /// In place: every rank ends with root's bytes.
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
+    /// Root receives every rank's words (rank order); other ranks receive [].
+    func gather(_ words: [UInt64], root: Int) -> [[UInt64]]
+    func barrier()
+    /// Ends every process of the job with `code` (never returns).
+    func abort(code: Int32) -> Never
+}
+
+extension Communicator {
+    public var isRoot: Bool { rank == 0 }
+
+    public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) {
+        broadcast(UnsafeMutableRawBufferPointer(buffer), root: root)
+    }
+
+    public func broadcast(_ values: [Double], root: Int) -> [Double] {
+        var copy = values
+        copy.withUnsafeMutableBytes { broadcast($0, root: root) }
+        return copy
+    }
+}
+
+/// One process, no MPI: every collective is the identity.
+public final class SingleProcess: Communicator {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {}
+    public func allReduceSum(_ values: [Double]) -> [Double] { values }
+    public func allReduceMax(_ values: [Double]) -> [Double] { values }
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {}
+    public func gather(_ words: [UInt64], root: Int) -> [[UInt64]] { [words] }
+    public func barrier() {}
+    public func abort(code: Int32) -> Never { exit(code) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

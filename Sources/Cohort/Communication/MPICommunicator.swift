@@ -1,0 +1,69 @@
+import CCohort
+
+/// MPI_COMM_WORLD. Initialized once per process (`MPI_Init_thread`, funneled: only the main
+/// thread calls MPI) and finalized by `finalize()` at a clean exit.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    private let world: MPI_Comm
+
+    public init() {
+        var provided: Int32 = 0
+        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        world = cohort_mpi_comm_world()
+        var rank: Int32 = 0
+        var size: Int32 = 0
+        MPI_Comm_rank(world, &rank)
+        MPI_Comm_size(world, &size)
+        self.rank = Int(rank)
+        self.size = Int(size)
+    }
+
+    public func finalize() { MPI_Finalize() }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
+        guard size > 1, buffer.count > 0 else { return }
+        MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(), world)
+    }
+
+    public func allReduceSum(_ values: [Double]) -> [Double] { allReduce(values, cohort_mpi_sum()) }
+    public func allReduceMax(_ values: [Double]) -> [Double] { allReduce(values, cohort_mpi_max()) }
+
+    private func allReduce(_ values: [Double], _ operation: MPI_Op) -> [Double] {
+        guard size > 1, !values.isEmpty else { return values }
+        var result = values
+        result.withUnsafeMutableBufferPointer { buffer in
+            _ = MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_double(), operation, world)
+        }
+        return result
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {
+        guard size > 1, buffer.count > 0 else { return }
+        MPI_Bcast(buffer.baseAddress, Int32(buffer.count), cohort_mpi_byte(), Int32(root), world)
+    }
+
+    public func gather(_ words: [UInt64], root: Int) -> [[UInt64]] {
+        guard size > 1 else { return [words] }
+        var received = [UInt64](repeating: 0, count: rank == root ? words.count * size : 0)
+        words.withUnsafeBufferPointer { send in
+            received.withUnsafeMutableBufferPointer { receive in
+                _ = MPI_Gather(send.baseAddress, Int32(words.count), cohort_mpi_uint64(),
+                               receive.baseAddress, Int32(words.count), cohort_mpi_uint64(), Int32(root), world)
+            }
+        }
+        guard rank == root else { return [] }
+        return (0..<size).map { Array(received[($0 * words.count)..<(($0 + 1) * words.count)]) }
+    }
+
+    public func barrier() { MPI_Barrier(world) }
+
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,156 @@
+import Foundation
+import Yams
+
+/// Reads one YAML mapping of a config and remembers which keys were asked for, so that a key
+/// nobody asked for (a typo such as `optimzer`) is an error naming the file, line and path,
+/// instead of a silently ignored setting.
+final class ConfigMap {
+    let file: String
+    let path: String
+    private let mapping: Node.Mapping
+    private var used: Set<String> = []
+
+    init(_ node: Node, file: String, path: String) throws {
+        guard case .mapping(let mapping) = node else {
+            throw CohortError("\(file): \(path.isEmpty ? "the document" : path) must be a mapping of keys to values")
+        }
+        self.file = file
+        self.path = path
+        self.mapping = mapping
+    }
+
+    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func node(_ key: String) -> Node? {
+        used.insert(key)
+        return mapping[key]
+    }
+
+    func error(_ key: String, _ message: String) -> CohortError {
+        let line = node(key)?.mark.map { ":\($0.line)" } ?? ""
+        return CohortError("\(file)\(line): \(keyPath(key)): \(message)")
+    }
+
+    func has(_ key: String) -> Bool { mapping[key] != nil }
+
+    func string(_ key: String) throws -> String? {
+        guard let node = node(key) else { return nil }
+        guard case .scalar(let scalar) = node else { throw error(key, "expected a text value") }
+        return scalar.string
+    }
+
+    func string(_ key: String, default value: String) throws -> String { try string(key) ?? value }
+
+    func requiredString(_ key: String) throws -> String {
+        guard let value = try string(key) else { throw CohortError("\(file): missing key \(keyPath(key))") }
+        return value
+    }
+
+    func choice(_ key: String, _ choices: [String], default value: String) throws -> String {
+        let chosen = try string(key, default: value)
+        guard choices.contains(chosen) else {
+            throw error(key, "'\(chosen)' is not one of \(choices.joined(separator: ", "))")
+        }
+        return chosen
+    }
+
+    func int(_ key: String) throws -> Int? {
+        guard let node = node(key) else { return nil }
+        if node.scalar?.string == "null" || node.scalar?.string == "~" { return nil }
+        guard case .scalar = node, let value = node.int else {
+            throw error(key, "expected an integer, found '\(node.scalar?.string ?? "a collection")'")
+        }
+        return value
+    }
+
+    func int(_ key: String, default value: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
+        let chosen = try int(key) ?? value
+        guard range.contains(chosen) else { throw error(key, "\(chosen) is outside \(describe(range))") }
+        return chosen
+    }
+
+    func double(_ key: String, default value: Double, range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws -> Double {
+        guard let node = node(key) else { return value }
+        guard case .scalar = node, let chosen = node.float, chosen.isFinite else {
+            throw error(key, "expected a number, found '\(node.scalar?.string ?? "a collection")'")
+        }
+        guard range.contains(chosen) else { throw error(key, "\(chosen) is outside [\(range.lowerBound), \(range.upperBound)]") }
+        return chosen
+    }
+
+    func bool(_ key: String, default value: Bool) throws -> Bool {
+        guard let node = node(key) else { return value }
+        guard case .scalar = node, let chosen = node.bool else {
+            throw error(key, "expected true or false, found '\(node.scalar?.string ?? "a collection")'")
+        }
+        return chosen
+    }
+
+    func map(_ key: String) throws -> ConfigMap? {
+        guard let node = node(key) else { return nil }
+        return try ConfigMap(node, file: file, path: keyPath(key))
+    }
+
+    func list(_ key: String) throws -> [Node]? {
+        guard let node = node(key) else { return nil }
+        guard case .sequence(let sequence) = node else { throw error(key, "expected a list") }
+        return Array(sequence)
+    }
+
+    /// Call once every key has been read: any key left over is a mistake of the user's.
+    func finish() throws {
+        for (keyNode, _) in mapping {
+            let key = keyNode.string ?? "?"
+            if !used.contains(key) {
+                let line = keyNode.mark.map { ":\($0.line)" } ?? ""
+                throw CohortError("\(file)\(line): unknown key '\(keyPath(key))'")
+            }
+        }
+    }
+
+    private func describe(_ range: ClosedRange<Int>) -> String {
+        if range.upperBound == Int.max { return "the allowed range (at least \(range.lowerBound))" }
+        return "[\(range.lowerBound), \(range.upperBound)]"
+    }
+}
+
+/// Parses YAML text to a node, turning libyaml's errors into one-line messages.
+func parseYAML(_ text: String, file: String) throws -> Node {
+    do {
+        guard let node = try Yams.compose(yaml: text) else { throw CohortError("\(file): the file is empty") }
+        return node
+    } catch let error as CohortError {
+        throw error
+    } catch let error as YamlError {
+        throw CohortError("\(file): malformed YAML: \(String(describing: error).split(separator: "\n").joined(separator: " "))")
+    } catch {
+        throw CohortError("\(file): malformed YAML: \(error)")
+    }
+}
+
+/// Applies `--set a.b.c=value` to a parsed config: the value is read as YAML (so `3`, `true`,
+/// `[1, 2]` have their types); missing intermediate mappings are created.
+func applyOverride(_ assignment: String, to root: inout Node) throws {
+    guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
+        throw CohortError("--set \(assignment): expected key=value")
+    }
+    let keys = assignment[..<equals].split(separator: ".").map(String.init)
+    let valueText = String(assignment[assignment.index(after: equals)...])
+    let value = (try? Yams.compose(yaml: valueText)).flatMap { $0 } ?? Node("")
+    func assign(_ node: inout Node, _ keys: ArraySlice<String>) throws {
+        guard case .mapping(var mapping) = node else {
+            throw CohortError("--set \(assignment): '\(keys.first ?? "")' is not inside a mapping")
+        }
+        let key = keys.first!
+        if keys.count == 1 {
+            mapping[key] = value
+        } else {
+            var child = mapping[key] ?? Node([(Node, Node)]())
+            try assign(&child, keys.dropFirst())
+            mapping[key] = child
+        }
+        node = .mapping(mapping)
+    }
+    guard !keys.isEmpty else { throw CohortError("--set \(assignment): empty key") }
+    try assign(&root, keys[...])
+}

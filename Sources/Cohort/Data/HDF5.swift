@@ -1,0 +1,405 @@
+import CCohort
+import Foundation
+
+/// A small, safe face over the HDF5 C library: files, groups, datasets of numbers,
+/// hyperslab reads of chosen rows, and string/number attributes.
+///
+/// Every call that can fail throws a `CohortError` naming the file and the object,
+/// so a broken or foreign file is a one-line message, never a trap. HDF5's own error
+/// stack printing is switched off once, on first use.
+public final class HDF5File {
+    public let path: String
+    let id: hid_t
+
+    private static let silenced: Void = {
+        _ = H5open()
+        H5Eset_auto2(0, nil, nil)
+    }()
+
+    private init(path: String, id: hid_t) {
+        self.path = path
+        self.id = id
+    }
+
+    public static func open(_ path: String) throws -> HDF5File {
+        _ = silenced
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CohortError("\(path): no such file")
+        }
+        guard H5Fis_hdf5(path) > 0 else { throw CohortError("\(path): not an HDF5 file") }
+        let id = H5Fopen(path, cohort_h5f_acc_rdonly(), cohort_h5p_default())
+        guard id >= 0 else { throw CohortError("\(path): cannot open as HDF5") }
+        return HDF5File(path: path, id: id)
+    }
+
+    public static func create(_ path: String) throws -> HDF5File {
+        _ = silenced
+        let id = H5Fcreate(path, cohort_h5f_acc_trunc(), cohort_h5p_default(), cohort_h5p_default())
+        guard id >= 0 else { throw CohortError("\(path): cannot create (check that the directory exists and is writable)") }
+        return HDF5File(path: path, id: id)
+    }
+
+    deinit { H5Fclose(id) }
+
+    /// Pushes buffered data to the operating system (used before the atomic rename of checkpoints).
+    public func flush() throws {
+        guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else { throw CohortError("\(path): flush failed") }
+    }
+
+    // MARK: Objects
+
+    public func exists(_ name: String) -> Bool {
+        // Walk the path one link at a time: H5Lexists fails on a missing intermediate group.
+        var prefix = ""
+        for part in name.split(separator: "/") {
+            prefix += (prefix.isEmpty ? "" : "/") + part
+            if H5Lexists(id, prefix, cohort_h5p_default()) <= 0 { return false }
+        }
+        return true
+    }
+
+    public func createGroup(_ name: String) throws {
+        var prefix = ""
+        for part in name.split(separator: "/") {
+            prefix += (prefix.isEmpty ? "" : "/") + part
+            if H5Lexists(id, prefix, cohort_h5p_default()) > 0 { continue }
+            let group = H5Gcreate2(id, prefix, cohort_h5p_default(), cohort_h5p_default(), cohort_h5p_default())
+            guard group >= 0 else { throw CohortError("\(path): cannot create group \(prefix)") }
+            H5Gclose(group)
+        }
+    }
+
+    /// Names of the members of a group, in HDF5's (alphabetical) order.
+    public func members(of group: String) throws -> [String] {
+        guard exists(group) || group == "/" else { throw CohortError("\(path): no group \(group)") }
+        let gid = H5Gopen2(id, group, cohort_h5p_default())
+        guard gid >= 0 else { throw CohortError("\(path): \(group) is not a group") }
+        defer { H5Gclose(gid) }
+        var info = H5G_info_t()
+        H5Gget_info(gid, &info)
+        var names: [String] = []
+        for index in 0..<info.nlinks {
+            let length = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, cohort_h5p_default())
+            guard length >= 0 else { continue }
+            var buffer = [CChar](repeating: 0, count: Int(length) + 1)
+            H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, Int(length) + 1, cohort_h5p_default())
+            names.append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return names
+    }
+
+    // MARK: Datasets
+
+    public func dataset(_ name: String) throws -> HDF5Dataset {
+        guard exists(name) else { throw CohortError("\(path): no dataset '\(name)'") }
+        let dataset = H5Dopen2(id, name, cohort_h5p_default())
+        guard dataset >= 0 else { throw CohortError("\(path): '\(name)' is not a dataset") }
+        return try HDF5Dataset(file: self, name: name, id: dataset)
+    }
+
+    /// Writes a whole dataset. `chunkRows`, when given, chunks along the first axis.
+    public func write<T: HDF5Scalar>(_ name: String, _ values: UnsafeBufferPointer<T>, shape: [Int], chunkRows: Int? = nil) throws {
+        precondition(shape.reduce(1, *) == values.count, "shape does not match the buffer")
+        if let slash = name.lastIndex(of: "/") { try createGroup(String(name[..<slash])) }
+        var dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
+        defer { H5Sclose(space) }
+        let properties = H5Pcreate(cohort_h5p_dataset_create())
+        defer { H5Pclose(properties) }
+        if let chunkRows, !shape.isEmpty, shape[0] > 0 {
+            var chunk = dims
+            chunk[0] = hsize_t(min(chunkRows, shape[0]))
+            H5Pset_chunk(properties, Int32(chunk.count), &chunk)
+        }
+        let dataset = H5Dcreate2(id, name, T.hdf5Type, space, cohort_h5p_default(), properties, cohort_h5p_default())
+        guard dataset >= 0 else { throw CohortError("\(path): cannot create dataset \(name)") }
+        defer { H5Dclose(dataset) }
+        if values.count > 0 {
+            guard H5Dwrite(dataset, T.hdf5Type, cohort_h5s_all(), cohort_h5s_all(), cohort_h5p_default(), values.baseAddress) >= 0 else {
+                throw CohortError("\(path): cannot write dataset \(name) (disk full?)")
+            }
+        }
+    }
+
+    public func write<T: HDF5Scalar>(_ name: String, _ values: [T], shape: [Int]? = nil, chunkRows: Int? = nil) throws {
+        try values.withUnsafeBufferPointer { try write(name, $0, shape: shape ?? [values.count], chunkRows: chunkRows) }
+    }
+
+    /// Reads a whole dataset, converting to `T` (HDF5 converts integer and float types).
+    public func read<T: HDF5Scalar>(_ name: String, as: T.Type = T.self) throws -> (values: [T], shape: [Int]) {
+        let dataset = try dataset(name)
+        let values = try dataset.readAll(as: T.self)
+        return (values, dataset.shape)
+    }
+
+    // MARK: Attributes
+
+    public func setAttribute(_ name: String, _ value: String, on object: String = "/") throws {
+        try withObject(object) { objectID in
+            let type = H5Tcopy(cohort_h5t_c_s1())
+            defer { H5Tclose(type) }
+            H5Tset_size(type, cohort_h5t_variable())
+            H5Tset_cset(type, H5T_CSET_UTF8)
+            let space = H5Screate(H5S_SCALAR)
+            defer { H5Sclose(space) }
+            let attribute = try createAttribute(objectID, name, type, space, object)
+            defer { H5Aclose(attribute) }
+            let status = value.withCString { cString -> herr_t in
+                var pointer: UnsafePointer<CChar>? = cString
+                return H5Awrite(attribute, type, &pointer)
+            }
+            guard status >= 0 else { throw CohortError("\(path): cannot write attribute \(object)@\(name)") }
+        }
+    }
+
+    public func setAttribute(_ name: String, _ values: [String], on object: String = "/") throws {
+        try withObject(object) { objectID in
+            let type = H5Tcopy(cohort_h5t_c_s1())
+            defer { H5Tclose(type) }
+            H5Tset_size(type, cohort_h5t_variable())
+            H5Tset_cset(type, H5T_CSET_UTF8)
+            var dims = [hsize_t(values.count)]
+            let space = H5Screate_simple(1, &dims, nil)
+            defer { H5Sclose(space) }
+            let attribute = try createAttribute(objectID, name, type, space, object)
+            defer { H5Aclose(attribute) }
+            let cStrings = values.map { strdup($0) }
+            defer { cStrings.forEach { free($0) } }
+            var pointers = cStrings.map { UnsafePointer<CChar>($0) }
+            guard H5Awrite(attribute, type, &pointers) >= 0 else {
+                throw CohortError("\(path): cannot write attribute \(object)@\(name)")
+            }
+        }
+    }
+
+    public func setAttribute<T: HDF5Scalar>(_ name: String, _ values: [T], on object: String = "/") throws {
+        try withObject(object) { objectID in
+            var dims = [hsize_t(values.count)]
+            let space = values.count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, nil)
+            defer { H5Sclose(space) }
+            let attribute = try createAttribute(objectID, name, T.hdf5Type, space, object)
+            defer { H5Aclose(attribute) }
+            guard H5Awrite(attribute, T.hdf5Type, values) >= 0 else {
+                throw CohortError("\(path): cannot write attribute \(object)@\(name)")
+            }
+        }
+    }
+
+    public func hasAttribute(_ name: String, on object: String = "/") -> Bool {
+        (try? withObject(object) { H5Aexists($0, name) > 0 }) ?? false
+    }
+
+    public func stringAttribute(_ name: String, on object: String = "/") throws -> String {
+        guard let first = try stringsAttribute(name, on: object).first else {
+            throw CohortError("\(path): attribute \(object)@\(name) is empty")
+        }
+        return first
+    }
+
+    public func stringsAttribute(_ name: String, on object: String = "/") throws -> [String] {
+        try withObject(object) { objectID in
+            let attribute = try openAttribute(objectID, name, object)
+            defer { H5Aclose(attribute) }
+            let fileType = H5Aget_type(attribute)
+            defer { H5Tclose(fileType) }
+            guard H5Tget_class(fileType) == H5T_STRING else {
+                throw CohortError("\(path): attribute \(object)@\(name) is not a string")
+            }
+            let space = H5Aget_space(attribute)
+            defer { H5Sclose(space) }
+            let count = Int(H5Sget_simple_extent_npoints(space))
+            if H5Tis_variable_str(fileType) > 0 {
+                let memoryType = H5Tcopy(cohort_h5t_c_s1())
+                defer { H5Tclose(memoryType) }
+                H5Tset_size(memoryType, cohort_h5t_variable())
+                H5Tset_cset(memoryType, H5Tget_cset(fileType))
+                var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+                guard H5Aread(attribute, memoryType, &pointers) >= 0 else {
+                    throw CohortError("\(path): cannot read attribute \(object)@\(name)")
+                }
+                defer { pointers.forEach { H5free_memory($0) } }
+                return pointers.map { $0.map { String(cString: $0) } ?? "" }
+            }
+            // Fixed-length strings, as h5py writes for numpy bytes arrays.
+            let size = H5Tget_size(fileType)
+            var bytes = [UInt8](repeating: 0, count: size * count)
+            guard H5Aread(attribute, fileType, &bytes) >= 0 else {
+                throw CohortError("\(path): cannot read attribute \(object)@\(name)")
+            }
+            return (0..<count).map { index in
+                let slice = bytes[(index * size)..<((index + 1) * size)]
+                return String(decoding: slice.prefix { $0 != 0 }, as: UTF8.self)
+            }
+        }
+    }
+
+    public func numberAttribute<T: HDF5Scalar>(_ name: String, on object: String = "/", as: T.Type = T.self) throws -> [T] {
+        try withObject(object) { objectID in
+            let attribute = try openAttribute(objectID, name, object)
+            defer { H5Aclose(attribute) }
+            let space = H5Aget_space(attribute)
+            defer { H5Sclose(space) }
+            let count = Int(H5Sget_simple_extent_npoints(space))
+            var values = [T](repeating: T.zero, count: count)
+            guard H5Aread(attribute, T.hdf5Type, &values) >= 0 else {
+                throw CohortError("\(path): attribute \(object)@\(name) is not numeric")
+            }
+            return values
+        }
+    }
+
+    private func withObject<R>(_ object: String, _ body: (hid_t) throws -> R) throws -> R {
+        guard object == "/" || exists(object) else { throw CohortError("\(path): no object \(object)") }
+        let objectID = H5Oopen(id, object, cohort_h5p_default())
+        guard objectID >= 0 else { throw CohortError("\(path): cannot open \(object)") }
+        defer { H5Oclose(objectID) }
+        return try body(objectID)
+    }
+
+    private func createAttribute(_ objectID: hid_t, _ name: String, _ type: hid_t, _ space: hid_t, _ object: String) throws -> hid_t {
+        if H5Aexists(objectID, name) > 0 { H5Adelete(objectID, name) }
+        let attribute = H5Acreate2(objectID, name, type, space, cohort_h5p_default(), cohort_h5p_default())
+        guard attribute >= 0 else { throw CohortError("\(path): cannot create attribute \(object)@\(name)") }
+        return attribute
+    }
+
+    private func openAttribute(_ objectID: hid_t, _ name: String, _ object: String) throws -> hid_t {
+        guard H5Aexists(objectID, name) > 0 else { throw CohortError("\(path): missing attribute \(object)@\(name)") }
+        let attribute = H5Aopen(objectID, name, cohort_h5p_default())
+        guard attribute >= 0 else { throw CohortError("\(path): cannot open attribute \(object)@\(name)") }
+        return attribute
+    }
+}
+
+/// One open dataset: its shape and element type, whole reads and reads of chosen rows.
+public final class HDF5Dataset {
+    public let file: HDF5File
+    public let name: String
+    public let shape: [Int]
+    public let elementType: ElementType
+    public let chunkShape: [Int]?
+    let id: hid_t
+
+    public enum ElementType: Equatable, CustomStringConvertible, Sendable {
+        case integer(bytes: Int, signed: Bool)
+        case float(bytes: Int)
+        case other(String)
+
+        public var description: String {
+            switch self {
+            case .integer(let bytes, let signed): return "\(signed ? "int" : "uint")\(bytes * 8)"
+            case .float(let bytes): return "float\(bytes * 8)"
+            case .other(let name): return name
+            }
+        }
+    }
+
+    init(file: HDF5File, name: String, id: hid_t) throws {
+        self.file = file
+        self.name = name
+        self.id = id
+        let space = H5Dget_space(id)
+        defer { H5Sclose(space) }
+        let rank = Int(H5Sget_simple_extent_ndims(space))
+        var dims = [hsize_t](repeating: 0, count: max(rank, 1))
+        H5Sget_simple_extent_dims(space, &dims, nil)
+        shape = rank == 0 ? [] : dims.prefix(rank).map { Int($0) }
+        let type = H5Dget_type(id)
+        defer { H5Tclose(type) }
+        let size = Int(H5Tget_size(type))
+        switch H5Tget_class(type) {
+        case H5T_INTEGER: elementType = .integer(bytes: size, signed: H5Tget_sign(type) == H5T_SGN_2)
+        case H5T_FLOAT: elementType = .float(bytes: size)
+        case H5T_STRING: elementType = .other("string")
+        case H5T_COMPOUND: elementType = .other("compound")
+        default: elementType = .other("unsupported")
+        }
+        let properties = H5Dget_create_plist(id)
+        defer { H5Pclose(properties) }
+        if H5Pget_layout(properties) == H5D_CHUNKED {
+            var chunk = [hsize_t](repeating: 0, count: max(rank, 1))
+            H5Pget_chunk(properties, Int32(rank), &chunk)
+            chunkShape = chunk.prefix(rank).map { Int($0) }
+        } else {
+            chunkShape = nil
+        }
+    }
+
+    deinit { H5Dclose(id) }
+
+    public var rows: Int { shape.first ?? 1 }
+    /// Elements in one row (the product of all axes after the first).
+    public var rowElements: Int { shape.dropFirst().reduce(1, *) }
+    public var isNumeric: Bool {
+        if case .other = elementType { return false }
+        return true
+    }
+
+    public func readAll<T: HDF5Scalar>(as: T.Type = T.self) throws -> [T] {
+        let count = shape.reduce(1, *)
+        var values = [T](repeating: T.zero, count: count)
+        if count > 0 {
+            try values.withUnsafeMutableBufferPointer { buffer in
+                guard H5Dread(id, T.hdf5Type, cohort_h5s_all(), cohort_h5s_all(), cohort_h5p_default(), buffer.baseAddress) >= 0 else {
+                    throw CohortError("\(file.path): cannot read dataset '\(name)' as \(T.self)")
+                }
+            }
+        }
+        return values
+    }
+
+    /// Reads rows `start..<start+count` into `destination` (count × rowElements values).
+    public func readRows<T: HDF5Scalar>(start: Int, count: Int, into destination: UnsafeMutablePointer<T>) throws {
+        try readSelection(rowRuns: [(start, count)], totalRows: count, into: destination)
+    }
+
+    /// Reads the given rows, in ascending order of row index, into `destination`.
+    /// Consecutive rows are merged into one hyperslab block, so a shard's contiguous runs
+    /// cost one selection each; the rows must be sorted and distinct.
+    public func readRows<T: HDF5Scalar>(sorted rows: [Int], into destination: UnsafeMutablePointer<T>) throws {
+        var runs: [(Int, Int)] = []
+        for row in rows {
+            if let last = runs.last, last.0 + last.1 == row {
+                runs[runs.count - 1].1 += 1
+            } else {
+                runs.append((row, 1))
+            }
+        }
+        try readSelection(rowRuns: runs, totalRows: rows.count, into: destination)
+    }
+
+    private func readSelection<T: HDF5Scalar>(rowRuns: [(Int, Int)], totalRows: Int, into destination: UnsafeMutablePointer<T>) throws {
+        guard totalRows > 0 else { return }
+        let fileSpace = H5Dget_space(id)
+        defer { H5Sclose(fileSpace) }
+        let rank = shape.count
+        var count = shape.map { hsize_t($0) }
+        var start = [hsize_t](repeating: 0, count: rank)
+        for (index, run) in rowRuns.enumerated() {
+            guard run.0 >= 0, run.0 + run.1 <= rows else {
+                throw CohortError("\(file.path): rows \(run.0)..<\(run.0 + run.1) are outside dataset '\(name)' of \(rows) rows")
+            }
+            start[0] = hsize_t(run.0)
+            count[0] = hsize_t(run.1)
+            H5Sselect_hyperslab(fileSpace, index == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, &start, nil, &count, nil)
+        }
+        var memoryDims = shape.map { hsize_t($0) }
+        memoryDims[0] = hsize_t(totalRows)
+        let memorySpace = H5Screate_simple(Int32(rank), &memoryDims, nil)
+        defer { H5Sclose(memorySpace) }
+        guard H5Dread(id, T.hdf5Type, memorySpace, fileSpace, cohort_h5p_default(), destination) >= 0 else {
+            throw CohortError("\(file.path): cannot read rows of dataset '\(name)' (I/O error or truncated file)")
+        }
+    }
+}
+
+/// Element types Cohort reads and writes, with their native HDF5 type.
+public protocol HDF5Scalar: Numeric {
+    static var hdf5Type: hid_t { get }
+}
+extension UInt8: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint8() } }
+extension Int32: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_int32() } }
+extension Int64: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_int64() } }
+extension UInt64: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint64() } }
+extension Float: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_float() } }
+extension Double: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_double() } }

@@ -1,0 +1,187 @@
+import Foundation
+
+/// A features/labels pair in an HDF5 file, opened and checked, that hands out any set of rows
+/// as a Float batch in the model's layout.
+///
+/// File layout (datasets/README.md): features [N, H, W, C] (NHWC, the default for 4-D data;
+/// an attribute `layout = "NCHW"` on the file says otherwise), [N, H, W] (one channel) or
+/// [N, D]; labels [N] integers in [0, classes). Batches come out NCHW ([C, H, W] per sample),
+/// the layout the convolution kernels use.
+///
+/// With `cache`, the features are read once into memory in the file's element type
+/// (Fashion-MNIST: 47 MB of uint8 per rank); otherwise each batch reads exactly its rows with
+/// one hyperslab selection, so memory does not grow with the file.
+public final class LabeledData {
+    public let path: String
+    public let rows: Int
+    /// Per-sample shape fed to the model: [C, H, W] for images, [D] for vectors.
+    public let sampleShape: [Int]
+    public let classes: Int
+    public let classNames: [String]
+    public var sampleSize: Int { sampleShape.reduce(1, *) }
+
+    private let file: HDF5File
+    private let features: HDF5Dataset
+    private let labels: [Int32]
+    private let channelsLast: Bool
+    private let channels: Int
+    private let scale: Float
+    private let channelMean: [Float]
+    private let channelStd: [Float]
+    private var byteCache: [UInt8]?
+    private var floatCache: [Float]?
+    private var staging: [UInt8] = []
+    private var stagingFloats: [Float] = []
+    /// When set, every row read from the file is appended here (diagnostics and tests).
+    public var readLog: [Int]?
+
+    public init(path: String, featuresName: String, labelsName: String, normalization: Normalization,
+                cache: Bool, expectedClasses: Int? = nil) throws {
+        self.path = path
+        file = try HDF5File.open(path)
+        features = try file.dataset(featuresName)
+        let labelSet = try file.dataset(labelsName)
+        guard features.isNumeric else {
+            throw CohortError("\(path): dataset '\(featuresName)' has unsupported type \(features.elementType) (use integers or floats)")
+        }
+        guard case .integer = labelSet.elementType else {
+            throw CohortError("\(path): dataset '\(labelsName)' holds \(labelSet.elementType); class labels must be integers")
+        }
+        guard features.shape.count >= 2 else {
+            throw CohortError("\(path): dataset '\(featuresName)' has shape \(features.shape); expected [rows, ...]")
+        }
+        guard labelSet.shape.count == 1 else {
+            throw CohortError("\(path): dataset '\(labelsName)' has shape \(labelSet.shape); expected [rows]")
+        }
+        rows = features.rows
+        guard rows > 0 else { throw CohortError("\(path): dataset '\(featuresName)' has zero rows") }
+        guard labelSet.rows == rows else {
+            throw CohortError("\(path): '\(featuresName)' has \(rows) rows but '\(labelsName)' has \(labelSet.rows)")
+        }
+
+        let layout = (try? file.stringAttribute("layout")) ?? "NHWC"
+        let dims = Array(features.shape.dropFirst())
+        switch dims.count {
+        case 1:
+            (sampleShape, channelsLast, channels) = (dims, false, 1)
+        case 2:
+            (sampleShape, channelsLast, channels) = ([1, dims[0], dims[1]], false, 1)
+        case 3 where layout == "NCHW":
+            (sampleShape, channelsLast, channels) = (dims, false, dims[0])
+        case 3:
+            (sampleShape, channelsLast, channels) = ([dims[2], dims[0], dims[1]], true, dims[2])
+        default:
+            throw CohortError("\(path): dataset '\(featuresName)' has \(dims.count) axes per sample; Cohort reads 1 (vectors), 2 or 3 (images)")
+        }
+
+        let rawLabels: [Int64] = try labelSet.readAll()
+        let names = (try? file.stringsAttribute("class_names")) ?? []
+        let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
+        let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(rawLabels.max() ?? 0) + 1 : names.count)
+        if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
+            throw CohortError("\(path): dataset '\(labelsName)' row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
+        }
+        self.classes = classes
+        self.classNames = names.count == classes ? names : (0..<classes).map { "class \($0)" }
+        labels = rawLabels.map { Int32($0) }
+
+        let isInteger: Bool
+        if case .integer = features.elementType { isInteger = true } else { isInteger = false }
+        scale = (normalization != .none && features.elementType == .integer(bytes: 1, signed: false)) ? 1 / 255 : 1
+        if normalization == .standardize {
+            let mean = try file.numberAttribute("mean", as: Double.self)
+            let std = try file.numberAttribute("std", as: Double.self)
+            guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
+                throw CohortError("\(path): attributes mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
+            }
+            (channelMean, channelStd) = (mean.map(Float.init), std.map(Float.init))
+        } else {
+            (channelMean, channelStd) = ([Float](repeating: 0, count: channels), [Float](repeating: 1, count: channels))
+        }
+
+        if cache {
+            if features.elementType == .integer(bytes: 1, signed: false) {
+                byteCache = try features.readAll(as: UInt8.self)
+            } else {
+                let values = try features.readAll(as: Float.self)
+                if !isInteger, let bad = values.firstIndex(where: { !$0.isFinite }) {
+                    throw CohortError("\(path): dataset '\(featuresName)' row \(bad / features.rowElements) holds a NaN or infinite value")
+                }
+                floatCache = values
+            }
+        }
+    }
+
+    public func label(_ row: Int) -> Int32 { labels[row] }
+
+    /// Writes rows `rowIndices` (in that order) as x [count, sampleShape...] and y [count].
+    public func load(rows rowIndices: ArraySlice<Int>, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {
+        for (position, row) in rowIndices.enumerated() { y[position] = labels[row] }
+        let rowElements = features.rowElements
+        if let byteCache {
+            byteCache.withUnsafeBufferPointer { cache in
+                for (position, row) in rowIndices.enumerated() {
+                    decode(cache.baseAddress! + row * rowElements, into: x + position * rowElements)
+                }
+            }
+            return
+        }
+        if let floatCache {
+            floatCache.withUnsafeBufferPointer { cache in
+                for (position, row) in rowIndices.enumerated() {
+                    decode(cache.baseAddress! + row * rowElements, into: x + position * rowElements)
+                }
+            }
+            return
+        }
+        // From the file: read the rows in ascending order with one selection, then place each
+        // where the batch wants it.
+        let order = rowIndices.enumerated().sorted { $0.element < $1.element }
+        let sorted = order.map(\.element)
+        readLog?.append(contentsOf: sorted)
+        if features.elementType == .integer(bytes: 1, signed: false) {
+            if staging.count < sorted.count * rowElements { staging = [UInt8](repeating: 0, count: sorted.count * rowElements) }
+            try staging.withUnsafeMutableBufferPointer { buffer in
+                try features.readRows(sorted: sorted, into: buffer.baseAddress!)
+                for (index, item) in order.enumerated() {
+                    decode(buffer.baseAddress! + index * rowElements, into: x + item.offset * rowElements)
+                }
+            }
+        } else {
+            if stagingFloats.count < sorted.count * rowElements { stagingFloats = [Float](repeating: 0, count: sorted.count * rowElements) }
+            try stagingFloats.withUnsafeMutableBufferPointer { buffer in
+                try features.readRows(sorted: sorted, into: buffer.baseAddress!)
+                for (index, item) in order.enumerated() {
+                    let source = buffer.baseAddress! + index * rowElements
+                    if let bad = (0..<rowElements).first(where: { !source[$0].isFinite }) {
+                        _ = bad
+                        throw CohortError("\(path): dataset '\(features.name)' row \(item.element) holds a NaN or infinite value")
+                    }
+                    decode(source, into: x + item.offset * rowElements)
+                }
+            }
+        }
+    }
+
+    /// One sample: scale, per-channel standardization, and NHWC → NCHW where needed.
+    @inline(__always)
+    private func decode<T: BinaryFloatingPointConvertible>(_ source: UnsafePointer<T>, into destination: UnsafeMutablePointer<Float>) {
+        let count = features.rowElements
+        if channels == 1 {
+            let (mean, inverseStd) = (channelMean[0], 1 / channelStd[0])
+            for index in 0..<count { destination[index] = (source[index].floatValue * scale - mean) * inverseStd }
+            return
+        }
+        let pixels = count / channels
+        for pixel in 0..<pixels {
+            for channel in 0..<channels {
+                let sourceIndex = channelsLast ? pixel * channels + channel : channel * pixels + pixel
+                destination[channel * pixels + pixel] = (source[sourceIndex].floatValue * scale - channelMean[channel]) / channelStd[channel]
+            }
+        }
+    }
+}
+
+protocol BinaryFloatingPointConvertible { var floatValue: Float { get } }
+extension UInt8: BinaryFloatingPointConvertible { var floatValue: Float { Float(self) } }
+extension Float: BinaryFloatingPointConvertible { var floatValue: Float { self } }

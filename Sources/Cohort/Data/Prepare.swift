@@ -1,0 +1,114 @@
+import Foundation
+
+/// Writes image/label pairs as a Cohort dataset file (layout: datasets/README.md):
+/// `images` uint8 [N, H, W, C] (NHWC, as Keras and h5py users hold images), `labels` int64 [N],
+/// root attributes `class_names`, `layout`, `num_classes`, `source`, and per-channel `mean`/`std`
+/// of pixels scaled to [0, 1], which a config can use for normalization.
+public struct ImageSet {
+    public var images: [UInt8]
+    public var labels: [Int64]
+    public var height: Int
+    public var width: Int
+    public var channels: Int
+    public var classNames: [String]
+    public var source: String
+
+    public var count: Int { labels.count }
+
+    public func write(to path: String, chunkRows: Int = 1024) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        do {
+            let file = try HDF5File.create(temporary)
+            try file.write("images", images, shape: [count, height, width, channels], chunkRows: chunkRows)
+            try file.write("labels", labels, shape: [count], chunkRows: chunkRows * 16)
+            try file.setAttribute("class_names", classNames)
+            try file.setAttribute("num_classes", [Int64(classNames.count)])
+            try file.setAttribute("layout", "NHWC")
+            try file.setAttribute("source", source)
+            try file.setAttribute("format", "cohort-dataset")
+            let (mean, std) = channelStatistics()
+            try file.setAttribute("mean", mean)
+            try file.setAttribute("std", std)
+            try file.flush()
+        }
+        try replaceItem(at: path, with: temporary)
+    }
+
+    func channelStatistics() -> ([Double], [Double]) {
+        var sum = [Double](repeating: 0, count: channels)
+        var squares = [Double](repeating: 0, count: channels)
+        for (index, byte) in images.enumerated() {
+            let value = Double(byte) / 255
+            sum[index % channels] += value
+            squares[index % channels] += value * value
+        }
+        let perChannel = Double(max(images.count / channels, 1))
+        let mean = sum.map { $0 / perChannel }
+        let std = zip(squares, mean).map { max($0 / perChannel - $1 * $1, 0).squareRoot() }
+        return (mean, std)
+    }
+}
+
+/// Atomic replace: rename(2) over the destination, so readers see the old file or the new one.
+func replaceItem(at path: String, with temporary: String) throws {
+    guard rename(temporary, path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        unlink(temporary)
+        throw CohortError("\(path): cannot move the new file into place: \(reason)")
+    }
+}
+
+public enum FashionMNIST {
+    public static let defaultSource = "/usr/share/datasets/fashion-mnist"
+    public static let classNames = [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ]
+
+    /// Converts the IDX pairs of the Debian package into `train.h5` and `test.h5` under `outputDirectory`.
+    public static func prepare(source: String, outputDirectory: String) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        var written: [String] = []
+        for (split, prefix) in [("train", "train"), ("test", "t10k")] {
+            let set = try readIDXPair(
+                images: "\(source)/\(prefix)-images-idx3-ubyte.gz",
+                labels: "\(source)/\(prefix)-labels-idx1-ubyte.gz",
+                classNames: classNames,
+                source: "Fashion-MNIST (Zalando Research, MIT licence), \(split) split, from \(source)"
+            )
+            let path = "\(outputDirectory)/\(split).h5"
+            try set.write(to: path)
+            written.append(path)
+        }
+        return written
+    }
+
+    /// Reads an IDX images file ([N, H, W] or [N, H, W, C]) and its labels ([N]).
+    public static func readIDXPair(images: String, labels: String, classNames: [String]?, source: String) throws -> ImageSet {
+        let imageArray = try IDXArray.read(path: images)
+        let labelArray = try IDXArray.read(path: labels)
+        guard imageArray.dimensions.count == 3 || imageArray.dimensions.count == 4 else {
+            throw CohortError("\(images): expected images of shape [N, H, W] or [N, H, W, C], found \(imageArray.dimensions)")
+        }
+        guard labelArray.dimensions.count == 1 else {
+            throw CohortError("\(labels): expected labels of shape [N], found \(labelArray.dimensions)")
+        }
+        guard imageArray.dimensions[0] == labelArray.dimensions[0] else {
+            throw CohortError("\(images): \(imageArray.dimensions[0]) images but \(labels) has \(labelArray.dimensions[0]) labels")
+        }
+        let classCount = Int(labelArray.bytes.max() ?? 0) + 1
+        let names = classNames ?? (0..<classCount).map { "class \($0)" }
+        guard classCount <= names.count else {
+            throw CohortError("\(labels): label \(classCount - 1) is outside the \(names.count) classes")
+        }
+        return ImageSet(
+            images: imageArray.bytes,
+            labels: labelArray.bytes.map { Int64($0) },
+            height: imageArray.dimensions[1],
+            width: imageArray.dimensions[2],
+            channels: imageArray.dimensions.count == 4 ? imageArray.dimensions[3] : 1,
+            classNames: names,
+            source: source
+        )
+    }
+}

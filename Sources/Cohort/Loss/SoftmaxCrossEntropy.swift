@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What one call of a loss reports for its rows.
+public struct LossTotals {
+    /// Σ of per-sample losses (not averaged: the trainer divides by the global row count).
+    public var lossSum: Double = 0
+    public var correct: Int = 0
+}
+
+/// Softmax cross-entropy over logits [B, K] with integer labels [B].
+///
+/// Numerically stable: log-softmax is computed as z - max(z) - log Σ exp(z - max(z)), so large
+/// logits neither overflow nor lose the loss to rounding. The gradient is written scaled by
+/// `gradientScale` (1 / global batch size), which makes a sum of the ranks' gradients their mean.
+public enum SoftmaxCrossEntropy {
+    /// Loss and argmax accuracy; if `gradient` is given, dL/dlogits · gradientScale is written there.
+    public static func evaluate(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, classes: Int,
+                                gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
+        var totals = LossTotals()
+        for row in 0..<batch {
+            let z = logits + row * classes
+            let label = Int(labels[row])
+            var maximum = z[0]
+            var argmax = 0
+            for k in 1..<classes where z[k] > maximum {
+                maximum = z[k]
+                argmax = k
+            }
+            var sum: Float = 0
+            for k in 0..<classes { sum += expf(z[k] - maximum) }
+            let logSum = logf(sum)
+            totals.lossSum += Double(logSum - (z[label] - maximum))
+            if argmax == label { totals.correct += 1 }
+            if let gradient {
+                let g = gradient + row * classes
+                for k in 0..<classes { g[k] = expf(z[k] - maximum - logSum) * gradientScale }
+                g[label] -= gradientScale
+            }
+        }
+        return totals
+    }
+}

@@ -1,0 +1,83 @@
+import CCohort
+
+/// Fully connected layer: y = x · W + b.
+/// x is [B, in] (any input shape is read as its flattened rows), W is [in, out] (as Keras
+/// stores kernels), b is [out], y is [B, out]. All three products are single SGEMM calls.
+public final class Dense: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    let parameters: ParameterStore
+    let weight: ParameterStore.Entry
+    let bias: ParameterStore.Entry
+    private let output: Workspace
+    private let inputGradient: Workspace
+
+    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, builder: LayerBuilder) {
+        self.name = name
+        self.inputShape = inputShape
+        self.outputShape = [units]
+        let fanIn = inputShape.reduce(1, *)
+        parameters = builder.parameters
+        weight = builder.declare("\(name)/weight", shape: [fanIn, units], decays: true) { pointer, generator in
+            initializeWeights(pointer, count: fanIn * units, fanIn: fanIn, fanOut: units, initializer, &generator)
+        }
+        bias = builder.declare("\(name)/bias", shape: [units], decays: false) { pointer, _ in
+            pointer.initialize(repeating: 0, count: units)
+        }
+        output = Workspace(builder.maxBatch * units)
+        inputGradient = Workspace(builder.maxBatch * fanIn)
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
+        let b = parameters.values(of: bias)
+        // y[B, out] = b broadcast over rows, then y += x[B, in] · W[in, out]
+        for row in 0..<batch { (output.pointer + row * outputSize).update(from: b, count: outputSize) }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), outCount, inCount,
+                    1, input, inCount, parameters.values(of: weight), outCount, 1, output.pointer, outCount)
+        return UnsafePointer(output.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
+        // dW[in, out] += xᵀ[in, B] · dy[B, out]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(batch),
+                    1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
+        // db[out] += Σ_B dy[B, out]
+        cohort_add_rows(outputGradient, parameters.gradients(of: bias), batch, outputSize)
+        // dx[B, in] = dy[B, out] · Wᵀ[out, in]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), inCount, outCount,
+                    1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
+
+func initializeWeights(_ pointer: UnsafeMutablePointer<Float>, count: Int, fanIn: Int, fanOut: Int,
+                       _ initializer: Initializer, _ generator: inout Generator) {
+    switch initializer {
+    case .glorotUniform:
+        let limit = (6 / Float(fanIn + fanOut)).squareRoot()
+        for index in 0..<count { pointer[index] = (generator.nextUnitFloat() * 2 - 1) * limit }
+    case .heNormal:
+        let std = (2 / Float(fanIn)).squareRoot()
+        for index in 0..<count { pointer[index] = generator.nextGaussian() * std }
+    }
+}
+
+/// Reshapes [B, ...] to [B, product]: the memory is already laid out that way, so both passes
+/// return their argument unchanged.
+public final class Flatten: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+
+    init(name: String, inputShape: [Int]) {
+        self.name = name
+        self.inputShape = inputShape
+        self.outputShape = [inputShape.reduce(1, *)]
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> { input }
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> { outputGradient }
+}

@@ -1,0 +1,72 @@
+/// A layer's forward and backward passes, side by side.
+///
+/// Activations are per-sample shapes in NCHW order for images ([C, H, W]) and [features] for
+/// vectors; a batch of B samples is B contiguous rows. Each layer owns its output and
+/// input-gradient buffers, sized once for the largest batch, so the step loop allocates nothing.
+/// Backward ADDS into the flat gradient buffer (which the trainer zeroes each step) and
+/// returns the gradient with respect to its input.
+public protocol Layer: AnyObject {
+    var name: String { get }
+    var inputShape: [Int] { get }
+    var outputShape: [Int] { get }
+
+    /// `input` is [batch, inputShape...]; returns [batch, outputShape...], valid until the next forward.
+    func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float>
+
+    /// `input` is the same pointer forward saw; `outputGradient` is dL/d(output).
+    /// Returns dL/d(input), valid until the next backward.
+    func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float>
+}
+
+extension Layer {
+    public var inputSize: Int { inputShape.reduce(1, *) }
+    public var outputSize: Int { outputShape.reduce(1, *) }
+}
+
+/// What a layer needs while it is built: where to declare parameters, the largest batch it
+/// will see, and the generator that initializes its weights.
+public final class LayerBuilder {
+    public let parameters: ParameterStore
+    public let maxBatch: Int
+    var generator: Generator
+    private var counts: [String: Int] = [:]
+    var initializers: [(ParameterStore.Entry, (UnsafeMutablePointer<Float>, inout Generator) -> Void)] = []
+
+    init(parameters: ParameterStore, maxBatch: Int, seed: UInt64) {
+        self.parameters = parameters
+        self.maxBatch = maxBatch
+        self.generator = Generator(seed: seed, streams: Stream.initialization.rawValue)
+    }
+
+    /// Keras-style names: `dense_1`, `dense_2`, … unless the config names the layer.
+    func uniqueName(_ requested: String?, type: String) -> String {
+        if let requested { return requested }
+        counts[type, default: 0] += 1
+        return "\(type)_\(counts[type]!)"
+    }
+
+    func declare(_ name: String, shape: [Int], decays: Bool,
+                 initialize: @escaping (UnsafeMutablePointer<Float>, inout Generator) -> Void) -> ParameterStore.Entry {
+        let entry = parameters.declare(name, shape: shape, decays: decays)
+        initializers.append((entry, initialize))
+        return entry
+    }
+
+    /// Allocates the flat buffers and runs each initializer in declaration order.
+    func finish() {
+        parameters.seal()
+        for (entry, initialize) in initializers { initialize(parameters.values(of: entry), &generator) }
+    }
+}
+
+/// An owned, fixed-size Float buffer for activations and workspaces.
+final class Workspace {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+    init(_ count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+    deinit { pointer.deallocate() }
+}

@@ -1,0 +1,69 @@
+/// All trainable parameters of a model live in ONE Float32 allocation, and their gradients in
+/// another of the same size and layout. Layers hold named views (an offset and a shape) into
+/// them. So the gradient all-reduce is one call, the optimizer is one loop, and a checkpoint
+/// writes each named view with its true shape.
+public final class ParameterStore {
+    public struct Entry: Equatable, Sendable {
+        /// `layer/parameter`, e.g. `dense_1/weight`: the checkpoint's dataset path.
+        public let name: String
+        public let shape: [Int]
+        public let offset: Int
+        public var count: Int { shape.reduce(1, *) }
+        /// Whether weight decay applies (weights yes; biases and normalization scales no).
+        public let decays: Bool
+    }
+
+    public private(set) var entries: [Entry] = []
+    public private(set) var values: UnsafeMutableBufferPointer<Float>
+    public private(set) var gradients: UnsafeMutableBufferPointer<Float>
+    private var sealed = false
+
+    public init() {
+        values = .allocate(capacity: 0)
+        gradients = .allocate(capacity: 0)
+    }
+
+    deinit {
+        values.deallocate()
+        gradients.deallocate()
+    }
+
+    public var count: Int { values.count }
+
+    /// Reserves a parameter; the buffers are allocated by `seal()` once every layer has declared its own.
+    func declare(_ name: String, shape: [Int], decays: Bool) -> Entry {
+        precondition(!sealed, "parameters are declared before the store is sealed")
+        let entry = Entry(name: name, shape: shape, offset: entries.last.map { $0.offset + $0.count } ?? 0, decays: decays)
+        entries.append(entry)
+        return entry
+    }
+
+    func seal() {
+        let total = entries.last.map { $0.offset + $0.count } ?? 0
+        values.deallocate()
+        gradients.deallocate()
+        values = .allocate(capacity: total)
+        gradients = .allocate(capacity: total)
+        values.initialize(repeating: 0)
+        gradients.initialize(repeating: 0)
+        sealed = true
+    }
+
+    public func values(of entry: Entry) -> UnsafeMutablePointer<Float> { values.baseAddress! + entry.offset }
+    public func gradients(of entry: Entry) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + entry.offset }
+
+    public func zeroGradients() {
+        gradients.update(repeating: 0)
+    }
+
+    public func entry(named name: String) -> Entry? { entries.first { $0.name == name } }
+
+    /// The per-entry decay mask, expanded over the flat buffer (1 where weight decay applies).
+    public func decayMask() -> [Float] {
+        var mask = [Float](repeating: 0, count: count)
+        for entry in entries where entry.decays {
+            for index in entry.offset..<(entry.offset + entry.count) { mask[index] = 1 }
+        }
+        return mask
+    }
+}

@@ -1,0 +1,107 @@
+import CCohort
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An update rule over the flat parameter buffer. Every rank runs it on the same averaged
+/// gradients, so replicas stay identical without exchanging parameters.
+public protocol Optimizer: AnyObject {
+    /// Optimizer steps taken so far (Adam's t).
+    var stepCount: Int { get set }
+    /// Named flat state buffers (same layout as the parameters), for checkpoints.
+    var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] { get }
+    func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float)
+}
+
+/// Builds the optimizer a config names, with state sized for `parameters`.
+public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore) -> Optimizer {
+    let mask = parameters.decayMask()
+    switch config.kind {
+    case .sgd:
+        return SGD(count: parameters.count, momentum: config.momentum, nesterov: config.nesterov,
+                   weightDecay: config.weightDecay, decayMask: mask)
+    case .adam:
+        return Adam(count: parameters.count, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
+                    weightDecay: config.weightDecay, decayMask: mask)
+    }
+}
+
+/// SGD with momentum as PyTorch defines it (dampening 0):
+/// g ← g + λθ (weight decay, where the mask allows); v ← μv + g;
+/// θ ← θ − lr·(g + μv) with Nesterov, θ ← θ − lr·v without.
+public final class SGD: Optimizer {
+    public var stepCount = 0
+    let momentum: Float
+    let nesterov: Bool
+    let weightDecay: Float
+    let decayMask: [Float]
+    let velocity: UnsafeMutableBufferPointer<Float>
+
+    public init(count: Int, momentum: Float, nesterov: Bool, weightDecay: Float, decayMask: [Float]) {
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weightDecay = weightDecay
+        self.decayMask = decayMask
+        velocity = .allocate(capacity: count)
+        velocity.initialize(repeating: 0)
+    }
+
+    deinit { velocity.deallocate() }
+
+    public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
+        momentum > 0 ? [("momentum", velocity)] : []
+    }
+
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
+        stepCount += 1
+        decayMask.withUnsafeBufferPointer { mask in
+            cohort_sgd_update(parameters.baseAddress!, gradients.baseAddress!, velocity.baseAddress!, mask.baseAddress!,
+                              parameters.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+        }
+    }
+}
+
+/// Adam (Kingma & Ba 2015) as PyTorch's `torch.optim.Adam`, weight decay added to the gradient:
+/// m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+/// θ ← θ − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε).
+public final class Adam: Optimizer {
+    public var stepCount = 0
+    let beta1, beta2, epsilon, weightDecay: Float
+    let decayMask: [Float]
+    let firstMoment: UnsafeMutableBufferPointer<Float>
+    let secondMoment: UnsafeMutableBufferPointer<Float>
+
+    public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decayMask: [Float]) {
+        (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay)
+        self.decayMask = decayMask
+        firstMoment = .allocate(capacity: count)
+        secondMoment = .allocate(capacity: count)
+        firstMoment.initialize(repeating: 0)
+        secondMoment.initialize(repeating: 0)
+    }
+
+    deinit {
+        firstMoment.deallocate()
+        secondMoment.deallocate()
+    }
+
+    public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
+        [("adam_m", firstMoment), ("adam_v", secondMoment)]
+    }
+
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
+        stepCount += 1
+        let t = Float(stepCount)
+        let correction1 = 1 - powf(beta1, t)
+        let correction2 = 1 - powf(beta2, t)
+        // Folding both corrections into the step size and epsilon is exact algebra:
+        // lr·m̂/(sqrt(v̂)+ε) = (lr·sqrt(c2)/c1)·m/(sqrt(v)+ε·sqrt(c2)).
+        let stepSize = learningRate * correction2.squareRoot() / correction1
+        let epsilonHat = epsilon * correction2.squareRoot()
+        decayMask.withUnsafeBufferPointer { mask in
+            cohort_adam_update(parameters.baseAddress!, gradients.baseAddress!, firstMoment.baseAddress!,
+                               secondMoment.baseAddress!, mask.baseAddress!, parameters.count,
+                               beta1, beta2, stepSize, epsilonHat, weightDecay)
+        }
+    }
+}

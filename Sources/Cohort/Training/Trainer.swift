@@ -1,0 +1,331 @@
+import Foundation
+
+/// One epoch's figures, as every rank agrees on them.
+public struct EpochReport: Sendable {
+    public var epoch: Int
+    public var trainLoss: Double
+    public var trainAccuracy: Double
+    public var testLoss: Double?
+    public var testAccuracy: Double?
+    public var samplesPerSecond: Double
+    public var seconds: Double
+}
+
+/// The data-parallel training loop. Each step, on every rank:
+/// read this rank's rows → forward → loss → backward → all-reduce the flat gradient buffer
+/// (summed; the loss already divided by the global batch, so the sum is the mean) → the same
+/// optimizer update everywhere. Rank 0 alone writes checkpoints and talks to the user.
+public final class Trainer {
+    public let config: TrainConfig
+    public let communicator: Communicator
+    public let model: Model
+    public let optimizer: Optimizer
+    public let train: LabeledData
+    public let test: LabeledData?
+    public let sampler: GlobalSampler
+    public private(set) var position: Checkpoint.Position
+    public private(set) var history: [EpochReport] = []
+    /// Where rank 0's lines go (stdout by default; tests capture them).
+    public var log: (String) -> Void = printLine
+    public var checkpointDirectory: String { "\(config.runDirectory)/checkpoints" }
+
+    private let x: UnsafeMutablePointer<Float>
+    private let y: UnsafeMutablePointer<Int32>
+    private let logitGradient: UnsafeMutablePointer<Float>
+
+    /// Opens the data, builds the model (rank 0's initial weights broadcast to all) and, when
+    /// `resume` is given, restores the complete state from that checkpoint.
+    public init(config: TrainConfig, communicator: Communicator, resume: String? = nil) throws {
+        self.config = config
+        self.communicator = communicator
+        train = try LabeledData(path: config.data.train, featuresName: config.data.features, labelsName: config.data.labels,
+                                normalization: config.data.normalize, cache: config.data.cache)
+        let classes = train.classes
+        test = try config.data.test.map {
+            try LabeledData(path: $0, featuresName: config.data.features, labelsName: config.data.labels,
+                            normalization: config.data.normalize, cache: config.data.cache, expectedClasses: classes)
+        }
+        if let test, test.sampleShape != train.sampleShape {
+            throw CohortError("\(test.path): samples have shape \(test.sampleShape) but \(train.path) has \(train.sampleShape)")
+        }
+        let globalBatch = communicator.size * config.training.batchSize
+        guard train.rows >= globalBatch else {
+            throw CohortError("\(train.path): \(train.rows) rows are fewer than one global batch (\(communicator.size) ranks × \(config.training.batchSize))")
+        }
+        sampler = GlobalSampler(rows: train.rows, worldSize: communicator.size, rank: communicator.rank,
+                                batchPerRank: config.training.batchSize, seed: config.seed,
+                                dropRemainder: config.data.dropRemainder)
+        let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
+        model = try Model(specs: config.layers, inputShape: train.sampleShape, maxBatch: maxBatch, seed: config.seed)
+        guard model.outputShape == [train.classes] else {
+            throw CohortError("\(config.data.train): has \(train.classes) classes but the model's last layer outputs \(model.outputShape); set its units to \(train.classes)")
+        }
+        optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
+        position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
+        x = .allocate(capacity: maxBatch * train.sampleSize)
+        y = .allocate(capacity: maxBatch)
+        logitGradient = .allocate(capacity: maxBatch * train.classes)
+        if let resume { try restore(from: resume) }
+    }
+
+    /// The first collective of a run. Every rank initialized (or restored) the same weights;
+    /// broadcasting rank 0's makes that a guarantee rather than an assumption, as DDP does.
+    public func synchronizeInitialState() {
+        communicator.broadcast(model.parameters.values, root: 0)
+    }
+
+    deinit {
+        x.deallocate()
+        y.deallocate()
+        logitGradient.deallocate()
+    }
+
+    // MARK: The loop
+
+    @discardableResult
+    public func run() throws -> [EpochReport] {
+        let parameters = model.parameters
+        let classes = train.classes
+        let batchSize = config.training.batchSize
+        if communicator.isRoot {
+            log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(sampler.globalBatch); "
+                + "\(sampler.stepsPerEpoch) steps per epoch; \(parameters.count) parameters; \(train.rows) training rows")
+        }
+        epochs: while position.epoch < config.training.epochs {
+            let order = sampler.order(epoch: position.epoch)
+            let started = DispatchTime.now().uptimeNanoseconds
+            var totals = (loss: 0.0, correct: 0, rows: 0)
+            while position.stepInEpoch < sampler.stepsPerEpoch {
+                let (rows, globalCount) = sampler.batch(step: position.stepInEpoch, order: order)
+                let batch = rows.count
+                try train.load(rows: rows, x: x, y: y)
+                parameters.zeroGradients()
+                if batch > 0 {
+                    let logits = model.forward(x, batch: batch, training: true)
+                    let step = SoftmaxCrossEntropy.evaluate(logits: logits, labels: y, batch: batch, classes: classes,
+                                                            gradient: logitGradient, gradientScale: 1 / Float(globalCount))
+                    totals.loss += step.lossSum
+                    totals.correct += step.correct
+                    totals.rows += batch
+                    model.backward(outputGradient: logitGradient, batch: batch)
+                }
+                communicator.allReduceSum(parameters.gradients)
+                optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
+                               learningRate: config.optimizer.learningRate)
+                position.stepInEpoch += 1
+                position.globalStep += 1
+                position.samplesSeen += globalCount
+
+                if config.training.logEvery > 0, position.stepInEpoch % config.training.logEvery == 0, communicator.isRoot {
+                    log("epoch \(position.epoch + 1) step \(position.stepInEpoch)/\(sampler.stepsPerEpoch) "
+                        + "loss \(format(step: totals))")
+                }
+                if config.checkpoint.everySteps > 0, position.globalStep % config.checkpoint.everySteps == 0,
+                   position.stepInEpoch < sampler.stepsPerEpoch {
+                    try saveCheckpoint()
+                }
+                if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
+                    try saveCheckpoint()
+                    if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
+                    break epochs
+                }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let trainSums = communicator.allReduceSum([totals.loss, Double(totals.correct), Double(totals.rows)])
+            let evaluation = try evaluate()
+            let report = EpochReport(
+                epoch: position.epoch + 1,
+                trainLoss: trainSums[0] / max(trainSums[2], 1),
+                trainAccuracy: trainSums[1] / max(trainSums[2], 1),
+                testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
+                samplesPerSecond: trainSums[2] / seconds, seconds: seconds)
+            history.append(report)
+            try checkReplicasAgree()
+            position.epoch += 1
+            position.stepInEpoch = 0
+            if communicator.isRoot { log(describe(report)) }
+            if config.checkpoint.everyEpochs > 0, position.epoch % config.checkpoint.everyEpochs == 0 || position.epoch == config.training.epochs {
+                try saveCheckpoint()
+            }
+        }
+        return history
+    }
+
+    private func format(step totals: (loss: Double, correct: Int, rows: Int)) -> String {
+        String(format: "%.4f", totals.loss / Double(max(totals.rows, 1)))
+    }
+
+    private func describe(_ report: EpochReport) -> String {
+        var line = String(format: "epoch %d/%d  train loss %.4f  train accuracy %.4f", report.epoch, config.training.epochs,
+                          report.trainLoss, report.trainAccuracy)
+        if let loss = report.testLoss, let accuracy = report.testAccuracy {
+            line += String(format: "  test loss %.4f  test accuracy %.4f", loss, accuracy)
+        }
+        line += String(format: "  samples/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
+        return line
+    }
+
+    // MARK: Evaluation
+
+    /// Test loss and accuracy over the whole test file. Each rank takes a contiguous share of
+    /// the rows; the sums and counts are all-reduced, so the result is exactly that of a
+    /// single-process evaluation.
+    public func evaluate() throws -> (loss: Double, accuracy: Double)? {
+        guard let test else { return nil }
+        let share = (communicator.rank * test.rows / communicator.size)..<((communicator.rank + 1) * test.rows / communicator.size)
+        var lossSum = 0.0
+        var correct = 0
+        var start = share.lowerBound
+        while start < share.upperBound {
+            let end = min(start + config.training.evalBatchSize, share.upperBound)
+            try test.load(rows: Array(start..<end)[...], x: x, y: y)
+            let logits = model.forward(x, batch: end - start, training: false)
+            let totals = SoftmaxCrossEntropy.evaluate(logits: logits, labels: y, batch: end - start, classes: test.classes, gradient: nil)
+            lossSum += totals.lossSum
+            correct += totals.correct
+            start = end
+        }
+        let sums = communicator.allReduceSum([lossSum, Double(correct)])
+        return (sums[0] / Double(test.rows), sums[1] / Double(test.rows))
+    }
+
+    /// Replicas must hold identical parameters; a cheap CRC comparison each epoch proves it.
+    private func checkReplicasAgree() throws {
+        guard communicator.size > 1 else { return }
+        var crc = CRC32()
+        crc.update(name: "", bytes: UnsafeRawBufferPointer(model.parameters.values))
+        let value = Double(crc.value)
+        let extremes = communicator.allReduceMax([value, -value])
+        guard extremes[0] == -extremes[1] else {
+            throw CohortError("rank \(communicator.rank): parameters differ between ranks after epoch \(position.epoch + 1)")
+        }
+    }
+
+    // MARK: Checkpoints
+
+    public func saveCheckpoint() throws {
+        // Only rank 0 writes; the others wait so that no rank runs ahead of a failed write.
+        var failure: CohortError?
+        if communicator.isRoot {
+            do {
+                try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+                let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
+                try makeCheckpoint().writeAtomically(to: path)
+                try pruneCheckpoints()
+            } catch let error as CohortError {
+                failure = error
+            } catch {
+                failure = CohortError("\(checkpointDirectory): \(error)")
+            }
+        }
+        let failed = communicator.allReduceMax([failure == nil ? 0 : 1])[0] > 0
+        if let failure { throw failure }
+        if failed { throw AgreedStop() }
+    }
+
+    func makeCheckpoint() -> Checkpoint {
+        var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.batchSize,
+                                    optimizerSteps: optimizer.stepCount, config: config.text)
+        let parameters = model.parameters
+        for entry in parameters.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            checkpoint.tensors["parameters/\(entry.name)"] = (entry.shape, Array(parameters.values[range]))
+            for slot in optimizer.slots {
+                checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, Array(slot.buffer[range]))
+            }
+        }
+        checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
+        checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
+        checkpoint.metrics["test_loss"] = history.map { $0.testLoss ?? .nan }
+        checkpoint.metrics["test_accuracy"] = history.map { $0.testAccuracy ?? .nan }
+        checkpoint.metrics["samples_per_second"] = history.map(\.samplesPerSecond)
+        checkpoint.metrics["seconds"] = history.map(\.seconds)
+        return checkpoint
+    }
+
+    /// Keeps the newest `keep_last` checkpoints.
+    private func pruneCheckpoints() throws {
+        let files = Trainer.checkpoints(in: checkpointDirectory)
+        for stale in files.dropFirst(config.checkpoint.keepLast) {
+            try? FileManager.default.removeItem(atPath: stale)
+        }
+    }
+
+    /// Checkpoint files of a directory, newest (highest step) first.
+    public static func checkpoints(in directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted(by: >).map { "\(directory)/\($0)" }
+    }
+
+    /// `auto` resolves to the newest checkpoint that verifies; each one skipped is reported.
+    private func resolve(_ request: String) throws -> Checkpoint {
+        guard request == "auto" else { return try Checkpoint.read(from: request) }
+        for candidate in Trainer.checkpoints(in: checkpointDirectory) {
+            do {
+                let checkpoint = try Checkpoint.read(from: candidate)
+                if communicator.isRoot { log("resuming from \(candidate)") }
+                return checkpoint
+            } catch let error as CohortError {
+                if communicator.isRoot { log("skipping \(candidate): \(error.message)") }
+            }
+        }
+        throw CohortError("\(checkpointDirectory): no checkpoint to resume from (--resume auto)")
+    }
+
+    private func restore(from request: String) throws {
+        let checkpoint = try resolve(request)
+        let parameters = model.parameters
+        var problems: [String] = []
+        let expected = Set(parameters.entries.map { "parameters/\($0.name)" })
+        for entry in parameters.entries {
+            guard let tensor = checkpoint.tensors["parameters/\(entry.name)"] else {
+                problems.append("\(entry.name) \(entry.shape) missing from the checkpoint")
+                continue
+            }
+            if tensor.shape != entry.shape { problems.append("\(entry.name): checkpoint \(tensor.shape), model \(entry.shape)") }
+        }
+        for name in checkpoint.tensors.keys where name.hasPrefix("parameters/") && !expected.contains(name) {
+            problems.append("\(name.dropFirst("parameters/".count)) \(checkpoint.tensors[name]!.shape) is not in this model")
+        }
+        guard problems.isEmpty else {
+            throw CohortError("\(request): the checkpoint does not fit this model: \(problems.sorted().joined(separator: "; "))")
+        }
+        for entry in parameters.entries {
+            let values = checkpoint.tensors["parameters/\(entry.name)"]!.values
+            values.withUnsafeBufferPointer { parameters.values(of: entry).update(from: $0.baseAddress!, count: entry.count) }
+            for slot in optimizer.slots {
+                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] else {
+                    throw CohortError("\(request): no \(slot.name) state for \(entry.name); was it written with another optimizer?")
+                }
+                state.values.withUnsafeBufferPointer {
+                    (slot.buffer.baseAddress! + entry.offset).update(from: $0.baseAddress!, count: entry.count)
+                }
+            }
+        }
+        optimizer.stepCount = checkpoint.optimizerSteps
+        position = checkpoint.position
+        // Another rank count or batch size: continue from the same number of samples seen in the epoch.
+        let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
+        if savedGlobalBatch != sampler.globalBatch, position.stepInEpoch > 0 {
+            let seenInEpoch = position.stepInEpoch * savedGlobalBatch
+            guard seenInEpoch % sampler.globalBatch == 0 else {
+                throw CohortError("\(request): stopped after \(seenInEpoch) samples of epoch \(position.epoch + 1), not a multiple of the new global batch \(sampler.globalBatch); resume with a global batch that divides it, or from an epoch-end checkpoint")
+            }
+            position.stepInEpoch = seenInEpoch / sampler.globalBatch
+        }
+        if savedGlobalBatch != sampler.globalBatch, communicator.isRoot {
+            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(sampler.globalBatch) (\(communicator.size) × \(config.training.batchSize))")
+        }
+        let restoredHistory = checkpoint.metrics["train_loss"]?.count ?? 0
+        history = (0..<restoredHistory).map { index in
+            func metric(_ name: String) -> Double { checkpoint.metrics[name].flatMap { index < $0.count ? $0[index] : nil } ?? .nan }
+            let testLoss = metric("test_loss")
+            return EpochReport(epoch: index + 1, trainLoss: metric("train_loss"), trainAccuracy: metric("train_accuracy"),
+                               testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testLoss.isNaN ? nil : metric("test_accuracy"),
+                               samplesPerSecond: metric("samples_per_second"), seconds: metric("seconds"))
+        }
+        if communicator.isRoot {
+            log("resumed at epoch \(position.epoch + 1), step \(position.stepInEpoch) (\(position.globalStep) steps done)")
+        }
+    }
+}

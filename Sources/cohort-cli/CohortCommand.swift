@@ -1,0 +1,31 @@
+import ArgumentParser
+import Cohort
+import Foundation
+
+@main
+struct CohortCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cohort",
+        abstract: "Data-parallel neural-network training over MPI, with HDF5 datasets and OpenBLAS kernels.",
+        discussion: """
+        Run training under mpirun, one process per rank:
+          mpirun -np 2 cohort train configs/fashion-mnist-mlp.yaml
+        Exit codes: 0 success, 1 an error (printed as one line), 64 a usage error.
+        """,
+        version: cohortVersion,
+        subcommands: [Train.self, Prepare.self]
+    )
+
+    static func main() {
+        ensureOpenBLASUsesVectorKernels()
+        main(nil)
+    }
+}
+
+let cohortVersion = "0.1.0"
+
+/// Prints a user-facing error once and exits non-zero.
+func fail(_ message: String) -> Never {
+    printError("cohort: \(message)")
+    exit(1)
+}

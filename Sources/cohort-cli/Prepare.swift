@@ -1,0 +1,62 @@
+import ArgumentParser
+import Cohort
+import Foundation
+
+struct Prepare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self]
+    )
+}
+
+struct PrepareFashionMNIST: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fashion-mnist",
+        abstract: "Write train.h5 and test.h5 from the IDX files of Debian's dataset-fashion-mnist."
+    )
+
+    @Option(help: "Folder holding the four IDX .gz files.")
+    var source: String = FashionMNIST.defaultSource
+
+    @Option(help: "Folder to write train.h5 and test.h5 into (created if missing).")
+    var out: String = "data/fashion-mnist"
+
+    func run() throws {
+        do {
+            for path in try FashionMNIST.prepare(source: source, outputDirectory: out) { printLine("wrote \(path)") }
+        } catch let error as CohortError {
+            fail(error.message)
+        }
+    }
+}
+
+struct PrepareIDX: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idx",
+        abstract: "Write one HDF5 file from any IDX images/labels pair (unsigned-byte IDX, .gz or plain)."
+    )
+
+    @Option(help: "IDX images file: [N, H, W] or [N, H, W, C].")
+    var images: String
+
+    @Option(help: "IDX labels file: [N].")
+    var labels: String
+
+    @Option(help: "Output HDF5 file.")
+    var out: String
+
+    @Option(help: "Comma-separated class names (default: class 0, class 1, …).")
+    var classNames: String?
+
+    func run() throws {
+        do {
+            let names = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            let set = try FashionMNIST.readIDXPair(images: images, labels: labels, classNames: names,
+                                                   source: "IDX pair \(images), \(labels)")
+            try set.write(to: out)
+            printLine("wrote \(out): \(set.count) rows of \(set.height)×\(set.width)×\(set.channels), \(set.classNames.count) classes")
+        } catch let error as CohortError {
+            fail(error.message)
+        }
+    }
+}
