@@ -5,7 +5,7 @@ import Foundation
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
-        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self]
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self]
     )
 }
 
@@ -55,6 +55,47 @@ struct PrepareIDX: ParsableCommand {
                                                    source: "IDX pair \(images), \(labels)")
             try set.write(to: out)
             printLine("wrote \(out): \(set.count) rows of \(set.height)×\(set.width)×\(set.channels), \(set.classNames.count) classes")
+        } catch let error as CohortError {
+            fail(error.message)
+        }
+    }
+}
+
+struct PrepareSynthetic: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synthetic",
+        abstract: "Write a learnable synthetic image dataset (class prototype plus noise) of any size."
+    )
+
+    @Option(help: "Number of rows.")
+    var rows: Int
+
+    @Option(help: "Per-sample shape H,W,C (NHWC), e.g. 28,28,1.")
+    var shape: String = "28,28,1"
+
+    @Option(help: "Number of classes.")
+    var classes: Int = 10
+
+    @Option(help: "Half-width of the uniform pixel noise added to each class prototype (0-255).")
+    var noise: Int = 64
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Output HDF5 file.")
+    var out: String
+
+    func run() throws {
+        let dims = shape.split(separator: ",").compactMap { Int($0) }
+        guard dims.count == 3, dims.allSatisfy({ $0 > 0 }) else { fail("--shape \(shape): expected H,W,C with positive integers") }
+        guard rows > 0, classes > 0, classes <= 1 << 16, (0...255).contains(noise) else {
+            fail("--rows and --classes must be positive and --noise within 0-255")
+        }
+        do {
+            let set = SyntheticImages.make(rows: rows, height: dims[0], width: dims[1], channels: dims[2],
+                                           classes: classes, noise: noise, seed: seed)
+            try set.write(to: out)
+            printLine("wrote \(out): \(rows) rows of \(dims[0])×\(dims[1])×\(dims[2]), \(classes) classes")
         } catch let error as CohortError {
             fail(error.message)
         }

@@ -39,6 +39,7 @@ static inline hid_t cohort_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t cohort_h5p_default(void) { return H5P_DEFAULT; }
 static inline unsigned cohort_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned cohort_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
+static inline unsigned cohort_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
 static inline hid_t cohort_h5s_all(void) { return H5S_ALL; }
 static inline size_t cohort_h5t_variable(void) { return H5T_VARIABLE; }
 

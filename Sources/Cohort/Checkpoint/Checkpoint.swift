@@ -105,6 +105,7 @@ public struct Checkpoint {
         try file.setAttribute("datasets", names)
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
+        file.close()
     }
 
     // MARK: Reading

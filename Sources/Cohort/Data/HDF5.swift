@@ -9,7 +9,7 @@ import Foundation
 /// stack printing is switched off once, on first use.
 public final class HDF5File {
     public let path: String
-    let id: hid_t
+    private(set) var id: hid_t
 
     private static let silenced: Void = {
         _ = H5open()
@@ -32,6 +32,14 @@ public final class HDF5File {
         return HDF5File(path: path, id: id)
     }
 
+    /// Opens an existing file to change it (attributes, new datasets).
+    public static func openForWriting(_ path: String) throws -> HDF5File {
+        _ = silenced
+        let id = H5Fopen(path, cohort_h5f_acc_rdwr(), cohort_h5p_default())
+        guard id >= 0 else { throw CohortError("\(path): cannot open for writing") }
+        return HDF5File(path: path, id: id)
+    }
+
     public static func create(_ path: String) throws -> HDF5File {
         _ = silenced
         let id = H5Fcreate(path, cohort_h5f_acc_trunc(), cohort_h5p_default(), cohort_h5p_default())
@@ -39,7 +47,14 @@ public final class HDF5File {
         return HDF5File(path: path, id: id)
     }
 
-    deinit { H5Fclose(id) }
+    deinit { close() }
+
+    /// Closes the file now (it is also closed when the last reference goes). HDF5 locks open
+    /// files, so a writer must close before another process can open the file.
+    public func close() {
+        if id >= 0 { H5Fclose(id) }
+        id = -1
+    }
 
     /// Pushes buffered data to the operating system (used before the atomic rename of checkpoints).
     public func flush() throws {
@@ -179,7 +194,7 @@ public final class HDF5File {
             defer { H5Sclose(space) }
             let attribute = try createAttribute(objectID, name, T.hdf5Type, space, object)
             defer { H5Aclose(attribute) }
-            guard H5Awrite(attribute, T.hdf5Type, values) >= 0 else {
+            guard values.withUnsafeBufferPointer({ H5Awrite(attribute, T.hdf5Type, $0.baseAddress) }) >= 0 else {
                 throw CohortError("\(path): cannot write attribute \(object)@\(name)")
             }
         }
@@ -241,7 +256,7 @@ public final class HDF5File {
             defer { H5Sclose(space) }
             let count = Int(H5Sget_simple_extent_npoints(space))
             var values = [T](repeating: T.zero, count: count)
-            guard H5Aread(attribute, T.hdf5Type, &values) >= 0 else {
+            guard values.withUnsafeMutableBufferPointer({ H5Aread(attribute, T.hdf5Type, $0.baseAddress) }) >= 0 else {
                 throw CohortError("\(path): attribute \(object)@\(name) is not numeric")
             }
             return values

@@ -30,6 +30,7 @@ public struct ImageSet {
             try file.setAttribute("mean", mean)
             try file.setAttribute("std", std)
             try file.flush()
+            file.close()
         }
         try replaceItem(at: path, with: temporary)
     }

@@ -57,12 +57,15 @@ public final class Model {
         return activation
     }
 
-    /// Accumulates dL/dθ into `parameters.gradients` from dL/d(output) of the last forward.
-    public func backward(outputGradient: UnsafePointer<Float>, batch: Int) {
+    /// Accumulates dL/dθ into `parameters.gradients` from dL/d(output) of the last forward;
+    /// returns dL/d(input).
+    @discardableResult
+    public func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         var gradient = outputGradient
         for index in layers.indices.reversed() {
             gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
         }
+        return gradient
     }
 
     /// A one-line-per-layer description, printed at the start of training.

@@ -66,6 +66,7 @@ public final class Trainer {
         y = .allocate(capacity: maxBatch)
         logitGradient = .allocate(capacity: maxBatch * train.classes)
         if let resume { try restore(from: resume) }
+        if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
 
     /// The first collective of a run. Every rank initialized (or restored) the same weights;
@@ -140,7 +141,6 @@ public final class Trainer {
                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                 samplesPerSecond: trainSums[2] / seconds, seconds: seconds)
             history.append(report)
-            try checkReplicasAgree()
             position.epoch += 1
             position.stepInEpoch = 0
             if communicator.isRoot { log(describe(report)) }
@@ -189,6 +189,17 @@ public final class Trainer {
         return (sums[0] / Double(test.rows), sums[1] / Double(test.rows))
     }
 
+    /// With COHORT_TRACE_READS=DIR (and `data.cache: false`), each rank writes the training rows
+    /// it read from the file to DIR/rank-R.txt, one per line: how the tests prove sharded reading.
+    private func writeReadTrace() throws {
+        guard let log = train.readLog, let directory = ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] else { return }
+        let text = log.map(String.init).joined(separator: "\n") + "\n"
+        let path = "\(directory)/rank-\(communicator.rank).txt"
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
+            throw CohortError("\(path): cannot write the read trace")
+        }
+    }
+
     /// Replicas must hold identical parameters; a cheap CRC comparison each epoch proves it.
     private func checkReplicasAgree() throws {
         guard communicator.size > 1 else { return }
@@ -197,13 +208,16 @@ public final class Trainer {
         let value = Double(crc.value)
         let extremes = communicator.allReduceMax([value, -value])
         guard extremes[0] == -extremes[1] else {
-            throw CohortError("rank \(communicator.rank): parameters differ between ranks after epoch \(position.epoch + 1)")
+            throw CohortError("rank \(communicator.rank): parameters differ between ranks at step \(position.globalStep)")
         }
     }
 
     // MARK: Checkpoints
 
     public func saveCheckpoint() throws {
+        // A checkpoint stands for every replica, so it is written only once they are shown equal.
+        try checkReplicasAgree()
+        try writeReadTrace()
         // Only rank 0 writes; the others wait so that no rank runs ahead of a failed write.
         var failure: CohortError?
         if communicator.isRoot {

@@ -1,0 +1,77 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+final class CheckpointTests: XCTestCase {
+    private func sample() -> Checkpoint {
+        var checkpoint = Checkpoint(position: .init(epoch: 2, stepInEpoch: 5, globalStep: 25, samplesSeen: 400),
+                                    worldSize: 2, batchSize: 8, optimizerSteps: 25, config: "name: x\n")
+        checkpoint.tensors["parameters/dense_1/weight"] = ([2, 3], [1, 2, 3, 4, 5, 6])
+        checkpoint.tensors["optimizer/adam_m/dense_1/weight"] = ([2, 3], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        checkpoint.words["rng"] = [1, 2, 3, UInt64.max]
+        checkpoint.metrics["test_accuracy"] = [0.5, 0.75]
+        return checkpoint
+    }
+
+    func test_roundTripKeepsEveryField() throws {
+        let directory = try temporaryDirectory(self)
+        try sample().writeAtomically(to: "\(directory)/c.h5")
+        let read = try Checkpoint.read(from: "\(directory)/c.h5")
+        XCTAssertEqual(read.position, sample().position)
+        XCTAssertEqual(read.tensors["parameters/dense_1/weight"]?.shape, [2, 3])
+        XCTAssertEqual(read.tensors["parameters/dense_1/weight"]?.values, [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(read.tensors["optimizer/adam_m/dense_1/weight"]?.values, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        XCTAssertEqual(read.words["rng"], [1, 2, 3, UInt64.max])
+        XCTAssertEqual(read.metrics["test_accuracy"], [0.5, 0.75])
+        XCTAssertEqual(read.config, "name: x\n")
+        XCTAssertEqual(read.worldSize, 2)
+        XCTAssertEqual(read.optimizerSteps, 25)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains("tmp") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    func test_flippedBytesAreRefusedByTheChecksum() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/c.h5"
+        try sample().writeAtomically(to: path)
+        var bytes = [UInt8](FileManager.default.contents(atPath: path)!)
+        // Find the float 6.0 (the last weight) and change it.
+        let six: [UInt8] = [0x00, 0x00, 0xC0, 0x40]
+        let index = (0..<(bytes.count - 4)).first { Array(bytes[$0..<$0 + 4]) == six }!
+        bytes[index + 2] = 0xC1
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        XCTAssertThrowsError(try Checkpoint.read(from: path)) { error in
+            XCTAssertTrue("\(error)".contains("checksum mismatch"), "\(error)")
+        }
+    }
+
+    func test_truncatedFileIsRefused() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/c.h5"
+        try sample().writeAtomically(to: path)
+        let bytes = FileManager.default.contents(atPath: path)!
+        _ = FileManager.default.createFile(atPath: path, contents: bytes.prefix(bytes.count / 2))
+        XCTAssertThrowsError(try Checkpoint.read(from: path))
+    }
+
+    func test_failedWriteLeavesThePreviousCheckpoint() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/c.h5"
+        try sample().writeAtomically(to: path)
+        XCTAssertThrowsError(try sample().writeAtomically(to: "\(directory)/missing/c.h5"))
+        XCTAssertNoThrow(try Checkpoint.read(from: path))
+    }
+
+    func test_newerFormatVersionIsRefused() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/c.h5"
+        try sample().writeAtomically(to: path)
+        // Rewrite the version attribute in place with the HDF5 API.
+        let file = try HDF5File.openForWriting(path)
+        try file.setAttribute("format_version", [Int64(99)])
+        try file.flush()
+        XCTAssertThrowsError(try Checkpoint.read(from: path)) { error in
+            XCTAssertTrue("\(error)".contains("format version 99"), "\(error)")
+        }
+    }
+}

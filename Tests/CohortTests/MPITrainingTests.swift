@@ -1,0 +1,163 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// Whole training runs of the built `cohort` executable under `mpirun`, on real HDF5 files.
+final class MPITrainingTests: XCTestCase {
+    private var directory = ""
+    private var train = ""
+    private var test = ""
+
+    override func setUpWithError() throws {
+        directory = try temporaryDirectory(self)
+        train = try writeSyntheticDataset("\(directory)/train.h5", rows: 203, seed: 1)
+        test = try writeSyntheticDataset("\(directory)/test.h5", rows: 50, seed: 2)
+    }
+
+    private func writeConfig(_ name: String, epochs: Int = 2, batchSize: Int = 8, optimizer: String = "adam", extra: String = "") throws -> String {
+        let path = "\(directory)/\(name).yaml"
+        try smallConfig(train: train, test: test, runDirectory: "\(directory)/runs/\(name)", epochs: epochs,
+                        batchSize: batchSize, optimizer: optimizer, extra: extra)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private func train(ranks: Int, _ arguments: [String], environment: [String: String] = [:],
+                       file: StaticString = #filePath, line: UInt = #line) throws -> ProcessResult {
+        let result = try runCohort(ranks: ranks, ["train"] + arguments, environment: environment, directory: directory)
+        XCTAssertEqual(result.status, 0, "cohort train failed:\n\(result.output)\n\(result.error)", file: file, line: line)
+        return result
+    }
+
+    private func newestCheckpoint(_ name: String) throws -> String {
+        let path = Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints").first
+        return try XCTUnwrap(path, "no checkpoint in runs/\(name)")
+    }
+
+    func test_twoRanksMatchOneRankWithDoubleBatch() throws {
+        for optimizer in ["adam", "sgd"] {
+            let two = try writeConfig("two-\(optimizer)", batchSize: 8, optimizer: optimizer)
+            let one = try writeConfig("one-\(optimizer)", batchSize: 16, optimizer: optimizer)
+            // 203 rows / 16 = 12 full global batches and a partial one: the remainder path is covered.
+            _ = try train(ranks: 2, [two])
+            _ = try train(ranks: 1, [one])
+            let difference = maxRelativeDifference(try checkpointParameters(try newestCheckpoint("two-\(optimizer)")),
+                                                   try checkpointParameters(try newestCheckpoint("one-\(optimizer)")))
+            XCTAssertLessThanOrEqual(difference, 1e-5, "\(optimizer): 2 ranks × 8 vs 1 rank × 16")
+        }
+    }
+
+    func test_threeRanksTrainAndAgree() throws {
+        // Replicas are compared (CRC of the parameters) before every checkpoint; a mismatch fails the run.
+        let config = try writeConfig("three", batchSize: 5)
+        let result = try train(ranks: 3, [config])
+        XCTAssertTrue(result.output.contains("3 rank(s) × batch 5 = global batch 15"), result.output)
+        XCTAssertTrue(result.output.contains("epoch 2/2"), result.output)
+    }
+
+    func test_eachRankReadsOnlyItsShardAndEveryRowOncePerEpoch() throws {
+        let config = try writeConfig("shard", epochs: 1, batchSize: 8)
+        let traces = "\(directory)/traces"
+        try FileManager.default.createDirectory(atPath: traces, withIntermediateDirectories: true)
+        _ = try train(ranks: 2, [config, "--set", "data.cache=false"], environment: ["COHORT_TRACE_READS": traces])
+        let sampler = (0..<2).map { GlobalSampler(rows: 203, worldSize: 2, rank: $0, batchPerRank: 8, seed: 3, dropRemainder: false) }
+        let order = sampler[0].order(epoch: 0)
+        var union: [Int] = []
+        for rank in 0..<2 {
+            let text = try String(contentsOfFile: "\(traces)/rank-\(rank).txt", encoding: .utf8)
+            let read = text.split(separator: "\n").compactMap { Int($0) }
+            let expected = (0..<sampler[rank].stepsPerEpoch).flatMap { sampler[rank].batch(step: $0, order: order).mine }
+            XCTAssertEqual(read.sorted(), expected.sorted(), "rank \(rank) read rows the sampler did not assign it")
+            union += read
+        }
+        XCTAssertEqual(union.sorted(), Array(0..<203), "every training row exactly once per epoch across ranks")
+    }
+
+    func test_resumeFromEpochCheckpointMatchesUninterruptedRun() throws {
+        let full = try writeConfig("full", epochs: 3)
+        _ = try train(ranks: 2, [full])
+        let stopped = try writeConfig("stopped", epochs: 3)
+        _ = try train(ranks: 2, [stopped, "--set", "training.epochs=1"])
+        let resumed = try train(ranks: 2, [stopped, "--resume", "auto"])
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 2, step 0"), resumed.output)
+        XCTAssertFalse(resumed.output.contains("epoch 1/3"), "epoch 1 ran again:\n\(resumed.output)")
+        XCTAssertEqual(try checkpointParameters(try newestCheckpoint("full")), try checkpointParameters(try newestCheckpoint("stopped")))
+    }
+
+    func test_resumeMidEpochMatchesUninterruptedRun() throws {
+        let full = try writeConfig("full-mid", epochs: 2)
+        _ = try train(ranks: 2, [full])
+        let stopped = try writeConfig("mid", epochs: 2)
+        _ = try train(ranks: 2, [stopped, "--set", "training.max_steps=17"])  // 13 steps per epoch: stops in epoch 2
+        let checkpoint = try Checkpoint.read(from: try newestCheckpoint("mid"))
+        XCTAssertEqual(checkpoint.position, Checkpoint.Position(epoch: 1, stepInEpoch: 4, globalStep: 17, samplesSeen: 203 + 4 * 16))
+        let resumed = try train(ranks: 2, [stopped, "--resume", try newestCheckpoint("mid")])
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 2, step 4"), resumed.output)
+        XCTAssertEqual(try checkpointParameters(try newestCheckpoint("full-mid")), try checkpointParameters(try newestCheckpoint("mid")))
+    }
+
+    func test_checkpointHasDocumentedLayout() throws {
+        let config = try writeConfig("layout", epochs: 1)
+        _ = try train(ranks: 2, [config])
+        let file = try HDF5File.open(try newestCheckpoint("layout"))
+        XCTAssertEqual(try file.dataset("parameters/dense_1/weight").shape, [36, 16])
+        XCTAssertEqual(try file.dataset("parameters/dense_2/bias").shape, [4])
+        XCTAssertEqual(try file.dataset("optimizer/adam_v/dense_1/weight").shape, [36, 16])
+        XCTAssertEqual(try file.stringAttribute("format"), "cohort-checkpoint")
+        XCTAssertTrue(try file.stringAttribute("config").contains("run_dir"))
+        XCTAssertEqual(try file.numberAttribute("epoch", as: Int64.self), [1])
+    }
+
+    // MARK: Bad input ends the job with one clear line, never a crash or a hang
+
+    private func assertFails(ranks: Int = 2, _ arguments: [String], mentions fragments: [String],
+                             file: StaticString = #filePath, line: UInt = #line) throws {
+        let result = try runCohort(ranks: ranks, arguments, directory: directory)
+        XCTAssertNotEqual(result.status, 0, "expected failure:\n\(result.output)", file: file, line: line)
+        for fragment in fragments {
+            XCTAssertTrue(result.error.contains(fragment), "stderr lacks '\(fragment)':\n\(result.error)", file: file, line: line)
+        }
+        XCTAssertFalse(result.error.contains("Fatal error"), result.error, file: file, line: line)
+        let reports = result.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }
+        XCTAssertEqual(reports.count, 1, "one report, not one per rank:\n\(result.error)", file: file, line: line)
+    }
+
+    func test_missingDatasetFileIsReportedOnce() throws {
+        let config = try writeConfig("missing")
+        try assertFails(["train", config, "--set", "data.train=\(directory)/nope.h5"], mentions: ["nope.h5: no such file"])
+    }
+
+    func test_malformedConfigIsReported() throws {
+        let path = "\(directory)/broken.yaml"
+        try "data: [train\nmodel: {".write(toFile: path, atomically: true, encoding: .utf8)
+        try assertFails(["train", path], mentions: ["broken.yaml", "malformed YAML"])
+    }
+
+    func test_unknownLayerIsReported() throws {
+        let config = try writeConfig("layer")
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "type: dense\n      units: 4", with: "type: conv9\n      units: 4")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        try assertFails(["train", config], mentions: ["model.layers[1].type", "conv9"])
+    }
+
+    func test_labelOutsideClassRangeIsReported() throws {
+        let file = try HDF5File.create("\(directory)/badlabels.h5")
+        try file.write("images", [UInt8](repeating: 1, count: 64 * 36), shape: [64, 6, 6, 1])
+        try file.write("labels", (0..<64).map { Int64($0 % 4 == 3 ? 9 : $0 % 4) }, shape: [64])
+        try file.setAttribute("num_classes", [Int64(4)])
+        file.close()
+        let config = try writeConfig("labels")
+        try assertFails(["train", config, "--set", "data.train=\(directory)/badlabels.h5"],
+                        mentions: ["badlabels.h5", "label 9, outside [0, 4)"])
+    }
+
+    func test_checkpointForAnotherModelIsRefusedWithNamesAndShapes() throws {
+        let config = try writeConfig("small-model", epochs: 1)
+        _ = try train(ranks: 1, [config])
+        let wider = try writeConfig("wider", epochs: 1)
+        let text = try String(contentsOfFile: wider, encoding: .utf8).replacingOccurrences(of: "units: 16", with: "units: 32")
+        try text.write(toFile: wider, atomically: true, encoding: .utf8)
+        try assertFails(["train", wider, "--resume", try newestCheckpoint("small-model")],
+                        mentions: ["does not fit this model", "dense_1/weight: checkpoint [36, 16], model [36, 32]"])
+    }
+}

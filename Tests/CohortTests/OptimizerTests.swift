@@ -1,0 +1,53 @@
+import XCTest
+@testable import Cohort
+
+/// Each optimizer against values worked by hand from its published update rule.
+final class OptimizerTests: XCTestCase {
+    private func run(_ optimizer: Optimizer, theta: [Float], gradients: [[Float]], learningRate: Float) -> [Float] {
+        var parameters = theta
+        for gradient in gradients {
+            parameters.withUnsafeMutableBufferPointer { p in
+                gradient.withUnsafeBufferPointer { g in optimizer.step(parameters: p, gradients: g, learningRate: learningRate) }
+            }
+        }
+        return parameters
+    }
+
+    func test_adamFirstStepsMatchTheKingmaBaRule() {
+        // Step 1: m = 0.1·g, v = 0.001·g², m̂ = g, v̂ = g², θ −= lr·g/(|g| + ε) ≈ lr·sign(g).
+        // Step 2 with g2 = 0.5 for θ0 = 1, g1 = 2:
+        //   m = 0.9·0.2 + 0.1·0.5 = 0.23, v = 0.999·0.004 + 0.001·0.25 = 0.004246
+        //   m̂ = 0.23/0.19 = 1.210526, v̂ = 0.004246/0.001999 = 2.124062
+        //   θ = (1 − 0.1) − 0.1·1.210526/(1.457416 + 1e-8) = 0.816939
+        let adam = Adam(count: 1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, decayMask: [1])
+        let after = run(adam, theta: [1], gradients: [[2], [0.5]], learningRate: 0.1)
+        XCTAssertEqual(after[0], 0.816939, accuracy: 1e-5)
+        XCTAssertEqual(adam.stepCount, 2)
+    }
+
+    func test_adamWeightDecayIsAddedToTheGradientAndSkipsMaskedEntries() {
+        // g' = g + λθ = 0 + 0.5·2 = 1 for the decayed entry; the masked entry sees g = 0 and stays.
+        let adam = Adam(count: 2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5, decayMask: [1, 0])
+        let after = run(adam, theta: [2, 2], gradients: [[0, 0]], learningRate: 0.1)
+        XCTAssertEqual(after[0], 1.9, accuracy: 1e-6)
+        XCTAssertEqual(after[1], 2, accuracy: 0)
+    }
+
+    func test_sgdMomentumFollowsPyTorchsRule() {
+        // v1 = g1 = 1 → θ = 1 − 0.1·1 = 0.9; v2 = 0.9·1 + 2 = 2.9 → θ = 0.9 − 0.29 = 0.61
+        let sgd = SGD(count: 1, momentum: 0.9, nesterov: false, weightDecay: 0, decayMask: [1])
+        XCTAssertEqual(run(sgd, theta: [1], gradients: [[1], [2]], learningRate: 0.1)[0], 0.61, accuracy: 1e-6)
+    }
+
+    func test_sgdNesterovLooksAhead() {
+        // v1 = 1, step g + μv = 1 + 0.9 = 1.9 → θ = 1 − 0.19 = 0.81
+        // v2 = 0.9 + 2 = 2.9, step 2 + 0.9·2.9 = 4.61 → θ = 0.81 − 0.461 = 0.349
+        let sgd = SGD(count: 1, momentum: 0.9, nesterov: true, weightDecay: 0, decayMask: [1])
+        XCTAssertEqual(run(sgd, theta: [1], gradients: [[1], [2]], learningRate: 0.1)[0], 0.349, accuracy: 1e-6)
+    }
+
+    func test_plainSGD() {
+        let sgd = SGD(count: 2, momentum: 0, nesterov: false, weightDecay: 0, decayMask: [1, 1])
+        XCTAssertEqual(run(sgd, theta: [1, -1], gradients: [[1, 2]], learningRate: 0.5), [0.5, -2])
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// A fresh directory under /tmp, removed when the test ends.
+func temporaryDirectory(_ test: XCTestCase) throws -> String {
+    let path = NSTemporaryDirectory() + "cohort-tests-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+    return path
+}
+
+/// Writes a small learnable image dataset (see SyntheticImages) and returns its path.
+@discardableResult
+func writeSyntheticDataset(_ path: String, rows: Int, height: Int = 6, width: Int = 6, channels: Int = 1,
+                           classes: Int = 4, seed: UInt64 = 7) throws -> String {
+    try SyntheticImages.make(rows: rows, height: height, width: width, channels: channels, classes: classes, seed: seed)
+        .write(to: path)
+    return path
+}
+
+/// A config for a small MLP on the synthetic data, as YAML text.
+func smallConfig(train: String, test: String?, runDirectory: String, epochs: Int = 2, batchSize: Int = 8,
+                 optimizer: String = "adam", extra: String = "") -> String {
+    """
+    name: small
+    seed: 3
+    run_dir: \(runDirectory)
+    data:
+      train: \(train)
+    \(test.map { "  test: \($0)" } ?? "")
+    model:
+      layers:
+        - type: dense
+          units: 16
+          activation: relu
+        - type: dense
+          units: 4
+    optimizer:
+      type: \(optimizer)
+      learning_rate: 0.01
+    training:
+      epochs: \(epochs)
+      batch_size: \(batchSize)
+      eval_batch_size: 64
+    \(extra)
+    """
+}
+
+struct ProcessResult {
+    let status: Int32
+    let output: String
+    let error: String
+}
+
+/// The `cohort` executable SwiftPM built beside the test bundle (override with COHORT_BIN).
+func cohortExecutable() -> String {
+    if let path = ProcessInfo.processInfo.environment["COHORT_BIN"] { return path }
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    while directory.path != "/" {
+        let candidate = directory.appendingPathComponent("cohort").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    return ".build/debug/cohort"
+}
+
+/// Runs `cohort ARGUMENTS` under `mpirun -np RANKS`, output to files (PLATFORM.md: pipes from an
+/// MPI job can hang a reader), with the OMPI_/PMIX_ variables of any outer job removed.
+func runCohort(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:],
+               directory: String) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
+    if geteuid() == 0 { mpirunArguments.append("--allow-run-as-root") }
+    if ranks > ProcessInfo.processInfo.activeProcessorCount { mpirunArguments.append("--oversubscribe") }
+    mpirunArguments.append(cohortExecutable())
+    process.arguments = mpirunArguments + arguments
+    var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+    environment["OPENBLAS_NUM_THREADS"] = "1"
+    environment.merge(extra) { $1 }
+    process.environment = environment
+    let outputPath = "\(directory)/stdout-\(UUID().uuidString).txt"
+    let errorPath = "\(directory)/stderr-\(UUID().uuidString).txt"
+    FileManager.default.createFile(atPath: outputPath, contents: nil)
+    FileManager.default.createFile(atPath: errorPath, contents: nil)
+    process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+    process.standardError = FileHandle(forWritingAtPath: errorPath)
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    return ProcessResult(status: process.terminationStatus,
+                         output: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "",
+                         error: (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "")
+}
+
+/// Parameters of a checkpoint, by name.
+func checkpointParameters(_ path: String) throws -> [String: [Float]] {
+    let checkpoint = try Checkpoint.read(from: path)
+    var result: [String: [Float]] = [:]
+    for (name, tensor) in checkpoint.tensors where name.hasPrefix("parameters/") { result[name] = tensor.values }
+    return result
+}
+
+/// Largest |a - b| / max(|a|, |b|, floor) over all parameters.
+func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]], floor: Float = 1e-3) -> Float {
+    var worst: Float = 0
+    for (name, values) in a {
+        guard let other = b[name], other.count == values.count else { return .infinity }
+        for (x, y) in zip(values, other) { worst = max(worst, abs(x - y) / max(abs(x), abs(y), floor)) }
+    }
+    return a.count == b.count ? worst : .infinity
+}
