@@ -26,7 +26,7 @@ final class ConfigTests: XCTestCase {
         let config = try TrainConfig.load(path: root.appendingPathComponent("configs/fashion-mnist-mlp.yaml").path)
         XCTAssertEqual(config.training.batchSize, 64)
         XCTAssertEqual(config.optimizer.learningRate, 1e-3)
-        let model = try Model(specs: config.layers, inputShape: [1, 28, 28], maxBatch: 1, seed: 0)
+        let model = try Model(inputShape: [1, 28, 28], layers: config.layers, maxBatch: 1, seed: 0)
         XCTAssertEqual(model.parameters.count, 235_146)
     }
 

@@ -12,21 +12,96 @@ final class GradientCheckTests: XCTestCase {
     static let tolerance = 2e-2
 
     func test_denseGradientsMatchFiniteDifferences() throws {
-        try checkModel([.dense(name: nil, units: 5, activation: nil, initializer: .glorotUniform)], inputShape: [7], batch: 3)
+        try checkModel([.dense(5)], inputShape: [7], batch: 3)
+        try checkModel([LayerSpec(.dense(units: 3, activation: nil, initializer: nil, bias: false))], inputShape: [4], batch: 2)
     }
 
     func test_denseOnImageInputFlattensRows() throws {
-        try checkModel([.flatten(name: nil), .dense(name: nil, units: 3, activation: nil, initializer: .heNormal)],
-                       inputShape: [2, 3, 2], batch: 2)
+        try checkModel([.flatten, .dense(3, initializer: .heNormal)], inputShape: [2, 3, 2], batch: 2)
     }
 
-    func test_reluGradientsMatchFiniteDifferences() throws {
-        try checkModel([.activation(name: nil, kind: .relu)], inputShape: [11], batch: 4)
+    func test_activationGradientsMatchFiniteDifferences() throws {
+        for kind in ActivationKind.allCases + [.leakyRelu(slope: 0.2)] {
+            try checkModel([.activation(kind)], inputShape: [11], batch: 4)
+        }
     }
 
     func test_mlpGradientsMatchFiniteDifferences() throws {
-        try checkModel([.dense(name: nil, units: 6, activation: .relu, initializer: .heNormal),
-                        .dense(name: nil, units: 4, activation: nil, initializer: nil)], inputShape: [5], batch: 3)
+        try checkModel([.dense(6, activation: .relu, initializer: .heNormal), .dense(4)], inputShape: [5], batch: 3)
+    }
+
+    func test_conv2dGradientsMatchFiniteDifferencesForBothPaddingsAndStrides() throws {
+        for (padding, stride, kernel) in [(Padding.valid, 1, 3), (.same, 1, 3), (.valid, 2, 3), (.same, 2, 3), (.same, 1, 5), (.same, 2, 1)] {
+            try checkModel([.conv2d(3, kernel: kernel, stride: stride, padding: padding)], inputShape: [2, 6, 5], batch: 2)
+        }
+        try checkModel([.conv2d(2, kernel: 3, bias: false)], inputShape: [1, 4, 4], batch: 2)
+    }
+
+    func test_poolingGradientsMatchFiniteDifferences() throws {
+        try checkModel([.maxPool(2)], inputShape: [2, 4, 6], batch: 2)
+        try checkModel([.maxPool(3, stride: 2)], inputShape: [1, 7, 7], batch: 2)
+        try checkModel([.averagePool(2)], inputShape: [2, 4, 4], batch: 2)
+        try checkModel([.globalAveragePool], inputShape: [3, 3, 2], batch: 2)
+    }
+
+    func test_batchNormGradientsMatchFiniteDifferences() throws {
+        // Training mode: the statistics depend on the whole batch, which the probe includes.
+        try checkModel([.batchNorm()], inputShape: [3, 2, 2], batch: 3)
+        try checkModel([.dense(4), .batchNorm(), .activation(.tanh)], inputShape: [3], batch: 5)
+    }
+
+    func test_dropoutGradientUsesTheSameMask() throws {
+        // The probe re-runs forward for every perturbation; a fresh mask each time would break
+        // finite differences, so the check pins the generator state before each forward.
+        let model = try Model(inputShape: [20], layers: [.dropout(0.5)], maxBatch: 2, seed: 1)
+        let dropout = try XCTUnwrap(model.randomizedLayers.first)
+        let start = dropout.generator
+        let x = (0..<40).map { Float($0) + 1 }
+        let y = Array(UnsafeBufferPointer(start: model.forward(x, batch: 2, training: true), count: 40))
+        XCTAssertTrue(y.allSatisfy { $0 == 0 || abs($0 - 0) > 0 })
+        let kept = zip(x, y).filter { $0.1 != 0 }
+        XCTAssertTrue(kept.allSatisfy { abs($0.1 - 2 * $0.0) < 1e-5 }, "kept entries are scaled by 1/(1-p)")
+        XCTAssertTrue((10...30).contains(kept.count), "about half kept, got \(kept.count)")
+        let dx = Array(UnsafeBufferPointer(start: model.backward(outputGradient: [Float](repeating: 1, count: 40), batch: 2), count: 40))
+        XCTAssertEqual(dx, y.enumerated().map { $0.element == 0 ? 0 : 2 })
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: model.forward(x, batch: 2, training: false), count: 40)), x, "identity at evaluation")
+        XCTAssertNotEqual(dropout.generator, start)
+    }
+
+    func test_residualBlockGradientsMatchFiniteDifferences() throws {
+        try checkModel([.residual([.conv2d(2, kernel: 3, padding: .same, activation: .relu), .conv2d(2, kernel: 3, padding: .same)])],
+                       inputShape: [2, 4, 4], batch: 2)
+        // With a projection shortcut (channels and stride change).
+        try checkModel([.residual([.conv2d(3, kernel: 3, stride: 2, padding: .same), .batchNorm()], activation: .tanh)],
+                       inputShape: [2, 4, 4], batch: 3)
+    }
+
+    func test_lossGradientsMatchFiniteDifferences() {
+        let batch = 4
+        var generator = Generator(seed: 3)
+        for (loss, width, labels) in [(Loss.softmaxCrossEntropy(smoothing: 0.1), 5, [Int32(0), 4, 2, 1]),
+                                      (.binaryCrossEntropy, 1, [0, 1, 1, 0]),
+                                      (.meanSquaredError, 3, [0, 2, 1, 1]),
+                                      (.meanSquaredError, 1, [0, 2, 1, 1])] {
+            var outputs = (0..<(batch * width)).map { _ in generator.nextGaussian() * 2 }
+            var gradient = [Float](repeating: 0, count: outputs.count)
+            _ = loss.evaluate(outputs: outputs, labels: labels, batch: batch, width: width, gradient: &gradient, gradientScale: 0.5)
+            let h: Float = 1e-2
+            for index in outputs.indices {
+                let saved = outputs[index]
+                outputs[index] = saved + h
+                let plus = loss.evaluate(outputs: outputs, labels: labels, batch: batch, width: width, gradient: nil).lossSum
+                outputs[index] = saved - h
+                let minus = loss.evaluate(outputs: outputs, labels: labels, batch: batch, width: width, gradient: nil).lossSum
+                outputs[index] = saved
+                assertClose((plus - minus) / Double(2 * h) * 0.5, Double(gradient[index]), "\(loss.name) output \(index)")
+            }
+        }
+    }
+
+    func test_binaryCrossEntropyIsExactForLargeLogits() {
+        let totals = Loss.binaryCrossEntropy.evaluate(outputs: [80, -80], labels: [0, 1], batch: 2, width: 1, gradient: nil)
+        XCTAssertEqual(totals.lossSum, 160, accuracy: 1e-3)
     }
 
     func test_softmaxCrossEntropyGradientMatchesFiniteDifferences() {
@@ -69,7 +144,7 @@ final class GradientCheckTests: XCTestCase {
 
     /// Checks d(Σ r ⊙ model(x))/dx and /dθ for every input and parameter element.
     func checkModel(_ specs: [LayerSpec], inputShape: [Int], batch: Int, file: StaticString = #filePath, line: UInt = #line) throws {
-        let model = try Model(specs: specs, inputShape: inputShape, maxBatch: batch, seed: 5)
+        let model = try Model(inputShape: inputShape, layers: specs, maxBatch: batch, seed: 5)
         var generator = Generator(seed: 9)
         let inputCount = batch * inputShape.reduce(1, *)
         // Inputs kept away from 0 so that no ReLU kink lies within ±h.

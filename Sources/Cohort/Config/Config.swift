@@ -8,7 +8,7 @@ public struct TrainConfig: Sendable {
     public var runDirectory: String
     public var data: DataConfig
     public var layers: [LayerSpec]
-    public var loss: LossKind
+    public var loss: Loss
     public var optimizer: OptimizerConfig
     public var training: TrainingConfig
     public var checkpoint: CheckpointConfig
@@ -36,12 +36,8 @@ public enum Normalization: String, Sendable {
     case none
 }
 
-public enum LossKind: String, Sendable {
-    case softmaxCrossEntropy = "softmax_cross_entropy"
-}
-
 public struct OptimizerConfig: Sendable {
-    public enum Kind: String, Sendable { case sgd, adam }
+    public enum Kind: String, Sendable { case sgd, adam, adamw }
     public var kind: Kind
     public var learningRate: Float
     public var momentum: Float
@@ -50,6 +46,11 @@ public struct OptimizerConfig: Sendable {
     public var beta2: Float
     public var epsilon: Float
     public var weightDecay: Float
+    /// Apply weight decay to biases and batch-norm γ/β too (default: weights only).
+    public var decayBiasAndNorm: Bool
+    /// Clip the averaged gradient to this global L2 norm (0: off).
+    public var clipNorm: Float
+    public var schedule: LearningRateSchedule
 }
 
 public struct TrainingConfig: Sendable {
@@ -69,21 +70,100 @@ public struct CheckpointConfig: Sendable {
     public var keepLast: Int
 }
 
-/// One entry of `model.layers`.
-public enum LayerSpec: Equatable, Sendable {
-    case flatten(name: String?)
-    case dense(name: String?, units: Int, activation: ActivationKind?, initializer: Initializer?)
-    case activation(name: String?, kind: ActivationKind)
+/// One entry of `model.layers` (keys: configs/README.md). The same values build models in
+/// Swift code: `Model(inputShape: [1, 28, 28], layers: [.conv2d(32, kernel: 3, activation: .relu), .maxPool(2), .flatten, .dense(10)])`.
+public struct LayerSpec: Equatable, Sendable {
+    public var name: String?
+    public var kind: Kind
 
-    public static let typeNames = ["flatten", "dense", "relu"]
+    public indirect enum Kind: Equatable, Sendable {
+        case flatten
+        case dense(units: Int, activation: ActivationKind?, initializer: Initializer?, bias: Bool)
+        case conv2d(filters: Int, kernel: Int, stride: Int, padding: Padding, activation: ActivationKind?,
+                    initializer: Initializer?, bias: Bool)
+        case maxPool(size: Int, stride: Int)
+        case averagePool(size: Int, stride: Int)
+        case globalAveragePool
+        case dropout(rate: Float)
+        case batchNorm(momentum: Float, epsilon: Float, sync: Bool)
+        case activation(ActivationKind)
+        /// output = activation(main(x) + shortcut(x)); the shortcut is the identity, or a 1×1
+        /// convolution (stride and channels to match) followed by batch norm when `projection`
+        /// is true, or when it is nil and the shapes differ.
+        case residual(layers: [LayerSpec], projection: Bool?, activation: ActivationKind?)
+    }
+
+    public init(name: String? = nil, _ kind: Kind) {
+        self.name = name
+        self.kind = kind
+    }
+
+    public static let typeNames = ["flatten", "dense", "conv2d", "max_pool", "avg_pool", "global_avg_pool",
+                                   "dropout", "batch_norm", "residual"] + ActivationKind.allCases.map(\.rawValue)
+
+    // Keras-like constructors for models written in Swift.
+    public static var flatten: LayerSpec { LayerSpec(.flatten) }
+    public static func dense(_ units: Int, activation: ActivationKind? = nil, initializer: Initializer? = nil, name: String? = nil) -> LayerSpec {
+        LayerSpec(name: name, .dense(units: units, activation: activation, initializer: initializer, bias: true))
+    }
+    public static func conv2d(_ filters: Int, kernel: Int, stride: Int = 1, padding: Padding = .valid,
+                              activation: ActivationKind? = nil, bias: Bool = true, name: String? = nil) -> LayerSpec {
+        LayerSpec(name: name, .conv2d(filters: filters, kernel: kernel, stride: stride, padding: padding,
+                                      activation: activation, initializer: nil, bias: bias))
+    }
+    public static func maxPool(_ size: Int, stride: Int? = nil) -> LayerSpec { LayerSpec(.maxPool(size: size, stride: stride ?? size)) }
+    public static func averagePool(_ size: Int, stride: Int? = nil) -> LayerSpec { LayerSpec(.averagePool(size: size, stride: stride ?? size)) }
+    public static var globalAveragePool: LayerSpec { LayerSpec(.globalAveragePool) }
+    public static func dropout(_ rate: Float) -> LayerSpec { LayerSpec(.dropout(rate: rate)) }
+    public static func batchNorm(momentum: Float = 0.1, epsilon: Float = 1e-5, sync: Bool = false) -> LayerSpec {
+        LayerSpec(.batchNorm(momentum: momentum, epsilon: epsilon, sync: sync))
+    }
+    public static func activation(_ kind: ActivationKind) -> LayerSpec { LayerSpec(.activation(kind)) }
+    public static func residual(_ layers: [LayerSpec], projection: Bool? = nil, activation: ActivationKind? = .relu) -> LayerSpec {
+        LayerSpec(.residual(layers: layers, projection: projection, activation: activation))
+    }
 }
 
-public enum ActivationKind: String, Sendable, CaseIterable {
+public enum Padding: String, Sendable {
+    /// No padding: output = floor((input − kernel) / stride) + 1.
+    case valid
+    /// Output = ceil(input / stride), zeros split as TensorFlow does (the extra one at the end).
+    case same
+}
+
+public enum ActivationKind: Equatable, Sendable, CaseIterable, RawRepresentable {
     case relu
+    case leakyRelu(slope: Float)
+    case sigmoid
+    case tanh
+    case gelu
+
+    public static let allCases: [ActivationKind] = [.relu, .leakyRelu(slope: 0.01), .sigmoid, .tanh, .gelu]
+
+    public init?(rawValue: String) {
+        switch rawValue {
+        case "relu": self = .relu
+        case "leaky_relu": self = .leakyRelu(slope: 0.01)
+        case "sigmoid": self = .sigmoid
+        case "tanh": self = .tanh
+        case "gelu": self = .gelu
+        default: return nil
+        }
+    }
+
+    public var rawValue: String {
+        switch self {
+        case .relu: return "relu"
+        case .leakyRelu: return "leaky_relu"
+        case .sigmoid: return "sigmoid"
+        case .tanh: return "tanh"
+        case .gelu: return "gelu"
+        }
+    }
 }
 
 public enum Initializer: String, Sendable {
-    /// U(-a, a), a = sqrt(6 / (fan_in + fan_out)) — Keras' default for Dense.
+    /// U(-a, a), a = sqrt(6 / (fan_in + fan_out)) — Keras' default for Dense and Conv2D.
     case glorotUniform = "glorot_uniform"
     /// N(0, 2 / fan_in) — He et al. 2015, suited to ReLU.
     case heNormal = "he_normal"
@@ -129,19 +209,23 @@ extension TrainConfig {
         }
         try modelMap.finish()
 
-        let lossName = try top.choice("loss", [LossKind.softmaxCrossEntropy.rawValue], default: LossKind.softmaxCrossEntropy.rawValue)
+        let loss = try parseLoss(top, file: file)
 
         let optimizerMap = try top.map("optimizer") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "optimizer")
-        let kind = OptimizerConfig.Kind(rawValue: try optimizerMap.choice("type", ["sgd", "adam"], default: "adam"))!
+        let kind = OptimizerConfig.Kind(rawValue: try optimizerMap.choice("type", ["sgd", "adam", "adamw"], default: "adam"))!
+        let learningRate = Float(try optimizerMap.double("learning_rate", default: kind == .sgd ? 1e-2 : 1e-3, range: 0...10))
         let optimizer = OptimizerConfig(
             kind: kind,
-            learningRate: Float(try optimizerMap.double("learning_rate", default: kind == .adam ? 1e-3 : 1e-2, range: 0...10)),
+            learningRate: learningRate,
             momentum: Float(try optimizerMap.double("momentum", default: 0, range: 0...1)),
             nesterov: try optimizerMap.bool("nesterov", default: false),
             beta1: Float(try optimizerMap.double("beta1", default: 0.9, range: 0...1)),
             beta2: Float(try optimizerMap.double("beta2", default: 0.999, range: 0...1)),
             epsilon: Float(try optimizerMap.double("epsilon", default: 1e-8, range: 0...1)),
-            weightDecay: Float(try optimizerMap.double("weight_decay", default: 0, range: 0...1))
+            weightDecay: Float(try optimizerMap.double("weight_decay", default: kind == .adamw ? 0.01 : 0, range: 0...1)),
+            decayBiasAndNorm: try optimizerMap.bool("decay_bias_and_norm", default: false),
+            clipNorm: Float(try optimizerMap.double("clip_grad_norm", default: 0, range: 0...1e9)),
+            schedule: try parseSchedule(optimizerMap, learningRate: learningRate, file: file)
         )
         if optimizer.nesterov && (kind != .sgd || optimizer.momentum == 0) {
             throw optimizerMap.error("nesterov", "Nesterov momentum needs type sgd and momentum > 0")
@@ -172,43 +256,110 @@ extension TrainConfig {
 
         return TrainConfig(
             name: name, seed: seed, runDirectory: runDirectory, data: data, layers: layers,
-            loss: LossKind(rawValue: lossName)!, optimizer: optimizer, training: training,
+            loss: loss, optimizer: optimizer, training: training,
             checkpoint: checkpoint, text: resolved
         )
+    }
+
+    static func parseLoss(_ top: ConfigMap, file: String) throws -> Loss {
+        let names = ["softmax_cross_entropy", "binary_cross_entropy", "mean_squared_error"]
+        guard let node = top.node("loss") else { return .softmaxCrossEntropy(smoothing: 0) }
+        let map: ConfigMap
+        let type: String
+        if case .scalar = node {
+            map = try ConfigMap(Node([(Node("type"), node)]), file: file, path: "loss")
+        } else {
+            map = try ConfigMap(node, file: file, path: "loss")
+        }
+        type = try map.choice("type", names, default: "softmax_cross_entropy")
+        let loss: Loss
+        switch type {
+        case "binary_cross_entropy": loss = .binaryCrossEntropy
+        case "mean_squared_error": loss = .meanSquaredError
+        default: loss = .softmaxCrossEntropy(smoothing: Float(try map.double("label_smoothing", default: 0, range: 0...0.999)))
+        }
+        try map.finish()
+        return loss
+    }
+
+    static func parseSchedule(_ optimizer: ConfigMap, learningRate: Float, file: String) throws -> LearningRateSchedule {
+        guard let map = try optimizer.map("schedule") else { return LearningRateSchedule(baseRate: learningRate) }
+        let kinds = LearningRateSchedule.Kind.allCases.map(\.rawValue)
+        let schedule = LearningRateSchedule(
+            kind: LearningRateSchedule.Kind(rawValue: try map.choice("type", kinds, default: "constant"))!,
+            baseRate: learningRate,
+            warmupSteps: try map.int("warmup_steps", default: 0, range: 0...Int.max),
+            stepSize: try map.int("step_size", default: 1, range: 1...Int.max),
+            gamma: Float(try map.double("gamma", default: 0.1, range: 0...1)),
+            minimumRate: Float(try map.double("min_learning_rate", default: 0, range: 0...10)))
+        try map.finish()
+        return schedule
     }
 
     static func parseLayer(_ node: Node, file: String, path: String) throws -> LayerSpec {
         let map = try ConfigMap(node, file: file, path: path)
         guard let type = try map.string("type") else { throw CohortError("\(file): \(path): missing key type") }
         let name = try map.string("name")
-        let spec: LayerSpec
-        switch type {
-        case "flatten":
-            spec = .flatten(name: name)
-        case "dense":
-            guard let units = try map.int("units") else { throw CohortError("\(file): \(path): dense needs units") }
-            guard units > 0 else { throw map.error("units", "must be positive") }
-            let activation = try map.string("activation").map { value -> ActivationKind in
+        func activation() throws -> ActivationKind? {
+            try map.string("activation").map { value in
                 guard let kind = ActivationKind(rawValue: value) else {
                     throw map.error("activation", "unknown activation '\(value)' (known: \(ActivationKind.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
                 return kind
             }
-            let initializer = try map.string("init").map { value -> Initializer in
+        }
+        func initializer() throws -> Initializer? {
+            try map.string("init").map { value in
                 guard let initializer = Initializer(rawValue: value) else {
                     throw map.error("init", "unknown initializer '\(value)' (known: glorot_uniform, he_normal)")
                 }
                 return initializer
             }
-            spec = .dense(name: name, units: units, activation: activation, initializer: initializer)
+        }
+        func required(_ key: String, _ range: ClosedRange<Int> = 1...1_000_000) throws -> Int {
+            guard map.has(key) else { throw CohortError("\(file): \(path): \(type) needs \(key)") }
+            return try map.int(key, default: 0, range: range)
+        }
+        let kind: LayerSpec.Kind
+        switch type {
+        case "flatten":
+            kind = .flatten
+        case "dense":
+            kind = .dense(units: try required("units"), activation: try activation(), initializer: try initializer(),
+                          bias: try map.bool("bias", default: true))
+        case "conv2d":
+            kind = .conv2d(filters: try required("filters"), kernel: try required("kernel", 1...64),
+                           stride: try map.int("stride", default: 1, range: 1...64),
+                           padding: Padding(rawValue: try map.choice("padding", ["valid", "same"], default: "valid"))!,
+                           activation: try activation(), initializer: try initializer(), bias: try map.bool("bias", default: true))
+        case "max_pool", "avg_pool":
+            let size = try required("size", 1...64)
+            let stride = try map.int("stride", default: size, range: 1...64)
+            kind = type == "max_pool" ? .maxPool(size: size, stride: stride) : .averagePool(size: size, stride: stride)
+        case "global_avg_pool":
+            kind = .globalAveragePool
+        case "dropout":
+            kind = .dropout(rate: Float(try map.double("rate", default: 0.5, range: 0...0.999)))
+        case "batch_norm":
+            kind = .batchNorm(momentum: Float(try map.double("momentum", default: 0.1, range: 0...1)),
+                              epsilon: Float(try map.double("epsilon", default: 1e-5, range: 0...1)),
+                              sync: try map.bool("sync", default: false))
+        case "residual":
+            guard let nodes = try map.list("layers"), !nodes.isEmpty else {
+                throw CohortError("\(file): \(path): residual needs a non-empty list of layers")
+            }
+            let layers = try nodes.enumerated().map { try parseLayer($1, file: file, path: "\(path).layers[\($0)]") }
+            let projection = map.has("projection") ? try map.bool("projection", default: false) : nil
+            kind = .residual(layers: layers, projection: projection, activation: try activation())
+        case "leaky_relu":
+            kind = .activation(.leakyRelu(slope: Float(try map.double("slope", default: 0.01, range: 0...1))))
         default:
-            if let kind = ActivationKind(rawValue: type) {
-                spec = .activation(name: name, kind: kind)
-            } else {
+            guard let activation = ActivationKind(rawValue: type) else {
                 throw map.error("type", "unknown layer type '\(type)' (known: \(LayerSpec.typeNames.joined(separator: ", ")))")
             }
+            kind = .activation(activation)
         }
         try map.finish()
-        return spec
+        return LayerSpec(name: name, kind)
     }
 }

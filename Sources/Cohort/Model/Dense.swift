@@ -9,11 +9,11 @@ public final class Dense: Layer {
     public let outputShape: [Int]
     let parameters: ParameterStore
     let weight: ParameterStore.Entry
-    let bias: ParameterStore.Entry
+    let bias: ParameterStore.Entry?
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, builder: LayerBuilder) {
+    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, builder: LayerBuilder) {
         self.name = name
         self.inputShape = inputShape
         self.outputShape = [units]
@@ -22,20 +22,22 @@ public final class Dense: Layer {
         weight = builder.declare("\(name)/weight", shape: [fanIn, units], decays: true) { pointer, generator in
             initializeWeights(pointer, count: fanIn * units, fanIn: fanIn, fanOut: units, initializer, &generator)
         }
-        bias = builder.declare("\(name)/bias", shape: [units], decays: false) { pointer, _ in
+        bias = useBias ? builder.declare("\(name)/bias", shape: [units], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: units)
-        }
+        } : nil
         output = Workspace(builder.maxBatch * units)
         inputGradient = Workspace(builder.maxBatch * fanIn)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
-        let b = parameters.values(of: bias)
         // y[B, out] = b broadcast over rows, then y += x[B, in] · W[in, out]
-        for row in 0..<batch { (output.pointer + row * outputSize).update(from: b, count: outputSize) }
+        if let bias {
+            let b = parameters.values(of: bias)
+            for row in 0..<batch { (output.pointer + row * outputSize).update(from: b, count: outputSize) }
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), outCount, inCount,
-                    1, input, inCount, parameters.values(of: weight), outCount, 1, output.pointer, outCount)
+                    1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
         return UnsafePointer(output.pointer)
     }
 
@@ -45,7 +47,7 @@ public final class Dense: Layer {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(batch),
                     1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
         // db[out] += Σ_B dy[B, out]
-        cohort_add_rows(outputGradient, parameters.gradients(of: bias), batch, outputSize)
+        if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), batch, outputSize) }
         // dx[B, in] = dy[B, out] · Wᵀ[out, in]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), inCount, outCount,
                     1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)

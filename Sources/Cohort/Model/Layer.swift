@@ -28,14 +28,25 @@ extension Layer {
 public final class LayerBuilder {
     public let parameters: ParameterStore
     public let maxBatch: Int
+    let communicator: Communicator
+    let seed: UInt64
     var generator: Generator
     private var counts: [String: Int] = [:]
+    private var dropoutLayers: UInt64 = 0
     var initializers: [(ParameterStore.Entry, (UnsafeMutablePointer<Float>, inout Generator) -> Void)] = []
 
-    init(parameters: ParameterStore, maxBatch: Int, seed: UInt64) {
+    init(parameters: ParameterStore, maxBatch: Int, seed: UInt64, communicator: Communicator) {
         self.parameters = parameters
         self.maxBatch = maxBatch
+        self.communicator = communicator
+        self.seed = seed
         self.generator = Generator(seed: seed, streams: Stream.initialization.rawValue)
+    }
+
+    /// Each dropout layer on each rank gets its own stream: (seed, dropout, rank, layer).
+    func dropoutGenerator() -> Generator {
+        dropoutLayers += 1
+        return Generator(seed: seed, streams: Stream.dropout.rawValue, UInt64(communicator.rank), dropoutLayers)
     }
 
     /// Keras-style names: `dense_1`, `dense_2`, … unless the config names the layer.

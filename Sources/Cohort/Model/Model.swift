@@ -1,72 +1,51 @@
-/// A stack of layers over one flat parameter store: `forward` is the list of layer calls,
-/// `backward` the same list reversed. Nothing else happens in between.
+/// A model: a stack of layers over one flat parameter store (and one flat buffer store).
+///
+///     let model = try Model(inputShape: [1, 28, 28], layers: [
+///         .conv2d(32, kernel: 3, activation: .relu), .maxPool(2),
+///         .flatten, .dense(64, activation: .relu), .dense(10),
+///     ])
 public final class Model {
-    public let layers: [Layer]
     public let parameters: ParameterStore
     public let inputShape: [Int]
     public let maxBatch: Int
-    private var inputs: [UnsafePointer<Float>] = []
+    let stack: LayerStack
 
-    public var outputShape: [Int] { layers.last?.outputShape ?? inputShape }
+    public var layers: [Layer] { stack.layers }
+    public var outputShape: [Int] { stack.outputShape }
 
-    /// Builds the layers of `specs` for samples of `inputShape` (NCHW for images), initializing
-    /// weights from `seed`. Workspaces are sized for batches of up to `maxBatch` rows.
-    public init(specs: [LayerSpec], inputShape: [Int], maxBatch: Int, seed: UInt64) throws {
-        let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed)
-        var shape = inputShape
-        var layers: [Layer] = []
-        for spec in specs {
-            for layer in try Model.makeLayers(spec, inputShape: shape, builder: builder) {
-                layers.append(layer)
-                shape = layer.outputShape
-            }
-        }
+    /// Builds the layers for samples of `inputShape` (NCHW for images), initializing weights
+    /// from `seed`. Workspaces are sized for batches of up to `maxBatch` rows. `communicator`
+    /// serves synchronized batch norm and gives each rank its own dropout streams.
+    public init(inputShape: [Int], layers specs: [LayerSpec], maxBatch: Int = 64, seed: UInt64 = 0,
+                communicator: Communicator = SingleProcess()) throws {
+        let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
+        stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         builder.finish()
-        self.layers = layers
-        self.parameters = builder.parameters
+        parameters = builder.parameters
         self.inputShape = inputShape
         self.maxBatch = maxBatch
-        inputs = Array(repeating: UnsafePointer(bitPattern: 1)!, count: layers.count)
     }
 
-    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder) throws -> [Layer] {
-        switch spec {
-        case .flatten(let name):
-            return [Flatten(name: builder.uniqueName(name, type: "flatten"), inputShape: inputShape)]
-        case .dense(let name, let units, let activation, let initializer):
-            let layerName = builder.uniqueName(name, type: "dense")
-            let dense = Dense(name: layerName, inputShape: inputShape, units: units,
-                              initializer: initializer ?? .glorotUniform, builder: builder)
-            guard let activation else { return [dense] }
-            return [dense, Activation(name: "\(layerName)/\(activation.rawValue)", kind: activation,
-                                      inputShape: dense.outputShape, maxBatch: builder.maxBatch)]
-        case .activation(let name, let kind):
-            return [Activation(name: builder.uniqueName(name, type: kind.rawValue), kind: kind,
-                               inputShape: inputShape, maxBatch: builder.maxBatch)]
-        }
+    public convenience init(specs: [LayerSpec], inputShape: [Int], maxBatch: Int, seed: UInt64,
+                            communicator: Communicator = SingleProcess()) throws {
+        try self.init(inputShape: inputShape, layers: specs, maxBatch: maxBatch, seed: seed, communicator: communicator)
     }
 
     /// x is [batch, inputShape...]; returns [batch, outputShape...].
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         precondition(batch <= maxBatch, "batch \(batch) exceeds the model's workspace of \(maxBatch)")
-        var activation = x
-        for (index, layer) in layers.enumerated() {
-            inputs[index] = activation
-            activation = layer.forward(activation, batch: batch, training: training)
-        }
-        return activation
+        return stack.forward(x, batch: batch, training: training)
     }
 
     /// Accumulates dL/dθ into `parameters.gradients` from dL/d(output) of the last forward;
     /// returns dL/d(input).
     @discardableResult
     public func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        var gradient = outputGradient
-        for index in layers.indices.reversed() {
-            gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
-        }
-        return gradient
+        stack.backward(outputGradient: outputGradient, batch: batch)
     }
+
+    /// Layers that draw random numbers (dropout), in a fixed order, for checkpoints.
+    public var randomizedLayers: [RandomizedLayer] { stack.allLayers.compactMap { $0 as? RandomizedLayer } }
 
     /// A one-line-per-layer description, printed at the start of training.
     public func summary() -> String {
@@ -77,5 +56,92 @@ public final class Model {
         }
         lines.append("total \(parameters.count) parameters")
         return lines.joined(separator: "\n")
+    }
+}
+
+/// Layers in sequence: `forward` is the list of layer calls, `backward` the same list reversed.
+final class LayerStack {
+    let layers: [Layer]
+    let inputShape: [Int]
+    private var inputs: [UnsafePointer<Float>]
+
+    var outputShape: [Int] { layers.last?.outputShape ?? inputShape }
+
+    /// Every layer, including those inside residual blocks.
+    var allLayers: [Layer] {
+        layers.flatMap { layer -> [Layer] in
+            if let residual = layer as? Residual { return [residual] + residual.sublayers }
+            return [layer]
+        }
+    }
+
+    init(specs: [LayerSpec], inputShape: [Int], builder: LayerBuilder, prefix: String) throws {
+        var shape = inputShape
+        var layers: [Layer] = []
+        for spec in specs {
+            for layer in try LayerStack.makeLayers(spec, inputShape: shape, builder: builder, prefix: prefix) {
+                layers.append(layer)
+                shape = layer.outputShape
+            }
+        }
+        self.layers = layers
+        self.inputShape = inputShape
+        inputs = Array(repeating: UnsafePointer(bitPattern: 1)!, count: layers.count)
+    }
+
+    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder, prefix: String) throws -> [Layer] {
+        func named(_ type: String) -> String { prefix + builder.uniqueName(spec.name, type: type) }
+        func withActivation(_ layer: Layer, _ activation: ActivationKind?) -> [Layer] {
+            guard let activation else { return [layer] }
+            return [layer, Activation(name: "\(layer.name)/\(activation.rawValue)", kind: activation,
+                                      inputShape: layer.outputShape, maxBatch: builder.maxBatch)]
+        }
+        let maxBatch = builder.maxBatch
+        switch spec.kind {
+        case .flatten:
+            return [Flatten(name: named("flatten"), inputShape: inputShape)]
+        case .dense(let units, let activation, let initializer, let bias):
+            let dense = Dense(name: named("dense"), inputShape: inputShape, units: units,
+                              initializer: initializer ?? .glorotUniform, useBias: bias, builder: builder)
+            return withActivation(dense, activation)
+        case .conv2d(let filters, let kernel, let stride, let padding, let activation, let initializer, let bias):
+            let conv = try Conv2D(name: named("conv2d"), inputShape: inputShape, filters: filters, kernel: kernel, stride: stride,
+                                  padding: padding, initializer: initializer ?? .glorotUniform, useBias: bias, builder: builder)
+            return withActivation(conv, activation)
+        case .maxPool(let size, let stride):
+            return [try MaxPool2D(name: named("max_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]
+        case .averagePool(let size, let stride):
+            return [try AveragePool2D(name: named("avg_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]
+        case .globalAveragePool:
+            return [try GlobalAveragePool(name: named("global_avg_pool"), inputShape: inputShape, maxBatch: maxBatch)]
+        case .dropout(let rate):
+            let name = named("dropout")
+            return [Dropout(name: name, inputShape: inputShape, rate: rate, generator: builder.dropoutGenerator(), maxBatch: maxBatch)]
+        case .batchNorm(let momentum, let epsilon, let sync):
+            return [BatchNorm(name: named("batch_norm"), inputShape: inputShape, momentum: momentum, epsilon: epsilon,
+                              sync: sync, builder: builder)]
+        case .activation(let kind):
+            return [Activation(name: named(kind.rawValue), kind: kind, inputShape: inputShape, maxBatch: maxBatch)]
+        case .residual(let layers, let projection, let activation):
+            return [try Residual(name: named("residual"), inputShape: inputShape, layers: layers, projection: projection,
+                                 activation: activation, builder: builder)]
+        }
+    }
+
+    func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        var activation = x
+        for (index, layer) in layers.enumerated() {
+            inputs[index] = activation
+            activation = layer.forward(activation, batch: batch, training: training)
+        }
+        return activation
+    }
+
+    func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        var gradient = outputGradient
+        for index in layers.indices.reversed() {
+            gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
+        }
+        return gradient
     }
 }

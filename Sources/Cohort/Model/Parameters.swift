@@ -16,16 +16,23 @@ public final class ParameterStore {
     public private(set) var entries: [Entry] = []
     public private(set) var values: UnsafeMutableBufferPointer<Float>
     public private(set) var gradients: UnsafeMutableBufferPointer<Float>
+    /// Non-trainable state (batch-norm running statistics): its own flat buffer, never
+    /// all-reduced as a gradient, broadcast from rank 0 each step as DDP does with buffers.
+    public private(set) var bufferEntries: [Entry] = []
+    public private(set) var buffers: UnsafeMutableBufferPointer<Float>
+    private var bufferInitializers: [(Entry, Float)] = []
     private var sealed = false
 
     public init() {
         values = .allocate(capacity: 0)
         gradients = .allocate(capacity: 0)
+        buffers = .allocate(capacity: 0)
     }
 
     deinit {
         values.deallocate()
         gradients.deallocate()
+        buffers.deallocate()
     }
 
     public var count: Int { values.count }
@@ -38,6 +45,15 @@ public final class ParameterStore {
         return entry
     }
 
+    /// Reserves a non-trainable buffer filled with `initialValue`.
+    func declareBuffer(_ name: String, shape: [Int], initialValue: Float) -> Entry {
+        precondition(!sealed, "buffers are declared before the store is sealed")
+        let entry = Entry(name: name, shape: shape, offset: bufferEntries.last.map { $0.offset + $0.count } ?? 0, decays: false)
+        bufferEntries.append(entry)
+        bufferInitializers.append((entry, initialValue))
+        return entry
+    }
+
     func seal() {
         let total = entries.last.map { $0.offset + $0.count } ?? 0
         values.deallocate()
@@ -46,8 +62,15 @@ public final class ParameterStore {
         gradients = .allocate(capacity: total)
         values.initialize(repeating: 0)
         gradients.initialize(repeating: 0)
+        buffers.deallocate()
+        buffers = .allocate(capacity: bufferEntries.last.map { $0.offset + $0.count } ?? 0)
+        for (entry, value) in bufferInitializers {
+            (buffers.baseAddress! + entry.offset).initialize(repeating: value, count: entry.count)
+        }
         sealed = true
     }
+
+    public func buffer(of entry: Entry) -> UnsafeMutablePointer<Float> { buffers.baseAddress! + entry.offset }
 
     public func values(of entry: Entry) -> UnsafeMutablePointer<Float> { values.baseAddress! + entry.offset }
     public func gradients(of entry: Entry) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + entry.offset }

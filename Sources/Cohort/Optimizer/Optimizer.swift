@@ -15,7 +15,7 @@ public protocol Optimizer: AnyObject {
 
 /// Builds the optimizer a config names, with state sized for `parameters`.
 public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore) -> Optimizer {
-    let mask = parameters.decayMask()
+    let mask = config.decayBiasAndNorm ? [Float](repeating: 1, count: parameters.count) : parameters.decayMask()
     switch config.kind {
     case .sgd:
         return SGD(count: parameters.count, momentum: config.momentum, nesterov: config.nesterov,
@@ -23,7 +23,25 @@ public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore)
     case .adam:
         return Adam(count: parameters.count, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
                     weightDecay: config.weightDecay, decayMask: mask)
+    case .adamw:
+        return Adam(count: parameters.count, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
+                    weightDecay: config.weightDecay, decayMask: mask, decoupled: true)
     }
+}
+
+/// Scales `gradients` so their global L2 norm is at most `maxNorm` (PyTorch's clip_grad_norm_:
+/// factor maxNorm / (norm + 1e-6) when below 1). Run after the all-reduce, so every rank
+/// clips the same averaged gradient identically. Returns the norm before clipping.
+@discardableResult
+public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
+    var sum: Double = 0
+    for g in gradients { sum += Double(g) * Double(g) }
+    let norm = Float(sum.squareRoot())
+    let factor = maxNorm / (norm + 1e-6)
+    if factor < 1 {
+        for index in gradients.indices { gradients[index] *= factor }
+    }
+    return norm
 }
 
 /// SGD with momentum as PyTorch defines it (dampening 0):
@@ -64,6 +82,8 @@ public final class SGD: Optimizer {
 /// Adam (Kingma & Ba 2015) as PyTorch's `torch.optim.Adam`, weight decay added to the gradient:
 /// m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 /// θ ← θ − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε).
+/// With `decoupled` it is AdamW (Loshchilov & Hutter 2019, as `torch.optim.AdamW`): first
+/// θ ← θ·(1 − lr·λ) where the mask allows, then the Adam step on the raw gradient.
 public final class Adam: Optimizer {
     public var stepCount = 0
     let beta1, beta2, epsilon, weightDecay: Float
@@ -71,8 +91,11 @@ public final class Adam: Optimizer {
     let firstMoment: UnsafeMutableBufferPointer<Float>
     let secondMoment: UnsafeMutableBufferPointer<Float>
 
-    public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decayMask: [Float]) {
+    let decoupled: Bool
+
+    public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decayMask: [Float], decoupled: Bool = false) {
         (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay)
+        self.decoupled = decoupled
         self.decayMask = decayMask
         firstMoment = .allocate(capacity: count)
         secondMoment = .allocate(capacity: count)
@@ -99,9 +122,13 @@ public final class Adam: Optimizer {
         let stepSize = learningRate * correction2.squareRoot() / correction1
         let epsilonHat = epsilon * correction2.squareRoot()
         decayMask.withUnsafeBufferPointer { mask in
+            if decoupled && weightDecay != 0 {
+                let shrink = learningRate * weightDecay
+                for i in 0..<parameters.count { parameters[i] -= shrink * mask[i] * parameters[i] }
+            }
             cohort_adam_update(parameters.baseAddress!, gradients.baseAddress!, firstMoment.baseAddress!,
                                secondMoment.baseAddress!, mask.baseAddress!, parameters.count,
-                               beta1, beta2, stepSize, epsilonHat, weightDecay)
+                               beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay)
         }
     }
 }

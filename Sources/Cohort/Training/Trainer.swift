@@ -56,15 +56,20 @@ public final class Trainer {
                                 batchPerRank: config.training.batchSize, seed: config.seed,
                                 dropRemainder: config.data.dropRemainder)
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
-        model = try Model(specs: config.layers, inputShape: train.sampleShape, maxBatch: maxBatch, seed: config.seed)
-        guard model.outputShape == [train.classes] else {
-            throw CohortError("\(config.data.train): has \(train.classes) classes but the model's last layer outputs \(model.outputShape); set its units to \(train.classes)")
+        model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
+                          communicator: communicator)
+        let width = config.loss.outputWidth(classes: train.classes)
+        guard model.outputShape == [width] else {
+            throw CohortError("\(config.data.train): has \(train.classes) classes, so \(config.loss.name) needs \(width) outputs, but the model's last layer gives \(model.outputShape)")
+        }
+        if config.loss == .binaryCrossEntropy, train.classes != 2 {
+            throw CohortError("\(config.data.train): binary_cross_entropy needs labels 0 and 1 (2 classes), the file has \(train.classes)")
         }
         optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
         position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
         x = .allocate(capacity: maxBatch * train.sampleSize)
         y = .allocate(capacity: maxBatch)
-        logitGradient = .allocate(capacity: maxBatch * train.classes)
+        logitGradient = .allocate(capacity: maxBatch * max(train.classes, 1))
         if let resume { try restore(from: resume) }
         if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
@@ -73,7 +78,13 @@ public final class Trainer {
     /// broadcasting rank 0's makes that a guarantee rather than an assumption, as DDP does.
     public func synchronizeInitialState() {
         communicator.broadcast(model.parameters.values, root: 0)
+        communicator.broadcast(model.parameters.buffers, root: 0)
     }
+
+    /// Total optimizer steps of the run, the T of the learning-rate schedule.
+    public var totalSteps: Int { config.training.epochs * sampler.stepsPerEpoch }
+
+    public var learningRate: Float { config.optimizer.schedule.rate(step: position.globalStep, totalSteps: totalSteps) }
 
     deinit {
         x.deallocate()
@@ -86,7 +97,8 @@ public final class Trainer {
     @discardableResult
     public func run() throws -> [EpochReport] {
         let parameters = model.parameters
-        let classes = train.classes
+        let width = model.outputShape.reduce(1, *)
+        let loss = config.loss
         let batchSize = config.training.batchSize
         if communicator.isRoot {
             log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(sampler.globalBatch); "
@@ -101,25 +113,28 @@ public final class Trainer {
                 let batch = rows.count
                 try train.load(rows: rows, x: x, y: y)
                 parameters.zeroGradients()
+                // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
+                if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
                 if batch > 0 {
-                    let logits = model.forward(x, batch: batch, training: true)
-                    let step = SoftmaxCrossEntropy.evaluate(logits: logits, labels: y, batch: batch, classes: classes,
-                                                            gradient: logitGradient, gradientScale: 1 / Float(globalCount))
+                    let outputs = model.forward(x, batch: batch, training: true)
+                    let step = loss.evaluate(outputs: outputs, labels: y, batch: batch, width: width,
+                                             gradient: logitGradient, gradientScale: 1 / Float(globalCount))
                     totals.loss += step.lossSum
                     totals.correct += step.correct
                     totals.rows += batch
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
                 communicator.allReduceSum(parameters.gradients)
+                if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
                 optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
-                               learningRate: config.optimizer.learningRate)
+                               learningRate: learningRate)
                 position.stepInEpoch += 1
                 position.globalStep += 1
                 position.samplesSeen += globalCount
 
                 if config.training.logEvery > 0, position.stepInEpoch % config.training.logEvery == 0, communicator.isRoot {
                     log("epoch \(position.epoch + 1) step \(position.stepInEpoch)/\(sampler.stepsPerEpoch) "
-                        + "loss \(format(step: totals))")
+                        + "loss \(format(step: totals)) lr \(String(format: "%.3g", learningRate))")
                 }
                 if config.checkpoint.everySteps > 0, position.globalStep % config.checkpoint.everySteps == 0,
                    position.stepInEpoch < sampler.stepsPerEpoch {
@@ -179,8 +194,9 @@ public final class Trainer {
         while start < share.upperBound {
             let end = min(start + config.training.evalBatchSize, share.upperBound)
             try test.load(rows: Array(start..<end)[...], x: x, y: y)
-            let logits = model.forward(x, batch: end - start, training: false)
-            let totals = SoftmaxCrossEntropy.evaluate(logits: logits, labels: y, batch: end - start, classes: test.classes, gradient: nil)
+            let outputs = model.forward(x, batch: end - start, training: false)
+            let totals = config.loss.evaluate(outputs: outputs, labels: y, batch: end - start,
+                                              width: model.outputShape.reduce(1, *), gradient: nil)
             lossSum += totals.lossSum
             correct += totals.correct
             start = end
@@ -218,13 +234,20 @@ public final class Trainer {
         // A checkpoint stands for every replica, so it is written only once they are shown equal.
         try checkReplicasAgree()
         try writeReadTrace()
+        // Each rank's generators go to rank 0, which writes them all (rank order, layer order).
+        let generatorWords = model.randomizedLayers.flatMap(\.generator.stateWords)
+        let allGenerators = communicator.gather(generatorWords, root: 0)
         // Only rank 0 writes; the others wait so that no rank runs ahead of a failed write.
         var failure: CohortError?
         if communicator.isRoot {
             do {
                 try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
                 let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
-                try makeCheckpoint().writeAtomically(to: path)
+                var checkpoint = makeCheckpoint()
+                for (rank, words) in allGenerators.enumerated() where !words.isEmpty {
+                    checkpoint.words["generators/rank_\(rank)"] = words
+                }
+                try checkpoint.writeAtomically(to: path)
                 try pruneCheckpoints()
             } catch let error as CohortError {
                 failure = error
@@ -247,6 +270,9 @@ public final class Trainer {
             for slot in optimizer.slots {
                 checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, Array(slot.buffer[range]))
             }
+        }
+        for entry in parameters.bufferEntries {
+            checkpoint.tensors["buffers/\(entry.name)"] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
         }
         checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
         checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
@@ -315,6 +341,21 @@ public final class Trainer {
                     (slot.buffer.baseAddress! + entry.offset).update(from: $0.baseAddress!, count: entry.count)
                 }
             }
+        }
+        for entry in parameters.bufferEntries {
+            guard let state = checkpoint.tensors["buffers/\(entry.name)"], state.shape == entry.shape else {
+                throw CohortError("\(request): no \(entry.name) \(entry.shape) in the checkpoint")
+            }
+            state.values.withUnsafeBufferPointer { parameters.buffer(of: entry).update(from: $0.baseAddress!, count: entry.count) }
+        }
+        // This rank's generators, when the checkpoint has them (a run resumed on more ranks
+        // than it was saved with starts the new ranks' streams afresh).
+        if let words = checkpoint.words["generators/rank_\(communicator.rank)"] {
+            let layers = model.randomizedLayers
+            guard words.count == layers.count * 4 else {
+                throw CohortError("\(request): holds \(words.count / 4) generator state(s) for rank \(communicator.rank), the model has \(layers.count)")
+            }
+            for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
         }
         optimizer.stepCount = checkpoint.optimizerSteps
         position = checkpoint.position

@@ -1,0 +1,159 @@
+/// Max pooling over NCHW: y[c, oy, ox] = max of the size×size window at (oy·s, ox·s) (valid
+/// windows only). Forward remembers each window's arg-max, and backward routes the whole
+/// gradient there (the first maximum wins ties, as in PyTorch).
+public final class MaxPool2D: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    let size, stride: Int
+    private let output: Workspace
+    private let inputGradient: Workspace
+    private var argmax: [Int32]
+
+    init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
+        guard inputShape.count == 3, inputShape[1] >= size, inputShape[2] >= size else {
+            throw CohortError("\(name): max_pool of size \(size) needs image input at least \(size)×\(size), got \(inputShape)")
+        }
+        self.name = name
+        self.inputShape = inputShape
+        (self.size, self.stride) = (size, stride)
+        outputShape = [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
+        output = Workspace(maxBatch * outputShape.reduce(1, *))
+        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        argmax = [Int32](repeating: 0, count: maxBatch * outputShape.reduce(1, *))
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let (height, width) = (inputShape[1], inputShape[2])
+        let (outputHeight, outputWidth) = (outputShape[1], outputShape[2])
+        argmax.withUnsafeMutableBufferPointer { argmax in
+            var o = 0
+            for plane in 0..<(batch * inputShape[0]) {
+                let x = input + plane * height * width
+                for oy in 0..<outputHeight {
+                    for ox in 0..<outputWidth {
+                        var best = (oy * stride) * width + ox * stride
+                        for i in 0..<size {
+                            for j in 0..<size {
+                                let index = (oy * stride + i) * width + ox * stride + j
+                                if x[index] > x[best] { best = index }
+                            }
+                        }
+                        output.pointer[o] = x[best]
+                        argmax[o] = Int32(plane * height * width + best)
+                        o += 1
+                    }
+                }
+            }
+        }
+        return UnsafePointer(output.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        inputGradient.pointer.update(repeating: 0, count: batch * inputSize)
+        argmax.withUnsafeBufferPointer { argmax in
+            for o in 0..<(batch * outputSize) { inputGradient.pointer[Int(argmax[o])] += outputGradient[o] }
+        }
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
+
+/// Average pooling over NCHW (valid windows): y = mean of each size×size window;
+/// backward spreads dy / size² over the window.
+public final class AveragePool2D: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    let size, stride: Int
+    private let output: Workspace
+    private let inputGradient: Workspace
+
+    init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
+        guard inputShape.count == 3, inputShape[1] >= size, inputShape[2] >= size else {
+            throw CohortError("\(name): avg_pool of size \(size) needs image input at least \(size)×\(size), got \(inputShape)")
+        }
+        self.name = name
+        self.inputShape = inputShape
+        (self.size, self.stride) = (size, stride)
+        outputShape = [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
+        output = Workspace(maxBatch * outputShape.reduce(1, *))
+        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let (height, width, outputHeight, outputWidth) = (inputShape[1], inputShape[2], outputShape[1], outputShape[2])
+        let scale = 1 / Float(size * size)
+        var o = 0
+        for plane in 0..<(batch * inputShape[0]) {
+            let x = input + plane * height * width
+            for oy in 0..<outputHeight {
+                for ox in 0..<outputWidth {
+                    var sum: Float = 0
+                    for i in 0..<size {
+                        for j in 0..<size { sum += x[(oy * stride + i) * width + ox * stride + j] }
+                    }
+                    output.pointer[o] = sum * scale
+                    o += 1
+                }
+            }
+        }
+        return UnsafePointer(output.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let (height, width, outputHeight, outputWidth) = (inputShape[1], inputShape[2], outputShape[1], outputShape[2])
+        let scale = 1 / Float(size * size)
+        inputGradient.pointer.update(repeating: 0, count: batch * inputSize)
+        var o = 0
+        for plane in 0..<(batch * inputShape[0]) {
+            let dx = inputGradient.pointer + plane * height * width
+            for oy in 0..<outputHeight {
+                for ox in 0..<outputWidth {
+                    let share = outputGradient[o] * scale
+                    for i in 0..<size {
+                        for j in 0..<size { dx[(oy * stride + i) * width + ox * stride + j] += share }
+                    }
+                    o += 1
+                }
+            }
+        }
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
+
+/// [C, H, W] → [C]: the mean of each channel's plane; backward spreads dy / (H·W).
+public final class GlobalAveragePool: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    private let output: Workspace
+    private let inputGradient: Workspace
+
+    init(name: String, inputShape: [Int], maxBatch: Int) throws {
+        guard inputShape.count == 3 else { throw CohortError("\(name): global_avg_pool needs image input [C, H, W], got \(inputShape)") }
+        self.name = name
+        self.inputShape = inputShape
+        outputShape = [inputShape[0]]
+        output = Workspace(maxBatch * inputShape[0])
+        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let pixels = inputShape[1] * inputShape[2]
+        for plane in 0..<(batch * inputShape[0]) {
+            var sum: Float = 0
+            let x = input + plane * pixels
+            for p in 0..<pixels { sum += x[p] }
+            output.pointer[plane] = sum / Float(pixels)
+        }
+        return UnsafePointer(output.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let pixels = inputShape[1] * inputShape[2]
+        for plane in 0..<(batch * inputShape[0]) {
+            (inputGradient.pointer + plane * pixels).update(repeating: outputGradient[plane] / Float(pixels), count: pixels)
+        }
+        return UnsafePointer(inputGradient.pointer)
+    }
+}

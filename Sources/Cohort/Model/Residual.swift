@@ -1,0 +1,67 @@
+/// A residual block: y = act(main(x) + shortcut(x)).
+/// The shortcut is x itself when shapes agree, or a 1×1 convolution with the stride and channels
+/// that make them agree, followed by batch norm (the ResNet "projection shortcut").
+/// Backward: the gradient after the activation flows into both paths and their input
+/// gradients are added.
+public final class Residual: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { main.outputShape }
+    let main: LayerStack
+    let shortcut: LayerStack?
+    let activation: Activation?
+    private let sum: Workspace
+    private let inputGradient: Workspace
+
+    init(name: String, inputShape: [Int], layers: [LayerSpec], projection: Bool?, activation: ActivationKind?,
+         builder: LayerBuilder) throws {
+        self.name = name
+        self.inputShape = inputShape
+        main = try LayerStack(specs: layers, inputShape: inputShape, builder: builder, prefix: "\(name)/")
+        let outputShape = main.outputShape
+        let needsProjection = projection ?? (outputShape != inputShape)
+        if needsProjection {
+            guard inputShape.count == 3, outputShape.count == 3, outputShape[1] > 0,
+                  inputShape[1] % outputShape[1] == 0 || (inputShape[1] + 1) / 2 == outputShape[1] else {
+                throw CohortError("\(name): cannot project \(inputShape) to \(outputShape) with a 1×1 convolution")
+            }
+            let stride = max(1, (inputShape[1] + outputShape[1] - 1) / outputShape[1])
+            shortcut = try LayerStack(specs: [
+                LayerSpec(name: "projection", .conv2d(filters: outputShape[0], kernel: 1, stride: stride, padding: .same,
+                                                      activation: nil, initializer: .heNormal, bias: false)),
+                LayerSpec(name: "projection_bn", .batchNorm(momentum: 0.1, epsilon: 1e-5, sync: false)),
+            ], inputShape: inputShape, builder: builder, prefix: "\(name)/")
+            guard shortcut!.outputShape == outputShape else {
+                throw CohortError("\(name): the projection gives \(shortcut!.outputShape), the block's layers \(outputShape)")
+            }
+        } else {
+            guard outputShape == inputShape else {
+                throw CohortError("\(name): its layers change \(inputShape) to \(outputShape); set projection: true or keep the shape")
+            }
+            shortcut = nil
+        }
+        self.activation = activation.map {
+            Activation(name: "\(name)/\($0.rawValue)", kind: $0, inputShape: outputShape, maxBatch: builder.maxBatch)
+        }
+        sum = Workspace(builder.maxBatch * outputShape.reduce(1, *))
+        inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
+    }
+
+    var sublayers: [Layer] { main.allLayers + (shortcut?.allLayers ?? []) }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let count = batch * outputSize
+        let y = main.forward(input, batch: batch, training: training)
+        let s = shortcut?.forward(input, batch: batch, training: training) ?? input
+        for i in 0..<count { sum.pointer[i] = y[i] + s[i] }
+        return activation?.forward(sum.pointer, batch: batch, training: training) ?? UnsafePointer(sum.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let dy = activation?.backward(sum.pointer, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dMain = main.backward(outputGradient: dy, batch: batch)
+        let dShortcut = shortcut?.backward(outputGradient: dy, batch: batch) ?? dy
+        for i in 0..<(batch * inputSize) { inputGradient.pointer[i] = dMain[i] + dShortcut[i] }
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
