@@ -7,8 +7,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/launch/setup.sh" release
 cd "$root"
-if [ ! -f data/fashion-mnist/train.h5 ] || [ ! -f data/fashion-mnist/test.h5 ]; then
-    .build/release/cohort prepare fashion-mnist --out data/fashion-mnist
-fi
+launch/prepare-data.sh
 rm -rf runs/fashion-mnist-mlp
 exec "$root/launch/cohort-mpirun" -n 2 train configs/fashion-mnist-mlp.yaml "$@"

@@ -40,16 +40,78 @@ void cohort_sgd_update(float *restrict theta, const float *restrict grad, float 
 }
 
 void cohort_relu_forward(const float *restrict x, float *restrict y, long n) {
-    for (long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; }
 }
 
 void cohort_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n) {
-    for (long i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    for (long i = 0; i < n; i++) { float g = dy[i]; dx[i] = x[i] > 0.0f ? g : 0.0f; }
 }
 
 void cohort_add_rows(const float *restrict rows, float *restrict sum, long count, long width) {
     for (long r = 0; r < count; r++) {
         const float *row = rows + r * width;
         for (long c = 0; c < width; c++) sum[c] += row[c];
+    }
+}
+
+void cohort_bias_activate(const float *restrict source, float *restrict target, long n, float bias, int relu) {
+    if (relu) {
+        for (long i = 0; i < n; i++) { float v = source[i] + bias; target[i] = v > 0.0f ? v : 0.0f; }
+    } else {
+        for (long i = 0; i < n; i++) target[i] = source[i] + bias;
+    }
+}
+
+void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n) {
+    if (y) {
+        // The load of dy is unconditional so the compiler can turn the choice into a vector select.
+        for (long i = 0; i < n; i++) { float g = dy[i]; target[i] = y[i] > 0.0f ? g : 0.0f; }
+    } else {
+        for (long i = 0; i < n; i++) target[i] = dy[i];
+    }
+}
+
+float cohort_sum(const float *restrict x, long n) {
+    // Eight float lanes per block of 1024 (vectorizes), blocks summed in double.
+    double total = 0;
+    for (long start = 0; start < n; start += 1024) {
+        long end = start + 1024 < n ? start + 1024 : n;
+        float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        long i = start;
+        for (; i + 8 <= end; i += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += x[i + l];
+        for (; i < end; i++) lanes[0] += x[i];
+        for (int l = 0; l < 8; l++) total += lanes[l];
+    }
+    return (float)total;
+}
+
+void cohort_add(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] += x[i];
+}
+
+void cohort_relu_inplace(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restrict argmax, long planes,
+                         long height, long width, long out_height, long out_width) {
+    for (long plane = 0; plane < planes; plane++) {
+        const float *p = x + plane * height * width;
+        long base = plane * height * width;
+        for (long oy = 0; oy < out_height; oy++) {
+            const float *r0 = p + (2 * oy) * width;
+            const float *r1 = r0 + width;
+            for (long ox = 0; ox < out_width; ox++) {
+                long j = 2 * ox;
+                long best = (2 * oy) * width + j;
+                float m = r0[j];
+                if (r0[j + 1] > m) { m = r0[j + 1]; best = (2 * oy) * width + j + 1; }
+                if (r1[j] > m) { m = r1[j]; best = (2 * oy + 1) * width + j; }
+                if (r1[j + 1] > m) { m = r1[j + 1]; best = (2 * oy + 1) * width + j + 1; }
+                *y++ = m;
+                *argmax++ = (int)(base + best);
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@ import Foundation
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
-        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self]
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self]
     )
 }
 
@@ -96,6 +96,37 @@ struct PrepareSynthetic: ParsableCommand {
                                            classes: classes, noise: noise, seed: seed)
             try set.write(to: out)
             printLine("wrote \(out): \(rows) rows of \(dims[0])×\(dims[1])×\(dims[2]), \(classes) classes")
+        } catch let error as CohortError {
+            fail(error.message)
+        }
+    }
+}
+
+struct PrepareSubset: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "subset",
+        abstract: "Write the rows of some classes of a Cohort image file, relabelled 0, 1, … in the order given.",
+        discussion: "Example, the binary task sneaker (7) vs ankle boot (9):\n  cohort prepare subset --source data/fashion-mnist/train.h5 --classes 7,9 --out data/sneaker-boot/train.h5"
+    )
+
+    @Option(help: "A file in Cohort's image layout (datasets/README.md).")
+    var source: String
+
+    @Option(help: "Comma-separated class ids to keep; the first becomes 0.")
+    var classes: String
+
+    @Option(help: "Output HDF5 file.")
+    var out: String
+
+    func run() throws {
+        let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else { fail("--classes \(classes): expected comma-separated integers") }
+        do {
+            let subset = try ImageSet.read(from: source).subset(classes: ids.compactMap { $0 })
+            try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: out).deletingLastPathComponent().path,
+                                                    withIntermediateDirectories: true)
+            try subset.write(to: out)
+            printLine("wrote \(out): \(subset.count) rows, classes \(subset.classNames.joined(separator: ", "))")
         } catch let error as CohortError {
             fail(error.message)
         }

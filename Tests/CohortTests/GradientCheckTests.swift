@@ -145,6 +145,7 @@ final class GradientCheckTests: XCTestCase {
     /// Checks d(Σ r ⊙ model(x))/dx and /dθ for every input and parameter element.
     func checkModel(_ specs: [LayerSpec], inputShape: [Int], batch: Int, file: StaticString = #filePath, line: UInt = #line) throws {
         let model = try Model(inputShape: inputShape, layers: specs, maxBatch: batch, seed: 5)
+        model.computeInputGradient()
         var generator = Generator(seed: 9)
         let inputCount = batch * inputShape.reduce(1, *)
         // Inputs kept away from 0 so that no ReLU kink lies within ±h.

@@ -58,6 +58,19 @@ void cohort_relu_backward(const float *restrict x, const float *restrict dy, flo
 /// sum[c] += Σ_r rows[r·width + c]
 void cohort_add_rows(const float *restrict rows, float *restrict sum, long count, long width);
 
+/// target[i] = source[i] + bias, then max(·, 0) when relu.
+void cohort_bias_activate(const float *restrict source, float *restrict target, long n, float bias, int relu);
+/// target[i] = dy[i] where y[i] > 0 (or everywhere when y is NULL), else 0.
+void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n);
+/// Σ x[i], accumulated in double.
+float cohort_sum(const float *restrict x, long n);
+/// y[i] += x[i]
+void cohort_add(const float *restrict x, float *restrict y, long n);
+void cohort_relu_inplace(float *x, long n);
+/// 2×2, stride 2 max pooling of `planes` planes; argmax holds the flat input index of each maximum.
+void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restrict argmax, long planes,
+                         long height, long width, long out_height, long out_width);
+
 // MARK: Process
 
 /// Name of the kernel family OpenBLAS selected at load time (e.g. "Haswell", "Prescott").

@@ -36,6 +36,7 @@ final class ConfigMap {
     func string(_ key: String) throws -> String? {
         guard let node = node(key) else { return nil }
         guard case .scalar(let scalar) = node else { throw error(key, "expected a text value") }
+        if node.null != nil { return nil }
         return scalar.string
     }
 

@@ -59,6 +59,41 @@ func replaceItem(at path: String, with temporary: String) throws {
     }
 }
 
+extension ImageSet {
+    /// Reads a file in Cohort's image layout (uint8 `images` [N, H, W, C], integer `labels`).
+    public static func read(from path: String) throws -> ImageSet {
+        let file = try HDF5File.open(path)
+        let images = try file.dataset("images")
+        guard images.elementType == .integer(bytes: 1, signed: false), images.shape.count == 4 else {
+            throw CohortError("\(path): 'images' must be uint8 [N, H, W, C], found \(images.elementType) \(images.shape)")
+        }
+        let labels: [Int64] = try file.read("labels").values
+        return ImageSet(images: try images.readAll(), labels: labels, height: images.shape[1], width: images.shape[2],
+                        channels: images.shape[3], classNames: (try? file.stringsAttribute("class_names")) ?? [],
+                        source: (try? file.stringAttribute("source")) ?? path)
+    }
+
+    /// The rows whose label is in `classes`, relabelled 0, 1, … in the order given
+    /// (so `[7, 9]` on Fashion-MNIST makes sneaker 0 and ankle boot 1), original order kept.
+    public func subset(classes: [Int]) throws -> ImageSet {
+        guard Set(classes).count == classes.count, !classes.isEmpty else { throw CohortError("subset: the class list must be non-empty, without repeats") }
+        let size = height * width * channels
+        var result = ImageSet(images: [], labels: [], height: height, width: width, channels: channels,
+                              classNames: try classes.map { index in
+                                  guard index >= 0 else { throw CohortError("subset: class \(index) is negative") }
+                                  return index < classNames.count ? classNames[index] : "class \(index)"
+                              },
+                              source: "\(source); classes \(classes.map(String.init).joined(separator: ",")) relabelled 0..<\(classes.count)")
+        for (row, label) in labels.enumerated() {
+            guard let newLabel = classes.firstIndex(of: Int(label)) else { continue }
+            result.labels.append(Int64(newLabel))
+            result.images.append(contentsOf: images[(row * size)..<((row + 1) * size)])
+        }
+        guard result.count > 0 else { throw CohortError("subset: no rows have labels \(classes)") }
+        return result
+    }
+}
+
 public enum FashionMNIST {
     public static let defaultSource = "/usr/share/datasets/fashion-mnist"
     public static let classNames = [

@@ -3,11 +3,14 @@ import CCohort
 /// 2-D convolution (cross-correlation, as every framework computes it) over NCHW samples.
 ///
 /// x is [B, C, H, W]; W is [K, C, kh, kw] (PyTorch's OIHW order); b is [K]; y is [B, K, OH, OW].
-/// Each sample is lowered with im2col to cols [C·kh·kw, OH·OW], so the forward pass is one SGEMM
-/// per sample, y_b[K, P] = W[K, CKK] · cols_b[CKK, P] + b, and the backward pass two more:
-/// dW += dy_b · cols_bᵀ and dcols_b = Wᵀ · dy_b, folded back into dx by col2im.
-/// The cols of the whole batch are kept from forward to backward (B·CKK·P floats).
-public final class Conv2D: Layer {
+/// The batch is lowered with im2col to cols [C·kh·kw, B·P] (P = OH·OW), so each pass is one
+/// large SGEMM instead of B small ones:
+///   forward   Yt[K, B·P] = W[K, CKK] · cols            then y[b, k, :] = Yt[k, b·P ..< (b+1)·P] + b[k]
+///   backward  dW[K, CKK] += dYt · colsᵀ;  dcols[CKK, B·P] = Wᵀ · dYt;  dx = col2im(dcols)
+/// A ReLU after the convolution is fused (applied while each output row is in cache, and its
+/// mask applied to dy on the way back), saving two passes over the largest activations.
+public final class Conv2D: Layer, InputGradientOptional {
+    public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]
     public let outputShape: [Int]
@@ -15,13 +18,15 @@ public final class Conv2D: Layer {
     let parameters: ParameterStore
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
+    let fusedReLU: Bool
     private let columns: Workspace
     private let columnGradient: Workspace
+    private let transposed: Workspace
     private let output: Workspace
     private let inputGradient: Workspace
 
     init(name: String, inputShape: [Int], filters: Int, kernel: Int, stride: Int, padding: Padding,
-         initializer: Initializer, useBias: Bool, builder: LayerBuilder) throws {
+         initializer: Initializer, useBias: Bool, fusedReLU: Bool = false, builder: LayerBuilder) throws {
         guard inputShape.count == 3 else {
             throw CohortError("\(name): conv2d needs image input [C, H, W], got \(inputShape) (is a flatten or dense before it?)")
         }
@@ -30,6 +35,7 @@ public final class Conv2D: Layer {
         self.name = name
         self.inputShape = inputShape
         self.geometry = geometry
+        self.fusedReLU = fusedReLU
         outputShape = [filters, geometry.outputHeight, geometry.outputWidth]
         parameters = builder.parameters
         let fanIn = geometry.patchSize
@@ -40,52 +46,60 @@ public final class Conv2D: Layer {
         bias = useBias ? builder.declare("\(name)/bias", shape: [filters], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: filters)
         } : nil
-        columns = Workspace(builder.maxBatch * geometry.patchSize * geometry.outputPixels)
-        columnGradient = Workspace(geometry.patchSize * geometry.outputPixels)
+        let batchPixels = builder.maxBatch * geometry.outputPixels
+        columns = Workspace(geometry.patchSize * batchPixels)
+        columnGradient = Workspace(geometry.patchSize * batchPixels)
+        transposed = Workspace(filters * batchPixels)
         output = Workspace(builder.maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (filters, patch, pixels) = (outputShape[0], geometry.patchSize, geometry.outputPixels)
-        let w = parameters.values(of: weight)
+        let batchPixels = batch * pixels
         for sample in 0..<batch {
-            let cols = columns.pointer + sample * patch * pixels
-            let y = output.pointer + sample * filters * pixels
-            geometry.im2col(input + sample * inputSize, cols)
-            if let bias {
-                let b = parameters.values(of: bias)
-                for k in 0..<filters { (y + k * pixels).update(repeating: b[k], count: pixels) }
+            geometry.im2col(input + sample * inputSize, columns.pointer + sample * pixels, rowStride: batchPixels)
+        }
+        // Yt[K, B·P] = W[K, CKK] · cols[CKK, B·P]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(batchPixels), Int32(patch),
+                    1, parameters.values(of: weight), Int32(patch), columns.pointer, Int32(batchPixels), 0, transposed.pointer, Int32(batchPixels))
+        let b = bias.map { parameters.values(of: $0) }
+        for sample in 0..<batch {
+            for k in 0..<filters {
+                let source = transposed.pointer + k * batchPixels + sample * pixels
+                let target = output.pointer + (sample * filters + k) * pixels
+                cohort_bias_activate(source, target, pixels, b?[k] ?? 0, fusedReLU ? 1 : 0)
             }
-            // y[K, P] (+)= W[K, CKK] · cols[CKK, P]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(pixels), Int32(patch),
-                        1, w, Int32(patch), cols, Int32(pixels), bias == nil ? 0 : 1, y, Int32(pixels))
         }
         return UnsafePointer(output.pointer)
     }
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (filters, patch, pixels) = (outputShape[0], geometry.patchSize, geometry.outputPixels)
-        let (w, dw) = (parameters.values(of: weight), parameters.gradients(of: weight))
+        let batchPixels = batch * pixels
+        // dYt[K, B·P] from dy[B, K, P], masked where the fused ReLU was off; db[k] = Σ dYt[k, :].
+        let db = bias.map { parameters.gradients(of: $0) }
         for sample in 0..<batch {
-            let cols = columns.pointer + sample * patch * pixels
-            let dy = outputGradient + sample * filters * pixels
-            // dW[K, CKK] += dy[K, P] · colsᵀ[P, CKK]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(pixels),
-                        1, dy, Int32(pixels), cols, Int32(pixels), 1, dw, Int32(patch))
-            if let bias {
-                let db = parameters.gradients(of: bias)
-                for k in 0..<filters {
-                    var sum: Float = 0
-                    let row = dy + k * pixels
-                    for p in 0..<pixels { sum += row[p] }
-                    db[k] += sum
-                }
+            for k in 0..<filters {
+                let offset = (sample * filters + k) * pixels
+                cohort_mask_copy(outputGradient + offset, fusedReLU ? UnsafePointer(output.pointer + offset) : nil,
+                                 transposed.pointer + k * batchPixels + sample * pixels, pixels)
             }
-            // dcols[CKK, P] = Wᵀ[CKK, K] · dy[K, P], then scattered back into dx
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(patch), Int32(pixels), Int32(filters),
-                        1, w, Int32(patch), dy, Int32(pixels), 0, columnGradient.pointer, Int32(pixels))
-            geometry.col2im(columnGradient.pointer, inputGradient.pointer + sample * inputSize)
+        }
+        if let db {
+            for k in 0..<filters { db[k] += cohort_sum(transposed.pointer + k * batchPixels, batchPixels) }
+        }
+        // dW[K, CKK] += dYt[K, B·P] · colsᵀ[B·P, CKK]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(batchPixels),
+                    1, transposed.pointer, Int32(batchPixels), columns.pointer, Int32(batchPixels), 1,
+                    parameters.gradients(of: weight), Int32(patch))
+        guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
+        // dcols[CKK, B·P] = Wᵀ[CKK, K] · dYt[K, B·P], folded back per sample
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(patch), Int32(batchPixels), Int32(filters),
+                    1, parameters.values(of: weight), Int32(patch), transposed.pointer, Int32(batchPixels), 0,
+                    columnGradient.pointer, Int32(batchPixels))
+        for sample in 0..<batch {
+            geometry.col2im(columnGradient.pointer + sample * pixels, rowStride: batchPixels, inputGradient.pointer + sample * inputSize)
         }
         return UnsafePointer(inputGradient.pointer)
     }
@@ -115,14 +129,15 @@ struct ConvolutionGeometry {
         }
     }
 
-    /// cols[(c·k + i)·k + j, oy·OW + ox] = x[c, oy·s − padTop + i, ox·s − padLeft + j], 0 outside.
-    func im2col(_ x: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>) {
+    /// cols[(c·k + i)·k + j, oy·OW + ox] = x[c, oy·s − padTop + i, ox·s − padLeft + j], 0 outside;
+    /// row r of cols starts at cols + r·rowStride.
+    func im2col(_ x: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>, rowStride: Int) {
         var row = 0
         for c in 0..<channels {
             let plane = x + c * height * width
             for i in 0..<kernel {
                 for j in 0..<kernel {
-                    let out = cols + row * outputPixels
+                    let out = cols + row * rowStride
                     for oy in 0..<outputHeight {
                         let iy = oy * stride - padTop + i
                         let line = out + oy * outputWidth
@@ -153,22 +168,29 @@ struct ConvolutionGeometry {
     }
 
     /// The adjoint of im2col: dx[c, iy, ix] = Σ of the dcols entries that read it.
-    func col2im(_ cols: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
+    func col2im(_ cols: UnsafePointer<Float>, rowStride: Int, _ dx: UnsafeMutablePointer<Float>) {
         dx.update(repeating: 0, count: channels * height * width)
         var row = 0
         for c in 0..<channels {
             let plane = dx + c * height * width
             for i in 0..<kernel {
                 for j in 0..<kernel {
-                    let source = cols + row * outputPixels
+                    let source = cols + row * rowStride
                     for oy in 0..<outputHeight {
                         let iy = oy * stride - padTop + i
                         if iy < 0 || iy >= height { continue }
                         let line = source + oy * outputWidth
                         let target = plane + iy * width
-                        for ox in 0..<outputWidth {
-                            let ix = ox * stride - padLeft + j
-                            if ix >= 0 && ix < width { target[ix] += line[ox] }
+                        if stride == 1 {
+                            let shift = j - padLeft
+                            let first = max(0, -shift)
+                            let last = min(outputWidth, width - shift)
+                            if last > first { cohort_add(line + first, target + first + shift, last - first) }
+                        } else {
+                            for ox in 0..<outputWidth {
+                                let ix = ox * stride - padLeft + j
+                                if ix >= 0 && ix < width { target[ix] += line[ox] }
+                            }
                         }
                     }
                     row += 1

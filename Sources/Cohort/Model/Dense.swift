@@ -1,20 +1,24 @@
 import CCohort
 
-/// Fully connected layer: y = x · W + b.
+/// Fully connected layer: y = x · W + b (then max(y, 0) when a ReLU is fused).
 /// x is [B, in] (any input shape is read as its flattened rows), W is [in, out] (as Keras
 /// stores kernels), b is [out], y is [B, out]. All three products are single SGEMM calls.
-public final class Dense: Layer {
+public final class Dense: Layer, InputGradientOptional {
+    public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]
     public let outputShape: [Int]
     let parameters: ParameterStore
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
+    let fusedReLU: Bool
     private let output: Workspace
     private let inputGradient: Workspace
+    private let maskedGradient: Workspace
 
-    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, builder: LayerBuilder) {
+    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, fusedReLU: Bool = false, builder: LayerBuilder) {
         self.name = name
+        self.fusedReLU = fusedReLU
         self.inputShape = inputShape
         self.outputShape = [units]
         let fanIn = inputShape.reduce(1, *)
@@ -27,6 +31,7 @@ public final class Dense: Layer {
         } : nil
         output = Workspace(builder.maxBatch * units)
         inputGradient = Workspace(builder.maxBatch * fanIn)
+        maskedGradient = Workspace(fusedReLU ? builder.maxBatch * units : 0)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -38,16 +43,24 @@ public final class Dense: Layer {
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), outCount, inCount,
                     1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
+        if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
         return UnsafePointer(output.pointer)
     }
 
-    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+    public func backward(_ input: UnsafePointer<Float>, outputGradient upstream: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
+        // Through the fused ReLU first: dy = upstream where y > 0.
+        var outputGradient = upstream
+        if fusedReLU {
+            cohort_mask_copy(upstream, output.pointer, maskedGradient.pointer, batch * outputSize)
+            outputGradient = UnsafePointer(maskedGradient.pointer)
+        }
         // dW[in, out] += xᵀ[in, B] · dy[B, out]
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(batch),
                     1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
         // db[out] += Σ_B dy[B, out]
         if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), batch, outputSize) }
+        guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
         // dx[B, in] = dy[B, out] · Wᵀ[out, in]
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), inCount, outCount,
                     1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)

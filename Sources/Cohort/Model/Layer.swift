@@ -18,6 +18,12 @@ public protocol Layer: AnyObject {
     func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float>
 }
 
+/// A layer whose input gradient costs real work can skip it when nothing consumes it
+/// (the model's first layer: the data needs no gradient).
+public protocol InputGradientOptional: AnyObject {
+    var computesInputGradient: Bool { get set }
+}
+
 extension Layer {
     public var inputSize: Int { inputShape.reduce(1, *) }
     public var outputSize: Int { outputShape.reduce(1, *) }

@@ -21,6 +21,14 @@ public final class Model {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         builder.finish()
+        // The first layer with parameters needs no input gradient when only shape-only layers precede it.
+        for layer in stack.layers {
+            if let optional = layer as? InputGradientOptional {
+                optional.computesInputGradient = false
+                break
+            }
+            guard layer is Flatten else { break }
+        }
         parameters = builder.parameters
         self.inputShape = inputShape
         self.maxBatch = maxBatch
@@ -38,10 +46,16 @@ public final class Model {
     }
 
     /// Accumulates dL/dθ into `parameters.gradients` from dL/d(output) of the last forward;
-    /// returns dL/d(input).
+    /// returns dL/d(input) (not computed when the first layer is a Dense or Conv2D, unless
+    /// `computeInputGradient()` was called).
     @discardableResult
     public func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         stack.backward(outputGradient: outputGradient, batch: batch)
+    }
+
+    /// Makes `backward` return a true dL/d(input) (gradient checks of the input).
+    public func computeInputGradient() {
+        for layer in stack.layers { (layer as? InputGradientOptional)?.computesInputGradient = true }
     }
 
     /// Layers that draw random numbers (dropout), in a fixed order, for checkpoints.
@@ -52,7 +66,8 @@ public final class Model {
         var lines = ["input \(inputShape)"]
         for layer in layers {
             let count = parameters.entries.filter { $0.name.hasPrefix(layer.name + "/") }.reduce(0) { $0 + $1.count }
-            lines.append("\(layer.name.padding(toLength: 18, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
+            let fused = (layer as? Dense)?.fusedReLU == true || (layer as? Conv2D)?.fusedReLU == true ? "+relu" : ""
+            lines.append("\((layer.name + fused).padding(toLength: 20, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
         }
         lines.append("total \(parameters.count) parameters")
         return lines.joined(separator: "\n")
@@ -101,13 +116,15 @@ final class LayerStack {
         case .flatten:
             return [Flatten(name: named("flatten"), inputShape: inputShape)]
         case .dense(let units, let activation, let initializer, let bias):
-            let dense = Dense(name: named("dense"), inputShape: inputShape, units: units,
-                              initializer: initializer ?? .glorotUniform, useBias: bias, builder: builder)
-            return withActivation(dense, activation)
+            // A ReLU is fused into the layer; other activations follow as their own layer.
+            let dense = Dense(name: named("dense"), inputShape: inputShape, units: units, initializer: initializer ?? .glorotUniform,
+                              useBias: bias, fusedReLU: activation == .relu, builder: builder)
+            return withActivation(dense, activation == .relu ? nil : activation)
         case .conv2d(let filters, let kernel, let stride, let padding, let activation, let initializer, let bias):
             let conv = try Conv2D(name: named("conv2d"), inputShape: inputShape, filters: filters, kernel: kernel, stride: stride,
-                                  padding: padding, initializer: initializer ?? .glorotUniform, useBias: bias, builder: builder)
-            return withActivation(conv, activation)
+                                  padding: padding, initializer: initializer ?? .glorotUniform, useBias: bias,
+                                  fusedReLU: activation == .relu, builder: builder)
+            return withActivation(conv, activation == .relu ? nil : activation)
         case .maxPool(let size, let stride):
             return [try MaxPool2D(name: named("max_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]
         case .averagePool(let size, let stride):

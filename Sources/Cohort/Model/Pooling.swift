@@ -1,3 +1,5 @@
+import CCohort
+
 /// Max pooling over NCHW: y[c, oy, ox] = max of the size×size window at (oy·s, ox·s) (valid
 /// windows only). Forward remembers each window's arg-max, and backward routes the whole
 /// gradient there (the first maximum wins ties, as in PyTorch).
@@ -26,6 +28,12 @@ public final class MaxPool2D: Layer {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (height, width) = (inputShape[1], inputShape[2])
         let (outputHeight, outputWidth) = (outputShape[1], outputShape[2])
+        if size == 2, stride == 2 {
+            argmax.withUnsafeMutableBufferPointer { argmax in
+                cohort_max_pool_2x2(input, output.pointer, argmax.baseAddress!, batch * inputShape[0], height, width, outputHeight, outputWidth)
+            }
+            return UnsafePointer(output.pointer)
+        }
         argmax.withUnsafeMutableBufferPointer { argmax in
             var o = 0
             for plane in 0..<(batch * inputShape[0]) {

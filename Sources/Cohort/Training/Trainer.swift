@@ -133,8 +133,10 @@ public final class Trainer {
                 position.samplesSeen += globalCount
 
                 if config.training.logEvery > 0, position.stepInEpoch % config.training.logEvery == 0, communicator.isRoot {
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                    let rate = Double(totals.rows * communicator.size) / max(elapsed, 1e-9)
                     log("epoch \(position.epoch + 1) step \(position.stepInEpoch)/\(sampler.stepsPerEpoch) "
-                        + "loss \(format(step: totals)) lr \(String(format: "%.3g", learningRate))")
+                        + "loss \(format(step: totals)) lr \(String(format: "%.3g", learningRate)) samples/s \(String(format: "%.0f", rate))")
                 }
                 if config.checkpoint.everySteps > 0, position.globalStep % config.checkpoint.everySteps == 0,
                    position.stepInEpoch < sampler.stepsPerEpoch {
