@@ -14,10 +14,11 @@ final class MPITrainingTests: XCTestCase {
         test = try writeSyntheticDataset("\(directory)/test.h5", rows: 50, seed: 2)
     }
 
-    private func writeConfig(_ name: String, epochs: Int = 2, batchSize: Int = 8, optimizer: String = "adam", extra: String = "") throws -> String {
+    private func writeConfig(_ name: String, epochs: Int = 2, batchSize: Int = 8, optimizer: String = "adam", extra: String = "",
+                             layers: String? = nil) throws -> String {
         let path = "\(directory)/\(name).yaml"
         try smallConfig(train: train, test: test, runDirectory: "\(directory)/runs/\(name)", epochs: epochs,
-                        batchSize: batchSize, optimizer: optimizer, extra: extra)
+                        batchSize: batchSize, optimizer: optimizer, extra: extra, layers: layers)
             .write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
@@ -45,6 +46,54 @@ final class MPITrainingTests: XCTestCase {
                                                    try checkpointParameters(try newestCheckpoint("one-\(optimizer)")))
             XCTAssertLessThanOrEqual(difference, 1e-5, "\(optimizer): 2 ranks × 8 vs 1 rank × 16")
         }
+    }
+
+    /// W2's architecture (two convolutions, pooling, dense) on 6×6 synthetic images.
+    private let convolutionLayers = """
+        - {type: conv2d, filters: 4, kernel: 3, padding: same, activation: relu}
+        - {type: max_pool, size: 2}
+        - {type: conv2d, filters: 6, kernel: 3, padding: valid, activation: relu}
+        - {type: flatten}
+        - {type: dense, units: 8, activation: relu}
+        - {type: dense, units: 4}
+    """
+
+    func test_convolutionalNetTwoRanksMatchOneRankWithDoubleBatch() throws {
+        let two = try writeConfig("cnn-two", batchSize: 8, extra: "  max_steps: 9", layers: convolutionLayers)
+        let one = try writeConfig("cnn-one", batchSize: 16, extra: "  max_steps: 9", layers: convolutionLayers)
+        _ = try train(ranks: 2, [two])
+        _ = try train(ranks: 1, [one])
+        let difference = maxRelativeDifference(try checkpointParameters(try newestCheckpoint("cnn-two")),
+                                               try checkpointParameters(try newestCheckpoint("cnn-one")))
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+    }
+
+    func test_syncBatchNormTwoRanksMatchOneRankWithDoubleBatch() throws {
+        let layers = """
+            - {type: conv2d, filters: 4, kernel: 3, padding: same, bias: false}
+            - {type: batch_norm, sync: true}
+            - {type: relu}
+            - {type: global_avg_pool}
+            - {type: dense, units: 4}
+        """
+        let two = try writeConfig("bn-two", batchSize: 8, optimizer: "sgd", extra: "  max_steps: 9", layers: layers)
+        let one = try writeConfig("bn-one", batchSize: 16, optimizer: "sgd", extra: "  max_steps: 9", layers: layers)
+        _ = try train(ranks: 2, [two])
+        _ = try train(ranks: 1, [one])
+        let (twoRanks, oneRank) = (try newestCheckpoint("bn-two"), try newestCheckpoint("bn-one"))
+        XCTAssertLessThanOrEqual(maxRelativeDifference(try checkpointParameters(twoRanks), try checkpointParameters(oneRank)), 1e-5)
+        // The running statistics are those of the global batch too.
+        let stats = { (path: String) throws -> [Float] in try Checkpoint.read(from: path).tensors["buffers/batch_norm_1/running_var"]!.values }
+        let (a, b) = (try stats(twoRanks), try stats(oneRank))
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(abs(y), 1)) }
+
+        // Without sync each rank normalizes by its own half batch: the runs must differ,
+        // which shows the test above can fail.
+        let local = layers.replacingOccurrences(of: "sync: true", with: "sync: false")
+        let localTwo = try writeConfig("bn-local", batchSize: 8, optimizer: "sgd", extra: "  max_steps: 9", layers: local)
+        _ = try train(ranks: 2, [localTwo])
+        XCTAssertGreaterThan(maxRelativeDifference(try checkpointParameters(try newestCheckpoint("bn-local")),
+                                                   try checkpointParameters(oneRank)), 1e-4)
     }
 
     func test_threeRanksTrainAndAgree() throws {

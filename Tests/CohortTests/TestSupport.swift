@@ -21,7 +21,7 @@ func writeSyntheticDataset(_ path: String, rows: Int, height: Int = 6, width: In
 
 /// A config for a small MLP on the synthetic data, as YAML text.
 func smallConfig(train: String, test: String?, runDirectory: String, epochs: Int = 2, batchSize: Int = 8,
-                 optimizer: String = "adam", extra: String = "") -> String {
+                 optimizer: String = "adam", extra: String = "", layers: String? = nil) -> String {
     """
     name: small
     seed: 3
@@ -31,11 +31,13 @@ func smallConfig(train: String, test: String?, runDirectory: String, epochs: Int
     \(test.map { "  test: \($0)" } ?? "")
     model:
       layers:
+    \(layers ?? """
         - type: dense
           units: 16
           activation: relu
         - type: dense
           units: 4
+    """)
     optimizer:
       type: \(optimizer)
       learning_rate: 0.01
@@ -82,8 +84,8 @@ func runCohort(ranks: Int, _ arguments: [String], environment extra: [String: St
     process.environment = environment
     let outputPath = "\(directory)/stdout-\(UUID().uuidString).txt"
     let errorPath = "\(directory)/stderr-\(UUID().uuidString).txt"
-    FileManager.default.createFile(atPath: outputPath, contents: nil)
-    FileManager.default.createFile(atPath: errorPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
     process.standardOutput = FileHandle(forWritingAtPath: outputPath)
     process.standardError = FileHandle(forWritingAtPath: errorPath)
     process.standardInput = FileHandle.nullDevice
