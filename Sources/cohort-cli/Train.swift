@@ -9,6 +9,11 @@ struct Train: ParsableCommand {
         Every rank holds a full replica; each reads only its own rows of the training file.
         Gradients are averaged over all ranks every step. Rank 0 prints per-epoch test loss and
         accuracy and writes checkpoints to <run_dir>/checkpoints/.
+
+        SIGTERM or SIGUSR1 to any rank stops every rank at the next step boundary; rank 0 writes a
+        checkpoint and the job exits with status 75 (resume with --resume auto).
+        Exit status: 0 done, 1 error (one line on stderr naming the file, key or rank), 75 stopped
+        by a signal with a checkpoint written.
         """
     )
 
@@ -45,24 +50,28 @@ struct Train: ParsableCommand {
         }
         guard let trainer else { fatalError("unreachable: set-up succeeded without a trainer") }
 
+        let outcome: Trainer.Outcome
         do {
             trainer.synchronizeInitialState()
             if communicator.isRoot { printLine(trainer.model.summary()) }
-            try trainer.run()
-        } catch let error as AgreedStop {
-            // Another rank (rank 0) has reported the error; every rank leaves together.
-            _ = error
+            outcome = try trainer.run()
+        } catch let failure as AgreedFailure {
+            // Every rank knows; one reports, all leave together.
+            if failure.reporter { printError("cohort: \(failure.message)") }
             communicator.finalize()
             throw ExitCode(1)
-        } catch let error as CohortError {
-            if communicator.size > 1 {
-                printError("cohort: rank \(rank): \(error.message)")
-                communicator.abort(code: 1)
-            }
-            printError("cohort: \(error.message)")
+        } catch {
+            // Only this rank knows: report it with the rank and end the whole job now.
+            let message = (error as? CohortError)?.message ?? "\(error)"
+            printError("cohort: rank \(rank): \(message)")
+            if communicator.size > 1 { communicator.abort(code: 1) }
             communicator.finalize()
             throw ExitCode(1)
         }
         communicator.finalize()
+        if outcome == .interrupted { throw ExitCode(Train.interruptedExitCode) }
     }
+
+    /// Exit status after a stop signal: the checkpoint is written; run again with --resume auto.
+    static let interruptedExitCode: Int32 = 75
 }

@@ -67,33 +67,75 @@ func cohortExecutable() -> String {
     return ".build/debug/cohort"
 }
 
-/// Runs `cohort ARGUMENTS` under `mpirun -np RANKS`, output to files (PLATFORM.md: pipes from an
-/// MPI job can hang a reader), with the OMPI_/PMIX_ variables of any outer job removed.
+/// A `cohort` job under `mpirun`, started and not yet waited for.
+final class CohortJob {
+    let process = Process()
+    let outputPath: String
+    let errorPath: String
+
+    init(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:], directory: String) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
+        if geteuid() == 0 { mpirunArguments.append("--allow-run-as-root") }
+        if ranks > ProcessInfo.processInfo.activeProcessorCount { mpirunArguments.append("--oversubscribe") }
+        mpirunArguments.append(cohortExecutable())
+        process.arguments = mpirunArguments + arguments
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["OPENBLAS_NUM_THREADS"] = "1"
+        environment.merge(extra) { $1 }
+        process.environment = environment
+        outputPath = "\(directory)/stdout-\(UUID().uuidString).txt"
+        errorPath = "\(directory)/stderr-\(UUID().uuidString).txt"
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+        process.standardError = FileHandle(forWritingAtPath: errorPath)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    var error: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+
+    /// The rank processes: mpirun's children running cohort.
+    func rankProcesses() -> [pid_t] {
+        let children = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/task/\(process.processIdentifier)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").compactMap { pid_t($0) }.filter { pid in
+            ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").contains("cohort")
+        }.sorted()
+    }
+
+    /// Waits until the output contains `text` (true) or `seconds` pass (false).
+    func waitForOutput(_ text: String, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    /// Waits for the job to end; returns its status, or nil if it outlived `seconds` (then kills it).
+    func wait(seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+            return nil
+        }
+        return process.terminationStatus
+    }
+}
+
+/// Runs `cohort ARGUMENTS` under `mpirun -np RANKS` to the end, output to files (PLATFORM.md:
+/// pipes from an MPI job can hang a reader), with the OMPI_/PMIX_ variables of any outer job removed.
 func runCohort(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:],
                directory: String) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
-    if geteuid() == 0 { mpirunArguments.append("--allow-run-as-root") }
-    if ranks > ProcessInfo.processInfo.activeProcessorCount { mpirunArguments.append("--oversubscribe") }
-    mpirunArguments.append(cohortExecutable())
-    process.arguments = mpirunArguments + arguments
-    var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
-    environment["OPENBLAS_NUM_THREADS"] = "1"
-    environment.merge(extra) { $1 }
-    process.environment = environment
-    let outputPath = "\(directory)/stdout-\(UUID().uuidString).txt"
-    let errorPath = "\(directory)/stderr-\(UUID().uuidString).txt"
-    _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-    process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-    process.standardError = FileHandle(forWritingAtPath: errorPath)
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus,
-                         output: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "",
-                         error: (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "")
+    let job = try CohortJob(ranks: ranks, arguments, environment: extra, directory: directory)
+    job.process.waitUntilExit()
+    return ProcessResult(status: job.process.terminationStatus, output: job.output, error: job.error)
 }
 
 /// Parameters of a checkpoint, by name.

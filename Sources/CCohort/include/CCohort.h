@@ -73,6 +73,11 @@ void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restri
 
 // MARK: Process
 
+/// SIGTERM and SIGUSR1 set a flag instead of ending the process.
+void cohort_install_stop_signals(void);
+/// 1 once SIGTERM or SIGUSR1 has arrived.
+int cohort_stop_requested(void);
+
 /// Name of the kernel family OpenBLAS selected at load time (e.g. "Haswell", "Prescott").
 static inline const char *cohort_openblas_corename(void) { return openblas_get_corename(); }
 

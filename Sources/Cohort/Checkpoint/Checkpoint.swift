@@ -50,11 +50,16 @@ public struct Checkpoint {
 
     /// Writes to a temporary file beside `path`, flushes it to disk, then renames it over
     /// `path`: a crash or a full disk at any moment leaves the previous file as it was.
-    public func writeAtomically(to path: String) throws {
+    public func writeAtomically(to path: String, crashForTesting: Bool = false) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = "\(directory)/.\(URL(fileURLWithPath: path).lastPathComponent).tmp-\(getpid())"
         do {
             try write(toTemporary: temporary)
+            if crashForTesting {
+                // A kill between writing and renaming: what a preempted rank 0 leaves behind.
+                truncate(temporary, 4096)
+                kill(getpid(), SIGKILL)
+            }
             try syncFile(temporary)
             try replaceItem(at: path, with: temporary)
             try? syncFile(directory)

@@ -62,12 +62,45 @@ public struct TrainingConfig: Sendable {
     public var maxSteps: Int?
     /// Print a progress line every this many steps (0: only per-epoch lines).
     public var logEvery: Int
+    public var onNonFinite: NonFinitePolicy
+}
+
+/// What a non-finite loss or gradient does to a run.
+public enum NonFinitePolicy: String, Sendable {
+    /// End the run with the step and rank (the default).
+    case stop
+    /// Skip that optimizer update on every rank and carry on.
+    case skipStep = "skip_step"
 }
 
 public struct CheckpointConfig: Sendable {
     public var everyEpochs: Int
     public var everySteps: Int
+    /// Also every this many seconds of rank 0's clock (0: off), decided by rank 0 for all.
+    public var everySeconds: Double
     public var keepLast: Int
+    /// Also keep `best.h5`, the epoch checkpoint with the best `monitor` value.
+    public var keepBest: Bool
+    public var monitor: Metric
+}
+
+/// A per-epoch figure callbacks and best-checkpoint tracking can watch.
+public enum Metric: String, Sendable, CaseIterable {
+    case testAccuracy = "test_accuracy"
+    case testLoss = "test_loss"
+    case trainAccuracy = "train_accuracy"
+    case trainLoss = "train_loss"
+
+    public var lowerIsBetter: Bool { self == .testLoss || self == .trainLoss }
+
+    public func value(in report: EpochReport) -> Double? {
+        switch self {
+        case .testAccuracy: return report.testAccuracy
+        case .testLoss: return report.testLoss
+        case .trainAccuracy: return report.trainAccuracy
+        case .trainLoss: return report.trainLoss
+        }
+    }
 }
 
 /// One entry of `model.layers` (keys: configs/README.md). The same values build models in
@@ -241,7 +274,8 @@ extension TrainConfig {
                 guard steps > 0 else { throw trainingMap.error("max_steps", "must be positive") }
                 return steps
             },
-            logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max)
+            logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max),
+            onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!
         )
         try trainingMap.finish()
 
@@ -249,7 +283,10 @@ extension TrainConfig {
         let checkpoint = CheckpointConfig(
             everyEpochs: try checkpointMap.int("every_epochs", default: 1, range: 0...Int.max),
             everySteps: try checkpointMap.int("every_steps", default: 0, range: 0...Int.max),
-            keepLast: try checkpointMap.int("keep_last", default: 3, range: 1...Int.max)
+            everySeconds: try checkpointMap.double("every_seconds", default: 0, range: 0...1e9),
+            keepLast: try checkpointMap.int("keep_last", default: 3, range: 1...Int.max),
+            keepBest: try checkpointMap.bool("keep_best", default: false),
+            monitor: Metric(rawValue: try checkpointMap.choice("monitor", Metric.allCases.map(\.rawValue), default: "test_accuracy"))!
         )
         try checkpointMap.finish()
         try top.finish()

@@ -342,6 +342,12 @@ public final class HDF5Dataset {
 
     deinit { H5Dclose(id) }
 
+    /// Where a contiguous dataset's bytes start in the file (nil when chunked or unallocated).
+    public var fileOffset: Int? {
+        let offset = H5Dget_offset(id)
+        return offset == UInt64.max ? nil : Int(offset)
+    }
+
     public var rows: Int { shape.first ?? 1 }
     /// Elements in one row (the product of all axes after the first).
     public var rowElements: Int { shape.dropFirst().reduce(1, *) }

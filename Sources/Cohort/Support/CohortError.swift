@@ -6,7 +6,13 @@ public struct CohortError: Error, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
-/// Thrown on the ranks that agreed to stop because another rank (which reports it) failed.
-public struct AgreedStop: Error {
-    public init() {}
+/// An error every rank has agreed on (through a collective), so the job can end cleanly
+/// instead of aborting; only the `reporter` rank prints it.
+public struct AgreedFailure: Error {
+    public let message: String
+    public let reporter: Bool
+    public init(_ message: String, reporter: Bool) {
+        self.message = message
+        self.reporter = reporter
+    }
 }

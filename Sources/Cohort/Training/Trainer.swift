@@ -1,3 +1,4 @@
+import CCohort
 import Foundation
 
 /// One epoch's figures, as every rank agrees on them.
@@ -94,8 +95,23 @@ public final class Trainer {
 
     // MARK: The loop
 
+    /// How a run ended.
+    public enum Outcome: Equatable, Sendable {
+        case completed
+        /// Stopped at a step boundary by SIGTERM/SIGUSR1, after writing a checkpoint.
+        case interrupted
+        /// Stopped by `training.max_steps`.
+        case stepLimit
+    }
+
+    /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
+    /// report after a resume covers the whole epoch.
+    private var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
+    private var lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
+    private let fault = FaultInjection.fromEnvironment()
+
     @discardableResult
-    public func run() throws -> [EpochReport] {
+    public func run() throws -> Outcome {
         let parameters = model.parameters
         let width = model.outputShape.reduce(1, *)
         let loss = config.loss
@@ -104,10 +120,10 @@ public final class Trainer {
             log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(sampler.globalBatch); "
                 + "\(sampler.stepsPerEpoch) steps per epoch; \(parameters.count) parameters; \(train.rows) training rows")
         }
-        epochs: while position.epoch < config.training.epochs {
+        installStopSignalHandlers()
+        while position.epoch < config.training.epochs {
             let order = sampler.order(epoch: position.epoch)
-            let started = DispatchTime.now().uptimeNanoseconds
-            var totals = (loss: 0.0, correct: 0, rows: 0)
+            var started = DispatchTime.now().uptimeNanoseconds
             while position.stepInEpoch < sampler.stepsPerEpoch {
                 let (rows, globalCount) = sampler.batch(step: position.stepInEpoch, order: order)
                 let batch = rows.count
@@ -115,57 +131,100 @@ public final class Trainer {
                 parameters.zeroGradients()
                 // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
                 if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
+                var stepLoss = 0.0
                 if batch > 0 {
                     let outputs = model.forward(x, batch: batch, training: true)
                     let step = loss.evaluate(outputs: outputs, labels: y, batch: batch, width: width,
                                              gradient: logitGradient, gradientScale: 1 / Float(globalCount))
-                    totals.loss += step.lossSum
-                    totals.correct += step.correct
-                    totals.rows += batch
+                    stepLoss = step.lossSum
+                    epochTotals.loss += step.lossSum
+                    epochTotals.correct += Double(step.correct)
+                    epochTotals.rows += Double(batch)
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
+                try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
                 communicator.allReduceSum(parameters.gradients)
-                if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
-                optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
-                               learningRate: learningRate)
+
+                // One small all-reduce per step carries what every rank must agree on: a stop
+                // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss.
+                let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
+                    && Double(DispatchTime.now().uptimeNanoseconds - lastTimedCheckpoint) / 1e9 >= config.checkpoint.everySeconds
+                let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
+                                                       stepLoss.isFinite ? -1 : Double(communicator.rank)])
+                let gradientsFinite = cohort_sum(parameters.gradients.baseAddress!, parameters.gradients.count).isFinite
+                if flags[2] >= 0 || !gradientsFinite {
+                    let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
+                    switch config.training.onNonFinite {
+                    case .stop:
+                        throw AgreedFailure("step \(position.globalStep + 1): non-finite \(what); stopping (training.on_nonfinite: stop; skip_step skips such steps)",
+                                            reporter: communicator.isRoot)
+                    case .skipStep:
+                        if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
+                    }
+                } else {
+                    if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
+                    optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
+                                   learningRate: learningRate)
+                }
                 position.stepInEpoch += 1
                 position.globalStep += 1
                 position.samplesSeen += globalCount
 
                 if config.training.logEvery > 0, position.stepInEpoch % config.training.logEvery == 0, communicator.isRoot {
-                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                    let rate = Double(totals.rows * communicator.size) / max(elapsed, 1e-9)
+                    let elapsed = epochTotals.seconds + Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                     log("epoch \(position.epoch + 1) step \(position.stepInEpoch)/\(sampler.stepsPerEpoch) "
-                        + "loss \(format(step: totals)) lr \(String(format: "%.3g", learningRate)) samples/s \(String(format: "%.0f", rate))")
+                        + String(format: "loss %.4f lr %.3g samples/s %.0f", epochTotals.loss / max(epochTotals.rows, 1),
+                                 learningRate, epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)))
                 }
-                if config.checkpoint.everySteps > 0, position.globalStep % config.checkpoint.everySteps == 0,
-                   position.stepInEpoch < sampler.stepsPerEpoch {
+                let midEpoch = position.stepInEpoch < sampler.stepsPerEpoch
+                if flags[0] > 0 {
+                    epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                     try saveCheckpoint()
+                    if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
+                    return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
+                    epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
-                    break epochs
+                    return .stepLimit
+                }
+                if midEpoch, flags[1] > 0 || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    epochTotals.seconds += Double(now - started) / 1e9
+                    try saveCheckpoint()
+                    started = DispatchTime.now().uptimeNanoseconds
                 }
             }
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            let trainSums = communicator.allReduceSum([totals.loss, Double(totals.correct), Double(totals.rows)])
+            epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
+            let seconds = epochTotals.seconds
+            epochTotals = (0, 0, 0, 0)
             let evaluation = try evaluate()
             let report = EpochReport(
                 epoch: position.epoch + 1,
-                trainLoss: trainSums[0] / max(trainSums[2], 1),
-                trainAccuracy: trainSums[1] / max(trainSums[2], 1),
+                trainLoss: sums[0] / max(sums[2], 1),
+                trainAccuracy: sums[1] / max(sums[2], 1),
                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
-                samplesPerSecond: trainSums[2] / seconds, seconds: seconds)
+                samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
             history.append(report)
             position.epoch += 1
             position.stepInEpoch = 0
             if communicator.isRoot { log(describe(report)) }
-            if config.checkpoint.everyEpochs > 0, position.epoch % config.checkpoint.everyEpochs == 0 || position.epoch == config.training.epochs {
-                try saveCheckpoint()
+            let last = position.epoch == config.training.epochs
+            if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
+                try saveCheckpoint(improved: isBest(report))
             }
         }
-        return history
+        return .completed
+    }
+
+    /// Whether the report improves the monitored metric (for `checkpoint.keep_best`).
+    private func isBest(_ report: EpochReport) -> Bool {
+        guard config.checkpoint.keepBest, let value = config.checkpoint.monitor.value(in: report), value.isFinite else { return false }
+        let earlier = history.dropLast().compactMap { config.checkpoint.monitor.value(in: $0) }.filter(\.isFinite)
+        guard let best = config.checkpoint.monitor.lowerIsBetter ? earlier.min() : earlier.max() else { return true }
+        return config.checkpoint.monitor.lowerIsBetter ? value < best : value > best
     }
 
     private func format(step totals: (loss: Double, correct: Int, rows: Int)) -> String {
@@ -232,9 +291,10 @@ public final class Trainer {
 
     // MARK: Checkpoints
 
-    public func saveCheckpoint() throws {
+    public func saveCheckpoint(improved: Bool = false) throws {
         // A checkpoint stands for every replica, so it is written only once they are shown equal.
         try checkReplicasAgree()
+        let partial = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
         try writeReadTrace()
         // Each rank's generators go to rank 0, which writes them all (rank order, layer order).
         let generatorWords = model.randomizedLayers.flatMap(\.generator.stateWords)
@@ -245,12 +305,21 @@ public final class Trainer {
             do {
                 try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
                 let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
+                guard cohort_sum(model.parameters.values.baseAddress!, model.parameters.count).isFinite else {
+                    throw CohortError("step \(position.globalStep): parameters are not finite; no checkpoint written")
+                }
                 var checkpoint = makeCheckpoint()
                 for (rank, words) in allGenerators.enumerated() where !words.isEmpty {
                     checkpoint.words["generators/rank_\(rank)"] = words
                 }
-                try checkpoint.writeAtomically(to: path)
+                checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
+                try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
                 try pruneCheckpoints()
+                if improved {
+                    try checkpoint.writeAtomically(to: "\(checkpointDirectory)/best.h5")
+                    log("saved best.h5 (\(config.checkpoint.monitor.rawValue) improved)")
+                }
+                lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
             } catch let error as CohortError {
                 failure = error
             } catch {
@@ -258,8 +327,8 @@ public final class Trainer {
             }
         }
         let failed = communicator.allReduceMax([failure == nil ? 0 : 1])[0] > 0
-        if let failure { throw failure }
-        if failed { throw AgreedStop() }
+        if let failure { throw AgreedFailure(failure.message, reporter: true) }
+        if failed { throw AgreedFailure("rank 0 could not write the checkpoint", reporter: false) }
     }
 
     func makeCheckpoint() -> Checkpoint {
@@ -361,6 +430,10 @@ public final class Trainer {
         }
         optimizer.stepCount = checkpoint.optimizerSteps
         position = checkpoint.position
+        // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
+        if let partial = checkpoint.metrics["epoch_in_progress"], partial.count == 4, position.stepInEpoch > 0 {
+            epochTotals = communicator.isRoot ? (partial[0], partial[1], partial[2], partial[3]) : (0, 0, 0, partial[3])
+        }
         // Another rank count or batch size: continue from the same number of samples seen in the epoch.
         let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
         if savedGlobalBatch != sampler.globalBatch, position.stepInEpoch > 0 {

@@ -1,0 +1,41 @@
+import CCohort
+import Foundation
+
+/// Stop signals (SIGTERM, SIGUSR1) become a request the loop honours at the next step boundary.
+func installStopSignalHandlers() { cohort_install_stop_signals() }
+func stopRequested() -> Bool { cohort_stop_requested() != 0 }
+
+/// Test-only fault injection, switched on by COHORT_FAULT=KIND:RANK:STEP, so the tests can show
+/// that failures end the job instead of hanging it:
+///   error:R:S       rank R throws an I/O-like error before the all-reduce of step S (1-based)
+///   nan:R:S         rank R's gradient gets a NaN at step S
+///   kill_checkpoint:0:S  rank 0 is SIGKILLed halfway through writing the checkpoint of step S
+struct FaultInjection {
+    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint" }
+    let kind: Kind
+    let rank: Int
+    let step: Int
+    private(set) var armed = true
+
+    static func fromEnvironment() -> FaultInjection? {
+        guard let text = ProcessInfo.processInfo.environment["COHORT_FAULT"] else { return nil }
+        let parts = text.split(separator: ":").map(String.init)
+        guard parts.count == 3, let kind = Kind(rawValue: parts[0]), let rank = Int(parts[1]), let step = Int(parts[2]) else {
+            return nil
+        }
+        return FaultInjection(kind: kind, rank: rank, step: step)
+    }
+
+    /// Called with the 0-based number of steps already taken.
+    func inject(at stepsTaken: Int, rank: Int, gradients: UnsafeMutableBufferPointer<Float>) throws {
+        guard rank == self.rank, stepsTaken + 1 == step else { return }
+        switch kind {
+        case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
+        case .nan: if gradients.count > 0 { gradients[0] = .nan }
+        case .killCheckpoint: break
+        }
+    }
+
+    /// Whether rank 0 dies while writing the checkpoint taken after `stepsTaken` steps.
+    func crashesDuringCheckpoint(after stepsTaken: Int) -> Bool { kind == .killCheckpoint && stepsTaken == step }
+}
