@@ -36,16 +36,32 @@ public struct ImageSet {
     }
 
     func channelStatistics() -> ([Double], [Double]) {
-        var sum = [Double](repeating: 0, count: channels)
-        var squares = [Double](repeating: 0, count: channels)
-        for (index, byte) in images.enumerated() {
-            let value = Double(byte) / 255
-            sum[index % channels] += value
-            squares[index % channels] += value * value
+        // A histogram of byte values per channel: one cheap pass, exact sums.
+        var histogram = [Int](repeating: 0, count: 256 * channels)
+        images.withUnsafeBufferPointer { bytes in
+            histogram.withUnsafeMutableBufferPointer { counts in
+                var channel = 0
+                for byte in bytes {
+                    counts[channel * 256 + Int(byte)] += 1
+                    channel += 1
+                    if channel == channels { channel = 0 }
+                }
+            }
         }
-        let perChannel = Double(max(images.count / channels, 1))
-        let mean = sum.map { $0 / perChannel }
-        let std = zip(squares, mean).map { max($0 / perChannel - $1 * $1, 0).squareRoot() }
+        var mean = [Double](repeating: 0, count: channels)
+        var std = [Double](repeating: 0, count: channels)
+        for channel in 0..<channels {
+            var (count, sum, squares) = (0.0, 0.0, 0.0)
+            for value in 0..<256 {
+                let n = Double(histogram[channel * 256 + value])
+                let x = Double(value) / 255
+                count += n
+                sum += n * x
+                squares += n * x * x
+            }
+            mean[channel] = sum / max(count, 1)
+            std[channel] = max(squares / max(count, 1) - mean[channel] * mean[channel], 0).squareRoot()
+        }
         return (mean, std)
     }
 }

@@ -1,0 +1,40 @@
+import CCohort
+import Foundation
+
+extension Communicator {
+    /// Root receives every rank's text (rank order, at most 256 UTF-8 bytes each); others get [].
+    public func gatherStrings(_ text: String, root: Int) -> [String] {
+        var bytes = Array(text.utf8.prefix(256))
+        bytes += [UInt8](repeating: 0, count: 256 - bytes.count)
+        let words = stride(from: 0, to: 256, by: 8).map { offset in
+            bytes[offset..<offset + 8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        return gather(words, root: root).map { rankWords in
+            let rankBytes = rankWords.flatMap { word in (0..<8).map { UInt8((word >> (8 * UInt64($0))) & 0xFF) } }
+            return String(decoding: rankBytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+}
+
+/// Median seconds of one in-place sum all-reduce of `floats` values (after a warm-up).
+public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int) -> Double {
+    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
+    defer { buffer.deallocate() }
+    buffer.initialize(repeating: 1)
+    for _ in 0..<3 { communicator.allReduceSum(buffer) }
+    var times: [Double] = []
+    for _ in 0..<repeats {
+        communicator.barrier()
+        let start = DispatchTime.now().uptimeNanoseconds
+        communicator.allReduceSum(buffer)
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    // Every rank's time counts: the slowest rank's median is what a step waits for.
+    let median = times.sorted()[times.count / 2]
+    return communicator.allReduceMax([median])[0]
+}
+
+/// OpenBLAS's thread count and kernel family, as this process sees them.
+public func blasDescription() -> String {
+    "\(openblas_get_num_threads()) thread(s), \(String(cString: cohort_openblas_corename())) kernels"
+}

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Cohort
+import Foundation
+
+struct CheckMPI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-mpi",
+        abstract: "Show where every rank runs and measure the all-reduce between them.",
+        discussion: """
+        Rank 0 prints one line per rank (host name, network namespace, process id, BLAS threads and
+        kernels), then the time of MPI_Allreduce (sum) of 4 KiB to 16 MiB of floats: the median of
+        --repeats runs, and the bus bandwidth 2·(n−1)/n · bytes / time that ring all-reduce
+        reaches. Run it under mpirun like training, e.g. launch/cohort-mpirun -n 2 check-mpi
+        """
+    )
+
+    @Option(help: "Timed repetitions per message size.")
+    var repeats: Int = 50
+
+    func run() throws {
+        let communicator = MPICommunicator()
+        defer { communicator.finalize() }
+        let namespace = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")) ?? "?"
+        let description = "rank \(communicator.rank): host \(ProcessInfo.processInfo.hostName), netns \(namespace), pid \(getpid()), BLAS \(blasDescription())"
+        let lines = communicator.gatherStrings(description, root: 0)
+        if communicator.isRoot { lines.forEach(printLine) }
+        for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] {
+            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1))
+            if communicator.isRoot {
+                let n = Double(communicator.size)
+                let busBandwidth = n > 1 ? 2 * (n - 1) / n * Double(bytes) / seconds / 1e9 : 0
+                printLine(String(format: "allreduce %8d bytes: %9.1f µs  bus bandwidth %6.2f GB/s", bytes, seconds * 1e6, busBandwidth))
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// Training across simulated hosts: network namespaces on a bridge, OpenMPI over TCP
+/// (launch/netns-hosts.sh). Needs root and iproute2; skipped with the reason otherwise.
+final class MultiHostTests: XCTestCase {
+    private var directory = ""
+    private var repository: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+    private var hostsScript: String { "\(repository)/launch/netns-hosts.sh" }
+
+    @discardableResult
+    private func shell(_ arguments: [String], seconds: Double = 120) throws -> ProcessResult {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["OPENBLAS_NUM_THREADS"] = "1"
+        process.environment = environment
+        let output = "\(directory)/out-\(UUID().uuidString)", error = "\(directory)/err-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: error, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: output)
+        process.standardError = FileHandle(forWritingAtPath: error)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        return ProcessResult(status: process.terminationStatus,
+                             output: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "",
+                             error: (try? String(contentsOfFile: error, encoding: .utf8)) ?? "")
+    }
+
+    override func setUpWithError() throws {
+        guard geteuid() == 0 else { throw XCTSkip("multi-host tests need root for network namespaces") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
+            throw XCTSkip("multi-host tests need iproute2 (ip)")
+        }
+        directory = try temporaryDirectory(self)
+        let up = try shell([hostsScript, "up", "2"])
+        guard up.status == 0 else { throw XCTSkip("network namespaces are not permitted here: \(up.error)") }
+        addTeardownBlock { [hostsScript] in
+            let down = Process()
+            down.executableURL = URL(fileURLWithPath: hostsScript)
+            down.arguments = ["down"]
+            try? down.run()
+            down.waitUntilExit()
+        }
+    }
+
+    /// W1 (configs/fashion-mnist-mlp.yaml) on Fashion-MNIST prepared into the test's folder.
+    private func w1Config(_ name: String) throws -> [String] {
+        let data = "\(directory)/fashion-mnist"
+        if !FileManager.default.fileExists(atPath: "\(data)/train.h5") {
+            _ = try FashionMNIST.prepare(source: FashionMNIST.defaultSource, outputDirectory: data)
+        }
+        return ["\(repository)/configs/fashion-mnist-mlp.yaml", "--set", "data.train=\(data)/train.h5", "--set", "data.test=\(data)/test.h5",
+                "--set", "run_dir=\(directory)/runs/\(name)", "--set", "training.epochs=1", "--set", "training.max_steps=60"]
+    }
+
+    private func parameters(_ name: String) throws -> [String: [Float]] {
+        try checkpointParameters(try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints").first))
+    }
+
+    func test_ranksRunOnDistinctHostsAndAllReduceOverTCP() throws {
+        let result = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "check-mpi", "--repeats", "10"])
+        XCTAssertEqual(result.status, 0, result.output + result.error)
+        let ranks = result.output.split(separator: "\n").filter { $0.hasPrefix("rank ") }
+        XCTAssertEqual(ranks.count, 2, result.output)
+        let hosts = Set(ranks.compactMap { $0.split(separator: ",").first?.split(separator: " ").last })
+        let namespaces = Set(ranks.compactMap { line in line.split(separator: ",").first { $0.contains("netns") } })
+        XCTAssertEqual(hosts, ["cohort-host1", "cohort-host2"], result.output)
+        XCTAssertEqual(namespaces.count, 2, "each rank in its own network namespace:\n\(result.output)")
+        XCTAssertTrue(result.output.contains("allreduce 16777216 bytes"), result.output)
+        print(result.output)
+    }
+
+    func test_twoHostsMatchOneHostAndResumeAcrossLayouts() throws {
+        // 2 hosts × 1 rank against 1 host × 2 ranks: a sum of two floats is exact whatever the
+        // transport, so the parameters must be bitwise equal.
+        let across = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "train"] + (try w1Config("hosts")))
+        XCTAssertEqual(across.status, 0, across.output + across.error)
+        let local = try runCohort(ranks: 2, ["train"] + (try w1Config("local")), directory: directory)
+        XCTAssertEqual(local.status, 0, local.output + local.error)
+        XCTAssertTrue(try parameters("hosts") == parameters("local"), "2 hosts × 1 rank differ from 1 host × 2 ranks")
+
+        // Stopped across hosts after 25 steps (checkpoint on the shared folder), resumed on one host.
+        let first = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "train"]
+                              + (try w1Config("moved")) + ["--set", "training.max_steps=25"])
+        XCTAssertEqual(first.status, 0, first.output + first.error)
+        let resumed = try runCohort(ranks: 2, ["train"] + (try w1Config("moved")) + ["--resume", "auto"], directory: directory)
+        XCTAssertEqual(resumed.status, 0, resumed.output + resumed.error)
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 1, step 25"), resumed.output)
+        XCTAssertTrue(try parameters("moved") == parameters("local"), "resumed on another layout differs")
+    }
+
+    func test_killingTheRankOnOneHostEndsTheJob() throws {
+        let arguments = try w1Config("killed") + ["--set", "training.max_steps=1000000", "--set", "training.epochs=1000",
+                                                  "--set", "training.log_every=1"]
+        let job = Process()
+        job.executableURL = URL(fileURLWithPath: hostsScript)
+        job.arguments = ["mpirun", "-np", "2", cohortExecutable(), "train"] + arguments
+        let output = "\(directory)/killed.out"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        job.standardOutput = FileHandle(forWritingAtPath: output)
+        job.standardError = FileHandle(forWritingAtPath: "\(directory)/killed.err")
+        job.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        try job.run()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("step 5/") { usleep(50_000) }
+        let pids = try shell(["ip", "netns", "pids", "cohort-host2"]).output.split(separator: "\n").compactMap { pid_t($0) }
+        let executable = URL(fileURLWithPath: cohortExecutable()).resolvingSymlinksInPath().path
+        let ranks = pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe")) == executable }
+        XCTAssertEqual(ranks.count, 1, "one rank on cohort-host2")
+        let killed = Date()
+        for pid in ranks { kill(pid, SIGKILL) }
+        while job.isRunning && Date().timeIntervalSince(killed) < 30 { usleep(50_000) }
+        XCTAssertFalse(job.isRunning, "the job outlived its killed rank by 30 s")
+        if job.isRunning { job.terminate() }
+        job.waitUntilExit()
+        XCTAssertNotEqual(job.terminationStatus, 0)
+        print("job ended \(String(format: "%.2f", Date().timeIntervalSince(killed))) s after the kill, status \(job.terminationStatus)")
+        usleep(500_000)
+        for namespace in ["cohort-head", "cohort-host1", "cohort-host2"] {
+            let left = try shell(["ip", "netns", "pids", namespace]).output.split(separator: "\n")
+            XCTAssertTrue(left.isEmpty, "processes left in \(namespace): \(left)")
+        }
+    }
+}
