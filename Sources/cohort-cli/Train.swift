@@ -23,8 +23,14 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Resume from a checkpoint file, or 'auto' for the newest valid one in <run_dir>/checkpoints.", valueName: "path|auto"))
     var resume: String?
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key, e.g. --set training.epochs=3 (repeatable).", valueName: "key=value"))
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key, e.g. --set training.epochs=3 (repeatable); recorded in <run_dir>/config.yaml.", valueName: "key=value"))
     var overrides: [String] = []
+
+    @Flag(help: "Print only the per-epoch lines (no progress bar or periodic step lines).")
+    var quiet = false
+
+    @Option(help: ArgumentHelp("Progress line (and TensorBoard step scalars) every N steps; default training.log_every, or about ten per epoch.", valueName: "N"))
+    var logEvery: Int?
 
     func run() throws {
         let communicator = MPICommunicator()
@@ -36,7 +42,13 @@ struct Train: ParsableCommand {
         var setupError: CohortError?
         do {
             let config = try TrainConfig.load(path: config, overrides: overrides)
-            trainer = try Trainer(config: config, communicator: communicator, resume: resume)
+            let made = try Trainer(config: config, communicator: communicator, resume: resume)
+            if communicator.isRoot {
+                made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
+                                                           stepsPerEpoch: made.sampler.stepsPerEpoch)
+                made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard)
+            }
+            trainer = made
         } catch let error as CohortError {
             setupError = error
         } catch {
@@ -67,6 +79,15 @@ struct Train: ParsableCommand {
             if communicator.size > 1 { communicator.abort(code: 1) }
             communicator.finalize()
             throw ExitCode(1)
+        }
+        if communicator.isRoot, outcome != .interrupted, let report = trainer.finalReport {
+            printLine("\nclassification report (test file, \(report.macro.support) rows):\n" + report.table())
+            do {
+                try trainer.recorder?.writeReport(report)
+                printLine("saved \(trainer.config.runDirectory)/report.json, metrics.csv, config.yaml and TensorBoard events")
+            } catch let error as CohortError {
+                printError("cohort: \(error.message)")
+            }
         }
         communicator.finalize()
         if outcome == .interrupted { throw ExitCode(Train.interruptedExitCode) }

@@ -12,6 +12,9 @@ public struct TrainConfig: Sendable {
     public var optimizer: OptimizerConfig
     public var training: TrainingConfig
     public var checkpoint: CheckpointConfig
+    public var callbacks: CallbackConfig
+    /// Write TensorBoard event files into the run directory.
+    public var tensorBoard: Bool
     /// The resolved YAML (after `--set` overrides): stored in every checkpoint and run directory.
     public var text: String
 }
@@ -82,6 +85,11 @@ public struct CheckpointConfig: Sendable {
     /// Also keep `best.h5`, the epoch checkpoint with the best `monitor` value.
     public var keepBest: Bool
     public var monitor: Metric
+}
+
+public struct CallbackConfig: Sendable {
+    public var earlyStopping: EarlyStopping?
+    public var reduceOnPlateau: ReduceOnPlateau?
 }
 
 /// A per-epoch figure callbacks and best-checkpoint tracking can watch.
@@ -289,12 +297,37 @@ extension TrainConfig {
             monitor: Metric(rawValue: try checkpointMap.choice("monitor", Metric.allCases.map(\.rawValue), default: "test_accuracy"))!
         )
         try checkpointMap.finish()
+
+        var callbacks = CallbackConfig()
+        if let callbackMap = try top.map("callbacks") {
+            func metric(_ map: ConfigMap) throws -> Metric {
+                Metric(rawValue: try map.choice("monitor", Metric.allCases.map(\.rawValue), default: "test_loss"))!
+            }
+            if let map = try callbackMap.map("early_stopping") {
+                callbacks.earlyStopping = EarlyStopping(
+                    monitor: try metric(map), patience: try map.int("patience", default: 3, range: 1...Int.max),
+                    minDelta: try map.double("min_delta", default: 0, range: 0...1e9),
+                    restoreBestWeights: try map.bool("restore_best_weights", default: false))
+                try map.finish()
+            }
+            if let map = try callbackMap.map("reduce_lr_on_plateau") {
+                callbacks.reduceOnPlateau = ReduceOnPlateau(
+                    monitor: try metric(map), factor: try map.double("factor", default: 0.1, range: 0...0.999_999),
+                    patience: try map.int("patience", default: 2, range: 1...Int.max),
+                    minDelta: try map.double("min_delta", default: 0, range: 0...1e9),
+                    cooldown: try map.int("cooldown", default: 0, range: 0...Int.max),
+                    minimumRate: try map.double("min_learning_rate", default: 0, range: 0...10))
+                try map.finish()
+            }
+            try callbackMap.finish()
+        }
+        let tensorBoard = try top.bool("tensorboard", default: true)
         try top.finish()
 
         return TrainConfig(
             name: name, seed: seed, runDirectory: runDirectory, data: data, layers: layers,
             loss: loss, optimizer: optimizer, training: training,
-            checkpoint: checkpoint, text: resolved
+            checkpoint: checkpoint, callbacks: callbacks, tensorBoard: tensorBoard, text: resolved
         )
     }
 

@@ -103,6 +103,42 @@ public final class HDF5File {
         return names
     }
 
+    /// Whether `name` is a group (false for datasets and missing names).
+    public func isGroup(_ name: String) -> Bool {
+        guard name == "/" || exists(name) else { return false }
+        let group = H5Gopen2(id, name, cohort_h5p_default())
+        guard group >= 0 else { return false }
+        H5Gclose(group)
+        return true
+    }
+
+    /// Names of the attributes of an object.
+    public func attributeNames(on object: String = "/") -> [String] {
+        var names: [String] = []
+        var index: hsize_t = 0
+        while true {
+            let length = H5Aget_name_by_idx(id, object, H5_INDEX_NAME, H5_ITER_INC, index, nil, 0, cohort_h5p_default())
+            guard length >= 0 else { break }
+            var buffer = [CChar](repeating: 0, count: Int(length) + 1)
+            H5Aget_name_by_idx(id, object, H5_INDEX_NAME, H5_ITER_INC, index, &buffer, Int(length) + 1, cohort_h5p_default())
+            names.append(String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            index += 1
+        }
+        return names
+    }
+
+    /// An attribute's value as text: strings as they are, numbers joined by commas.
+    public func describeAttribute(_ name: String, on object: String = "/") -> String {
+        if let strings = try? stringsAttribute(name, on: object) {
+            return strings.count == 1 ? strings[0] : "[" + strings.joined(separator: ", ") + "]"
+        }
+        if let numbers = try? numberAttribute(name, on: object, as: Double.self) {
+            let text = numbers.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int64($0)) : String(format: "%.6g", $0) }
+            return text.count == 1 ? text[0] : "[" + text.joined(separator: ", ") + "]"
+        }
+        return "(unreadable type)"
+    }
+
     // MARK: Datasets
 
     public func dataset(_ name: String) throws -> HDF5Dataset {

@@ -32,6 +32,28 @@ public enum Loss: Equatable, Sendable {
         }
     }
 
+    /// The class a row of outputs predicts: the arg-max, or logit > 0 for the binary loss.
+    public func predictedClass(_ outputs: UnsafePointer<Float>, width: Int) -> Int {
+        if self == .binaryCrossEntropy { return outputs[0] > 0 ? 1 : 0 }
+        if width == 1 { return max(0, Int(outputs[0].rounded())) }
+        var best = 0
+        for k in 1..<width where outputs[k] > outputs[best] { best = k }
+        return best
+    }
+
+    /// Class probabilities of a row: softmax, or (1 − σ(z), σ(z)) for the binary loss.
+    public func probabilities(_ outputs: UnsafePointer<Float>, width: Int, classes: Int) -> [Float] {
+        if self == .binaryCrossEntropy {
+            let p = 1 / (1 + expf(-outputs[0]))
+            return [1 - p, p]
+        }
+        if width == 1 { return [outputs[0]] }
+        let maximum = (0..<width).map { outputs[$0] }.max() ?? 0
+        let exps = (0..<width).map { expf(outputs[$0] - maximum) }
+        let sum = exps.reduce(0, +)
+        return exps.map { $0 / sum }
+    }
+
     /// Loss sum and correct predictions (argmax, or z > 0 for binary) of `batch` rows.
     public func evaluate(outputs: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, width: Int,
                          gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {

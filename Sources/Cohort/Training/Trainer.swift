@@ -71,6 +71,8 @@ public final class Trainer {
         x = .allocate(capacity: maxBatch * train.sampleSize)
         y = .allocate(capacity: maxBatch)
         logitGradient = .allocate(capacity: maxBatch * max(train.classes, 1))
+        earlyStopping = config.callbacks.earlyStopping
+        plateau = config.callbacks.reduceOnPlateau
         if let resume { try restore(from: resume) }
         if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
@@ -85,7 +87,19 @@ public final class Trainer {
     /// Total optimizer steps of the run, the T of the learning-rate schedule.
     public var totalSteps: Int { config.training.epochs * sampler.stepsPerEpoch }
 
-    public var learningRate: Float { config.optimizer.schedule.rate(step: position.globalStep, totalSteps: totalSteps) }
+    /// The schedule's rate at this step, times the plateau callback's reduction.
+    public var learningRate: Float {
+        config.optimizer.schedule.rate(step: position.globalStep, totalSteps: totalSteps) * Float(plateau?.scale ?? 1)
+    }
+
+    // Callbacks and reporting (rank 0 writes; every rank runs the callbacks on the same figures).
+    private var earlyStopping: EarlyStopping?
+    private var plateau: ReduceOnPlateau?
+    private var bestWeights: [Float]?
+    public var progress: Progress?
+    public var recorder: RunRecorder?
+    /// The report of the last evaluation of the test file.
+    public private(set) var finalReport: ClassificationReport?
 
     deinit {
         x.deallocate()
@@ -102,6 +116,8 @@ public final class Trainer {
         case interrupted
         /// Stopped by `training.max_steps`.
         case stepLimit
+        /// Stopped by the early-stopping callback.
+        case earlyStopped
     }
 
     /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
@@ -170,12 +186,7 @@ public final class Trainer {
                 position.globalStep += 1
                 position.samplesSeen += globalCount
 
-                if config.training.logEvery > 0, position.stepInEpoch % config.training.logEvery == 0, communicator.isRoot {
-                    let elapsed = epochTotals.seconds + Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                    log("epoch \(position.epoch + 1) step \(position.stepInEpoch)/\(sampler.stepsPerEpoch) "
-                        + String(format: "loss %.4f lr %.3g samples/s %.0f", epochTotals.loss / max(epochTotals.rows, 1),
-                                 learningRate, epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)))
-                }
+                if communicator.isRoot { reportStep(started: started) }
                 let midEpoch = position.stepInEpoch < sampler.stepsPerEpoch
                 if flags[0] > 0 {
                     epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
@@ -200,7 +211,7 @@ public final class Trainer {
             let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
             let seconds = epochTotals.seconds
             epochTotals = (0, 0, 0, 0)
-            let evaluation = try evaluate()
+            let evaluation = try evaluateTest()
             let report = EpochReport(
                 epoch: position.epoch + 1,
                 trainLoss: sums[0] / max(sums[2], 1),
@@ -210,13 +221,65 @@ public final class Trainer {
             history.append(report)
             position.epoch += 1
             position.stepInEpoch = 0
-            if communicator.isRoot { log(describe(report)) }
-            let last = position.epoch == config.training.epochs
+            if communicator.isRoot {
+                progress?.finishEpoch()
+                log(describe(report))
+                recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
+            }
+            let stop = runCallbacks(report)
+            let last = position.epoch == config.training.epochs || stop
             if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
                 try saveCheckpoint(improved: isBest(report))
             }
+            if stop { return .earlyStopped }
         }
         return .completed
+    }
+
+    /// Progress on rank 0: a live bar, plain lines, and TensorBoard step scalars.
+    private func reportStep(started: UInt64) {
+        let elapsed = epochTotals.seconds + Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let loss = epochTotals.loss / max(epochTotals.rows, 1)
+        let rate = epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)
+        progress?.update(Progress.Snapshot(epoch: position.epoch + 1, epochs: config.training.epochs, step: position.stepInEpoch,
+                                           steps: sampler.stepsPerEpoch, loss: loss, learningRate: Double(learningRate),
+                                           samplesPerSecond: rate, elapsed: elapsed))
+        if let every = progress?.every, position.stepInEpoch % every == 0 {
+            recorder?.step(position.globalStep, loss: loss, learningRate: Double(learningRate), samplesPerSecond: rate)
+        }
+    }
+
+    /// Early stopping and plateau reduction, on figures every rank holds identically.
+    private func runCallbacks(_ report: EpochReport) -> Bool {
+        if var callback = plateau, let value = callback.monitor.value(in: report) {
+            if let scale = callback.update(value, baseRate: Double(config.optimizer.learningRate)), communicator.isRoot {
+                log("reduce_lr_on_plateau: \(callback.monitor.rawValue) has not improved for \(callback.patience) epochs; learning rate × "
+                    + String(format: "%.3g", scale))
+            }
+            plateau = callback
+        }
+        guard var callback = earlyStopping, let value = callback.monitor.value(in: report) else { return false }
+        let (stop, improved) = callback.update(value, epoch: report.epoch)
+        earlyStopping = callback
+        if improved && callback.restoreBestWeights { bestWeights = Array(model.parameters.values) }
+        guard stop else { return false }
+        if communicator.isRoot {
+            log("early_stopping: \(callback.monitor.rawValue) has not improved for \(callback.patience) epochs; best \(String(format: "%.4f", callback.best ?? .nan)) at epoch \(callback.bestEpoch)")
+        }
+        if callback.restoreBestWeights, let bestWeights {
+            bestWeights.withUnsafeBufferPointer { model.parameters.values.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+            if communicator.isRoot { log("early_stopping: restored the weights of epoch \(callback.bestEpoch)") }
+        }
+        return true
+    }
+
+    /// Evaluates the test file, keeping the classification report.
+    private func evaluateTest() throws -> (loss: Double, accuracy: Double)? {
+        guard let test else { return nil }
+        let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
+                                         batchSize: config.training.evalBatchSize)
+        finalReport = result.report(classNames: test.classNames)
+        return (result.loss, result.accuracy)
     }
 
     /// Whether the report improves the monitored metric (for `checkpoint.keep_best`).
@@ -239,31 +302,6 @@ public final class Trainer {
         }
         line += String(format: "  samples/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
         return line
-    }
-
-    // MARK: Evaluation
-
-    /// Test loss and accuracy over the whole test file. Each rank takes a contiguous share of
-    /// the rows; the sums and counts are all-reduced, so the result is exactly that of a
-    /// single-process evaluation.
-    public func evaluate() throws -> (loss: Double, accuracy: Double)? {
-        guard let test else { return nil }
-        let share = (communicator.rank * test.rows / communicator.size)..<((communicator.rank + 1) * test.rows / communicator.size)
-        var lossSum = 0.0
-        var correct = 0
-        var start = share.lowerBound
-        while start < share.upperBound {
-            let end = min(start + config.training.evalBatchSize, share.upperBound)
-            try test.load(rows: Array(start..<end)[...], x: x, y: y)
-            let outputs = model.forward(x, batch: end - start, training: false)
-            let totals = config.loss.evaluate(outputs: outputs, labels: y, batch: end - start,
-                                              width: model.outputShape.reduce(1, *), gradient: nil)
-            lossSum += totals.lossSum
-            correct += totals.correct
-            start = end
-        }
-        let sums = communicator.allReduceSum([lossSum, Double(correct)])
-        return (sums[0] / Double(test.rows), sums[1] / Double(test.rows))
     }
 
     /// With COHORT_TRACE_READS=DIR (and `data.cache: false`), each rank writes the training rows
@@ -313,6 +351,9 @@ public final class Trainer {
                     checkpoint.words["generators/rank_\(rank)"] = words
                 }
                 checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
+                if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
+                if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
+                if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
                 try pruneCheckpoints()
                 if improved {
@@ -386,38 +427,16 @@ public final class Trainer {
     private func restore(from request: String) throws {
         let checkpoint = try resolve(request)
         let parameters = model.parameters
-        var problems: [String] = []
-        let expected = Set(parameters.entries.map { "parameters/\($0.name)" })
+        try checkpoint.restoreModel(model, source: request)
         for entry in parameters.entries {
-            guard let tensor = checkpoint.tensors["parameters/\(entry.name)"] else {
-                problems.append("\(entry.name) \(entry.shape) missing from the checkpoint")
-                continue
-            }
-            if tensor.shape != entry.shape { problems.append("\(entry.name): checkpoint \(tensor.shape), model \(entry.shape)") }
-        }
-        for name in checkpoint.tensors.keys where name.hasPrefix("parameters/") && !expected.contains(name) {
-            problems.append("\(name.dropFirst("parameters/".count)) \(checkpoint.tensors[name]!.shape) is not in this model")
-        }
-        guard problems.isEmpty else {
-            throw CohortError("\(request): the checkpoint does not fit this model: \(problems.sorted().joined(separator: "; "))")
-        }
-        for entry in parameters.entries {
-            let values = checkpoint.tensors["parameters/\(entry.name)"]!.values
-            values.withUnsafeBufferPointer { parameters.values(of: entry).update(from: $0.baseAddress!, count: entry.count) }
             for slot in optimizer.slots {
-                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] else {
+                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"], state.shape == entry.shape else {
                     throw CohortError("\(request): no \(slot.name) state for \(entry.name); was it written with another optimizer?")
                 }
                 state.values.withUnsafeBufferPointer {
                     (slot.buffer.baseAddress! + entry.offset).update(from: $0.baseAddress!, count: entry.count)
                 }
             }
-        }
-        for entry in parameters.bufferEntries {
-            guard let state = checkpoint.tensors["buffers/\(entry.name)"], state.shape == entry.shape else {
-                throw CohortError("\(request): no \(entry.name) \(entry.shape) in the checkpoint")
-            }
-            state.values.withUnsafeBufferPointer { parameters.buffer(of: entry).update(from: $0.baseAddress!, count: entry.count) }
         }
         // This rank's generators, when the checkpoint has them (a run resumed on more ranks
         // than it was saved with starts the new ranks' streams afresh).
@@ -428,6 +447,9 @@ public final class Trainer {
             }
             for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
         }
+        if let state = checkpoint.metrics["callbacks/early_stopping"] { earlyStopping?.restore(state) }
+        if let state = checkpoint.metrics["callbacks/reduce_lr_on_plateau"] { plateau?.restore(state) }
+        if let weights = checkpoint.tensors["callbacks/best_weights"]?.values, weights.count == parameters.count { bestWeights = weights }
         optimizer.stepCount = checkpoint.optimizerSteps
         position = checkpoint.position
         // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.

@@ -1,0 +1,62 @@
+/// Putting a checkpoint's weights into a model, for resuming, evaluating and predicting.
+extension Checkpoint {
+    /// Copies parameters and buffers into `model` after checking that every name and shape
+    /// matches; a mismatch lists every differing parameter with both shapes.
+    public func restoreModel(_ model: Model, source: String) throws {
+        let parameters = model.parameters
+        var problems: [String] = []
+        let expected = Set(parameters.entries.map { "parameters/\($0.name)" })
+        for entry in parameters.entries {
+            guard let tensor = tensors["parameters/\(entry.name)"] else {
+                problems.append("\(entry.name) \(entry.shape) missing from the checkpoint")
+                continue
+            }
+            if tensor.shape != entry.shape { problems.append("\(entry.name): checkpoint \(tensor.shape), model \(entry.shape)") }
+        }
+        for name in tensors.keys where name.hasPrefix("parameters/") && !expected.contains(name) {
+            problems.append("\(name.dropFirst("parameters/".count)) \(tensors[name]!.shape) is not in this model")
+        }
+        guard problems.isEmpty else {
+            throw CohortError("\(source): the checkpoint does not fit this model: \(problems.sorted().joined(separator: "; "))")
+        }
+        for entry in parameters.entries {
+            tensors["parameters/\(entry.name)"]!.values.withUnsafeBufferPointer {
+                parameters.values(of: entry).update(from: $0.baseAddress!, count: entry.count)
+            }
+        }
+        for entry in parameters.bufferEntries {
+            guard let state = tensors["buffers/\(entry.name)"], state.shape == entry.shape else {
+                throw CohortError("\(source): no \(entry.name) \(entry.shape) in the checkpoint")
+            }
+            state.values.withUnsafeBufferPointer { parameters.buffer(of: entry).update(from: $0.baseAddress!, count: entry.count) }
+        }
+    }
+}
+
+/// A trained model rebuilt from a checkpoint alone: its config comes from the file.
+public struct TrainedModel {
+    public let config: TrainConfig
+    public let model: Model
+    public let data: LabeledData
+
+    /// Opens `dataPath` (or the config's test file), builds the checkpoint's model for its samples
+    /// and loads the weights.
+    public static func load(checkpoint path: String, data dataPath: String?, maxBatch: Int,
+                            communicator: Communicator) throws -> TrainedModel {
+        let checkpoint = try Checkpoint.read(from: path)
+        let config = try TrainConfig.parse(text: checkpoint.config, file: "\(path) (stored config)")
+        guard let file = dataPath ?? config.data.test else {
+            throw CohortError("\(path): its config names no test file; give one with --data")
+        }
+        let data = try LabeledData(path: file, featuresName: config.data.features, labelsName: config.data.labels,
+                                   normalization: config.data.normalize, cache: config.data.cache)
+        let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
+                              communicator: communicator)
+        try checkpoint.restoreModel(model, source: path)
+        let width = config.loss.outputWidth(classes: data.classes)
+        guard model.outputShape == [width] else {
+            throw CohortError("\(file): has \(data.classes) classes but the checkpoint's model outputs \(model.outputShape)")
+        }
+        return TrainedModel(config: config, model: model, data: data)
+    }
+}

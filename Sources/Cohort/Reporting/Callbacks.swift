@@ -1,0 +1,94 @@
+/// The epoch-end callbacks Keras users expect, as plain state machines over a metric sequence
+/// (so tests can script them), whose state is part of the checkpoint.
+
+/// Early stopping: stop when `monitor` has not improved by more than `minDelta` for `patience`
+/// epochs; optionally restore the weights of the best epoch.
+public struct EarlyStopping: Equatable, Sendable {
+    public var monitor: Metric
+    public var patience: Int
+    public var minDelta: Double
+    public var restoreBestWeights: Bool
+    public private(set) var best: Double?
+    public private(set) var bestEpoch = 0
+    public private(set) var wait = 0
+
+    public init(monitor: Metric, patience: Int, minDelta: Double = 0, restoreBestWeights: Bool = false) {
+        (self.monitor, self.patience, self.minDelta, self.restoreBestWeights) = (monitor, patience, minDelta, restoreBestWeights)
+    }
+
+    /// Feeds one epoch's value; returns whether training should stop now.
+    public mutating func update(_ value: Double, epoch: Int) -> (stop: Bool, improved: Bool) {
+        if isImprovement(value, over: best, by: minDelta, lowerIsBetter: monitor.lowerIsBetter) {
+            best = value
+            bestEpoch = epoch
+            wait = 0
+            return (false, true)
+        }
+        wait += 1
+        return (wait >= patience, false)
+    }
+
+    var state: [Double] { [best ?? .nan, Double(bestEpoch), Double(wait)] }
+    mutating func restore(_ words: [Double]) {
+        guard words.count == 3 else { return }
+        best = words[0].isNaN ? nil : words[0]
+        bestEpoch = Int(words[1])
+        wait = Int(words[2])
+    }
+}
+
+/// Reduce the learning rate on a plateau: after `patience` epochs without improvement of
+/// `monitor`, multiply the rate by `factor` (not below `minimumRate`), then wait `cooldown` epochs.
+public struct ReduceOnPlateau: Equatable, Sendable {
+    public var monitor: Metric
+    public var factor: Double
+    public var patience: Int
+    public var minDelta: Double
+    public var cooldown: Int
+    public var minimumRate: Double
+    /// The multiplier applied on top of the schedule.
+    public private(set) var scale: Double = 1
+    public private(set) var best: Double?
+    public private(set) var wait = 0
+    public private(set) var cooldownLeft = 0
+
+    public init(monitor: Metric, factor: Double, patience: Int, minDelta: Double = 0, cooldown: Int = 0, minimumRate: Double = 0) {
+        (self.monitor, self.factor, self.patience, self.minDelta, self.cooldown, self.minimumRate) =
+            (monitor, factor, patience, minDelta, cooldown, minimumRate)
+    }
+
+    /// Feeds one epoch's value; returns the new scale when it changed.
+    public mutating func update(_ value: Double, baseRate: Double) -> Double? {
+        if cooldownLeft > 0 { cooldownLeft -= 1 }
+        if isImprovement(value, over: best, by: minDelta, lowerIsBetter: monitor.lowerIsBetter) {
+            best = value
+            wait = 0
+            return nil
+        }
+        if cooldownLeft > 0 { return nil }
+        wait += 1
+        guard wait >= patience else { return nil }
+        let floor = baseRate > 0 ? minimumRate / baseRate : 0
+        let reduced = max(scale * factor, floor)
+        wait = 0
+        cooldownLeft = cooldown
+        guard reduced < scale else { return nil }
+        scale = reduced
+        return scale
+    }
+
+    var state: [Double] { [scale, best ?? .nan, Double(wait), Double(cooldownLeft)] }
+    mutating func restore(_ words: [Double]) {
+        guard words.count == 4 else { return }
+        scale = words[0]
+        best = words[1].isNaN ? nil : words[1]
+        wait = Int(words[2])
+        cooldownLeft = Int(words[3])
+    }
+}
+
+func isImprovement(_ value: Double, over best: Double?, by minDelta: Double, lowerIsBetter: Bool) -> Bool {
+    guard value.isFinite else { return false }
+    guard let best else { return true }
+    return lowerIsBetter ? value < best - minDelta : value > best + minDelta
+}

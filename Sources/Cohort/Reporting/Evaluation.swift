@@ -1,0 +1,77 @@
+import Foundation
+
+/// Evaluation of a model over a whole file, split across ranks: each rank takes a contiguous
+/// share of the rows, and the loss sum and the confusion matrix are all-reduced, so every rank
+/// ends with exactly the figures a single-process evaluation would give.
+public struct Evaluation: Sendable {
+    public var loss: Double
+    public var accuracy: Double
+    public var confusion: [[Int]]
+    public var rows: Int
+
+    public func report(classNames: [String]) -> ClassificationReport {
+        ClassificationReport(confusion: confusion, classNames: classNames, loss: loss)
+    }
+}
+
+public func evaluate(model: Model, data: LabeledData, loss: Loss, communicator: Communicator, batchSize: Int) throws -> Evaluation {
+    let classes = data.classes
+    let width = model.outputShape.reduce(1, *)
+    let batch = max(1, min(batchSize, model.maxBatch))
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
+    let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+    defer {
+        x.deallocate()
+        y.deallocate()
+    }
+    let share = (communicator.rank * data.rows / communicator.size)..<((communicator.rank + 1) * data.rows / communicator.size)
+    var lossSum = 0.0
+    var confusion = [Double](repeating: 0, count: classes * classes)
+    var start = share.lowerBound
+    while start < share.upperBound {
+        let end = min(start + batch, share.upperBound)
+        try data.load(rows: Array(start..<end)[...], x: x, y: y)
+        let outputs = model.forward(x, batch: end - start, training: false)
+        lossSum += loss.evaluate(outputs: outputs, labels: y, batch: end - start, width: width, gradient: nil).lossSum
+        for row in 0..<(end - start) {
+            let predicted = min(loss.predictedClass(outputs + row * width, width: width), classes - 1)
+            confusion[Int(y[row]) * classes + predicted] += 1
+        }
+        start = end
+    }
+    let sums = communicator.allReduceSum([lossSum] + confusion)
+    let matrix = (0..<classes).map { k in (0..<classes).map { Int(sums[1 + k * classes + $0]) } }
+    let correct = (0..<classes).reduce(0) { $0 + matrix[$1][$1] }
+    return Evaluation(loss: sums[0] / Double(max(data.rows, 1)), accuracy: Double(correct) / Double(max(data.rows, 1)),
+                      confusion: matrix, rows: data.rows)
+}
+
+/// Probabilities [N × K] and predicted labels for every row of a trained model's data.
+public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabilities: [Float], labels: [Int64], classes: Int) {
+    let data = trained.data
+    let loss = trained.config.loss
+    let width = trained.model.outputShape.reduce(1, *)
+    let classes = loss == .binaryCrossEntropy ? 2 : width
+    let batch = max(1, min(batchSize, trained.model.maxBatch))
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
+    let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+    defer {
+        x.deallocate()
+        y.deallocate()
+    }
+    var probabilities: [Float] = []
+    var labels: [Int64] = []
+    probabilities.reserveCapacity(data.rows * classes)
+    var start = 0
+    while start < data.rows {
+        let end = min(start + batch, data.rows)
+        try data.load(rows: Array(start..<end)[...], x: x, y: y)
+        let outputs = trained.model.forward(x, batch: end - start, training: false)
+        for row in 0..<(end - start) {
+            probabilities += loss.probabilities(outputs + row * width, width: width, classes: classes)
+            labels.append(Int64(loss.predictedClass(outputs + row * width, width: width)))
+        }
+        start = end
+    }
+    return (probabilities, labels, classes)
+}

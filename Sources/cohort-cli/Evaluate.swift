@@ -1,0 +1,100 @@
+import ArgumentParser
+import Cohort
+import Foundation
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a checkpoint: per-class precision, recall, F1, support, averages, accuracy, confusion matrix.",
+        discussion: """
+        The model and its data settings come from the config stored in the checkpoint. Under mpirun the
+        rows are split across ranks and the counts all-reduced, so the report is exact. Rank 0 prints
+        the table and writes it as JSON (--json, default report.json beside the checkpoint's run directory).
+        """
+    )
+
+    @Argument(help: "A checkpoint file written by cohort train.")
+    var checkpoint: String
+
+    @Option(help: "HDF5 file to evaluate (default: the config's test file).")
+    var data: String?
+
+    @Option(help: "Where to write the JSON report (default: <run_dir>/report.json of the stored config).")
+    var json: String?
+
+    @Option(help: "Rows per forward pass.")
+    var batchSize: Int = 500
+
+    func run() throws {
+        let communicator = MPICommunicator()
+        let outcome: Result<(ClassificationReport, String), CohortError>
+        do {
+            let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: communicator)
+            let result = try Cohort.evaluate(model: trained.model, data: trained.data, loss: trained.config.loss,
+                                             communicator: communicator, batchSize: batchSize)
+            outcome = .success((result.report(classNames: trained.data.classNames),
+                                json ?? "\(trained.config.runDirectory)/report.json"))
+        } catch let error as CohortError {
+            outcome = .failure(error)
+        }
+        // A failure here is the same on every rank (same files): rank 0 reports it.
+        switch outcome {
+        case .failure(let error):
+            if communicator.isRoot { printError("cohort: \(error.message)") }
+            communicator.finalize()
+            throw ExitCode(1)
+        case .success(let (report, path)):
+            if communicator.isRoot {
+                printLine(report.table())
+                if let loss = report.loss { printLine(String(format: "loss %.4f", loss)) }
+                let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                if FileManager.default.createFile(atPath: path, contents: Data(report.json().utf8)) {
+                    printLine("saved \(path)")
+                } else {
+                    printError("cohort: \(path): cannot write the report")
+                }
+            }
+            communicator.finalize()
+        }
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write class probabilities and predicted labels for every row of a file, as HDF5.",
+        discussion: """
+        Output datasets: probabilities float32 [N, K] (softmax; for a binary model [1 − p, p]) and
+        predictions int64 [N]; attributes class_names, checkpoint, source. Runs in one process.
+        """
+    )
+
+    @Argument(help: "A checkpoint file written by cohort train.")
+    var checkpoint: String
+
+    @Option(help: "HDF5 file with the rows to predict (Cohort's layout; labels are read but not needed for the output).")
+    var data: String
+
+    @Option(help: "Output HDF5 file.")
+    var out: String
+
+    @Option(help: "Rows per forward pass.")
+    var batchSize: Int = 500
+
+    func run() throws {
+        do {
+            let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
+            let predictions = try Cohort.predict(trained, batchSize: batchSize)
+            let file = try HDF5File.create(out)
+            try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
+            try file.write("predictions", predictions.labels, shape: [trained.data.rows])
+            try file.setAttribute("class_names", trained.data.classNames)
+            try file.setAttribute("checkpoint", checkpoint)
+            try file.setAttribute("source", data)
+            try file.flush()
+            file.close()
+            printLine("wrote \(out): \(trained.data.rows) rows, \(predictions.classes) classes")
+        } catch let error as CohortError {
+            fail(error.message)
+        }
+    }
+}
