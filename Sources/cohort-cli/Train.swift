@@ -45,7 +45,7 @@ struct Train: ParsableCommand {
             let made = try Trainer(config: config, communicator: communicator, resume: resume)
             if communicator.isRoot {
                 made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
-                                                           stepsPerEpoch: made.sampler.stepsPerEpoch)
+                                                           stepsPerEpoch: made.stepsThisEpoch)
                 made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard)
             }
             trainer = made

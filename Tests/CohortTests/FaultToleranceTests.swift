@@ -76,7 +76,7 @@ final class FaultToleranceTests: XCTestCase {
         // Slow the job down so the signal lands mid-run: a large evaluation after each epoch is not
         // needed; the steps are printed one by one and the signal follows step 20.
         let job = try CohortJob(ranks: 2, ["train", stopped], directory: directory)
-        XCTAssertTrue(job.waitForOutput("epoch 2 step 7/", seconds: 60), job.output + job.error)
+        XCTAssertTrue(job.waitForOutput("epoch 2/4 step 7/", seconds: 60), job.output + job.error)
         let ranks = job.rankProcesses()
         XCTAssertEqual(ranks.count, 2, "rank processes of mpirun")
         kill(try XCTUnwrap(ranks.last), SIGTERM)

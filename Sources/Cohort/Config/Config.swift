@@ -29,6 +29,40 @@ public struct DataConfig: Sendable {
     public var cache: Bool
     public var normalize: Normalization
     public var dropRemainder: Bool
+    /// Per-channel mean and std for `standardize` (default: the file's attributes).
+    public var mean: [Double]?
+    public var std: [Double]?
+    public var sampling: SamplingMode
+    /// Rows per block in `sharded` mode (default: the features dataset's chunk rows).
+    public var blockRows: Int?
+    /// Rows held by each rank's shuffle buffer in `sharded` mode.
+    public var shuffleBuffer: Int
+    /// Fraction of the training file held out for validation: its last rows, before shuffling.
+    public var validationSplit: Double
+    /// Read and decode batches on a background thread, one batch ahead.
+    public var prefetch: Bool
+    public var augmentation: Augmentation
+    /// Scan float features for NaN/Inf before training when they are not cached.
+    public var checkFinite: Bool
+}
+
+public enum SamplingMode: String, Sendable {
+    /// One permutation of all rows per epoch, split into global batches.
+    case global
+    /// Chunk-aligned blocks dealt to ranks, shuffled within a bounded buffer: for data larger than memory.
+    case sharded
+}
+
+/// Per-rank, seeded image augmentation, applied to training batches only.
+public struct Augmentation: Equatable, Sendable {
+    /// Zero-pad by this many pixels and crop back to the original size at a random offset (0: off).
+    public var cropPadding: Int = 0
+    public var horizontalFlip: Bool = false
+    public var isEnabled: Bool { cropPadding > 0 || horizontalFlip }
+    public init(cropPadding: Int = 0, horizontalFlip: Bool = false) {
+        self.cropPadding = cropPadding
+        self.horizontalFlip = horizontalFlip
+    }
 }
 
 public enum Normalization: String, Sendable {
@@ -98,8 +132,10 @@ public enum Metric: String, Sendable, CaseIterable {
     case testLoss = "test_loss"
     case trainAccuracy = "train_accuracy"
     case trainLoss = "train_loss"
+    case validationAccuracy = "validation_accuracy"
+    case validationLoss = "validation_loss"
 
-    public var lowerIsBetter: Bool { self == .testLoss || self == .trainLoss }
+    public var lowerIsBetter: Bool { self == .testLoss || self == .trainLoss || self == .validationLoss }
 
     public func value(in report: EpochReport) -> Double? {
         switch self {
@@ -107,6 +143,8 @@ public enum Metric: String, Sendable, CaseIterable {
         case .testLoss: return report.testLoss
         case .trainAccuracy: return report.trainAccuracy
         case .trainLoss: return report.trainLoss
+        case .validationAccuracy: return report.validationAccuracy
+        case .validationLoss: return report.validationLoss
         }
     }
 }
@@ -237,7 +275,25 @@ extension TrainConfig {
             labels: try dataMap.string("labels", default: "labels"),
             cache: try dataMap.bool("cache", default: true),
             normalize: Normalization(rawValue: try dataMap.choice("normalize", ["scale", "standardize", "none"], default: "scale"))!,
-            dropRemainder: try dataMap.choice("remainder", ["partial", "drop"], default: "partial") == "drop"
+            dropRemainder: try dataMap.choice("remainder", ["partial", "drop"], default: "partial") == "drop",
+            mean: try dataMap.doubles("mean"),
+            std: try dataMap.doubles("std"),
+            sampling: SamplingMode(rawValue: try dataMap.choice("sampling", ["global", "sharded"], default: "global"))!,
+            blockRows: try dataMap.int("block_rows").map { rows in
+                guard rows > 0 else { throw dataMap.error("block_rows", "must be positive") }
+                return rows
+            },
+            shuffleBuffer: try dataMap.int("shuffle_buffer", default: 8192, range: 1...Int.max),
+            validationSplit: try dataMap.double("validation_split", default: 0, range: 0...0.9),
+            prefetch: try dataMap.bool("prefetch", default: true),
+            augmentation: try {
+                guard let map = try dataMap.map("augment") else { return Augmentation() }
+                let augmentation = Augmentation(cropPadding: try map.int("crop_padding", default: 0, range: 0...64),
+                                                horizontalFlip: try map.bool("horizontal_flip", default: false))
+                try map.finish()
+                return augmentation
+            }(),
+            checkFinite: try dataMap.bool("check_finite", default: true)
         )
         try dataMap.finish()
 

@@ -87,6 +87,14 @@ final class ConfigMap {
         return chosen
     }
 
+    func doubles(_ key: String) throws -> [Double]? {
+        guard let nodes = try list(key) else { return nil }
+        return try nodes.map { node in
+            guard case .scalar = node, let value = node.float, value.isFinite else { throw error(key, "expected a list of numbers") }
+            return value
+        }
+    }
+
     func map(_ key: String) throws -> ConfigMap? {
         guard let node = node(key) else { return nil }
         return try ConfigMap(node, file: file, path: keyPath(key))

@@ -393,6 +393,8 @@ public final class HDF5Dataset {
     }
 
     public func readAll<T: HDF5Scalar>(as: T.Type = T.self) throws -> [T] {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
         let count = shape.reduce(1, *)
         var values = [T](repeating: T.zero, count: count)
         if count > 0 {
@@ -427,6 +429,10 @@ public final class HDF5Dataset {
 
     private func readSelection<T: HDF5Scalar>(rowRuns: [(Int, Int)], totalRows: Int, into destination: UnsafeMutablePointer<T>) throws {
         guard totalRows > 0 else { return }
+        // HDF5 calls go one at a time, whichever thread makes them (the prefetch thread reads
+        // training rows while the main thread may evaluate).
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
         let fileSpace = H5Dget_space(id)
         defer { H5Sclose(fileSpace) }
         let rank = shape.count
@@ -449,6 +455,9 @@ public final class HDF5Dataset {
         }
     }
 }
+
+/// Serializes HDF5 reads across threads.
+let hdf5Lock = NSLock()
 
 /// Element types Cohort reads and writes, with their native HDF5 type.
 public protocol HDF5Scalar: Numeric {

@@ -33,10 +33,16 @@ public final class LabeledData {
     private var staging: [UInt8] = []
     private var stagingFloats: [Float] = []
     /// When set, every row read from the file is appended here (diagnostics and tests).
-    public var readLog: [Int]?
+    public var readLog: [Int]? {
+        get { readLogLock.withLock { storedReadLog } }
+        set { readLogLock.withLock { storedReadLog = newValue } }
+    }
+    private var storedReadLog: [Int]?
+    private let readLogLock = NSLock()
 
     public init(path: String, featuresName: String, labelsName: String, normalization: Normalization,
-                cache: Bool, expectedClasses: Int? = nil) throws {
+                cache: Bool, expectedClasses: Int? = nil, mean: [Double]? = nil, std: [Double]? = nil,
+                checkFinite: Bool = true) throws {
         self.path = path
         file = try HDF5File.open(path)
         features = try file.dataset(featuresName)
@@ -89,10 +95,13 @@ public final class LabeledData {
         if case .integer = features.elementType { isInteger = true } else { isInteger = false }
         scale = (normalization != .none && features.elementType == .integer(bytes: 1, signed: false)) ? 1 / 255 : 1
         if normalization == .standardize {
-            let mean = try file.numberAttribute("mean", as: Double.self)
-            let std = try file.numberAttribute("std", as: Double.self)
+            // The config's values win over the file's attributes.
+            guard let mean = try mean ?? (try? file.numberAttribute("mean", as: Double.self)),
+                  let std = try std ?? (try? file.numberAttribute("std", as: Double.self)) else {
+                throw CohortError("\(path): normalize: standardize needs mean and std, as file attributes (cohort prepare writes them) or data.mean/data.std in the config")
+            }
             guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
-                throw CohortError("\(path): attributes mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
+                throw CohortError("\(path): mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
             }
             (channelMean, channelStd) = (mean.map(Float.init), std.map(Float.init))
         } else {
@@ -109,8 +118,29 @@ public final class LabeledData {
                 }
                 floatCache = values
             }
+        } else if !isInteger && checkFinite {
+            try scanForNonFinite(featuresName)
         }
     }
+
+    /// Reads float features once in bounded slices, before training, so that a NaN or
+    /// infinity is an error naming its row instead of a diverged run.
+    private func scanForNonFinite(_ featuresName: String) throws {
+        let sliceRows = max(1, (1 << 22) / max(features.rowElements, 1))
+        var buffer = [Float](repeating: 0, count: sliceRows * features.rowElements)
+        var start = 0
+        while start < rows {
+            let count = min(sliceRows, rows - start)
+            try buffer.withUnsafeMutableBufferPointer { try features.readRows(start: start, count: count, into: $0.baseAddress!) }
+            if let bad = buffer.prefix(count * features.rowElements).firstIndex(where: { !$0.isFinite }) {
+                throw CohortError("\(path): dataset '\(featuresName)' row \(start + bad / features.rowElements) holds a NaN or infinite value")
+            }
+            start += count
+        }
+    }
+
+    /// Rows per chunk of the features dataset (the natural block for sharded reading).
+    public var chunkRows: Int? { features.chunkShape?.first }
 
     public func label(_ row: Int) -> Int32 { labels[row] }
 
@@ -138,7 +168,7 @@ public final class LabeledData {
         // where the batch wants it.
         let order = rowIndices.enumerated().sorted { $0.element < $1.element }
         let sorted = order.map(\.element)
-        readLog?.append(contentsOf: sorted)
+        readLogLock.withLock { storedReadLog?.append(contentsOf: sorted) }
         if features.elementType == .integer(bytes: 1, signed: false) {
             if staging.count < sorted.count * rowElements { staging = [UInt8](repeating: 0, count: sorted.count * rowElements) }
             try staging.withUnsafeMutableBufferPointer { buffer in

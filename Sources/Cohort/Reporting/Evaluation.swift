@@ -14,7 +14,9 @@ public struct Evaluation: Sendable {
     }
 }
 
-public func evaluate(model: Model, data: LabeledData, loss: Loss, communicator: Communicator, batchSize: Int) throws -> Evaluation {
+public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? = nil, loss: Loss, communicator: Communicator,
+                     batchSize: Int) throws -> Evaluation {
+    let window = window ?? 0..<data.rows
     let classes = data.classes
     let width = model.outputShape.reduce(1, *)
     let batch = max(1, min(batchSize, model.maxBatch))
@@ -24,7 +26,8 @@ public func evaluate(model: Model, data: LabeledData, loss: Loss, communicator: 
         x.deallocate()
         y.deallocate()
     }
-    let share = (communicator.rank * data.rows / communicator.size)..<((communicator.rank + 1) * data.rows / communicator.size)
+    let count = window.count
+    let share = (window.lowerBound + communicator.rank * count / communicator.size)..<(window.lowerBound + (communicator.rank + 1) * count / communicator.size)
     var lossSum = 0.0
     var confusion = [Double](repeating: 0, count: classes * classes)
     var start = share.lowerBound
@@ -42,8 +45,8 @@ public func evaluate(model: Model, data: LabeledData, loss: Loss, communicator: 
     let sums = communicator.allReduceSum([lossSum] + confusion)
     let matrix = (0..<classes).map { k in (0..<classes).map { Int(sums[1 + k * classes + $0]) } }
     let correct = (0..<classes).reduce(0) { $0 + matrix[$1][$1] }
-    return Evaluation(loss: sums[0] / Double(max(data.rows, 1)), accuracy: Double(correct) / Double(max(data.rows, 1)),
-                      confusion: matrix, rows: data.rows)
+    return Evaluation(loss: sums[0] / Double(max(count, 1)), accuracy: Double(correct) / Double(max(count, 1)),
+                      confusion: matrix, rows: count)
 }
 
 /// Probabilities [N × K] and predicted labels for every row of a trained model's data.

@@ -11,7 +11,7 @@ public final class RunRecorder {
     private let events: EventWriter?
     private let csvPath: String
 
-    public static let csvHeader = "epoch,global_step,train_loss,train_accuracy,test_loss,test_accuracy,learning_rate,samples_per_second,seconds"
+    public static let csvHeader = "epoch,global_step,train_loss,train_accuracy,validation_loss,validation_accuracy,test_loss,test_accuracy,learning_rate,samples_per_second,seconds"
 
     public init(directory: String, configText: String, tensorBoard: Bool) throws {
         self.directory = directory
@@ -35,6 +35,8 @@ public final class RunRecorder {
     public func epoch(_ report: EpochReport, globalStep: Int, learningRate: Double) {
         events?.scalar("epoch/train_loss", report.trainLoss, step: globalStep)
         events?.scalar("epoch/train_accuracy", report.trainAccuracy, step: globalStep)
+        if let loss = report.validationLoss { events?.scalar("epoch/validation_loss", loss, step: globalStep) }
+        if let accuracy = report.validationAccuracy { events?.scalar("epoch/validation_accuracy", accuracy, step: globalStep) }
         if let loss = report.testLoss { events?.scalar("epoch/test_loss", loss, step: globalStep) }
         if let accuracy = report.testAccuracy { events?.scalar("epoch/test_accuracy", accuracy, step: globalStep) }
         events?.scalar("epoch/learning_rate", learningRate, step: globalStep)
@@ -42,7 +44,7 @@ public final class RunRecorder {
         events?.flush()
         func number(_ value: Double?) -> String { value.map { String(format: "%.6g", $0) } ?? "" }
         let row = [String(report.epoch), String(globalStep), number(report.trainLoss), number(report.trainAccuracy),
-                   number(report.testLoss), number(report.testAccuracy), number(learningRate),
+                   number(report.validationLoss), number(report.validationAccuracy), number(report.testLoss), number(report.testAccuracy), number(learningRate),
                    number(report.samplesPerSecond), number(report.seconds)].joined(separator: ",")
         if let handle = FileHandle(forWritingAtPath: csvPath) {
             handle.seekToEndOfFile()

@@ -8,6 +8,8 @@ public struct EpochReport: Sendable {
     public var trainAccuracy: Double
     public var testLoss: Double?
     public var testAccuracy: Double?
+    public var validationLoss: Double? = nil
+    public var validationAccuracy: Double? = nil
     public var samplesPerSecond: Double
     public var seconds: Double
 }
@@ -23,15 +25,17 @@ public final class Trainer {
     public let optimizer: Optimizer
     public let train: LabeledData
     public let test: LabeledData?
-    public let sampler: GlobalSampler
+    /// Where each step's rows come from (global or sharded sampling, prefetch, augmentation).
+    public let loader: BatchLoader
+    /// Rows of the training file used for training; the rest (validation_split) for validation.
+    public let trainingRows: Int
+    public var globalBatch: Int { communicator.size * config.training.batchSize }
     public private(set) var position: Checkpoint.Position
     public private(set) var history: [EpochReport] = []
     /// Where rank 0's lines go (stdout by default; tests capture them).
     public var log: (String) -> Void = printLine
     public var checkpointDirectory: String { "\(config.runDirectory)/checkpoints" }
 
-    private let x: UnsafeMutablePointer<Float>
-    private let y: UnsafeMutablePointer<Int32>
     private let logitGradient: UnsafeMutablePointer<Float>
 
     /// Opens the data, builds the model (rank 0's initial weights broadcast to all) and, when
@@ -39,23 +43,41 @@ public final class Trainer {
     public init(config: TrainConfig, communicator: Communicator, resume: String? = nil) throws {
         self.config = config
         self.communicator = communicator
-        train = try LabeledData(path: config.data.train, featuresName: config.data.features, labelsName: config.data.labels,
-                                normalization: config.data.normalize, cache: config.data.cache)
+        let data = config.data
+        train = try LabeledData(path: data.train, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
+                                cache: data.cache && data.sampling == .global, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
         let classes = train.classes
-        test = try config.data.test.map {
-            try LabeledData(path: $0, featuresName: config.data.features, labelsName: config.data.labels,
-                            normalization: config.data.normalize, cache: config.data.cache, expectedClasses: classes)
+        test = try data.test.map {
+            try LabeledData(path: $0, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
+                            cache: data.cache, expectedClasses: classes, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
         }
         if let test, test.sampleShape != train.sampleShape {
             throw CohortError("\(test.path): samples have shape \(test.sampleShape) but \(train.path) has \(train.sampleShape)")
         }
+        // validation_split holds out the last rows of the file, before any shuffling.
+        trainingRows = train.rows - Int((Double(train.rows) * data.validationSplit).rounded())
         let globalBatch = communicator.size * config.training.batchSize
-        guard train.rows >= globalBatch else {
-            throw CohortError("\(train.path): \(train.rows) rows are fewer than one global batch (\(communicator.size) ranks × \(config.training.batchSize))")
+        guard trainingRows >= globalBatch else {
+            throw CohortError("\(train.path): \(trainingRows) training rows are fewer than one global batch (\(communicator.size) ranks × \(config.training.batchSize))")
         }
-        sampler = GlobalSampler(rows: train.rows, worldSize: communicator.size, rank: communicator.rank,
-                                batchPerRank: config.training.batchSize, seed: config.seed,
-                                dropRemainder: config.data.dropRemainder)
+        let plan: BatchLoader.Plan
+        switch data.sampling {
+        case .global:
+            plan = .global(GlobalSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
+                                         batchPerRank: config.training.batchSize, seed: config.seed, dropRemainder: data.dropRemainder))
+        case .sharded:
+            let blockRows = data.blockRows ?? train.chunkRows ?? 1024
+            let sharded = ShardedSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
+                                         batchPerRank: config.training.batchSize, blockRows: blockRows,
+                                         bufferRows: data.shuffleBuffer, seed: config.seed, dropRemainder: data.dropRemainder)
+            guard sharded.blockCount >= communicator.size else {
+                throw CohortError("\(train.path): \(sharded.blockCount) blocks of \(blockRows) rows cannot be dealt to \(communicator.size) ranks; lower data.block_rows")
+            }
+            plan = .sharded(sharded)
+        }
+        let augmenter = data.augmentation.isEnabled
+            ? Augmenter(augmentation: data.augmentation, shape: train.sampleShape, seed: config.seed, rank: communicator.rank) : nil
+        loader = BatchLoader(data: train, plan: plan, batchSize: config.training.batchSize, augmenter: augmenter, prefetch: data.prefetch)
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator)
@@ -68,8 +90,6 @@ public final class Trainer {
         }
         optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
         position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
-        x = .allocate(capacity: maxBatch * train.sampleSize)
-        y = .allocate(capacity: maxBatch)
         logitGradient = .allocate(capacity: maxBatch * max(train.classes, 1))
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
@@ -85,7 +105,8 @@ public final class Trainer {
     }
 
     /// Total optimizer steps of the run, the T of the learning-rate schedule.
-    public var totalSteps: Int { config.training.epochs * sampler.stepsPerEpoch }
+    public var totalSteps: Int { (0..<config.training.epochs).reduce(0) { $0 + loader.stepsPerEpoch($1) } }
+    public var stepsThisEpoch: Int { loader.stepsPerEpoch(position.epoch) }
 
     /// The schedule's rate at this step, times the plateau callback's reduction.
     public var learningRate: Float {
@@ -102,8 +123,6 @@ public final class Trainer {
     public private(set) var finalReport: ClassificationReport?
 
     deinit {
-        x.deallocate()
-        y.deallocate()
         logitGradient.deallocate()
     }
 
@@ -133,17 +152,21 @@ public final class Trainer {
         let loss = config.loss
         let batchSize = config.training.batchSize
         if communicator.isRoot {
-            log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(sampler.globalBatch); "
-                + "\(sampler.stepsPerEpoch) steps per epoch; \(parameters.count) parameters; \(train.rows) training rows")
+            log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(globalBatch); "
+                + "\(stepsThisEpoch) steps per epoch; \(parameters.count) parameters; \(trainingRows) training rows"
+                + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
+                + (config.data.sampling == .sharded ? "; sharded sampling" : ""))
         }
         installStopSignalHandlers()
         while position.epoch < config.training.epochs {
-            let order = sampler.order(epoch: position.epoch)
             var started = DispatchTime.now().uptimeNanoseconds
-            while position.stepInEpoch < sampler.stepsPerEpoch {
-                let (rows, globalCount) = sampler.batch(step: position.stepInEpoch, order: order)
-                let batch = rows.count
-                try train.load(rows: rows, x: x, y: y)
+            let steps = stepsThisEpoch
+            loader.beginEpoch(position.epoch, from: position.stepInEpoch)
+            defer { loader.endEpoch() }
+            while position.stepInEpoch < steps {
+                let input = try loader.next()
+                let (x, y, batch, globalCount) = (input.x, input.y, input.count, input.globalCount)
+                defer { loader.release(input) }
                 parameters.zeroGradients()
                 // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
                 if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
@@ -187,14 +210,16 @@ public final class Trainer {
                 position.samplesSeen += globalCount
 
                 if communicator.isRoot { reportStep(started: started) }
-                let midEpoch = position.stepInEpoch < sampler.stepsPerEpoch
+                let midEpoch = position.stepInEpoch < steps
                 if flags[0] > 0 {
+                    loader.endEpoch()
                     epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
                     return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
+                    loader.endEpoch()
                     epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
@@ -211,13 +236,19 @@ public final class Trainer {
             let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
             let seconds = epochTotals.seconds
             epochTotals = (0, 0, 0, 0)
+            loader.endEpoch()
             let evaluation = try evaluateTest()
-            let report = EpochReport(
+            var report = EpochReport(
                 epoch: position.epoch + 1,
                 trainLoss: sums[0] / max(sums[2], 1),
                 trainAccuracy: sums[1] / max(sums[2], 1),
                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                 samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
+            if trainingRows < train.rows {
+                let validation = try Cohort.evaluate(model: model, data: train, rows: trainingRows..<train.rows, loss: config.loss,
+                                                     communicator: communicator, batchSize: config.training.evalBatchSize)
+                (report.validationLoss, report.validationAccuracy) = (validation.loss, validation.accuracy)
+            }
             history.append(report)
             position.epoch += 1
             position.stepInEpoch = 0
@@ -242,7 +273,7 @@ public final class Trainer {
         let loss = epochTotals.loss / max(epochTotals.rows, 1)
         let rate = epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)
         progress?.update(Progress.Snapshot(epoch: position.epoch + 1, epochs: config.training.epochs, step: position.stepInEpoch,
-                                           steps: sampler.stepsPerEpoch, loss: loss, learningRate: Double(learningRate),
+                                           steps: stepsThisEpoch, loss: loss, learningRate: Double(learningRate),
                                            samplesPerSecond: rate, elapsed: elapsed))
         if let every = progress?.every, position.stepInEpoch % every == 0 {
             recorder?.step(position.globalStep, loss: loss, learningRate: Double(learningRate), samplesPerSecond: rate)
@@ -297,6 +328,9 @@ public final class Trainer {
     private func describe(_ report: EpochReport) -> String {
         var line = String(format: "epoch %d/%d  train loss %.4f  train accuracy %.4f", report.epoch, config.training.epochs,
                           report.trainLoss, report.trainAccuracy)
+        if let loss = report.validationLoss, let accuracy = report.validationAccuracy {
+            line += String(format: "  validation loss %.4f  validation accuracy %.4f", loss, accuracy)
+        }
         if let loss = report.testLoss, let accuracy = report.testAccuracy {
             line += String(format: "  test loss %.4f  test accuracy %.4f", loss, accuracy)
         }
@@ -390,6 +424,8 @@ public final class Trainer {
         checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
         checkpoint.metrics["test_loss"] = history.map { $0.testLoss ?? .nan }
         checkpoint.metrics["test_accuracy"] = history.map { $0.testAccuracy ?? .nan }
+        checkpoint.metrics["validation_loss"] = history.map { $0.validationLoss ?? .nan }
+        checkpoint.metrics["validation_accuracy"] = history.map { $0.validationAccuracy ?? .nan }
         checkpoint.metrics["samples_per_second"] = history.map(\.samplesPerSecond)
         checkpoint.metrics["seconds"] = history.map(\.seconds)
         return checkpoint
@@ -458,22 +494,26 @@ public final class Trainer {
         }
         // Another rank count or batch size: continue from the same number of samples seen in the epoch.
         let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
-        if savedGlobalBatch != sampler.globalBatch, position.stepInEpoch > 0 {
-            let seenInEpoch = position.stepInEpoch * savedGlobalBatch
-            guard seenInEpoch % sampler.globalBatch == 0 else {
-                throw CohortError("\(request): stopped after \(seenInEpoch) samples of epoch \(position.epoch + 1), not a multiple of the new global batch \(sampler.globalBatch); resume with a global batch that divides it, or from an epoch-end checkpoint")
+        if savedGlobalBatch != globalBatch, position.stepInEpoch > 0 {
+            guard config.data.sampling == .global else {
+                throw CohortError("\(request): a sharded run resumes mid-epoch only with the rank count and batch size it was saved with; resume from an epoch-end checkpoint")
             }
-            position.stepInEpoch = seenInEpoch / sampler.globalBatch
+            let seenInEpoch = position.stepInEpoch * savedGlobalBatch
+            guard seenInEpoch % globalBatch == 0 else {
+                throw CohortError("\(request): stopped after \(seenInEpoch) samples of epoch \(position.epoch + 1), not a multiple of the new global batch \(globalBatch); resume with a global batch that divides it, or from an epoch-end checkpoint")
+            }
+            position.stepInEpoch = seenInEpoch / globalBatch
         }
-        if savedGlobalBatch != sampler.globalBatch, communicator.isRoot {
-            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(sampler.globalBatch) (\(communicator.size) × \(config.training.batchSize))")
+        if savedGlobalBatch != globalBatch, communicator.isRoot {
+            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(globalBatch) (\(communicator.size) × \(config.training.batchSize))")
         }
         let restoredHistory = checkpoint.metrics["train_loss"]?.count ?? 0
         history = (0..<restoredHistory).map { index in
             func metric(_ name: String) -> Double { checkpoint.metrics[name].flatMap { index < $0.count ? $0[index] : nil } ?? .nan }
-            let testLoss = metric("test_loss")
+            func optional(_ name: String) -> Double? { metric(name).isNaN ? nil : metric(name) }
             return EpochReport(epoch: index + 1, trainLoss: metric("train_loss"), trainAccuracy: metric("train_accuracy"),
-                               testLoss: testLoss.isNaN ? nil : testLoss, testAccuracy: testLoss.isNaN ? nil : metric("test_accuracy"),
+                               testLoss: optional("test_loss"), testAccuracy: optional("test_accuracy"),
+                               validationLoss: optional("validation_loss"), validationAccuracy: optional("validation_accuracy"),
                                samplesPerSecond: metric("samples_per_second"), seconds: metric("seconds"))
         }
         if communicator.isRoot {

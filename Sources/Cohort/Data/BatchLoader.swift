@@ -1,0 +1,256 @@
+import Foundation
+
+/// Hands the training loop one batch per step: this rank's rows, decoded into the model's
+/// layout, augmented. With `prefetch`, a background thread prepares the next batch while the
+/// current one is computed (two slots, so the thread is always one batch ahead); an error on
+/// that thread (a read failure, a NaN) is rethrown by `next()` with its file and row.
+/// HDF5 reads go through one lock (HDF5.swift), so the main thread can evaluate meanwhile.
+public final class BatchLoader: @unchecked Sendable {
+    public enum Plan {
+        case global(GlobalSampler)
+        case sharded(ShardedSampler)
+    }
+
+    public struct Batch {
+        public let slot: Int
+        public let x: UnsafeMutablePointer<Float>
+        public let y: UnsafeMutablePointer<Int32>
+        public let count: Int
+        public let globalCount: Int
+    }
+
+    public let data: LabeledData
+    public let plan: Plan
+    public let augmenter: Augmenter?
+    public let prefetch: Bool
+    /// Seconds the training loop has spent waiting in `next()` (the loader's cost to compute).
+    public private(set) var waitSeconds = 0.0
+    /// The most rows the sharded shuffle buffer has held, and the bytes it allocates.
+    public private(set) var peakBufferRows = 0
+    public var bufferBytes: Int { bufferData.map { _ in bufferCapacity * data.sampleSize * 4 } ?? 0 }
+    /// When set (diagnostics and tests), every training row read from the file is appended.
+    public var readLog: [Int]? {
+        get { data.readLog }
+        set { data.readLog = newValue }
+    }
+
+    private let batchSize: Int
+    private var slots: [(x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>)] = []
+    private var bufferData: UnsafeMutablePointer<Float>?
+    private var bufferCapacity = 0
+
+    // Producer/consumer state for one epoch.
+    private var producer: Thread?
+    private let lock = NSLock()
+    private var freeSlots = DispatchSemaphore(value: 2)
+    private var filled = DispatchSemaphore(value: 0)
+    private var ready: [Batch] = []
+    private var failure: Error?
+    private var cancelled = false
+    private var synchronousSteps: AnyIterator<Result<Batch, Error>>?
+
+    public init(data: LabeledData, plan: Plan, batchSize: Int, augmenter: Augmenter?, prefetch: Bool) {
+        self.data = data
+        self.plan = plan
+        self.batchSize = batchSize
+        self.augmenter = augmenter
+        self.prefetch = prefetch
+        for _ in 0..<2 {
+            slots.append((.allocate(capacity: batchSize * data.sampleSize), .allocate(capacity: batchSize)))
+        }
+        if case .sharded(let sampler) = plan {
+            bufferCapacity = sampler.bufferRows
+            bufferData = .allocate(capacity: bufferCapacity * data.sampleSize)
+        }
+    }
+
+    deinit {
+        endEpoch()
+        for slot in slots {
+            slot.x.deallocate()
+            slot.y.deallocate()
+        }
+        bufferData?.deallocate()
+    }
+
+    public func stepsPerEpoch(_ epoch: Int) -> Int {
+        switch plan {
+        case .global(let sampler): return sampler.stepsPerEpoch
+        case .sharded(let sampler): return sampler.stepsPerEpoch(epoch: epoch)
+        }
+    }
+
+    /// Starts producing the batches of `epoch` from step `step` (0, or the step a resumed run stopped at).
+    public func beginEpoch(_ epoch: Int, from step: Int) {
+        endEpoch()
+        cancelled = false
+        failure = nil
+        ready = []
+        freeSlots = DispatchSemaphore(value: 2)
+        filled = DispatchSemaphore(value: 0)
+        let work = makeProducer(epoch: epoch, from: step)
+        if prefetch {
+            // The thread owns `work` from here on; the slots it fills are handed over by the semaphores.
+            let box = UncheckedSendable(work)
+            let thread = Thread { [unowned self] in self.produce(box.value) }
+            thread.name = "cohort-prefetch"
+            producer = thread
+            thread.start()
+        } else {
+            synchronousSteps = AnyIterator {
+                guard let slot = work.next() else { return nil }
+                return slot
+            }
+        }
+    }
+
+    /// The next batch, waiting for the prefetch thread if it is behind. Call `release` once the
+    /// step no longer reads the batch (after backward).
+    public func next() throws -> Batch {
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer { waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
+        if !prefetch {
+            guard let result = synchronousSteps?.next() else { throw CohortError("\(data.path): no batch left in this epoch") }
+            return try result.get()
+        }
+        filled.wait()
+        lock.lock()
+        defer { lock.unlock() }
+        if let failure { throw failure }
+        guard !ready.isEmpty else { throw CohortError("\(data.path): no batch left in this epoch") }
+        return ready.removeFirst()
+    }
+
+    public func release(_ batch: Batch) {
+        if prefetch { freeSlots.signal() }
+    }
+
+    /// Stops the prefetch thread (at the end of an epoch, or when the run stops early).
+    public func endEpoch() {
+        guard let thread = producer else { return }
+        lock.lock()
+        cancelled = true
+        lock.unlock()
+        freeSlots.signal()
+        freeSlots.signal()
+        while !thread.isFinished { usleep(100) }
+        producer = nil
+    }
+
+    private func produce(_ work: AnyIterator<Result<Batch, Error>>) {
+        while true {
+            freeSlots.wait()
+            lock.lock()
+            let stop = cancelled
+            lock.unlock()
+            if stop { return }
+            guard let result = work.next() else {
+                filled.signal()
+                return
+            }
+            lock.lock()
+            switch result {
+            case .success(let batch): ready.append(batch)
+            case .failure(let error): failure = error
+            }
+            lock.unlock()
+            filled.signal()
+            if case .failure = result { return }
+        }
+    }
+
+    /// The batches of one epoch, in order, alternating between the two slots.
+    private func makeProducer(epoch: Int, from firstStep: Int) -> AnyIterator<Result<Batch, Error>> {
+        let steps = stepsPerEpoch(epoch)
+        var step = firstStep
+        switch plan {
+        case .global(let sampler):
+            let order = sampler.order(epoch: epoch)
+            return AnyIterator { [unowned self] in
+                guard step < steps else { return nil }
+                defer { step += 1 }
+                let slotIndex = step % 2
+                let (rows, globalCount) = sampler.batch(step: step, order: order)
+                do {
+                    try data.load(rows: rows, x: slots[slotIndex].x, y: slots[slotIndex].y)
+                    augmenter?.apply(slots[slotIndex].x, batch: rows.count, epoch: epoch, step: step)
+                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, count: rows.count, globalCount: globalCount))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        case .sharded(let sampler):
+            let shares = sampler.shares(forEpoch: epoch)
+            let share = shares[sampler.rank]
+            var stream = sampler.stream(epoch: epoch)
+            var prepared = false
+            return AnyIterator { [unowned self] in
+                guard step < steps else { return nil }
+                defer { step += 1 }
+                do {
+                    if !prepared {
+                        try self.replay(&stream, steps: firstStep, share: share, sampler: sampler)
+                        prepared = true
+                    }
+                    let slotIndex = step % 2
+                    let count = min(sampler.batchPerRank, max(share - step * sampler.batchPerRank, 0))
+                    for position in 0..<count {
+                        try self.refill(&stream)
+                        guard let (slot, row) = stream.draw() else { throw CohortError("\(data.path): shuffle buffer ran dry") }
+                        let x = slots[slotIndex].x + position * data.sampleSize
+                        x.update(from: bufferData! + slot * data.sampleSize, count: data.sampleSize)
+                        // Mirror the draw's move of the last row into the freed slot.
+                        let last = stream.buffer.count
+                        if slot != last {
+                            (bufferData! + slot * data.sampleSize).update(from: bufferData! + last * data.sampleSize, count: data.sampleSize)
+                        }
+                        slots[slotIndex].y[position] = data.label(row)
+                    }
+                    augmenter?.apply(slots[slotIndex].x, batch: count, epoch: epoch, step: step)
+                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, count: count,
+                                          globalCount: sampler.globalCount(epoch: epoch, step: step, shares: shares)))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+    }
+
+    /// Reads every block the buffer has room for into the slots after its current rows.
+    private func refill(_ stream: inout ShardedSampler.EpochStream) throws {
+        while true {
+            let before = stream.buffer.count
+            guard let range = stream.blockToRead() else { return }
+            try data.load(rows: Array(range)[...], x: bufferData! + before * data.sampleSize, y: slots[0].y)
+            peakBufferRows = max(peakBufferRows, stream.buffer.count)
+        }
+    }
+
+    /// Resuming mid-epoch: replay the draws of the steps already taken on row ids alone, then
+    /// read the rows the buffer holds at that point.
+    private func replay(_ stream: inout ShardedSampler.EpochStream, steps: Int, share: Int, sampler: ShardedSampler) throws {
+        guard steps > 0 else { return }
+        let draws = min(share, steps * sampler.batchPerRank)
+        for _ in 0..<draws {
+            while stream.blockToRead() != nil {}
+            _ = stream.draw()
+        }
+        let ids = stream.buffer
+        let order = ids.enumerated().sorted { $0.element < $1.element }
+        let staging = UnsafeMutablePointer<Float>.allocate(capacity: max(ids.count, 1) * data.sampleSize)
+        defer { staging.deallocate() }
+        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: max(ids.count, 1))
+        defer { labels.deallocate() }
+        try data.load(rows: order.map(\.element)[...], x: staging, y: labels)
+        for (index, item) in order.enumerated() {
+            (bufferData! + item.offset * data.sampleSize).update(from: staging + index * data.sampleSize, count: data.sampleSize)
+        }
+        peakBufferRows = max(peakBufferRows, ids.count)
+    }
+}
+
+/// Hands a value to another thread when the code around it guarantees exclusive use.
+final class UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
