@@ -122,6 +122,44 @@ final class MPITrainingTests: XCTestCase {
         XCTAssertEqual(union.sorted(), Array(0..<203), "every training row exactly once per epoch across ranks")
     }
 
+    func test_shardedModeReadsOnlyOwnBlocksWithBoundedBuffer() throws {
+        let config = try writeConfig("sharded", epochs: 1, batchSize: 8)
+        let traces = "\(directory)/sharded-traces"
+        try FileManager.default.createDirectory(atPath: traces, withIntermediateDirectories: true)
+        let result = try train(ranks: 2, [config, "--set", "data.sampling=sharded", "--set", "data.block_rows=16",
+                                          "--set", "data.shuffle_buffer=40"], environment: ["COHORT_TRACE_READS": traces])
+        XCTAssertTrue(result.output.contains("sharded sampling"), result.output)
+        let peak = try XCTUnwrap(result.output.range(of: #"shuffle buffer peak (\d+) rows"#, options: .regularExpression).map { result.output[$0] })
+        XCTAssertLessThanOrEqual(Int(peak.split(separator: " ")[3]) ?? 999, 40, String(peak))
+        var union: [Int] = []
+        for rank in 0..<2 {
+            let sampler = ShardedSampler(rows: 203, worldSize: 2, rank: rank, batchPerRank: 8, blockRows: 16, bufferRows: 40, seed: 3, dropRemainder: false)
+            let read = try String(contentsOfFile: "\(traces)/rank-\(rank).txt", encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
+            let own = sampler.blocks(epoch: 0, rank: rank).flatMap { Array(sampler.block($0)) }
+            XCTAssertEqual(read.sorted(), own.sorted(), "rank \(rank) reads exactly its blocks, once")
+            union += read
+        }
+        XCTAssertEqual(union.sorted(), Array(0..<203))
+    }
+
+    func test_validationSplitHoldsOutTheLastRowsAndAugmentationTrains() throws {
+        let config = try writeConfig("validation", epochs: 2, batchSize: 8)
+        let traces = "\(directory)/validation-traces"
+        try FileManager.default.createDirectory(atPath: traces, withIntermediateDirectories: true)
+        let result = try train(ranks: 2, [config, "--set", "data.validation_split=0.2", "--set", "data.cache=false",
+                                          "--set", "data.augment={crop_padding: 1, horizontal_flip: true}"],
+                               environment: ["COHORT_TRACE_READS": traces])
+        // 203 rows: the last 41 are validation rows, never trained on.
+        XCTAssertTrue(result.output.contains("162 training rows, 41 validation rows"), result.output)
+        XCTAssertTrue(result.output.contains("validation accuracy"), result.output)
+        for rank in 0..<2 {
+            let read = try String(contentsOfFile: "\(traces)/rank-\(rank).txt", encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
+            XCTAssertTrue(read.allSatisfy { $0 < 162 }, "rank \(rank) trained on a validation row")
+        }
+        let csv = try String(contentsOfFile: "\(directory)/runs/validation/metrics.csv", encoding: .utf8)
+        XCTAssertEqual(csv.split(separator: "\n").count, 3)
+    }
+
     func test_resumeFromEpochCheckpointMatchesUninterruptedRun() throws {
         let full = try writeConfig("full", epochs: 3)
         _ = try train(ranks: 2, [full])

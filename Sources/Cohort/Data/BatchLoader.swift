@@ -37,6 +37,8 @@ public final class BatchLoader: @unchecked Sendable {
     private let batchSize: Int
     private var slots: [(x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>)] = []
     private var bufferData: UnsafeMutablePointer<Float>?
+    /// Labels of a block being read (the buffer keeps row ids; labels come from memory).
+    private var blockLabels: UnsafeMutablePointer<Int32>?
     private var bufferCapacity = 0
 
     // Producer/consumer state for one epoch.
@@ -61,6 +63,7 @@ public final class BatchLoader: @unchecked Sendable {
         if case .sharded(let sampler) = plan {
             bufferCapacity = sampler.bufferRows
             bufferData = .allocate(capacity: bufferCapacity * data.sampleSize)
+            blockLabels = .allocate(capacity: bufferCapacity)
         }
     }
 
@@ -71,6 +74,7 @@ public final class BatchLoader: @unchecked Sendable {
             slot.y.deallocate()
         }
         bufferData?.deallocate()
+        blockLabels?.deallocate()
     }
 
     public func stepsPerEpoch(_ epoch: Int) -> Int {
@@ -221,7 +225,7 @@ public final class BatchLoader: @unchecked Sendable {
         while true {
             let before = stream.buffer.count
             guard let range = stream.blockToRead() else { return }
-            try data.load(rows: Array(range)[...], x: bufferData! + before * data.sampleSize, y: slots[0].y)
+            try data.load(rows: Array(range)[...], x: bufferData! + before * data.sampleSize, y: blockLabels!)
             peakBufferRows = max(peakBufferRows, stream.buffer.count)
         }
     }

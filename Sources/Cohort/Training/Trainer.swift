@@ -12,6 +12,8 @@ public struct EpochReport: Sendable {
     public var validationAccuracy: Double? = nil
     public var samplesPerSecond: Double
     public var seconds: Double
+    /// Share of the epoch's training time spent waiting for data (this rank's loader).
+    public var loaderWait: Double? = nil
 }
 
 /// The data-parallel training loop. Each step, on every rank:
@@ -160,6 +162,7 @@ public final class Trainer {
         installStopSignalHandlers()
         while position.epoch < config.training.epochs {
             var started = DispatchTime.now().uptimeNanoseconds
+            let waitAtEpochStart = loader.waitSeconds
             let steps = stepsThisEpoch
             loader.beginEpoch(position.epoch, from: position.stepInEpoch)
             defer { loader.endEpoch() }
@@ -236,6 +239,7 @@ public final class Trainer {
             let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
             let seconds = epochTotals.seconds
             epochTotals = (0, 0, 0, 0)
+            let waited = loader.waitSeconds - waitAtEpochStart
             loader.endEpoch()
             let evaluation = try evaluateTest()
             var report = EpochReport(
@@ -244,7 +248,12 @@ public final class Trainer {
                 trainAccuracy: sums[1] / max(sums[2], 1),
                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                 samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
+            report.loaderWait = waited / max(seconds, 1e-9)
             if trainingRows < train.rows {
+                // Validation reads are not training reads: keep them out of the read trace.
+                let trace = train.readLog
+                train.readLog = nil
+                defer { train.readLog = trace }
                 let validation = try Cohort.evaluate(model: model, data: train, rows: trainingRows..<train.rows, loss: config.loss,
                                                      communicator: communicator, batchSize: config.training.evalBatchSize)
                 (report.validationLoss, report.validationAccuracy) = (validation.loss, validation.accuracy)
@@ -334,7 +343,12 @@ public final class Trainer {
         if let loss = report.testLoss, let accuracy = report.testAccuracy {
             line += String(format: "  test loss %.4f  test accuracy %.4f", loss, accuracy)
         }
-        line += String(format: "  samples/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
+        line += String(format: "  samples/s %.0f  (%.1f s", report.samplesPerSecond, report.seconds)
+        if let wait = report.loaderWait { line += String(format: ", loader wait %.1f%%", wait * 100) }
+        if config.data.sampling == .sharded {
+            line += String(format: ", shuffle buffer peak %d rows, %.1f MB", loader.peakBufferRows, Double(loader.bufferBytes) / 1e6)
+        }
+        line += ")"
         return line
     }
 
