@@ -92,9 +92,14 @@ struct PrepareSynthetic: ParsableCommand {
             fail("--rows and --classes must be positive and --noise within 0-255")
         }
         do {
-            let set = SyntheticImages.make(rows: rows, height: dims[0], width: dims[1], channels: dims[2],
-                                           classes: classes, noise: noise, seed: seed)
-            try set.write(to: out)
+            if rows * dims.reduce(1, *) > 256 << 20 {
+                // Large files are streamed in slices (no mean/std attributes: use normalize: scale).
+                try SyntheticImages.write(to: out, rows: rows, height: dims[0], width: dims[1], channels: dims[2],
+                                          classes: classes, noise: noise, seed: seed)
+            } else {
+                try SyntheticImages.make(rows: rows, height: dims[0], width: dims[1], channels: dims[2],
+                                         classes: classes, noise: noise, seed: seed).write(to: out)
+            }
             printLine("wrote \(out): \(rows) rows of \(dims[0])×\(dims[1])×\(dims[2]), \(classes) classes")
         } catch let error as CohortError {
             fail(error.message)

@@ -80,6 +80,11 @@ struct Train: ParsableCommand {
             communicator.finalize()
             throw ExitCode(1)
         }
+        let memory = trainer.peakResidentMemory()
+        if communicator.isRoot {
+            let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) } ?? ""
+            printLine("peak resident memory per rank: " + memory.map { String(format: "%.0f MB", $0 / 1e6) }.joined(separator: ", ") + loaderWait)
+        }
         if communicator.isRoot, outcome != .interrupted, let report = trainer.finalReport {
             printLine("\nclassification report (test file, \(report.macro.support) rows):\n" + report.table())
             do {

@@ -176,6 +176,43 @@ public final class HDF5File {
         try values.withUnsafeBufferPointer { try write(name, $0, shape: shape ?? [values.count], chunkRows: chunkRows) }
     }
 
+    /// Creates an empty chunked dataset of `shape`, to be filled with `writeRows`.
+    public func createDataset<T: HDF5Scalar>(_ name: String, of: T.Type, shape: [Int], chunkRows: Int) throws {
+        var dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
+        defer { H5Sclose(space) }
+        let properties = H5Pcreate(cohort_h5p_dataset_create())
+        defer { H5Pclose(properties) }
+        var chunk = dims
+        chunk[0] = hsize_t(max(1, min(chunkRows, shape[0])))
+        H5Pset_chunk(properties, Int32(chunk.count), &chunk)
+        let dataset = H5Dcreate2(id, name, T.hdf5Type, space, cohort_h5p_default(), properties, cohort_h5p_default())
+        guard dataset >= 0 else { throw CohortError("\(path): cannot create dataset \(name)") }
+        H5Dclose(dataset)
+    }
+
+    /// Writes `count` rows starting at row `start` of an existing dataset.
+    public func writeRows<T: HDF5Scalar>(_ name: String, start: Int, count: Int, from values: UnsafePointer<T>) throws {
+        let dataset = H5Dopen2(id, name, cohort_h5p_default())
+        guard dataset >= 0 else { throw CohortError("\(path): no dataset \(name)") }
+        defer { H5Dclose(dataset) }
+        let fileSpace = H5Dget_space(dataset)
+        defer { H5Sclose(fileSpace) }
+        let rank = Int(H5Sget_simple_extent_ndims(fileSpace))
+        var dims = [hsize_t](repeating: 0, count: rank)
+        H5Sget_simple_extent_dims(fileSpace, &dims, nil)
+        var offset = [hsize_t](repeating: 0, count: rank)
+        offset[0] = hsize_t(start)
+        var counts = dims
+        counts[0] = hsize_t(count)
+        H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &offset, nil, &counts, nil)
+        let memorySpace = H5Screate_simple(Int32(rank), &counts, nil)
+        defer { H5Sclose(memorySpace) }
+        guard H5Dwrite(dataset, T.hdf5Type, memorySpace, fileSpace, cohort_h5p_default(), values) >= 0 else {
+            throw CohortError("\(path): cannot write rows \(start)..<\(start + count) of \(name) (disk full?)")
+        }
+    }
+
     /// Reads a whole dataset, converting to `T` (HDF5 converts integer and float types).
     public func read<T: HDF5Scalar>(_ name: String, as: T.Type = T.self) throws -> (values: [T], shape: [Int]) {
         let dataset = try dataset(name)

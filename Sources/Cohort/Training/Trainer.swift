@@ -276,6 +276,16 @@ public final class Trainer {
         return .completed
     }
 
+    /// Peak resident memory of every rank, in bytes (a collective: every rank calls it).
+    public func peakResidentMemory() -> [Double] {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let mine = Double(usage.ru_maxrss) * 1024
+        var all = [Double](repeating: 0, count: communicator.size)
+        all[communicator.rank] = mine
+        return communicator.allReduceSum(all)
+    }
+
     /// Progress on rank 0: a live bar, plain lines, and TensorBoard step scalars.
     private func reportStep(started: UInt64) {
         let elapsed = epochTotals.seconds + Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
