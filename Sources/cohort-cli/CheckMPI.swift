@@ -17,6 +17,9 @@ struct CheckMPI: ParsableCommand {
     @Option(help: "Timed repetitions per message size.")
     var repeats: Int = 50
 
+    @Option(help: "Also time an all-reduce of exactly this many floats (e.g. a model's parameter count).")
+    var floats: Int?
+
     func run() throws {
         let communicator = MPICommunicator()
         defer { communicator.finalize() }
@@ -24,13 +27,35 @@ struct CheckMPI: ParsableCommand {
         let description = "rank \(communicator.rank): host \(ProcessInfo.processInfo.hostName), netns \(namespace), pid \(getpid()), BLAS \(blasDescription())"
         let lines = communicator.gatherStrings(description, root: 0)
         if communicator.isRoot { lines.forEach(printLine) }
-        for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] {
+        for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + (floats.map { [$0 * 4] } ?? []) {
             let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1))
             if communicator.isRoot {
                 let n = Double(communicator.size)
                 let busBandwidth = n > 1 ? 2 * (n - 1) / n * Double(bytes) / seconds / 1e9 : 0
                 printLine(String(format: "allreduce %8d bytes: %9.1f µs  bus bandwidth %6.2f GB/s", bytes, seconds * 1e6, busBandwidth))
             }
+        }
+    }
+}
+
+struct CheckBLAS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-blas",
+        abstract: "Measure single-precision GEMM speed (GFLOP/s) with the BLAS threads of this process.",
+        discussion: "The peak that model-FLOP utilisation is measured against: OPENBLAS_NUM_THREADS=1 cohort check-blas"
+    )
+
+    @Option(help: "Matrix size n of the n×n·n×n product.")
+    var size: Int = 1024
+
+    @Option(help: "Timed repetitions (the median is reported).")
+    var repeats: Int = 10
+
+    func run() throws {
+        printLine("BLAS \(blasDescription())")
+        for (m, n, k) in [(size, size, size), (64, 256, 784), (784, 256, 64), (64, 784, 256)] {
+            let gflops = measureGEMM(m: m, n: n, k: k, repeats: max(repeats, 1))
+            printLine(String(format: "sgemm %5d×%5d×%5d: %7.1f GFLOP/s", m, n, k, gflops))
         }
     }
 }

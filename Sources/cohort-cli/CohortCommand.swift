@@ -13,7 +13,7 @@ struct CohortCommand: ParsableCommand {
         Exit codes: 0 success, 1 an error (printed as one line), 64 a usage error.
         """,
         version: cohortVersion,
-        subcommands: [Train.self, Evaluate.self, Predict.self, Prepare.self, Inspect.self, CheckMPI.self]
+        subcommands: [Train.self, Evaluate.self, Predict.self, Prepare.self, Inspect.self, CheckMPI.self, CheckBLAS.self]
     )
 
     static func main() {

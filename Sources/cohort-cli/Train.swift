@@ -81,7 +81,12 @@ struct Train: ParsableCommand {
             throw ExitCode(1)
         }
         let memory = trainer.peakResidentMemory()
+        let reduce = communicator.allReduceMax([trainer.allReduceSeconds / Double(max(trainer.allReduceCalls, 1))])[0]
         if communicator.isRoot {
+            if let first = trainer.firstStepAt {
+                printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
+                                 first, reduce * 1e6, trainer.model.parameters.count))
+            }
             let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) } ?? ""
             printLine("peak resident memory per rank: " + memory.map { String(format: "%.0f MB", $0 / 1e6) }.joined(separator: ", ") + loaderWait)
         }

@@ -38,3 +38,24 @@ public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats:
 public func blasDescription() -> String {
     "\(openblas_get_num_threads()) thread(s), \(String(cString: cohort_openblas_corename())) kernels"
 }
+
+/// Median GFLOP/s of C[m, n] = A[m, k] · B[k, n] in single precision.
+public func measureGEMM(m: Int, n: Int, k: Int, repeats: Int) -> Double {
+    var generator = Generator(seed: 1)
+    let a = (0..<(m * k)).map { _ in generator.nextUnitFloat() }
+    let b = (0..<(k * n)).map { _ in generator.nextUnitFloat() }
+    var c = [Float](repeating: 0, count: m * n)
+    // Enough products per timing that each lasts a few milliseconds.
+    let inner = max(1, Int(2e8 / Double(2 * m * n * k)))
+    var rates: [Double] = []
+    for _ in 0..<(repeats + 1) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<inner {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        rates.append(Double(2 * m * n * k * inner) / seconds / 1e9)
+    }
+    let timed = rates.dropFirst().sorted()
+    return timed[timed.count / 2]
+}

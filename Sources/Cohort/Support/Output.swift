@@ -9,3 +9,14 @@ public func printLine(_ line: String) {
 public func printError(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
 }
+
+/// Seconds since this process started (from /proc/self/stat), or nil where unavailable.
+public func processUptime() -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+          let uptime = try? String(contentsOfFile: "/proc/uptime", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    // Field 22 (starttime, clock ticks after boot) counts from the field after the command name.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 19, let ticks = Double(fields[19]), let now = Double(uptime.split(separator: " ")[0]) else { return nil }
+    return now - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}

@@ -144,6 +144,11 @@ public final class Trainer {
     /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
     /// report after a resume covers the whole epoch.
     private var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
+    /// Time in the gradient all-reduce (this rank), for the benchmarks.
+    public private(set) var allReduceSeconds = 0.0
+    public private(set) var allReduceCalls = 0
+    /// Seconds from process start to the first training step's all-reduce.
+    public private(set) var firstStepAt: Double?
     private var lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
     private let fault = FaultInjection.fromEnvironment()
 
@@ -185,7 +190,11 @@ public final class Trainer {
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
                 try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
+                let reduceStart = DispatchTime.now().uptimeNanoseconds
                 communicator.allReduceSum(parameters.gradients)
+                allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - reduceStart) / 1e9
+                allReduceCalls += 1
+                if firstStepAt == nil { firstStepAt = processUptime() }
 
                 // One small all-reduce per step carries what every rank must agree on: a stop
                 // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss.

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Cohort beside PyTorch on the reference workloads, in one run; writes Benchmarks/RESULTS.md.
+#
+#   Benchmarks/run.sh [--runs N] [--workloads W1,W2,W3] [--w3-steps S] [--no-pytorch]
+#
+# Measures, for W1, W2, W3 at 1 rank × 1 thread, 1 rank × 2 threads and 2 ranks × 1 thread:
+# training samples/s over a full epoch (median of --runs runs; W3 over its first S steps when
+# --w3-steps is given, said in the table), process start to first step, peak resident memory;
+# the GEMM peak of this machine (model-FLOP utilisation is taken against it); the gradient
+# all-reduce per step against a raw MPI_Allreduce of the same bytes; the loader's wait; time
+# to 0.89 test accuracy on W2 with 2 ranks. PyTorch runs from a virtual environment under
+# Benchmarks/.venv, created from PyPI when missing; without it the peer columns say so.
+# Benchmarks are not tests: run them on an otherwise idle machine.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+runs=3; workloads="W1,W2,W3"; w3_steps=0; pytorch=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        --workloads) workloads="$2"; shift 2 ;;
+        --w3-steps) w3_steps="$2"; shift 2 ;;
+        --no-pytorch) pytorch=0; shift ;;
+        *) echo "usage: $0 [--runs N] [--workloads W1,W2,W3] [--w3-steps S] [--no-pytorch]" >&2; exit 64 ;;
+    esac
+done
+"$root/launch/setup.sh" release >/dev/null || exit 1
+"$root/launch/prepare-data.sh" >/dev/null || exit 1
+
+python=""
+if [ "$pytorch" -eq 1 ]; then
+    if [ ! -x "$here/.venv/bin/python" ] || ! "$here/.venv/bin/python" -c "import torch, h5py" 2>/dev/null; then
+        echo "benchmarks: installing PyTorch from PyPI into Benchmarks/.venv (once)"
+        python3 -m venv "$here/.venv" && "$here/.venv/bin/pip" install -q torch h5py numpy || true
+    fi
+    if "$here/.venv/bin/python" -c "import torch, h5py" 2>/dev/null; then
+        python="$here/.venv/bin/python"
+    else
+        echo "benchmarks: PyTorch could not be installed; the peer columns are skipped"
+    fi
+fi
+export COHORT_BENCH_ROOT="$root" COHORT_BENCH_PYTHON="$python" COHORT_BENCH_RUNS="$runs" \
+       COHORT_BENCH_WORKLOADS="$workloads" COHORT_BENCH_W3_STEPS="$w3_steps"
+exec python3 "$here/collect.py"
