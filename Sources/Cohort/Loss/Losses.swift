@@ -58,9 +58,6 @@ public enum Loss: Equatable, Sendable {
     public func evaluate(outputs: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, width: Int,
                          gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
         switch self {
-        case .softmaxCrossEntropy(let smoothing) where smoothing == 0:
-            return SoftmaxCrossEntropy.evaluate(logits: outputs, labels: labels, batch: batch, classes: width,
-                                                gradient: gradient, gradientScale: gradientScale)
         case .softmaxCrossEntropy(let smoothing):
             return SoftmaxCrossEntropy.evaluate(logits: outputs, labels: labels, batch: batch, classes: width,
                                                 smoothing: smoothing, gradient: gradient, gradientScale: gradientScale)

@@ -18,28 +18,7 @@ public enum SoftmaxCrossEntropy {
     /// Loss and argmax accuracy; if `gradient` is given, dL/dlogits · gradientScale is written there.
     public static func evaluate(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, classes: Int,
                                 gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
-        var totals = LossTotals()
-        for row in 0..<batch {
-            let z = logits + row * classes
-            let label = Int(labels[row])
-            var maximum = z[0]
-            var argmax = 0
-            for k in 1..<classes where z[k] > maximum {
-                maximum = z[k]
-                argmax = k
-            }
-            var sum: Float = 0
-            for k in 0..<classes { sum += expf(z[k] - maximum) }
-            let logSum = logf(sum)
-            totals.lossSum += Double(logSum - (z[label] - maximum))
-            if argmax == label { totals.correct += 1 }
-            if let gradient {
-                let g = gradient + row * classes
-                for k in 0..<classes { g[k] = expf(z[k] - maximum - logSum) * gradientScale }
-                g[label] -= gradientScale
-            }
-        }
-        return totals
+        evaluate(logits: logits, labels: labels, batch: batch, classes: classes, smoothing: 0, gradient: gradient, gradientScale: gradientScale)
     }
 
     /// With label smoothing ε: target t = (1 − ε)·onehot + ε/K; L = −Σ t_k log p_k; dL/dz = p − t.
