@@ -127,6 +127,39 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertTrue(refused.error.contains(truncated), refused.error)
     }
 
+    func test_fullDiskIsAnErrorThatKeepsEarlierCheckpoints() throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root to mount a small tmpfs") }
+        let disk = "\(directory)/small-disk"
+        try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+        let mount = try runProcess(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", disk])
+        guard mount == 0 else { throw XCTSkip("cannot mount a tmpfs here") }
+        defer { _ = try? runProcess(["umount", disk]) }
+        let path = try config("full", epochs: 2)
+        _ = try run(ranks: 2, [path, "--set", "run_dir=\(disk)/run", "--set", "training.epochs=1", "--set", "tensorboard=false"])
+        let first = try XCTUnwrap(Trainer.checkpoints(in: "\(disk)/run/checkpoints").first)
+        // Fill the disk, then ask for the next checkpoint.
+        _ = try runProcess(["dd", "if=/dev/zero", "of=\(disk)/filler", "bs=4k"])
+        let result = try runCohort(ranks: 2, ["train", path, "--set", "run_dir=\(disk)/run", "--set", "tensorboard=false", "--resume", "auto"],
+                                   directory: directory)
+        XCTAssertEqual(result.status, 1, result.output)
+        XCTAssertTrue(result.error.contains("cohort:"), result.error)
+        XCTAssertEqual(Trainer.checkpoints(in: "\(disk)/run/checkpoints"), [first])
+        XCTAssertNoThrow(try Checkpoint.read(from: first))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(disk)/run/checkpoints").filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [], "the failed temporary file is removed")
+    }
+
+    private func runProcess(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     func test_aFailingRankEndsTheJobQuicklyNamingTheRank() throws {
         let path = try config("fault")
         let started = Date()
