@@ -7,7 +7,7 @@ final class FaultToleranceTests: XCTestCase {
     private var directory = ""
     private var train = ""
 
-    /// Dropout and Adam with a warm-up schedule: every piece of state a resume must restore.
+    /// Dropout, augmentation and Adam with a warm-up schedule: every piece of state a resume must restore.
     private let layers = """
         - {type: dense, units: 24, activation: relu}
         - {type: dropout, rate: 0.3}
@@ -29,6 +29,7 @@ final class FaultToleranceTests: XCTestCase {
         var text = smallConfig(train: train, test: "\(directory)/test.h5", runDirectory: "\(directory)/runs/\(name)", epochs: epochs,
                                batchSize: 8, extra: optimizerExtra, layers: layers)
         text = text.replacingOccurrences(of: "  learning_rate: 0.01", with: "  learning_rate: 0.01\n  schedule: {type: warmup_cosine, warmup_steps: 10}")
+        text = text.replacingOccurrences(of: "  train: \(train)", with: "  train: \(train)\n  augment: {crop_padding: 1, horizontal_flip: true}")
         if logEvery > 0 { text = text.replacingOccurrences(of: "  eval_batch_size: 64", with: "  eval_batch_size: 64\n  log_every: \(logEvery)") }
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -47,7 +48,7 @@ final class FaultToleranceTests: XCTestCase {
         return result
     }
 
-    func test_resumeIsBitwiseIdenticalWithDropoutAndWarmupAtOneAndTwoRanks() throws {
+    func test_resumeIsBitwiseIdenticalWithDropoutAugmentationAndWarmupAtOneAndTwoRanks() throws {
         for ranks in [1, 2] {
             let full = try config("full-\(ranks)")
             _ = try run(ranks: ranks, [full])
