@@ -330,10 +330,13 @@ extension TrainConfig {
         try optimizerMap.finish()
 
         let trainingMap = try top.map("training") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "training")
+        let batchSize = try trainingMap.int("batch_size", default: 64, range: 1...1_000_000)
         let training = TrainingConfig(
             epochs: try trainingMap.int("epochs", default: 1, range: 1...1_000_000),
-            batchSize: try trainingMap.int("batch_size", default: 64, range: 1...1_000_000),
-            evalBatchSize: try trainingMap.int("eval_batch_size", default: 1000, range: 1...1_000_000),
+            batchSize: batchSize,
+            // Workspaces are sized for the larger of the two batches: by default evaluation
+            // reuses the training batch and costs no extra memory.
+            evalBatchSize: try trainingMap.int("eval_batch_size", default: batchSize, range: 1...1_000_000),
             maxSteps: try trainingMap.int("max_steps").map { steps in
                 guard steps > 0 else { throw trainingMap.error("max_steps", "must be positive") }
                 return steps
