@@ -64,7 +64,8 @@ struct Predict: ParsableCommand {
         abstract: "Write class probabilities and predicted labels for every row of a file, as HDF5.",
         discussion: """
         Output datasets: probabilities float32 [N, K] (softmax; for a binary model [1 − p, p]) and
-        predictions int64 [N]; attributes class_names, checkpoint, source. Runs in one process.
+        predictions int64 [N]; for a regression model, predictions float32 [N, T]. Attributes
+        class_names, checkpoint, source. Runs in one process.
         """
     )
 
@@ -85,8 +86,12 @@ struct Predict: ParsableCommand {
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
             let predictions = try Cohort.predict(trained, batchSize: batchSize)
             let file = try HDF5File.create(out)
-            try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
-            try file.write("predictions", predictions.labels, shape: [trained.data.rows])
+            if trained.data.isRegression {
+                try file.write("predictions", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
+            } else {
+                try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
+                try file.write("predictions", predictions.labels, shape: [trained.data.rows])
+            }
             try file.setAttribute("class_names", trained.data.classNames)
             try file.setAttribute("checkpoint", checkpoint)
             try file.setAttribute("source", data)

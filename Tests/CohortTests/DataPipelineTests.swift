@@ -139,3 +139,76 @@ final class DataPipelineTests: XCTestCase {
         XCTAssertEqual(Array(flipped[0..<6]), [5, 4, 3, 2, 1, 0])
     }
 }
+
+/// Float targets: regression with mean squared error, across ranks.
+final class RegressionTests: XCTestCase {
+    /// y = A·x + b for x in [−1, 1]⁴, two targets per row.
+    private func writeRegression(_ path: String, rows: Int, seed: UInt64, nanAt: Int? = nil) throws {
+        var generator = Generator(seed: seed)
+        var x: [Float] = []
+        var y: [Float] = []
+        for _ in 0..<rows {
+            let row = (0..<4).map { _ in generator.nextUnitFloat() * 2 - 1 }
+            x += row
+            y += [0.5 * row[0] - row[1] + 0.25, row[2] * 0.8 + row[3] * 0.3 - 0.1]
+        }
+        if let nanAt { y[nanAt * 2] = .nan }
+        let file = try HDF5File.create(path)
+        try file.write("features", x, shape: [rows, 4])
+        try file.write("targets", y, shape: [rows, 2])
+        file.close()
+    }
+
+    func test_floatTargetsTrainWithMeanSquaredErrorAndRanksAgree() throws {
+        let directory = try temporaryDirectory(self)
+        try writeRegression("\(directory)/train.h5", rows: 256, seed: 1)
+        try writeRegression("\(directory)/test.h5", rows: 64, seed: 2)
+        func config(_ name: String, batch: Int) throws -> String {
+            let path = "\(directory)/\(name).yaml"
+            try """
+            seed: 1
+            run_dir: \(directory)/runs/\(name)
+            data: {train: \(directory)/train.h5, test: \(directory)/test.h5, features: features, labels: targets, normalize: none}
+            model:
+              layers: [{type: dense, units: 16, activation: tanh}, {type: dense, units: 2}]
+            loss: mean_squared_error
+            optimizer: {type: adam, learning_rate: 0.02}
+            training: {epochs: 30, batch_size: \(batch)}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let two = try runCohort(ranks: 2, ["train", try config("two", batch: 16), "--quiet"], directory: directory)
+        let one = try runCohort(ranks: 1, ["train", try config("one", batch: 32), "--quiet"], directory: directory)
+        XCTAssertEqual(two.status, 0, two.error)
+        XCTAssertEqual(one.status, 0, one.error)
+        XCTAssertFalse(two.output.contains("accuracy"), "regression reports losses only:\n\(two.output)")
+        let losses = two.output.split(separator: "\n").compactMap { line -> Double? in
+            guard let range = line.range(of: #"test loss ([\d.]+)"#, options: .regularExpression) else { return nil }
+            return Double(line[range].split(separator: " ")[2])
+        }
+        XCTAssertEqual(losses.count, 30)
+        XCTAssertLessThan(losses.last!, losses.first! * 0.2, "the linear map is learned: \(losses)")
+        let a = try checkpointParameters(try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/two/checkpoints").first))
+        let b = try checkpointParameters(try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/one/checkpoints").first))
+        XCTAssertLessThanOrEqual(maxRelativeDifference(a, b), 1e-4, "2 ranks × 16 against 1 rank × 32 after 240 steps")
+    }
+
+    func test_nonFiniteTargetsAndWrongLossAreRefused() throws {
+        let directory = try temporaryDirectory(self)
+        try writeRegression("\(directory)/nan.h5", rows: 10, seed: 1, nanAt: 7)
+        XCTAssertThrowsError(try LabeledData(path: "\(directory)/nan.h5", featuresName: "features", labelsName: "targets",
+                                             normalization: .none, cache: true)) {
+            XCTAssertTrue("\($0)".contains("row 7 holds a NaN or infinite target"), "\($0)")
+        }
+        try writeRegression("\(directory)/ok.h5", rows: 64, seed: 1)
+        let path = "\(directory)/c.yaml"
+        try """
+        data: {train: \(directory)/ok.h5, features: features, labels: targets, normalize: none}
+        run_dir: \(directory)/run
+        model: {layers: [{type: dense, units: 2}]}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try runCohort(ranks: 1, ["train", path], directory: directory)
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.error.contains("use loss: mean_squared_error"), result.error)
+    }
+}

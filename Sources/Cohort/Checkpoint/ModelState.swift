@@ -53,9 +53,9 @@ public struct TrainedModel {
         let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                               communicator: communicator)
         try checkpoint.restoreModel(model, source: path)
-        let width = config.loss.outputWidth(classes: data.classes)
+        let width = data.isRegression ? data.targetWidth : config.loss.outputWidth(classes: data.classes)
         guard model.outputShape == [width] else {
-            throw CohortError("\(file): has \(data.classes) classes but the checkpoint's model outputs \(model.outputShape)")
+            throw CohortError("\(file): needs \(width) output(s) per row but the checkpoint's model gives \(model.outputShape)")
         }
         return TrainedModel(config: config, model: model, data: data)
     }

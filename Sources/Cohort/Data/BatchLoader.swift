@@ -15,6 +15,8 @@ public final class BatchLoader: @unchecked Sendable {
         public let slot: Int
         public let x: UnsafeMutablePointer<Float>
         public let y: UnsafeMutablePointer<Int32>
+        /// Float targets [count × targetWidth] of a regression file, else nil.
+        public let t: UnsafeMutablePointer<Float>?
         public let count: Int
         public let globalCount: Int
     }
@@ -35,7 +37,7 @@ public final class BatchLoader: @unchecked Sendable {
     }
 
     private let batchSize: Int
-    private var slots: [(x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>)] = []
+    private var slots: [(x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>, t: UnsafeMutablePointer<Float>?)] = []
     private var bufferData: UnsafeMutablePointer<Float>?
     /// Labels of a block being read (the buffer keeps row ids; labels come from memory).
     private var blockLabels: UnsafeMutablePointer<Int32>?
@@ -58,7 +60,8 @@ public final class BatchLoader: @unchecked Sendable {
         self.augmenter = augmenter
         self.prefetch = prefetch
         for _ in 0..<2 {
-            slots.append((.allocate(capacity: batchSize * data.sampleSize), .allocate(capacity: batchSize)))
+            slots.append((.allocate(capacity: batchSize * data.sampleSize), .allocate(capacity: batchSize),
+                          data.isRegression ? .allocate(capacity: batchSize * data.targetWidth) : nil))
         }
         if case .sharded(let sampler) = plan {
             bufferCapacity = sampler.bufferRows
@@ -72,6 +75,7 @@ public final class BatchLoader: @unchecked Sendable {
         for slot in slots {
             slot.x.deallocate()
             slot.y.deallocate()
+            slot.t?.deallocate()
         }
         bufferData?.deallocate()
         blockLabels?.deallocate()
@@ -177,8 +181,10 @@ public final class BatchLoader: @unchecked Sendable {
                 let (rows, globalCount) = sampler.batch(step: step, order: order)
                 do {
                     try data.load(rows: rows, x: slots[slotIndex].x, y: slots[slotIndex].y)
+                    if let t = slots[slotIndex].t { data.copyTargets(rows: rows, to: t) }
                     augmenter?.apply(slots[slotIndex].x, batch: rows.count, epoch: epoch, step: step)
-                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, count: rows.count, globalCount: globalCount))
+                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, t: slots[slotIndex].t,
+                                          count: rows.count, globalCount: globalCount))
                 } catch {
                     return .failure(error)
                 }
@@ -209,9 +215,10 @@ public final class BatchLoader: @unchecked Sendable {
                             (bufferData! + slot * data.sampleSize).update(from: bufferData! + last * data.sampleSize, count: data.sampleSize)
                         }
                         slots[slotIndex].y[position] = data.label(row)
+                        if let t = slots[slotIndex].t { data.copyTargets(rows: [row][...], to: t + position * data.targetWidth) }
                     }
                     augmenter?.apply(slots[slotIndex].x, batch: count, epoch: epoch, step: step)
-                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, count: count,
+                    return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, t: slots[slotIndex].t, count: count,
                                           globalCount: sampler.globalCount(epoch: epoch, step: step, shares: shares)))
                 } catch {
                     return .failure(error)

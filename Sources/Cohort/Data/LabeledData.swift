@@ -5,7 +5,7 @@ import Foundation
 ///
 /// File layout (datasets/README.md): features [N, H, W, C] (NHWC, the default for 4-D data;
 /// an attribute `layout = "NCHW"` on the file says otherwise), [N, H, W] (one channel) or
-/// [N, D]; labels [N] integers in [0, classes). Batches come out NCHW ([C, H, W] per sample),
+/// [N, D]; labels [N] integers in [0, classes), or float targets [N] / [N, T] for regression. Batches come out NCHW ([C, H, W] per sample),
 /// the layout the convolution kernels use.
 ///
 /// With `cache`, the features are read once into memory in the file's element type
@@ -23,6 +23,11 @@ public final class LabeledData {
     private let file: HDF5File
     private let features: HDF5Dataset
     private let labels: [Int32]
+    /// Float targets [rows × targetWidth] when the labels dataset holds floats (regression).
+    public let targets: [Float]?
+    /// Values per row of `targets` (1 for class labels).
+    public let targetWidth: Int
+    public var isRegression: Bool { targets != nil }
     private let channelsLast: Bool
     private let channels: Int
     private let scale: Float
@@ -50,14 +55,18 @@ public final class LabeledData {
         guard features.isNumeric else {
             throw CohortError("\(path): dataset '\(featuresName)' has unsupported type \(features.elementType) (use integers or floats)")
         }
-        guard case .integer = labelSet.elementType else {
-            throw CohortError("\(path): dataset '\(labelsName)' holds \(labelSet.elementType); class labels must be integers")
+        let floatTargets: Bool
+        switch labelSet.elementType {
+        case .integer: floatTargets = false
+        case .float: floatTargets = true
+        case .other(let name):
+            throw CohortError("\(path): dataset '\(labelsName)' holds \(name); labels must be integer class ids or float targets")
         }
         guard features.shape.count >= 2 else {
             throw CohortError("\(path): dataset '\(featuresName)' has shape \(features.shape); expected [rows, ...]")
         }
-        guard labelSet.shape.count == 1 else {
-            throw CohortError("\(path): dataset '\(labelsName)' has shape \(labelSet.shape); expected [rows]")
+        guard labelSet.shape.count == 1 || (floatTargets && labelSet.shape.count == 2) else {
+            throw CohortError("\(path): dataset '\(labelsName)' has shape \(labelSet.shape); expected [rows]\(floatTargets ? " or [rows, targets]" : "")")
         }
         rows = features.rows
         guard rows > 0 else { throw CohortError("\(path): dataset '\(featuresName)' has zero rows") }
@@ -80,16 +89,30 @@ public final class LabeledData {
             throw CohortError("\(path): dataset '\(featuresName)' has \(dims.count) axes per sample; Cohort reads 1 (vectors), 2 or 3 (images)")
         }
 
-        let rawLabels: [Int64] = try labelSet.readAll()
-        let names = (try? file.stringsAttribute("class_names")) ?? []
-        let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
-        let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(rawLabels.max() ?? 0) + 1 : names.count)
-        if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
-            throw CohortError("\(path): dataset '\(labelsName)' row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
+        if floatTargets {
+            let values: [Float] = try labelSet.readAll()
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw CohortError("\(path): dataset '\(labelsName)' row \(bad / max(labelSet.rowElements, 1)) holds a NaN or infinite target")
+            }
+            targets = values
+            targetWidth = labelSet.rowElements
+            classes = 0
+            classNames = []
+            labels = [Int32](repeating: 0, count: rows)
+        } else {
+            targets = nil
+            targetWidth = 1
+            let rawLabels: [Int64] = try labelSet.readAll()
+            let names = (try? file.stringsAttribute("class_names")) ?? []
+            let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
+            let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(rawLabels.max() ?? 0) + 1 : names.count)
+            if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
+                throw CohortError("\(path): dataset '\(labelsName)' row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
+            }
+            self.classes = classes
+            self.classNames = names.count == classes ? names : (0..<classes).map { "class \($0)" }
+            labels = rawLabels.map { Int32($0) }
         }
-        self.classes = classes
-        self.classNames = names.count == classes ? names : (0..<classes).map { "class \($0)" }
-        labels = rawLabels.map { Int32($0) }
 
         let isInteger: Bool
         if case .integer = features.elementType { isInteger = true } else { isInteger = false }
@@ -143,6 +166,16 @@ public final class LabeledData {
     public var chunkRows: Int? { features.chunkShape?.first }
 
     public func label(_ row: Int) -> Int32 { labels[row] }
+
+    /// Copies the float targets of `rows` (in that order) to `t` [count × targetWidth].
+    public func copyTargets(rows rowIndices: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>) {
+        guard let targets else { return }
+        targets.withUnsafeBufferPointer { values in
+            for (position, row) in rowIndices.enumerated() {
+                (t + position * targetWidth).update(from: values.baseAddress! + row * targetWidth, count: targetWidth)
+            }
+        }
+    }
 
     /// Writes rows `rowIndices` (in that order) as x [count, sampleShape...] and y [count].
     public func load(rows rowIndices: ArraySlice<Int>, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {

@@ -12,8 +12,8 @@ public enum Loss: Equatable, Sendable {
     /// Binary cross-entropy on one logit per row (sigmoid fused), labels 0 or 1:
     /// L = max(z, 0) − z·y + log(1 + exp(−|z|)), exact for any z; dL/dz = σ(z) − y.
     case binaryCrossEntropy
-    /// Mean squared error, ½ omitted: L = Σ_k (o_k − t_k)² / width, with t the one-hot label
-    /// when width > 1 and the label's value when width = 1.
+    /// Mean squared error, ½ omitted: L = Σ_k (o_k − t_k)² / width, with t the float targets of a
+    /// regression file, or else the one-hot label when width > 1 and the label's value when width = 1.
     case meanSquaredError
 
     public var name: String {
@@ -55,8 +55,8 @@ public enum Loss: Equatable, Sendable {
     }
 
     /// Loss sum and correct predictions (argmax, or z > 0 for binary) of `batch` rows.
-    public func evaluate(outputs: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, width: Int,
-                         gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
+    public func evaluate(outputs: UnsafePointer<Float>, labels: UnsafePointer<Int32>, targets: UnsafePointer<Float>? = nil,
+                         batch: Int, width: Int, gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
         switch self {
         case .softmaxCrossEntropy(let smoothing):
             return SoftmaxCrossEntropy.evaluate(logits: outputs, labels: labels, batch: batch, classes: width,
@@ -79,7 +79,7 @@ public enum Loss: Equatable, Sendable {
                 var sum: Float = 0
                 var argmax = 0
                 for k in 0..<width {
-                    let target: Float = width == 1 ? Float(label) : (k == label ? 1 : 0)
+                    let target: Float = targets.map { $0[row * width + k] } ?? (width == 1 ? Float(label) : (k == label ? 1 : 0))
                     let difference = o[k] - target
                     sum += difference * difference
                     if o[k] > o[argmax] { argmax = k }
@@ -87,7 +87,7 @@ public enum Loss: Equatable, Sendable {
                 }
                 totals.lossSum += Double(sum / Float(width))
                 let predicted = width == 1 ? Int((o[0]).rounded()) : argmax
-                if predicted == label { totals.correct += 1 }
+                if targets == nil, predicted == label { totals.correct += 1 }
             }
             return totals
         }

@@ -22,9 +22,11 @@ public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? =
     let batch = max(1, min(batchSize, model.maxBatch))
     let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
     let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+    let t = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.targetWidth)
     defer {
         x.deallocate()
         y.deallocate()
+        t.deallocate()
     }
     let count = window.count
     let share = (window.lowerBound + communicator.rank * count / communicator.size)..<(window.lowerBound + (communicator.rank + 1) * count / communicator.size)
@@ -33,10 +35,13 @@ public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? =
     var start = share.lowerBound
     while start < share.upperBound {
         let end = min(start + batch, share.upperBound)
-        try data.load(rows: Array(start..<end)[...], x: x, y: y)
+        let rows = Array(start..<end)[...]
+        try data.load(rows: rows, x: x, y: y)
+        data.copyTargets(rows: rows, to: t)
         let outputs = model.forward(x, batch: end - start, training: false)
-        lossSum += loss.evaluate(outputs: outputs, labels: y, batch: end - start, width: width, gradient: nil).lossSum
-        for row in 0..<(end - start) {
+        lossSum += loss.evaluate(outputs: outputs, labels: y, targets: data.isRegression ? UnsafePointer(t) : nil,
+                                 batch: end - start, width: width, gradient: nil).lossSum
+        for row in 0..<(end - start) where !data.isRegression {
             let predicted = min(loss.predictedClass(outputs + row * width, width: width), classes - 1)
             confusion[Int(y[row]) * classes + predicted] += 1
         }
@@ -45,7 +50,8 @@ public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? =
     let sums = communicator.allReduceSum([lossSum] + confusion)
     let matrix = (0..<classes).map { k in (0..<classes).map { Int(sums[1 + k * classes + $0]) } }
     let correct = (0..<classes).reduce(0) { $0 + matrix[$1][$1] }
-    return Evaluation(loss: sums[0] / Double(max(count, 1)), accuracy: Double(correct) / Double(max(count, 1)),
+    // Regression has no accuracy: it is reported as NaN and left out of the lines.
+    return Evaluation(loss: sums[0] / Double(max(count, 1)), accuracy: data.isRegression ? .nan : Double(correct) / Double(max(count, 1)),
                       confusion: matrix, rows: count)
 }
 
@@ -54,7 +60,8 @@ public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabil
     let data = trained.data
     let loss = trained.config.loss
     let width = trained.model.outputShape.reduce(1, *)
-    let classes = loss == .binaryCrossEntropy ? 2 : width
+    // Regression: the outputs themselves, under the name probabilities' place takes.
+    let classes = data.isRegression ? width : (loss == .binaryCrossEntropy ? 2 : width)
     let batch = max(1, min(batchSize, trained.model.maxBatch))
     let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
     let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
@@ -71,6 +78,11 @@ public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabil
         try data.load(rows: Array(start..<end)[...], x: x, y: y)
         let outputs = trained.model.forward(x, batch: end - start, training: false)
         for row in 0..<(end - start) {
+            if data.isRegression {
+                probabilities += (0..<width).map { outputs[row * width + $0] }
+                labels.append(0)
+                continue
+            }
             probabilities += loss.probabilities(outputs + row * width, width: width, classes: classes)
             labels.append(Int64(loss.predictedClass(outputs + row * width, width: width)))
         }

@@ -83,16 +83,28 @@ public final class Trainer {
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator)
-        let width = config.loss.outputWidth(classes: train.classes)
-        guard model.outputShape == [width] else {
-            throw CohortError("\(config.data.train): has \(train.classes) classes, so \(config.loss.name) needs \(width) outputs, but the model's last layer gives \(model.outputShape)")
+        if train.isRegression {
+            guard config.loss == .meanSquaredError else {
+                throw CohortError("\(config.data.train): '\(config.data.labels)' holds float targets (regression); use loss: mean_squared_error")
+            }
+            guard model.outputShape == [train.targetWidth] else {
+                throw CohortError("\(config.data.train): has \(train.targetWidth) target(s) per row, but the model's last layer gives \(model.outputShape)")
+            }
+            if let test, !test.isRegression || test.targetWidth != train.targetWidth {
+                throw CohortError("\(test.path): its '\(config.data.labels)' does not hold \(train.targetWidth) float target(s) per row like \(train.path)")
+            }
+        } else {
+            let width = config.loss.outputWidth(classes: train.classes)
+            guard model.outputShape == [width] else {
+                throw CohortError("\(config.data.train): has \(train.classes) classes, so \(config.loss.name) needs \(width) outputs, but the model's last layer gives \(model.outputShape)")
+            }
         }
         if config.loss == .binaryCrossEntropy, train.classes != 2 {
             throw CohortError("\(config.data.train): binary_cross_entropy needs labels 0 and 1 (2 classes), the file has \(train.classes)")
         }
         optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
         position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
-        logitGradient = .allocate(capacity: maxBatch * max(train.classes, 1))
+        logitGradient = .allocate(capacity: maxBatch * max(train.classes, train.targetWidth, 1))
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
         if let resume { try restore(from: resume) }
@@ -181,8 +193,8 @@ public final class Trainer {
                 var stepLoss = 0.0
                 if batch > 0 {
                     let outputs = model.forward(x, batch: batch, training: true)
-                    let step = loss.evaluate(outputs: outputs, labels: y, batch: batch, width: width,
-                                             gradient: logitGradient, gradientScale: 1 / Float(globalCount))
+                    let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) }, batch: batch,
+                                             width: width, gradient: logitGradient, gradientScale: 1 / Float(globalCount))
                     stepLoss = step.lossSum
                     epochTotals.loss += step.lossSum
                     epochTotals.correct += Double(step.correct)
@@ -254,7 +266,7 @@ public final class Trainer {
             var report = EpochReport(
                 epoch: position.epoch + 1,
                 trainLoss: sums[0] / max(sums[2], 1),
-                trainAccuracy: sums[1] / max(sums[2], 1),
+                trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                 samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
             report.loaderWait = waited / max(seconds, 1e-9)
@@ -337,7 +349,7 @@ public final class Trainer {
         guard let test else { return nil }
         let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
                                          batchSize: config.training.evalBatchSize)
-        finalReport = result.report(classNames: test.classNames)
+        finalReport = test.isRegression ? nil : result.report(classNames: test.classNames)
         return (result.loss, result.accuracy)
     }
 
@@ -354,14 +366,16 @@ public final class Trainer {
     }
 
     private func describe(_ report: EpochReport) -> String {
-        var line = String(format: "epoch %d/%d  train loss %.4f  train accuracy %.4f", report.epoch, config.training.epochs,
-                          report.trainLoss, report.trainAccuracy)
-        if let loss = report.validationLoss, let accuracy = report.validationAccuracy {
-            line += String(format: "  validation loss %.4f  validation accuracy %.4f", loss, accuracy)
+        // Regression has losses only (its accuracies are NaN).
+        func figures(_ name: String, _ loss: Double?, _ accuracy: Double?) -> String {
+            guard let loss else { return "" }
+            let accuracyText = accuracy.flatMap { $0.isNaN ? nil : "  \(name) accuracy " + String(format: "%.4f", $0) } ?? ""
+            return "  \(name) loss " + String(format: "%.4f", loss) + accuracyText
         }
-        if let loss = report.testLoss, let accuracy = report.testAccuracy {
-            line += String(format: "  test loss %.4f  test accuracy %.4f", loss, accuracy)
-        }
+        var line = String(format: "epoch %d/%d", report.epoch, config.training.epochs)
+            + figures("train", report.trainLoss, report.trainAccuracy)
+            + figures("validation", report.validationLoss, report.validationAccuracy)
+            + figures("test", report.testLoss, report.testAccuracy)
         line += String(format: "  samples/s %.0f  (%.1f s", report.samplesPerSecond, report.seconds)
         if let wait = report.loaderWait { line += String(format: ", loader wait %.1f%%", wait * 100) }
         if config.data.sampling == .sharded {
