@@ -10,7 +10,8 @@ struct CohortCommand: ParsableCommand {
         discussion: """
         Run training under mpirun, one process per rank:
           mpirun -np 2 cohort train configs/fashion-mnist-mlp.yaml
-        Exit codes: 0 success, 1 an error (printed as one line), 64 a usage error.
+        Exit codes: 0 success, 1 an error (printed as one line), 64 a usage error,
+        75 training stopped by SIGTERM/SIGUSR1 with a checkpoint written (resume with --resume auto).
         """,
         version: cohortVersion,
         subcommands: [Train.self, Evaluate.self, Predict.self, Prepare.self, Inspect.self, CheckMPI.self, CheckBLAS.self]
