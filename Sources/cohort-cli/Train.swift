@@ -83,6 +83,10 @@ struct Train: ParsableCommand {
         let memory = trainer.peakResidentMemory()
         let reduce = communicator.allReduceMax([trainer.allReduceSeconds / Double(max(trainer.allReduceCalls, 1))])[0]
         if communicator.isRoot {
+            if let seconds = trainer.lastCheckpointSeconds {
+                printLine(String(format: "last checkpoint written in %.3f s (%.1f MB of parameters and optimizer state)", seconds,
+                                 Double(trainer.model.parameters.count * 4 * (1 + trainer.optimizer.slots.count)) / 1e6))
+            }
             if let first = trainer.firstStepAt {
                 printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
                                  first, reduce * 1e6, trainer.model.parameters.count))

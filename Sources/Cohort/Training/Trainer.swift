@@ -159,6 +159,8 @@ public final class Trainer {
     /// Time in the gradient all-reduce (this rank), for the benchmarks.
     public private(set) var allReduceSeconds = 0.0
     public private(set) var allReduceCalls = 0
+    /// Seconds the last checkpoint took to write (rank 0).
+    public private(set) var lastCheckpointSeconds: Double?
     /// Seconds from process start to the first training step's all-reduce.
     public private(set) var firstStepAt: Double?
     private var lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
@@ -435,7 +437,9 @@ public final class Trainer {
                 if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
                 if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
                 if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
+                let writeStart = DispatchTime.now().uptimeNanoseconds
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
+                lastCheckpointSeconds = Double(DispatchTime.now().uptimeNanoseconds - writeStart) / 1e9
                 try pruneCheckpoints()
                 if improved {
                     try checkpoint.writeAtomically(to: "\(checkpointDirectory)/best.h5")
