@@ -73,30 +73,17 @@ public struct Checkpoint {
         let file = try HDF5File.create(path)
         var checksum = CRC32()
         var names: [String] = []
-        for name in tensors.keys.sorted() {
-            let tensor = tensors[name]!
-            try tensor.values.withUnsafeBufferPointer { buffer in
-                try file.write(name, buffer, shape: tensor.shape)
-                checksum.update(name: name, bytes: UnsafeRawBufferPointer(buffer))
-            }
-            names.append(name)
-        }
-        for name in words.keys.sorted() {
-            let path = "state/\(name)"
-            try words[name]!.withUnsafeBufferPointer { buffer in
-                try file.write(path, buffer, shape: [buffer.count])
+        // Every dataset is written and added to the checksum the same way, in a fixed order.
+        func store<T: HDF5Scalar>(_ path: String, _ values: [T], shape: [Int]) throws {
+            try values.withUnsafeBufferPointer { buffer in
+                try file.write(path, buffer, shape: shape)
                 checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
             }
             names.append(path)
         }
-        for name in metrics.keys.sorted() {
-            let path = "metrics/\(name)"
-            try metrics[name]!.withUnsafeBufferPointer { buffer in
-                try file.write(path, buffer, shape: [buffer.count])
-                checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
-            }
-            names.append(path)
-        }
+        for name in tensors.keys.sorted() { try store(name, tensors[name]!.values, shape: tensors[name]!.shape) }
+        for name in words.keys.sorted() { try store("state/\(name)", words[name]!, shape: [words[name]!.count]) }
+        for name in metrics.keys.sorted() { try store("metrics/\(name)", metrics[name]!, shape: [metrics[name]!.count]) }
         try file.setAttribute("format", "cohort-checkpoint")
         try file.setAttribute("format_version", [Checkpoint.formatVersion])
         try file.setAttribute("config", config)

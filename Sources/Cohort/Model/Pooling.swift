@@ -13,13 +13,10 @@ public final class MaxPool2D: Layer {
     private var argmax: [Int32]
 
     init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
-        guard inputShape.count == 3, inputShape[1] >= size, inputShape[2] >= size else {
-            throw CohortError("\(name): max_pool of size \(size) needs image input at least \(size)×\(size), got \(inputShape)")
-        }
         self.name = name
         self.inputShape = inputShape
         (self.size, self.stride) = (size, stride)
-        outputShape = [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
+        outputShape = try pooledShape(name: name, type: "max_pool", inputShape: inputShape, size: size, stride: stride)
         output = Workspace(maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
         argmax = [Int32](repeating: 0, count: maxBatch * outputShape.reduce(1, *))
@@ -77,13 +74,10 @@ public final class AveragePool2D: Layer {
     private let inputGradient: Workspace
 
     init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
-        guard inputShape.count == 3, inputShape[1] >= size, inputShape[2] >= size else {
-            throw CohortError("\(name): avg_pool of size \(size) needs image input at least \(size)×\(size), got \(inputShape)")
-        }
         self.name = name
         self.inputShape = inputShape
         (self.size, self.stride) = (size, stride)
-        outputShape = [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
+        outputShape = try pooledShape(name: name, type: "avg_pool", inputShape: inputShape, size: size, stride: stride)
         output = Workspace(maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
     }
@@ -164,4 +158,12 @@ public final class GlobalAveragePool: Layer {
         }
         return UnsafePointer(inputGradient.pointer)
     }
+}
+
+/// [C, H, W] → [C, ⌊(H − size)/stride⌋ + 1, ⌊(W − size)/stride⌋ + 1] (valid windows only).
+func pooledShape(name: String, type: String, inputShape: [Int], size: Int, stride: Int) throws -> [Int] {
+    guard inputShape.count == 3, inputShape[1] >= size, inputShape[2] >= size else {
+        throw CohortError("\(name): \(type) of size \(size) needs image input at least \(size)×\(size), got \(inputShape)")
+    }
+    return [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
 }
