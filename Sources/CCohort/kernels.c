@@ -138,3 +138,74 @@ void cohort_install_stop_signals(void) {
 }
 
 int cohort_stop_requested(void) { return stop_requested; }
+
+// im2col for one sample: cols[(c·k + i)·k + j][oy·OW + ox] = x[c][oy·s − pt + i][ox·s − pl + j],
+// zero outside; row r starts at cols + r·row_stride. Inner copies are plain loops (rows here
+// are short: a library memcpy call per row costs more than the copy).
+void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
+                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
+    long row = 0;
+    for (long c = 0; c < channels; c++) {
+        const float *plane = x + c * height * width;
+        for (long i = 0; i < kernel; i++) {
+            for (long j = 0; j < kernel; j++, row++) {
+                float *out = cols + row * row_stride;
+                for (long oy = 0; oy < out_h; oy++) {
+                    float *line = out + oy * out_w;
+                    long iy = oy * stride - pad_top + i;
+                    if (iy < 0 || iy >= height) {
+                        for (long ox = 0; ox < out_w; ox++) line[ox] = 0.0f;
+                        continue;
+                    }
+                    const float *source = plane + iy * width;
+                    if (stride == 1) {
+                        long shift = j - pad_left;
+                        long first = shift < 0 ? -shift : 0;
+                        long last = width - shift < out_w ? width - shift : out_w;
+                        if (last < first) last = first;
+                        for (long ox = 0; ox < first && ox < out_w; ox++) line[ox] = 0.0f;
+                        for (long ox = first; ox < last; ox++) line[ox] = source[ox + shift];
+                        for (long ox = last; ox < out_w; ox++) line[ox] = 0.0f;
+                    } else {
+                        for (long ox = 0; ox < out_w; ox++) {
+                            long ix = ox * stride - pad_left + j;
+                            line[ox] = (ix >= 0 && ix < width) ? source[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The adjoint of cohort_im2col: dx is overwritten with the sum of the entries that read each pixel.
+void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
+                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
+    for (long n = 0; n < channels * height * width; n++) dx[n] = 0.0f;
+    long row = 0;
+    for (long c = 0; c < channels; c++) {
+        float *plane = dx + c * height * width;
+        for (long i = 0; i < kernel; i++) {
+            for (long j = 0; j < kernel; j++, row++) {
+                const float *source = cols + row * row_stride;
+                for (long oy = 0; oy < out_h; oy++) {
+                    long iy = oy * stride - pad_top + i;
+                    if (iy < 0 || iy >= height) continue;
+                    const float *line = source + oy * out_w;
+                    float *target = plane + iy * width;
+                    if (stride == 1) {
+                        long shift = j - pad_left;
+                        long first = shift < 0 ? -shift : 0;
+                        long last = width - shift < out_w ? width - shift : out_w;
+                        for (long ox = first; ox < last; ox++) target[ox + shift] += line[ox];
+                    } else {
+                        for (long ox = 0; ox < out_w; ox++) {
+                            long ix = ox * stride - pad_left + j;
+                            if (ix >= 0 && ix < width) target[ix] += line[ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -71,6 +71,13 @@ void cohort_relu_inplace(float *x, long n);
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restrict argmax, long planes,
                          long height, long width, long out_height, long out_width);
 
+/// im2col of one NCHW sample into rows of `row_stride` floats (see kernels.c).
+void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
+                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride);
+/// The adjoint of cohort_im2col; overwrites dx.
+void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
+                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride);
+
 // MARK: Process
 
 /// SIGTERM and SIGUSR1 set a flag instead of ending the process.

@@ -130,72 +130,13 @@ struct ConvolutionGeometry {
     }
 
     /// cols[(c·k + i)·k + j, oy·OW + ox] = x[c, oy·s − padTop + i, ox·s − padLeft + j], 0 outside;
-    /// row r of cols starts at cols + r·rowStride.
+    /// row r of cols starts at cols + r·rowStride. (The loops are in kernels.c.)
     func im2col(_ x: UnsafePointer<Float>, _ cols: UnsafeMutablePointer<Float>, rowStride: Int) {
-        var row = 0
-        for c in 0..<channels {
-            let plane = x + c * height * width
-            for i in 0..<kernel {
-                for j in 0..<kernel {
-                    let out = cols + row * rowStride
-                    for oy in 0..<outputHeight {
-                        let iy = oy * stride - padTop + i
-                        let line = out + oy * outputWidth
-                        if iy < 0 || iy >= height {
-                            line.update(repeating: 0, count: outputWidth)
-                            continue
-                        }
-                        let source = plane + iy * width
-                        if stride == 1 {
-                            // Contiguous run: copy the in-bounds span, zero the edges.
-                            let shift = j - padLeft
-                            let first = max(0, -shift)
-                            let last = min(outputWidth, width - shift)
-                            if first > 0 { line.update(repeating: 0, count: min(first, outputWidth)) }
-                            if last > first { (line + first).update(from: source + first + shift, count: last - first) }
-                            if last < outputWidth { (line + max(last, 0)).update(repeating: 0, count: outputWidth - max(last, 0)) }
-                        } else {
-                            for ox in 0..<outputWidth {
-                                let ix = ox * stride - padLeft + j
-                                line[ox] = (ix >= 0 && ix < width) ? source[ix] : 0
-                            }
-                        }
-                    }
-                    row += 1
-                }
-            }
-        }
+        cohort_im2col(x, cols, channels, height, width, kernel, stride, padTop, padLeft, outputHeight, outputWidth, rowStride)
     }
 
     /// The adjoint of im2col: dx[c, iy, ix] = Σ of the dcols entries that read it.
     func col2im(_ cols: UnsafePointer<Float>, rowStride: Int, _ dx: UnsafeMutablePointer<Float>) {
-        dx.update(repeating: 0, count: channels * height * width)
-        var row = 0
-        for c in 0..<channels {
-            let plane = dx + c * height * width
-            for i in 0..<kernel {
-                for j in 0..<kernel {
-                    let source = cols + row * rowStride
-                    for oy in 0..<outputHeight {
-                        let iy = oy * stride - padTop + i
-                        if iy < 0 || iy >= height { continue }
-                        let line = source + oy * outputWidth
-                        let target = plane + iy * width
-                        if stride == 1 {
-                            let shift = j - padLeft
-                            let first = max(0, -shift)
-                            let last = min(outputWidth, width - shift)
-                            if last > first { cohort_add(line + first, target + first + shift, last - first) }
-                        } else {
-                            for ox in 0..<outputWidth {
-                                let ix = ox * stride - padLeft + j
-                                if ix >= 0 && ix < width { target[ix] += line[ox] }
-                            }
-                        }
-                    }
-                    row += 1
-                }
-            }
-        }
+        cohort_col2im(cols, dx, channels, height, width, kernel, stride, padTop, padLeft, outputHeight, outputWidth, rowStride)
     }
 }
