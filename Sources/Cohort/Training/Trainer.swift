@@ -159,6 +159,9 @@ public final class Trainer {
     /// Time in the gradient all-reduce (this rank), for the benchmarks.
     public private(set) var allReduceSeconds = 0.0
     public private(set) var allReduceCalls = 0
+    /// Training seconds of this process (epochs finished here plus the one in progress).
+    public var trainingSeconds: Double { finishedEpochSeconds + epochTotals.seconds }
+    private var finishedEpochSeconds = 0.0
     /// Seconds the last checkpoint took to write (rank 0).
     public private(set) var lastCheckpointSeconds: Double?
     /// Seconds from process start to the first training step's all-reduce.
@@ -261,6 +264,7 @@ public final class Trainer {
             epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
             let seconds = epochTotals.seconds
+            finishedEpochSeconds += seconds
             epochTotals = (0, 0, 0, 0)
             let waited = loader.waitSeconds - waitAtEpochStart
             loader.endEpoch()
