@@ -1,4 +1,5 @@
 import ArgumentParser
+import CCohort
 import Cohort
 import Foundation
 
@@ -19,6 +20,8 @@ struct CohortCommand: ParsableCommand {
 
     static func main() {
         ensureOpenBLASUsesVectorKernels()
+        // Subnormal arithmetic is ~100× slower on x86; training never needs it (kernels.c).
+        cohort_flush_denormals()
         main(nil)
     }
 }

@@ -80,6 +80,9 @@ void cohort_col2im(const float *restrict cols, float *restrict dx, long channels
 
 // MARK: Process
 
+/// Flush subnormal floats to zero in this thread (FTZ and DAZ on x86-64; elsewhere nothing).
+void cohort_flush_denormals(void);
+
 /// SIGTERM and SIGUSR1 set a flag instead of ending the process.
 void cohort_install_stop_signals(void);
 /// 1 once SIGTERM or SIGUSR1 has arrived.

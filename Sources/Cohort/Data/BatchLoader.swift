@@ -81,12 +81,22 @@ public final class BatchLoader: @unchecked Sendable {
         blockLabels?.deallocate()
     }
 
+    /// Steps of `epoch` (memoized: in sharded mode it takes the epoch's block permutation).
     public func stepsPerEpoch(_ epoch: Int) -> Int {
         switch plan {
-        case .global(let sampler): return sampler.stepsPerEpoch
-        case .sharded(let sampler): return sampler.stepsPerEpoch(epoch: epoch)
+        case .global(let sampler):
+            return sampler.stepsPerEpoch
+        case .sharded(let sampler):
+            stepsLock.lock()
+            defer { stepsLock.unlock() }
+            if let steps = stepsByEpoch[epoch] { return steps }
+            let steps = sampler.stepsPerEpoch(epoch: epoch)
+            stepsByEpoch[epoch] = steps
+            return steps
         }
     }
+    private var stepsByEpoch: [Int: Int] = [:]
+    private let stepsLock = NSLock()
 
     /// Starts producing the batches of `epoch` from step `step` (0, or the step a resumed run stopped at).
     public func beginEpoch(_ epoch: Int, from step: Int) {

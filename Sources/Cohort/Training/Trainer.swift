@@ -119,7 +119,7 @@ public final class Trainer {
     }
 
     /// Total optimizer steps of the run, the T of the learning-rate schedule.
-    public var totalSteps: Int { (0..<config.training.epochs).reduce(0) { $0 + loader.stepsPerEpoch($1) } }
+    public private(set) lazy var totalSteps: Int = (0..<config.training.epochs).reduce(0) { $0 + loader.stepsPerEpoch($1) }
     public var stepsThisEpoch: Int { loader.stepsPerEpoch(position.epoch) }
 
     /// The schedule's rate at this step, times the plateau callback's reduction.
