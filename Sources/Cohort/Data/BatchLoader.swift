@@ -46,8 +46,17 @@ public final class BatchLoader: @unchecked Sendable {
     // Producer/consumer state for one epoch.
     private var producer: Thread?
     private let lock = NSLock()
-    private var freeSlots = DispatchSemaphore(value: 2)
+    // Semaphores start at 0 and are signalled up: libdispatch traps when a semaphore is released
+    // with a value below the one it was created with, which a stopped epoch can leave behind.
+    private var freeSlots = BatchLoader.slotSemaphore()
     private var filled = DispatchSemaphore(value: 0)
+
+    private static func slotSemaphore() -> DispatchSemaphore {
+        let semaphore = DispatchSemaphore(value: 0)
+        semaphore.signal()
+        semaphore.signal()
+        return semaphore
+    }
     private var ready: [Batch] = []
     private var failure: Error?
     private var cancelled = false
@@ -104,7 +113,7 @@ public final class BatchLoader: @unchecked Sendable {
         cancelled = false
         failure = nil
         ready = []
-        freeSlots = DispatchSemaphore(value: 2)
+        freeSlots = BatchLoader.slotSemaphore()
         filled = DispatchSemaphore(value: 0)
         let work = makeProducer(epoch: epoch, from: step)
         if prefetch {
