@@ -71,13 +71,14 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     func test_sigtermToOneRankCheckpointsEveryRankAndResumesExactly() throws {
-        let full = try config("reference", epochs: 4)
-        _ = try run(ranks: 2, [full])
-        let stopped = try config("sigterm", epochs: 4, logEvery: 1)
+        // Long enough (400 epochs of 13 steps) that the signal lands while the job runs.
+        let full = try config("reference", epochs: 400)
+        _ = try run(ranks: 2, [full, "--quiet"])
+        let stopped = try config("sigterm", epochs: 400, logEvery: 1)
         // Slow the job down so the signal lands mid-run: a large evaluation after each epoch is not
         // needed; the steps are printed one by one and the signal follows step 20.
         let job = try CohortJob(ranks: 2, ["train", stopped], directory: directory)
-        XCTAssertTrue(job.waitForOutput("epoch 2/4 step 7/", seconds: 60), job.output + job.error)
+        XCTAssertTrue(job.waitForOutput("epoch 2/400 step 7/", seconds: 60), job.output + job.error)
         let ranks = job.rankProcesses()
         XCTAssertEqual(ranks.count, 2, "rank processes of mpirun")
         kill(try XCTUnwrap(ranks.last), SIGTERM)
@@ -86,7 +87,7 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertTrue(job.output.contains("stopped by signal"), job.output)
         let saved = try Checkpoint.read(from: try XCTUnwrap(checkpoints("sigterm").first))
         XCTAssertGreaterThan(saved.position.stepInEpoch, 0, "a mid-epoch checkpoint")
-        _ = try run(ranks: 2, [stopped, "--resume", "auto"])
+        _ = try run(ranks: 2, [stopped, "--resume", "auto", "--quiet"])
         XCTAssertTrue(try finalParameters("sigterm") == finalParameters("reference"), "resumed after SIGTERM differs")
     }
 
@@ -173,7 +174,7 @@ final class FaultToleranceTests: XCTestCase {
     }
 
     func test_sigkillOfOneRankEndsTheWholeJob() throws {
-        let path = try config("sigkill", epochs: 50, logEvery: 1)
+        let path = try config("sigkill", epochs: 5000, logEvery: 1)
         let job = try CohortJob(ranks: 2, ["train", path], directory: directory)
         XCTAssertTrue(job.waitForOutput("step 3/", seconds: 60), job.output + job.error)
         let ranks = job.rankProcesses()
