@@ -28,6 +28,17 @@ struct CohortCommand: ParsableCommand {
 
 let cohortVersion = "0.1.0"
 
+/// Runs a single-process command, turning its errors into one line and exit status 1.
+func reportingErrors(_ body: () throws -> Void) {
+    do {
+        try body()
+    } catch let error as CohortError {
+        fail(error.message)
+    } catch {
+        fail("\(error)")
+    }
+}
+
 /// Prints a user-facing error once and exits non-zero.
 func fail(_ message: String) -> Never {
     printError("cohort: \(message)")

@@ -82,7 +82,7 @@ struct Predict: ParsableCommand {
     var batchSize: Int = 500
 
     func run() throws {
-        do {
+        reportingErrors {
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
             let predictions = try Cohort.predict(trained, batchSize: batchSize)
             let file = try HDF5File.create(out)
@@ -98,8 +98,6 @@ struct Predict: ParsableCommand {
             try file.flush()
             file.close()
             printLine("wrote \(out): \(trained.data.rows) rows, \(predictions.classes) classes")
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 }

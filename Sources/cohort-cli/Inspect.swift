@@ -14,7 +14,7 @@ struct Inspect: ParsableCommand {
     var labels: String = "labels"
 
     func run() throws {
-        do {
+        reportingErrors {
             let h5 = try HDF5File.open(file)
             printLine(file)
             for name in h5.attributeNames() { printLine("  @\(name) = \(abbreviate(h5.describeAttribute(name)))") }
@@ -30,8 +30,6 @@ struct Inspect: ParsableCommand {
                     printLine(String(format: "  %6lld %8d", value, count) + name)
                 }
             }
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 

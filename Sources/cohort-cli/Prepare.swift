@@ -22,10 +22,8 @@ struct PrepareFashionMNIST: ParsableCommand {
     var out: String = "data/fashion-mnist"
 
     func run() throws {
-        do {
+        reportingErrors {
             for path in try FashionMNIST.prepare(source: source, outputDirectory: out) { printLine("wrote \(path)") }
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 }
@@ -49,14 +47,12 @@ struct PrepareIDX: ParsableCommand {
     var classNames: String?
 
     func run() throws {
-        do {
+        reportingErrors {
             let names = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             let set = try FashionMNIST.readIDXPair(images: images, labels: labels, classNames: names,
                                                    source: "IDX pair \(images), \(labels)")
             try set.write(to: out)
             printLine("wrote \(out): \(set.count) rows of \(set.height)×\(set.width)×\(set.channels), \(set.classNames.count) classes")
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 }
@@ -91,7 +87,7 @@ struct PrepareSynthetic: ParsableCommand {
         guard rows > 0, classes > 0, classes <= 1 << 16, (0...255).contains(noise) else {
             fail("--rows and --classes must be positive and --noise within 0-255")
         }
-        do {
+        reportingErrors {
             if rows * dims.reduce(1, *) > 256 << 20 {
                 // Large files are streamed in slices (no mean/std attributes: use normalize: scale).
                 try SyntheticImages.write(to: out, rows: rows, height: dims[0], width: dims[1], channels: dims[2],
@@ -101,8 +97,6 @@ struct PrepareSynthetic: ParsableCommand {
                                          classes: classes, noise: noise, seed: seed).write(to: out)
             }
             printLine("wrote \(out): \(rows) rows of \(dims[0])×\(dims[1])×\(dims[2]), \(classes) classes")
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 }
@@ -126,14 +120,12 @@ struct PrepareSubset: ParsableCommand {
     func run() throws {
         let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else { fail("--classes \(classes): expected comma-separated integers") }
-        do {
+        reportingErrors {
             let subset = try ImageSet.read(from: source).subset(classes: ids.compactMap { $0 })
             try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: out).deletingLastPathComponent().path,
                                                     withIntermediateDirectories: true)
             try subset.write(to: out)
             printLine("wrote \(out): \(subset.count) rows, classes \(subset.classNames.joined(separator: ", "))")
-        } catch let error as CohortError {
-            fail(error.message)
         }
     }
 }
