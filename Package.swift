@@ -25,7 +25,7 @@ let package = Package(
         .target(
             name: "CCohort",
             dependencies: ["CMPI", "CHDF5", "COpenBLAS", "CZlib"],
-            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-builtin-memcpy", "-fno-builtin-memset"])]
         ),
         .target(
             name: "Cohort",

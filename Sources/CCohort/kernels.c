@@ -6,6 +6,18 @@
 #include <signal.h>
 #include <string.h>
 
+// Each hot loop is compiled twice, for x86-64-v3 (AVX2, the vector width every x86 server of
+// the last decade has) and for the baseline, and the loader picks one per machine. The file is
+// compiled with -ffp-contract=off so both versions round identically: replicas on a mixed
+// cluster stay bitwise equal. -fno-builtin-memcpy/-memset keep the short im2col rows as inline
+// vector copies instead of library calls.
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define VECTORIZED
+#endif
+
+VECTORIZED
 void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
                         const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
                         float epsilon_hat, float weight_decay) {
@@ -27,6 +39,7 @@ void cohort_adam_update(float *restrict theta, const float *restrict grad, float
     }
 }
 
+VECTORIZED
 void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
                        const float *restrict decay_mask, long n, float learning_rate, float momentum,
                        int nesterov, float weight_decay) {
@@ -41,14 +54,17 @@ void cohort_sgd_update(float *restrict theta, const float *restrict grad, float 
     }
 }
 
+VECTORIZED
 void cohort_relu_forward(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; }
 }
 
+VECTORIZED
 void cohort_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n) {
     for (long i = 0; i < n; i++) { float g = dy[i]; dx[i] = x[i] > 0.0f ? g : 0.0f; }
 }
 
+VECTORIZED
 void cohort_add_rows(const float *restrict rows, float *restrict sum, long count, long width) {
     for (long r = 0; r < count; r++) {
         const float *row = rows + r * width;
@@ -56,6 +72,7 @@ void cohort_add_rows(const float *restrict rows, float *restrict sum, long count
     }
 }
 
+VECTORIZED
 void cohort_bias_activate(const float *restrict source, float *restrict target, long n, float bias, int relu) {
     if (relu) {
         for (long i = 0; i < n; i++) { float v = source[i] + bias; target[i] = v > 0.0f ? v : 0.0f; }
@@ -64,6 +81,7 @@ void cohort_bias_activate(const float *restrict source, float *restrict target, 
     }
 }
 
+VECTORIZED
 void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n) {
     if (y) {
         // The load of dy is unconditional so the compiler can turn the choice into a vector select.
@@ -73,6 +91,7 @@ void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *
     }
 }
 
+VECTORIZED
 float cohort_sum(const float *restrict x, long n) {
     // Eight float lanes per block of 1024 (vectorizes), blocks summed in double.
     double total = 0;
@@ -88,33 +107,67 @@ float cohort_sum(const float *restrict x, long n) {
     return (float)total;
 }
 
+VECTORIZED
 void cohort_add(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) y[i] += x[i];
 }
 
+VECTORIZED
 void cohort_relu_inplace(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restrict argmax, long planes,
+// 2×2 max pooling with stride 2. code[o] records which of the window's four inputs won
+// (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right; the first maximum wins ties, as in
+// PyTorch), a byte per output instead of an index.
+VECTORIZED
+void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
                          long height, long width, long out_height, long out_width) {
     for (long plane = 0; plane < planes; plane++) {
         const float *p = x + plane * height * width;
-        long base = plane * height * width;
         for (long oy = 0; oy < out_height; oy++) {
             const float *r0 = p + (2 * oy) * width;
             const float *r1 = r0 + width;
             for (long ox = 0; ox < out_width; ox++) {
                 long j = 2 * ox;
-                long best = (2 * oy) * width + j;
                 float m = r0[j];
-                if (r0[j + 1] > m) { m = r0[j + 1]; best = (2 * oy) * width + j + 1; }
-                if (r1[j] > m) { m = r1[j]; best = (2 * oy + 1) * width + j; }
-                if (r1[j + 1] > m) { m = r1[j + 1]; best = (2 * oy + 1) * width + j + 1; }
-                *y++ = m;
-                *argmax++ = (int)(base + best);
+                unsigned char best = 0;
+                if (r0[j + 1] > m) { m = r0[j + 1]; best = 1; }
+                if (r1[j] > m) { m = r1[j]; best = 2; }
+                if (r1[j + 1] > m) { m = r1[j + 1]; best = 3; }
+                y[ox] = m;
+                code[ox] = best;
             }
+            y += out_width;
+            code += out_width;
         }
+    }
+}
+
+// The adjoint: each window's gradient goes to the input that won, the other three get zero;
+// rows and columns no window covers (odd sizes) get zero too. Every dx entry is written once.
+VECTORIZED
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx,
+                                  long planes, long height, long width, long out_height, long out_width) {
+    for (long plane = 0; plane < planes; plane++) {
+        float *p = dx + plane * height * width;
+        for (long oy = 0; oy < out_height; oy++) {
+            float *r0 = p + (2 * oy) * width;
+            float *r1 = r0 + width;
+            for (long ox = 0; ox < out_width; ox++) {
+                float g = dy[ox];
+                unsigned char c = code[ox];
+                r0[2 * ox] = c == 0 ? g : 0.0f;
+                r0[2 * ox + 1] = c == 1 ? g : 0.0f;
+                r1[2 * ox] = c == 2 ? g : 0.0f;
+                r1[2 * ox + 1] = c == 3 ? g : 0.0f;
+            }
+            for (long ix = 2 * out_width; ix < width; ix++) { r0[ix] = 0.0f; r1[ix] = 0.0f; }
+            dy += out_width;
+            code += out_width;
+        }
+        for (long iy = 2 * out_height; iy < height; iy++)
+            for (long ix = 0; ix < width; ix++) p[iy * width + ix] = 0.0f;
     }
 }
 
@@ -142,6 +195,7 @@ int cohort_stop_requested(void) { return stop_requested; }
 // im2col for one sample: cols[(c·k + i)·k + j][oy·OW + ox] = x[c][oy·s − pt + i][ox·s − pl + j],
 // zero outside; row r starts at cols + r·row_stride. Inner copies are plain loops (rows here
 // are short: a library memcpy call per row costs more than the copy).
+VECTORIZED
 void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
                    long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
     long row = 0;
@@ -179,6 +233,7 @@ void cohort_im2col(const float *restrict x, float *restrict cols, long channels,
 }
 
 // The adjoint of cohort_im2col: dx is overwritten with the sum of the entries that read each pixel.
+VECTORIZED
 void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
                    long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
     for (long n = 0; n < channels * height * width; n++) dx[n] = 0.0f;

@@ -81,7 +81,15 @@ struct Train: ParsableCommand {
             throw ExitCode(1)
         }
         let memory = trainer.peakResidentMemory()
-        let reduce = communicator.allReduceMax([trainer.allReduceSeconds / Double(max(trainer.allReduceCalls, 1))])[0]
+        let steps = Double(max(trainer.allReduceCalls, 1))
+        let reduce = communicator.allReduceMax([trainer.allReduceSeconds / steps])[0]
+        // Per-rank step phases in ms, to see a straggler: compute (forward, loss, backward),
+        // the optimizer update, and the all-reduce (with the barrier wait when timing_barrier is on).
+        let sortedReduce = trainer.allReduceTimes.sorted()
+        let medianReduce = sortedReduce.isEmpty ? 0 : sortedReduce[sortedReduce.count / 2]
+        let phases = communicator.gatherStrings(String(format: "%.2f %.2f %.3f %.3f %.3f", trainer.computeSeconds / steps * 1e3,
+                                                       trainer.updateSeconds / steps * 1e3, trainer.allReduceSeconds / steps * 1e3,
+                                                       medianReduce * 1e3, trainer.barrierSeconds / steps * 1e3), root: 0)
         if communicator.isRoot {
             if let seconds = trainer.lastCheckpointSeconds {
                 printLine(String(format: "last checkpoint written in %.3f s (%.1f MB of parameters and optimizer state)", seconds,
@@ -90,6 +98,15 @@ struct Train: ParsableCommand {
             if let first = trainer.firstStepAt {
                 printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
                                  first, reduce * 1e6, trainer.model.parameters.count))
+                let columns = phases.map { $0.split(separator: " ").map(String.init) }
+                func column(_ index: Int) -> String { columns.map { $0.count > index ? $0[index] : "?" }.joined(separator: ", ") }
+                var line = "per step by rank (ms): compute \(column(0)); update \(column(1)); gradient all-reduce \(column(2))"
+                if trainer.config.training.timingBarrier {
+                    line += " (median \(column(3)), after a barrier that waited \(column(4)))"
+                } else if communicator.size > 1 {
+                    line += " (including the wait for the slowest rank)"
+                }
+                printLine(line)
             }
             let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) }
                 ?? (trainer.trainingSeconds > 0 ? String(format: "; loader wait %.1f%% of step time", trainer.loader.waitSeconds / trainer.trainingSeconds * 100) : "")

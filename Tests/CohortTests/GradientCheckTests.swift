@@ -37,8 +37,19 @@ final class GradientCheckTests: XCTestCase {
         try checkModel([.conv2d(2, kernel: 3, bias: false)], inputShape: [1, 4, 4], batch: 2)
     }
 
+    /// Conv2D works through the batch in chunks of about 1,600 output pixels: with 30×30
+    /// outputs each sample is its own chunk, so a batch of 3 crosses two chunk boundaries.
+    /// (No ReLU here: with 5,400 outputs some lie within ±h of its kink, where differences lie.)
+    func test_conv2dGradientsAcrossBatchChunks() throws {
+        let specs: [LayerSpec] = [.conv2d(2, kernel: 3, padding: .same)]
+        let conv = try XCTUnwrap(try Model(inputShape: [1, 30, 30], layers: specs, maxBatch: 3).layers.first as? Conv2D)
+        XCTAssertEqual(conv.chunk, 1)
+        try checkModel(specs, inputShape: [1, 30, 30], batch: 3)
+    }
+
     func test_poolingGradientsMatchFiniteDifferences() throws {
         try checkModel([.maxPool(2)], inputShape: [2, 4, 6], batch: 2)
+        try checkModel([.maxPool(2)], inputShape: [1, 7, 5], batch: 1)  // a row and a column no window covers
         try checkModel([.maxPool(3, stride: 2)], inputShape: [1, 7, 7], batch: 2)
         try checkModel([.averagePool(2)], inputShape: [2, 4, 4], batch: 2)
         try checkModel([.globalAveragePool], inputShape: [3, 3, 2], batch: 2)

@@ -68,6 +68,21 @@ final class MPITrainingTests: XCTestCase {
         XCTAssertLessThanOrEqual(difference, 1e-5)
     }
 
+    /// The benchmark switch only adds a barrier: same parameters, and the per-rank timing line
+    /// has one figure per rank.
+    func test_timingBarrierChangesNothingButTheTimingLine() throws {
+        let plain = try writeConfig("plain", epochs: 1)
+        let timed = try writeConfig("timed", epochs: 1, extra: "  timing_barrier: true")
+        let plainRun = try train(ranks: 2, [plain])
+        let timedRun = try train(ranks: 2, [timed])
+        XCTAssertEqual(try checkpointParameters(try newestCheckpoint("plain")), try checkpointParameters(try newestCheckpoint("timed")))
+        XCTAssertTrue(plainRun.output.contains("(including the wait for the slowest rank)"), plainRun.output)
+        let line = try XCTUnwrap(timedRun.output.split(separator: "\n").first { $0.hasPrefix("per step by rank") }, timedRun.output)
+        let compute = try XCTUnwrap(line.split(separator: ";").first).split(separator: ",")
+        XCTAssertEqual(compute.count, 2, String(line))
+        XCTAssertTrue(line.contains("after a barrier that waited"), String(line))
+    }
+
     func test_syncBatchNormTwoRanksMatchOneRankWithDoubleBatch() throws {
         let layers = """
             - {type: conv2d, filters: 4, kernel: 3, padding: same, bias: false}

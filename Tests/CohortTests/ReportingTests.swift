@@ -222,4 +222,19 @@ final class ReportingTests: XCTestCase {
             XCTAssertEqual(Int(labels[row]), p.firstIndex(of: p.max()!)!)
         }
     }
+
+    /// `cohort profile`'s measurement: one row per layer, times measured, and FLOPs only for
+    /// the layers with matrix products (2·multiply-adds per sample, weight and input gradients).
+    func test_layerProfileCoversEveryLayer() throws {
+        let model = try Model(inputShape: [1, 8, 8], layers: [.conv2d(4, kernel: 3, activation: .relu), .maxPool(2),
+                                                              .flatten, .dense(5)], maxBatch: 4)
+        let profile = LayerProfile.measure(model, batch: 4, steps: 3)
+        XCTAssertEqual(profile.rows.map(\.name), model.layers.map(\.name))
+        XCTAssertTrue(profile.rows.allSatisfy { $0.forwardSeconds > 0 && $0.backwardSeconds >= 0 })
+        XCTAssertEqual(profile.rows[0].forwardFLOPs, 2 * 4 * Double(4 * 6 * 6 * 9))
+        XCTAssertEqual(profile.rows[0].backwardFLOPs, profile.rows[0].forwardFLOPs)  // first layer: no input gradient
+        XCTAssertEqual(profile.rows[3].backwardFLOPs, 2 * profile.rows[3].forwardFLOPs)
+        XCTAssertEqual(profile.rows[1].forwardFLOPs, 0)
+        XCTAssertTrue(profile.table().contains("total (batch 4)"))
+    }
 }

@@ -67,9 +67,12 @@ float cohort_sum(const float *restrict x, long n);
 /// y[i] += x[i]
 void cohort_add(const float *restrict x, float *restrict y, long n);
 void cohort_relu_inplace(float *x, long n);
-/// 2×2, stride 2 max pooling of `planes` planes; argmax holds the flat input index of each maximum.
-void cohort_max_pool_2x2(const float *restrict x, float *restrict y, int *restrict argmax, long planes,
+/// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
+void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
                          long height, long width, long out_height, long out_width);
+/// Its adjoint: dx (every entry written) from dy and the codes of the forward pass.
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx,
+                                  long planes, long height, long width, long out_height, long out_width);
 
 /// im2col of one NCHW sample into rows of `row_stride` floats (see kernels.c).
 void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,

@@ -100,6 +100,9 @@ public struct TrainingConfig: Sendable {
     /// Print a progress line every this many steps (0: only per-epoch lines).
     public var logEvery: Int
     public var onNonFinite: NonFinitePolicy
+    /// Put a barrier before each gradient all-reduce so that its time excludes waiting for the
+    /// slowest rank (benchmarks; costs one small message per step).
+    public var timingBarrier: Bool = false
 }
 
 /// What a non-finite loss or gradient does to a run.
@@ -342,7 +345,8 @@ extension TrainConfig {
                 return steps
             },
             logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max),
-            onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!
+            onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!,
+            timingBarrier: try trainingMap.bool("timing_barrier", default: false)
         )
         try trainingMap.finish()
 

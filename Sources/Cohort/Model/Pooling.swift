@@ -10,7 +10,10 @@ public final class MaxPool2D: Layer {
     let size, stride: Int
     private let output: Workspace
     private let inputGradient: Workspace
+    /// Flat input index of each output's maximum (general sizes).
     private var argmax: [Int32]
+    /// Which of the four inputs won each 2×2 window (the common case; kernels.c).
+    private var winners: [UInt8]
 
     init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
         self.name = name
@@ -19,15 +22,18 @@ public final class MaxPool2D: Layer {
         outputShape = try pooledShape(name: name, type: "max_pool", inputShape: inputShape, size: size, stride: stride)
         output = Workspace(maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
-        argmax = [Int32](repeating: 0, count: maxBatch * outputShape.reduce(1, *))
+        let outputs = maxBatch * outputShape.reduce(1, *)
+        let pairs = size == 2 && stride == 2
+        argmax = [Int32](repeating: 0, count: pairs ? 0 : outputs)
+        winners = [UInt8](repeating: 0, count: pairs ? outputs : 0)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (height, width) = (inputShape[1], inputShape[2])
         let (outputHeight, outputWidth) = (outputShape[1], outputShape[2])
         if size == 2, stride == 2 {
-            argmax.withUnsafeMutableBufferPointer { argmax in
-                cohort_max_pool_2x2(input, output.pointer, argmax.baseAddress!, batch * inputShape[0], height, width, outputHeight, outputWidth)
+            winners.withUnsafeMutableBufferPointer { winners in
+                cohort_max_pool_2x2(input, output.pointer, winners.baseAddress!, batch * inputShape[0], height, width, outputHeight, outputWidth)
             }
             return UnsafePointer(output.pointer)
         }
@@ -55,6 +61,13 @@ public final class MaxPool2D: Layer {
     }
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        if size == 2, stride == 2 {
+            winners.withUnsafeBufferPointer { winners in
+                cohort_max_pool_2x2_backward(outputGradient, winners.baseAddress!, inputGradient.pointer, batch * inputShape[0],
+                                             inputShape[1], inputShape[2], outputShape[1], outputShape[2])
+            }
+            return UnsafePointer(inputGradient.pointer)
+        }
         inputGradient.pointer.update(repeating: 0, count: batch * inputSize)
         argmax.withUnsafeBufferPointer { argmax in
             for o in 0..<(batch * outputSize) { inputGradient.pointer[Int(argmax[o])] += outputGradient[o] }

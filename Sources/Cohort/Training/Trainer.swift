@@ -156,9 +156,16 @@ public final class Trainer {
     /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
     /// report after a resume covers the whole epoch.
     private var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
-    /// Time in the gradient all-reduce (this rank), for the benchmarks.
+    /// Time in the gradient all-reduce (this rank), for the benchmarks: it includes waiting for
+    /// slower ranks unless `training.timing_barrier` puts that wait in `barrierSeconds`.
     public private(set) var allReduceSeconds = 0.0
     public private(set) var allReduceCalls = 0
+    /// Each step's gradient all-reduce, in seconds, when `training.timing_barrier` is on.
+    public private(set) var allReduceTimes: [Double] = []
+    public private(set) var barrierSeconds = 0.0
+    /// Forward, loss and backward of this rank's slice (seconds over the run), and the optimizer update.
+    public private(set) var computeSeconds = 0.0
+    public private(set) var updateSeconds = 0.0
     /// Training seconds of this process (epochs finished here plus the one in progress).
     public var trainingSeconds: Double { finishedEpochSeconds + epochTotals.seconds }
     private var finishedEpochSeconds = 0.0
@@ -196,6 +203,7 @@ public final class Trainer {
                 // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
                 if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
                 var stepLoss = 0.0
+                let computeStart = DispatchTime.now().uptimeNanoseconds
                 if batch > 0 {
                     let outputs = model.forward(x, batch: batch, training: true)
                     let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) }, batch: batch,
@@ -206,11 +214,19 @@ public final class Trainer {
                     epochTotals.rows += Double(batch)
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
+                computeSeconds += Double(DispatchTime.now().uptimeNanoseconds - computeStart) / 1e9
                 try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
+                if config.training.timingBarrier {
+                    let barrierStart = DispatchTime.now().uptimeNanoseconds
+                    communicator.barrier()
+                    barrierSeconds += Double(DispatchTime.now().uptimeNanoseconds - barrierStart) / 1e9
+                }
                 let reduceStart = DispatchTime.now().uptimeNanoseconds
                 communicator.allReduceSum(parameters.gradients)
-                allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - reduceStart) / 1e9
+                let reduceSeconds = Double(DispatchTime.now().uptimeNanoseconds - reduceStart) / 1e9
+                allReduceSeconds += reduceSeconds
                 allReduceCalls += 1
+                if config.training.timingBarrier { allReduceTimes.append(reduceSeconds) }
                 if firstStepAt == nil { firstStepAt = processUptime() }
 
                 // One small all-reduce per step carries what every rank must agree on: a stop
@@ -230,9 +246,11 @@ public final class Trainer {
                         if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
                     }
                 } else {
+                    let updateStart = DispatchTime.now().uptimeNanoseconds
                     if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
                     optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
                                    learningRate: learningRate)
+                    updateSeconds += Double(DispatchTime.now().uptimeNanoseconds - updateStart) / 1e9
                 }
                 position.stepInEpoch += 1
                 position.globalStep += 1

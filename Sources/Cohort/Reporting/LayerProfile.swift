@@ -1,0 +1,97 @@
+import Foundation
+
+/// Per-layer forward and backward times of a model on random input: where a step's time goes.
+///
+/// Each layer runs on the output its predecessor produced (so shapes and sparsity are real),
+/// `steps` times after one warm-up step; the median of each layer's times is reported together
+/// with its multiply-add work, so a slow layer stands out as low GFLOP/s.
+public struct LayerProfile {
+    public struct Row {
+        public let name: String
+        public let forwardSeconds: Double
+        public let backwardSeconds: Double
+        /// Forward FLOPs for the batch (2 per multiply-add); 0 for layers without a GEMM.
+        public let forwardFLOPs: Double
+        /// Backward FLOPs: the weight gradient, plus the input gradient when the layer computes it.
+        public let backwardFLOPs: Double
+    }
+
+    public let batch: Int
+    public let rows: [Row]
+
+    public static func measure(_ model: Model, batch: Int, steps: Int, seed: UInt64 = 1) -> LayerProfile {
+        let layers = model.layers
+        var generator = Generator(seed: seed, streams: 99)
+        let inputCount = batch * model.inputShape.reduce(1, *)
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
+        defer { input.deallocate() }
+        for index in 0..<inputCount { input[index] = generator.nextUnitFloat() * 2 - 1 }
+        let outputCount = batch * model.outputShape.reduce(1, *)
+        let seed = UnsafeMutablePointer<Float>.allocate(capacity: outputCount)
+        defer { seed.deallocate() }
+        for index in 0..<outputCount { seed[index] = (generator.nextUnitFloat() * 2 - 1) / Float(outputCount) }
+
+        var forwardTimes = Array(repeating: [Double](), count: layers.count)
+        var backwardTimes = Array(repeating: [Double](), count: layers.count)
+        var inputs = Array(repeating: UnsafePointer<Float>(input), count: layers.count)
+        for step in 0...max(steps, 1) {
+            var activation = UnsafePointer<Float>(input)
+            for (index, layer) in layers.enumerated() {
+                inputs[index] = activation
+                let start = DispatchTime.now().uptimeNanoseconds
+                activation = layer.forward(activation, batch: batch, training: true)
+                if step > 0 { forwardTimes[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+            }
+            var gradient = UnsafePointer<Float>(seed)
+            for index in layers.indices.reversed() {
+                let start = DispatchTime.now().uptimeNanoseconds
+                gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
+                if step > 0 { backwardTimes[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+            }
+        }
+        let rows = layers.indices.map { index -> Row in
+            let layer = layers[index]
+            let work = multiplyAdds(layer)
+            let inputGradient = (layer as? InputGradientOptional)?.computesInputGradient ?? true
+            return Row(name: layer.name, forwardSeconds: median(forwardTimes[index]), backwardSeconds: median(backwardTimes[index]),
+                       forwardFLOPs: 2 * Double(batch * work), backwardFLOPs: 2 * Double(batch * work) * (inputGradient ? 2 : 1))
+        }
+        return LayerProfile(batch: batch, rows: rows)
+    }
+
+    /// Multiply-adds per sample of the layer's matrix products.
+    static func multiplyAdds(_ layer: Layer) -> Int {
+        switch layer {
+        case let dense as Dense: return dense.inputSize * dense.outputSize
+        case let conv as Conv2D: return conv.outputSize * conv.geometry.patchSize
+        default: return 0
+        }
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        return sorted[sorted.count / 2]
+    }
+
+    /// A table: one line per layer, then the step total.
+    public func table() -> String {
+        func ms(_ seconds: Double) -> String { String(format: "%9.3f", seconds * 1e3) }
+        func rate(_ flops: Double, _ seconds: Double) -> String {
+            flops > 0 && seconds > 0 ? String(format: "%8.1f", flops / seconds / 1e9) : "       -"
+        }
+        let total = rows.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
+        var lines = ["layer                   forward ms  GFLOP/s  backward ms  GFLOP/s   share"]
+        for row in rows {
+            let share = total > 0 ? (row.forwardSeconds + row.backwardSeconds) / total * 100 : 0
+            lines.append(row.name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                         + "  \(ms(row.forwardSeconds)) \(rate(row.forwardFLOPs, row.forwardSeconds))"
+                         + "    \(ms(row.backwardSeconds)) \(rate(row.backwardFLOPs, row.backwardSeconds))"
+                         + String(format: "  %5.1f%%", share))
+        }
+        let flops = rows.reduce(0) { $0 + $1.forwardFLOPs + $1.backwardFLOPs }
+        lines.append("total (batch \(batch)): " + String(format: "%.3f ms, %.1f GFLOP/s, %.0f samples/s (layers only)",
+                                                        total * 1e3, total > 0 ? flops / total / 1e9 : 0, total > 0 ? Double(batch) / total : 0))
+        return lines.joined(separator: "\n")
+    }
+}
