@@ -74,9 +74,25 @@ def fmt(value, pattern="{:,.0f}"):
 started = time.time()
 blas = {t: run([COHORT, "check-blas", "--repeats", "5"], {"OPENBLAS_NUM_THREADS": str(t)}) for t in (1, 2)}
 peak = {t: float(re.search(r"sgemm\s+1024×\s*1024×\s*1024:\s+([\d.]+)", blas[t]).group(1)) for t in (1, 2)}
-mpi = run([os.path.join(ROOT, "launch/cohort-mpirun"), "-n", "2", "check-mpi", "--repeats", "200",
-           "--floats", str(PARAMETERS["W1"])])
+mpi = run([os.path.join(ROOT, "launch/cohort-mpirun"), "-n", "2", "check-mpi", "--repeats", "200"]
+          + [a for w in WORKLOADS for a in ("--floats", str(PARAMETERS[w]))])
 raw = {int(b): float(t) for b, t in re.findall(r"allreduce\s+(\d+) bytes:\s+([\d.]+) µs", mpi)}
+
+# The step of 2 ranks taken apart: a run with training.timing_barrier, so the all-reduce is timed
+# after a barrier (the time a raw MPI_Allreduce is measured in) and the wait for the slower rank
+# is counted on its own.
+ANATOMY_STEPS = {"W1": 469, "W2": 200, "W3": 40}
+def step_anatomy(workload):
+    out = run([os.path.join(ROOT, "launch/cohort-mpirun"), "-n", "2", "train", CONFIGS[workload], "--quiet",
+               "--set", "training.epochs=1", "--set", f"training.max_steps={ANATOMY_STEPS[workload]}", "--set", "data.test=null",
+               "--set", f"run_dir=/tmp/cohort-bench/{workload}-anatomy", "--set", "tensorboard=false",
+               "--set", "training.timing_barrier=true"], {"OPENBLAS_NUM_THREADS": "1"})
+    line = re.search(r"per step by rank \(ms\): compute ([\d., ]+); update ([\d., ]+); gradient all-reduce [\d., ]+ "
+                     r"\(median ([\d., ]+), after a barrier that waited ([\d., ]+)\)", out)
+    if not line:
+        return None
+    compute, update, reduce, wait = ([float(x) for x in group.split(",")] for group in line.groups())
+    return {"compute": compute, "update": update, "allreduce_ms": max(reduce), "wait": wait}
 
 rows = []
 for workload in WORKLOADS:
@@ -121,7 +137,7 @@ if "W2" in WORKLOADS:
     if peer:
         time_torch = time_to([p["test_accuracy"] for p in peer], [p["seconds"] for p in peer], peer[0]["first_step_seconds"])
 
-w1_bytes = PARAMETERS["W1"] * 4
+anatomy = {w: step_anatomy(w) for w in WORKLOADS}
 with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     out.write("# Benchmark results\n\n")
     out.write(f"Produced by `Benchmarks/run.sh --runs {RUNS} --workloads {','.join(WORKLOADS)}" +
@@ -140,13 +156,23 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
                   f"{fmt(r['mfu'] and r['mfu'] * 100, '{:.0f}%')} | {fmt(r['first_step'], '{:.2f} s')} / {fmt(r['torch_first_step'], '{:.2f} s')} | "
                   f"{fmt(r['rss'])} / {fmt(r['torch_rss'])} |\n")
     out.write("\n## Gradient all-reduce and loader\n\n")
-    out.write("| workload | 2 ranks: Cohort's all-reduce per step | raw MPI_Allreduce of the same bytes | ratio | loader wait (share of step time) |\n|---|---|---|---|---|\n")
+    out.write("One 2-rank run per workload with `training.timing_barrier: true` (W1 469 steps, W2 200, W3 40): the gradient "
+              "all-reduce is timed after a barrier, as a raw `MPI_Allreduce` is (`cohort check-mpi --floats N`, median of 200), "
+              "and the wait for the slower rank is counted apart. Figures per step, ms, rank 0 / rank 1.\n\n")
+    out.write("| workload | compute (forward, loss, backward) | optimizer update | wait for the slower rank | Cohort's gradient all-reduce (median, slower rank) "
+              "| raw MPI_Allreduce of the same bytes | ratio | loader wait (share of step time, 2 × 1 epoch run) |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         if r["ranks"] != 2:
             continue
+        a = anatomy.get(r["workload"])
         raw_us = raw.get(PARAMETERS[r["workload"]] * 4)
-        out.write(f"| {r['workload']} | {fmt(r['allreduce'], '{:.1f} µs')} | {fmt(raw_us, '{:.1f} µs')} | "
-                  f"{fmt(r['allreduce'] / raw_us if r['allreduce'] and raw_us else None, '{:.2f}×')} | {fmt(r['wait'], '{:.1f}%')} |\n")
+        pair = lambda values: " / ".join(f"{v:.2f}" for v in values)
+        if a:
+            out.write(f"| {r['workload']} | {pair(a['compute'])} | {pair(a['update'])} | {pair(a['wait'])} | {a['allreduce_ms']:.3f} | "
+                      f"{fmt(raw_us and raw_us / 1e3, '{:.3f}')} | {fmt(a['allreduce_ms'] * 1e3 / raw_us if raw_us else None, '{:.2f}×')} | "
+                      f"{fmt(r['wait'], '{:.1f}%')} |\n")
+        else:
+            out.write(f"| {r['workload']} | — | — | — | — | {fmt(raw_us and raw_us / 1e3, '{:.3f}')} | — | {fmt(r['wait'], '{:.1f}%')} |\n")
     out.write("\nRaw all-reduce times (`cohort check-mpi`, 2 ranks, shared memory): " +
               ", ".join(f"{b} B {t:.1f} µs" for b, t in sorted(raw.items())) + ".\n\n")
     out.write("## Time to 0.89 test accuracy, W2, 2 ranks\n\n")
@@ -157,7 +183,7 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     beta = 16777216 / (raw.get(16777216, 3000.0) * 1e-6)
     tcp_alpha, tcp_beta = 27e-6 / 2, 16777216 / 12e-3
     out.write("## Scale on paper\n\n")
-    out.write(f"Step time at n ranks = compute time per step (measured, 2 ranks × 1 thread, batch 64 per rank) + ring all-reduce "
+    out.write(f"Step time at n ranks = compute and update time per step (the slower rank of the 2-rank run above, batch 64 per rank) + ring all-reduce "
               f"2(n−1)·α + 2(n−1)/n · bytes/β. α and β from this run's shared-memory all-reduce (α = {alpha*1e6:.1f} µs, "
               f"β = {beta/1e9:.1f} GB/s) and, for a network, from the TCP figures over simulated hosts in ../shared/PLATFORM.md "
               f"(α = {tcp_alpha*1e6:.1f} µs, β = {tcp_beta/1e9:.2f} GB/s).\n\n")
@@ -165,7 +191,8 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     for r in rows:
         if r["ranks"] != 2 or not r["cohort"]:
             continue
-        compute = 128 / r["cohort"] - (r["allreduce"] or 0) * 1e-6
+        a = anatomy.get(r["workload"])
+        compute = max(c + u for c, u in zip(a["compute"], a["update"])) * 1e-3 if a else 128 / r["cohort"] - (r["allreduce"] or 0) * 1e-6
         size = PARAMETERS[r["workload"]] * 4
         for n in (8, 64, 512):
             ring = lambda a, b: 2 * (n - 1) * a + 2 * (n - 1) / n * size / b
@@ -173,5 +200,6 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
             out.write(f"| {r['workload']} | {n} | {compute*1e3:.2f} | {s*1e3:.2f} / {t*1e3:.2f} | "
                       f"{s/(s+compute)*100:.0f}% / {t/(t+compute)*100:.0f}% |\n")
     out.write("\nCommunication dominates where its share passes 50%: the rows above say at which rank count that happens for each "
-              "transport; overlapping the all-reduce with the backward pass (not done yet) would hide up to the backward time.\n")
+              "transport. Cohort runs one all-reduce after the backward pass; overlapping it with the backward pass could hide at "
+              "most the share shown, and only with a core free to progress it.\n")
 print(open(os.path.join(ROOT, "Benchmarks/RESULTS.md")).read())

@@ -146,9 +146,11 @@ void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned ch
 
 // The adjoint: each window's gradient goes to the input that won, the other three get zero;
 // rows and columns no window covers (odd sizes) get zero too. Every dx entry is written once.
+// With y (the pooled outputs of a ReLU'd input), a window whose output is 0 passes no gradient:
+// the ReLU's mask, for the fused convolution.
 VECTORIZED
-void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx,
-                                  long planes, long height, long width, long out_height, long out_width) {
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
+                                  float *restrict dx, long planes, long height, long width, long out_height, long out_width) {
     for (long plane = 0; plane < planes; plane++) {
         float *p = dx + plane * height * width;
         for (long oy = 0; oy < out_height; oy++) {
@@ -156,6 +158,7 @@ void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char 
             float *r1 = r0 + width;
             for (long ox = 0; ox < out_width; ox++) {
                 float g = dy[ox];
+                if (y) g = y[ox] > 0.0f ? g : 0.0f;
                 unsigned char c = code[ox];
                 r0[2 * ox] = c == 0 ? g : 0.0f;
                 r0[2 * ox + 1] = c == 1 ? g : 0.0f;
@@ -165,9 +168,39 @@ void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char 
             for (long ix = 2 * out_width; ix < width; ix++) { r0[ix] = 0.0f; r1[ix] = 0.0f; }
             dy += out_width;
             code += out_width;
+            if (y) y += out_width;
         }
         for (long iy = 2 * out_height; iy < height; iy++)
             for (long ix = 0; ix < width; ix++) p[iy * width + ix] = 0.0f;
+    }
+}
+
+// One plane of a convolution's output, finished and pooled in one pass: v = x + bias (then
+// ReLU when relu), and the 2×2 max pool of v with its winners, as cohort_max_pool_2x2 would
+// compute from the stored v. x has row stride width.
+VECTORIZED
+void cohort_bias_activate_max_pool_2x2(const float *restrict x, float bias, int relu, float *restrict y,
+                                       unsigned char *restrict code, long width, long out_height, long out_width) {
+    for (long oy = 0; oy < out_height; oy++) {
+        const float *r0 = x + (2 * oy) * width;
+        const float *r1 = r0 + width;
+        for (long ox = 0; ox < out_width; ox++) {
+            long j = 2 * ox;
+            float a = r0[j] + bias, b = r0[j + 1] + bias, c = r1[j] + bias, d = r1[j + 1] + bias;
+            if (relu) {
+                a = a > 0.0f ? a : 0.0f; b = b > 0.0f ? b : 0.0f;
+                c = c > 0.0f ? c : 0.0f; d = d > 0.0f ? d : 0.0f;
+            }
+            float m = a;
+            unsigned char best = 0;
+            if (b > m) { m = b; best = 1; }
+            if (c > m) { m = c; best = 2; }
+            if (d > m) { m = d; best = 3; }
+            y[ox] = m;
+            code[ox] = best;
+        }
+        y += out_width;
+        code += out_width;
     }
 }
 

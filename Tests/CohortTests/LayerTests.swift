@@ -42,6 +42,39 @@ final class LayerTests: XCTestCase {
         }
     }
 
+    /// A 2×2 max pool folded into the convolution before it gives the two layers' results bit
+    /// for bit: outputs, parameter gradients and input gradients, with ReLU or without, odd
+    /// sizes (a row and column no window covers) and batches spanning several chunks.
+    func test_fusedConvolutionAndPoolingEqualTheTwoLayers() throws {
+        let cases: [([LayerSpec], [Int], Int)] = [
+            ([.conv2d(4, kernel: 3, activation: .relu), .maxPool(2), .conv2d(3, kernel: 3, padding: .same), .maxPool(2), .flatten, .dense(5)], [2, 11, 12], 3),
+            ([.conv2d(3, kernel: 3, padding: .same, activation: .relu), .maxPool(2), .flatten, .dense(4)], [1, 45, 43], 3),
+        ]
+        for (specs, shape, batch) in cases {
+            let fused = try Model(inputShape: shape, layers: specs, maxBatch: batch, seed: 3)
+            let separate = try Model(inputShape: shape, layers: specs, maxBatch: batch, seed: 3, fusePooling: false)
+            XCTAssertLessThan(fused.layers.count, separate.layers.count)
+            XCTAssertTrue(fused.layers.contains { ($0 as? Conv2D)?.pooled == true })
+            XCTAssertEqual(fused.outputShape, separate.outputShape)
+            XCTAssertEqual(Array(fused.parameters.values), Array(separate.parameters.values))
+            fused.computeInputGradient()
+            separate.computeInputGradient()
+            var generator = Generator(seed: 11)
+            let x = (0..<(batch * shape.reduce(1, *))).map { _ in generator.nextGaussian() }
+            let dy = (0..<(batch * fused.outputShape.reduce(1, *))).map { _ in generator.nextGaussian() }
+            let count = batch * fused.outputShape.reduce(1, *)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: fused.forward(x, batch: batch, training: true), count: count)),
+                           Array(UnsafeBufferPointer(start: separate.forward(x, batch: batch, training: true), count: count)))
+            fused.parameters.zeroGradients()
+            separate.parameters.zeroGradients()
+            let dxFused = Array(UnsafeBufferPointer(start: fused.backward(outputGradient: dy, batch: batch), count: x.count))
+            let dxSeparate = Array(UnsafeBufferPointer(start: separate.backward(outputGradient: dy, batch: batch), count: x.count))
+            XCTAssertEqual(dxFused, dxSeparate)
+            XCTAssertEqual(Array(fused.parameters.gradients), Array(separate.parameters.gradients))
+            XCTAssertTrue(dxFused.contains { $0 != 0 })
+        }
+    }
+
     func test_sameAndValidOutputShapes() throws {
         let same = try Model(inputShape: [1, 28, 28], layers: [.conv2d(4, kernel: 5, padding: .same)])
         XCTAssertEqual(same.outputShape, [4, 28, 28])

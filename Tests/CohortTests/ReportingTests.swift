@@ -233,7 +233,9 @@ final class ReportingTests: XCTestCase {
         XCTAssertTrue(profile.rows.allSatisfy { $0.forwardSeconds > 0 && $0.backwardSeconds >= 0 })
         XCTAssertEqual(profile.rows[0].forwardFLOPs, 2 * 4 * Double(4 * 6 * 6 * 9))
         XCTAssertEqual(profile.rows[0].backwardFLOPs, profile.rows[0].forwardFLOPs)  // first layer: no input gradient
-        XCTAssertEqual(profile.rows[3].backwardFLOPs, 2 * profile.rows[3].forwardFLOPs)
+        let dense = try XCTUnwrap(profile.rows.last)
+        XCTAssertEqual(dense.forwardFLOPs, 2 * 4 * Double(4 * 3 * 3 * 5))  // after the fused 2×2 pool: [4, 3, 3]
+        XCTAssertEqual(dense.backwardFLOPs, 2 * dense.forwardFLOPs)
         XCTAssertEqual(profile.rows[1].forwardFLOPs, 0)
         XCTAssertTrue(profile.table().contains("total (batch 4)"))
     }

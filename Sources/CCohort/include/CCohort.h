@@ -70,9 +70,13 @@ void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
                          long height, long width, long out_height, long out_width);
-/// Its adjoint: dx (every entry written) from dy and the codes of the forward pass.
-void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx,
-                                  long planes, long height, long width, long out_height, long out_width);
+/// Its adjoint: dx (every entry written) from dy and the codes of the forward pass; with y
+/// (the pooled outputs, non-NULL after a fused ReLU), windows whose output is 0 pass nothing.
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
+                                  float *restrict dx, long planes, long height, long width, long out_height, long out_width);
+/// One convolution output plane x (row stride width) plus bias, ReLU'd when relu, 2×2 max-pooled into y with winners in code.
+void cohort_bias_activate_max_pool_2x2(const float *restrict x, float bias, int relu, float *restrict y,
+                                       unsigned char *restrict code, long width, long out_height, long out_width);
 
 /// im2col of one NCHW sample into rows of `row_stride` floats (see kernels.c).
 void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,

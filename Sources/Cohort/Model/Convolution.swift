@@ -12,6 +12,10 @@ import CCohort
 /// GEMM, and backward recomputes each chunk's cols instead of storing them all.
 /// A ReLU after the convolution is fused (applied while each output row is in cache, and its
 /// mask applied to dy on the way back), saving two passes over the largest activations.
+/// A 2×2 max pool after it can be fused too (`pooled`): each chunk's output planes are pooled
+/// while in cache, so the full-size activation is never written; y is then [B, K, OH/2, OW/2],
+/// and backward rebuilds dYt from the pool's winners and the pooled outputs (the ReLU mask of
+/// a winner is its pooled value > 0). The results are those of the two layers, bit for bit.
 public final class Conv2D: Layer, InputGradientOptional {
     public var computesInputGradient = true
     public let name: String
@@ -22,6 +26,7 @@ public final class Conv2D: Layer, InputGradientOptional {
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
     let fusedReLU: Bool
+    let pooled: Bool
     /// Samples per chunk.
     let chunk: Int
     private let columns: Workspace
@@ -29,9 +34,11 @@ public final class Conv2D: Layer, InputGradientOptional {
     private let transposed: Workspace
     private let output: Workspace
     private let inputGradient: Workspace
+    /// With `pooled`: which input of each 2×2 window won.
+    private var winners: [UInt8]
 
     init(name: String, inputShape: [Int], filters: Int, kernel: Int, stride: Int, padding: Padding,
-         initializer: Initializer, useBias: Bool, fusedReLU: Bool = false, builder: LayerBuilder) throws {
+         initializer: Initializer, useBias: Bool, fusedReLU: Bool = false, pooled: Bool = false, builder: LayerBuilder) throws {
         guard inputShape.count == 3 else {
             throw CohortError("\(name): conv2d needs image input [C, H, W], got \(inputShape) (is a flatten or dense before it?)")
         }
@@ -41,7 +48,9 @@ public final class Conv2D: Layer, InputGradientOptional {
         self.inputShape = inputShape
         self.geometry = geometry
         self.fusedReLU = fusedReLU
-        outputShape = [filters, geometry.outputHeight, geometry.outputWidth]
+        self.pooled = pooled
+        outputShape = pooled ? [filters, geometry.outputHeight / 2, geometry.outputWidth / 2]
+                             : [filters, geometry.outputHeight, geometry.outputWidth]
         parameters = builder.parameters
         let fanIn = geometry.patchSize
         let fanOut = filters * kernel * kernel
@@ -58,6 +67,7 @@ public final class Conv2D: Layer, InputGradientOptional {
         transposed = Workspace(filters * chunkPixels)
         output = Workspace(builder.maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
+        winners = [UInt8](repeating: 0, count: pooled ? builder.maxBatch * outputShape.reduce(1, *) : 0)
     }
 
     /// Output pixels per chunk: GEMMs of W3's and W2's shapes reach their best speed from about
@@ -82,6 +92,20 @@ public final class Conv2D: Layer, InputGradientOptional {
             // Yt[K, S·P] = W[K, CKK] · cols[CKK, S·P]
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(chunkPixels), Int32(patch),
                         1, parameters.values(of: weight), Int32(patch), columns.pointer, Int32(chunkPixels), 0, transposed.pointer, Int32(chunkPixels))
+            if pooled {
+                let (height, width, planeSize) = (outputShape[1], outputShape[2], outputShape[1] * outputShape[2])
+                winners.withUnsafeMutableBufferPointer { winners in
+                    for sample in 0..<count {
+                        for k in 0..<filters {
+                            let plane = ((first + sample) * filters + k) * planeSize
+                            cohort_bias_activate_max_pool_2x2(transposed.pointer + k * chunkPixels + sample * pixels, b?[k] ?? 0, fusedReLU ? 1 : 0,
+                                                              output.pointer + plane, winners.baseAddress! + plane,
+                                                              geometry.outputWidth, height, width)
+                        }
+                    }
+                }
+                continue
+            }
             for sample in 0..<count {
                 for k in 0..<filters {
                     let source = transposed.pointer + k * chunkPixels + sample * pixels
@@ -101,11 +125,26 @@ public final class Conv2D: Layer, InputGradientOptional {
             let count = min(chunk, batch - first)
             let chunkPixels = count * pixels
             // dYt[K, S·P] from dy[B, K, P], masked where the fused ReLU was off; db[k] = Σ dYt[k, :].
-            for sample in 0..<count {
-                for k in 0..<filters {
-                    let offset = ((first + sample) * filters + k) * pixels
-                    cohort_mask_copy(outputGradient + offset, fusedReLU ? UnsafePointer(output.pointer + offset) : nil,
-                                     transposed.pointer + k * chunkPixels + sample * pixels, pixels)
+            if pooled {
+                let planeSize = outputShape[1] * outputShape[2]
+                winners.withUnsafeBufferPointer { winners in
+                    for sample in 0..<count {
+                        for k in 0..<filters {
+                            let plane = ((first + sample) * filters + k) * planeSize
+                            cohort_max_pool_2x2_backward(outputGradient + plane, winners.baseAddress! + plane,
+                                                         fusedReLU ? UnsafePointer(output.pointer + plane) : nil,
+                                                         transposed.pointer + k * chunkPixels + sample * pixels, 1,
+                                                         geometry.outputHeight, geometry.outputWidth, outputShape[1], outputShape[2])
+                        }
+                    }
+                }
+            } else {
+                for sample in 0..<count {
+                    for k in 0..<filters {
+                        let offset = ((first + sample) * filters + k) * pixels
+                        cohort_mask_copy(outputGradient + offset, fusedReLU ? UnsafePointer(output.pointer + offset) : nil,
+                                         transposed.pointer + k * chunkPixels + sample * pixels, pixels)
+                    }
                 }
             }
             if let db {

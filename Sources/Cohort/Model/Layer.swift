@@ -37,6 +37,8 @@ public final class LayerBuilder {
     let communicator: Communicator
     let seed: UInt64
     var generator: Generator
+    /// Fold 2×2 max pools into the convolution before them (Model's `fusePooling`).
+    var fusesPooling = true
     private var counts: [String: Int] = [:]
     private var dropoutLayers: UInt64 = 0
     var initializers: [(ParameterStore.Entry, (UnsafeMutablePointer<Float>, inout Generator) -> Void)] = []

@@ -16,9 +16,13 @@ public final class Model {
     /// Builds the layers for samples of `inputShape` (NCHW for images), initializing weights
     /// from `seed`. Workspaces are sized for batches of up to `maxBatch` rows. `communicator`
     /// serves synchronized batch norm and gives each rank its own dropout streams.
+    /// `fusePooling` folds a 2×2 max pool into the convolution before it (one layer, the same
+    /// results bit for bit, and the full-size activation never leaves the cache); false keeps
+    /// them as two layers.
     public init(inputShape: [Int], layers specs: [LayerSpec], maxBatch: Int = 64, seed: UInt64 = 0,
-                communicator: Communicator = SingleProcess()) throws {
+                communicator: Communicator = SingleProcess(), fusePooling: Bool = true) throws {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
+        builder.fusesPooling = fusePooling
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         builder.finish()
         // The first layer with parameters needs no input gradient when only shape-only layers precede it.
@@ -66,7 +70,8 @@ public final class Model {
         var lines = ["input \(inputShape)"]
         for layer in layers {
             let count = parameters.entries.filter { $0.name.hasPrefix(layer.name + "/") }.reduce(0) { $0 + $1.count }
-            let fused = (layer as? Dense)?.fusedReLU == true || (layer as? Conv2D)?.fusedReLU == true ? "+relu" : ""
+            var fused = (layer as? Dense)?.fusedReLU == true || (layer as? Conv2D)?.fusedReLU == true ? "+relu" : ""
+            if (layer as? Conv2D)?.pooled == true { fused += "+max_pool" }
             lines.append("\((layer.name + fused).padding(toLength: 20, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
         }
         lines.append("total \(parameters.count) parameters")
@@ -93,18 +98,38 @@ final class LayerStack {
     init(specs: [LayerSpec], inputShape: [Int], builder: LayerBuilder, prefix: String) throws {
         var shape = inputShape
         var layers: [Layer] = []
-        for spec in specs {
-            for layer in try LayerStack.makeLayers(spec, inputShape: shape, builder: builder, prefix: prefix) {
+        var index = 0
+        while index < specs.count {
+            let pooled = LayerStack.fusesPool(specs, at: index, inputShape: shape, builder: builder)
+            for layer in try LayerStack.makeLayers(specs[index], inputShape: shape, builder: builder, prefix: prefix, pooled: pooled) {
                 layers.append(layer)
                 shape = layer.outputShape
             }
+            if pooled {
+                _ = builder.uniqueName(specs[index + 1].name, type: "max_pool")  // later pools keep their numbers
+                index += 1
+            }
+            index += 1
         }
         self.layers = layers
         self.inputShape = inputShape
         inputs = Array(repeating: UnsafePointer(bitPattern: 1)!, count: layers.count)
     }
 
-    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder, prefix: String) throws -> [Layer] {
+    /// A conv2d whose activation is ReLU or none, followed by a 2×2 stride-2 max pool, with an
+    /// output of at least 2×2: the two run as one layer (Conv2D.pooled).
+    static func fusesPool(_ specs: [LayerSpec], at index: Int, inputShape: [Int], builder: LayerBuilder) -> Bool {
+        guard builder.fusesPooling, index + 1 < specs.count, inputShape.count == 3,
+              case .conv2d(_, let kernel, let stride, let padding, let activation, _, _) = specs[index].kind,
+              activation == nil || activation == .relu,
+              case .maxPool(2, 2) = specs[index + 1].kind,
+              let geometry = try? ConvolutionGeometry(name: "", channels: inputShape[0], height: inputShape[1], width: inputShape[2],
+                                                      kernel: kernel, stride: stride, padding: padding)
+        else { return false }
+        return geometry.outputHeight >= 2 && geometry.outputWidth >= 2
+    }
+
+    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder, prefix: String, pooled: Bool = false) throws -> [Layer] {
         func named(_ type: String) -> String { prefix + builder.uniqueName(spec.name, type: type) }
         func withActivation(_ layer: Layer, _ activation: ActivationKind?) -> [Layer] {
             guard let activation else { return [layer] }
@@ -123,7 +148,7 @@ final class LayerStack {
         case .conv2d(let filters, let kernel, let stride, let padding, let activation, let initializer, let bias):
             let conv = try Conv2D(name: named("conv2d"), inputShape: inputShape, filters: filters, kernel: kernel, stride: stride,
                                   padding: padding, initializer: initializer ?? .glorotUniform, useBias: bias,
-                                  fusedReLU: activation == .relu, builder: builder)
+                                  fusedReLU: activation == .relu, pooled: pooled, builder: builder)
             return withActivation(conv, activation == .relu ? nil : activation)
         case .maxPool(let size, let stride):
             return [try MaxPool2D(name: named("max_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]

@@ -63,7 +63,7 @@ public struct LayerProfile {
     static func multiplyAdds(_ layer: Layer) -> Int {
         switch layer {
         case let dense as Dense: return dense.inputSize * dense.outputSize
-        case let conv as Conv2D: return conv.outputSize * conv.geometry.patchSize
+        case let conv as Conv2D: return conv.outputShape[0] * conv.geometry.outputPixels * conv.geometry.patchSize
         default: return 0
         }
     }
