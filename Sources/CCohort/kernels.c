@@ -225,9 +225,38 @@ void cohort_install_stop_signals(void) {
 
 int cohort_stop_requested(void) { return stop_requested; }
 
+// Eight floats, loaded and stored unaligned: the vector width of x86-64-v3 (two SSE registers
+// in the baseline build).
+typedef float float8 __attribute__((vector_size(32), aligned(4)));
+
+// dst[0..<n] = src[0..<n] for the short rows of im2col (11–28 floats in the reference models):
+// whole vectors, then one more vector ending at n that overlaps the last (a copy may write an
+// element twice), so a row costs ⌈n/8⌉ vector moves instead of a vector loop and a scalar tail.
+static inline void copy_row(float *restrict dst, const float *restrict src, long n) {
+    if (n < 8) {
+        for (long k = 0; k < n; k++) dst[k] = src[k];
+        return;
+    }
+    long k = 0;
+    for (; k + 8 <= n; k += 8) *(float8 *)(dst + k) = *(const float8 *)(src + k);
+    if (k < n) *(float8 *)(dst + n - 8) = *(const float8 *)(src + n - 8);
+}
+
+static inline void zero_row(float *dst, long n) {
+    for (long k = 0; k < n; k++) dst[k] = 0.0f;
+}
+
+// dst[0..<n] += src[0..<n]: whole vectors, then a scalar tail (an overlapping vector would add twice).
+static inline void add_row(float *restrict dst, const float *restrict src, long n) {
+    long k = 0;
+    for (; k + 8 <= n; k += 8) *(float8 *)(dst + k) += *(const float8 *)(src + k);
+    for (; k < n; k++) dst[k] += src[k];
+}
+
 // im2col for one sample: cols[(c·k + i)·k + j][oy·OW + ox] = x[c][oy·s − pt + i][ox·s − pl + j],
-// zero outside; row r starts at cols + r·row_stride. Inner copies are plain loops (rows here
-// are short: a library memcpy call per row costs more than the copy).
+// zero outside; row r starts at cols + r·row_stride. For stride 1 each row is a block of output
+// lines [oy_first, oy_last) that read the input, each the same span [first, last) of columns,
+// so the inner loop is one vector copy per line with no per-line tests.
 VECTORIZED
 void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
                    long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
@@ -237,29 +266,36 @@ void cohort_im2col(const float *restrict x, float *restrict cols, long channels,
         for (long i = 0; i < kernel; i++) {
             for (long j = 0; j < kernel; j++, row++) {
                 float *out = cols + row * row_stride;
-                for (long oy = 0; oy < out_h; oy++) {
-                    float *line = out + oy * out_w;
-                    long iy = oy * stride - pad_top + i;
-                    if (iy < 0 || iy >= height) {
-                        for (long ox = 0; ox < out_w; ox++) line[ox] = 0.0f;
-                        continue;
-                    }
-                    const float *source = plane + iy * width;
-                    if (stride == 1) {
-                        long shift = j - pad_left;
-                        long first = shift < 0 ? -shift : 0;
-                        long last = width - shift < out_w ? width - shift : out_w;
-                        if (last < first) last = first;
-                        for (long ox = 0; ox < first && ox < out_w; ox++) line[ox] = 0.0f;
-                        for (long ox = first; ox < last; ox++) line[ox] = source[ox + shift];
-                        for (long ox = last; ox < out_w; ox++) line[ox] = 0.0f;
-                    } else {
+                if (stride != 1) {
+                    for (long oy = 0; oy < out_h; oy++) {
+                        long iy = oy * stride - pad_top + i;
                         for (long ox = 0; ox < out_w; ox++) {
                             long ix = ox * stride - pad_left + j;
-                            line[ox] = (ix >= 0 && ix < width) ? source[ix] : 0.0f;
+                            out[oy * out_w + ox] = (iy >= 0 && iy < height && ix >= 0 && ix < width) ? plane[iy * width + ix] : 0.0f;
                         }
                     }
+                    continue;
                 }
+                long shift = j - pad_left, lift = i - pad_top;
+                long first = shift < 0 ? -shift : 0;
+                long last = width - shift < out_w ? width - shift : out_w;
+                long oy_first = lift < 0 ? -lift : 0;
+                long oy_last = height - lift < out_h ? height - lift : out_h;
+                if (last < first) last = first;
+                if (oy_last < oy_first) oy_last = oy_first;
+                zero_row(out, oy_first * out_w);
+                const float *source = plane + (oy_first + lift) * width + first + shift;
+                float *line = out + oy_first * out_w;
+                if (first == 0 && last == out_w) {
+                    for (long oy = oy_first; oy < oy_last; oy++, source += width, line += out_w) copy_row(line, source, out_w);
+                } else {
+                    for (long oy = oy_first; oy < oy_last; oy++, source += width, line += out_w) {
+                        zero_row(line, first);
+                        copy_row(line + first, source, last - first);
+                        zero_row(line + last, out_w - last);
+                    }
+                }
+                zero_row(out + oy_last * out_w, (out_h - oy_last) * out_w);
             }
         }
     }
@@ -269,23 +305,23 @@ void cohort_im2col(const float *restrict x, float *restrict cols, long channels,
 VECTORIZED
 void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
                    long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
-    for (long n = 0; n < channels * height * width; n++) dx[n] = 0.0f;
+    zero_row(dx, channels * height * width);
     long row = 0;
     for (long c = 0; c < channels; c++) {
         float *plane = dx + c * height * width;
         for (long i = 0; i < kernel; i++) {
             for (long j = 0; j < kernel; j++, row++) {
                 const float *source = cols + row * row_stride;
+                long shift = j - pad_left;
+                long first = shift < 0 ? -shift : 0;
+                long last = width - shift < out_w ? width - shift : out_w;
                 for (long oy = 0; oy < out_h; oy++) {
                     long iy = oy * stride - pad_top + i;
                     if (iy < 0 || iy >= height) continue;
                     const float *line = source + oy * out_w;
                     float *target = plane + iy * width;
                     if (stride == 1) {
-                        long shift = j - pad_left;
-                        long first = shift < 0 ? -shift : 0;
-                        long last = width - shift < out_w ? width - shift : out_w;
-                        for (long ox = first; ox < last; ox++) target[ox + shift] += line[ox];
+                        if (last > first) add_row(target + first + shift, line + first, last - first);
                     } else {
                         for (long ox = 0; ox < out_w; ox++) {
                             long ix = ox * stride - pad_left + j;
