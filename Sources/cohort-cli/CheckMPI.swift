@@ -27,7 +27,8 @@ struct CheckMPI: ParsableCommand {
         let description = "rank \(communicator.rank): host \(ProcessInfo.processInfo.hostName), netns \(namespace), pid \(getpid()), BLAS \(blasDescription())"
         let lines = communicator.gatherStrings(description, root: 0)
         if communicator.isRoot { lines.forEach(printLine) }
-        for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + floats.filter { $0 > 0 }.map { $0 * 4 } {
+        let extra = floats.filter { $0 > 0 }.map { $0 * 4 }
+        for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + extra {
             let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1))
             if communicator.isRoot {
                 let n = Double(communicator.size)

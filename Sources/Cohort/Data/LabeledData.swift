@@ -119,8 +119,8 @@ public final class LabeledData {
         scale = (normalization != .none && features.elementType == .integer(bytes: 1, signed: false)) ? 1 / 255 : 1
         if normalization == .standardize {
             // The config's values win over the file's attributes.
-            guard let mean = try mean ?? (try? file.numberAttribute("mean", as: Double.self)),
-                  let std = try std ?? (try? file.numberAttribute("std", as: Double.self)) else {
+            guard let mean = mean ?? (try? file.numberAttribute("mean", as: Double.self)),
+                  let std = std ?? (try? file.numberAttribute("std", as: Double.self)) else {
                 throw CohortError("\(path): normalize: standardize needs mean and std, as file attributes (cohort prepare writes them) or data.mean/data.std in the config")
             }
             guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
