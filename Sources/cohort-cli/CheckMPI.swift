@@ -20,6 +20,9 @@ struct CheckMPI: ParsableCommand {
     @Option(help: "Also time an all-reduce of exactly this many floats (e.g. a model's parameter count); repeatable.")
     var floats: [Int] = []
 
+    @Flag(help: "Write the whole buffer before each timed all-reduce, as a backward pass does before the trainer's.")
+    var rewrite = false
+
     func run() throws {
         let communicator = MPICommunicator()
         defer { communicator.finalize() }
@@ -29,7 +32,7 @@ struct CheckMPI: ParsableCommand {
         if communicator.isRoot { lines.forEach(printLine) }
         let extra = floats.filter { $0 > 0 }.map { $0 * 4 }
         for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + extra {
-            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1))
+            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1), rewrite: rewrite)
             if communicator.isRoot {
                 let n = Double(communicator.size)
                 let busBandwidth = n > 1 ? 2 * (n - 1) / n * Double(bytes) / seconds / 1e9 : 0

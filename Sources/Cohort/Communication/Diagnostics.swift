@@ -17,13 +17,17 @@ extension Communicator {
 }
 
 /// Median seconds of one in-place sum all-reduce of `floats` values (after a warm-up).
-public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int) -> Double {
+/// With `rewrite`, each repetition first writes the whole buffer, as a backward pass writes the
+/// gradients before the trainer's all-reduce (so the data starts in this core's cache, dirty,
+/// not where the previous all-reduce left it).
+public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int, rewrite: Bool = false) -> Double {
     let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
     defer { buffer.deallocate() }
     buffer.initialize(repeating: 1)
     for _ in 0..<3 { communicator.allReduceSum(buffer) }
     var times: [Double] = []
-    for _ in 0..<repeats {
+    for repetition in 0..<repeats {
+        if rewrite { buffer.update(repeating: Float(repetition % 7) * 1e-3) }
         communicator.barrier()
         let start = DispatchTime.now().uptimeNanoseconds
         communicator.allReduceSum(buffer)
