@@ -20,8 +20,8 @@ struct CheckMPI: ParsableCommand {
     @Option(help: "Also time an all-reduce of exactly this many floats (e.g. a model's parameter count); repeatable.")
     var floats: [Int] = []
 
-    @Flag(help: "Write the whole buffer before each timed all-reduce, as a backward pass does before the trainer's.")
-    var rewrite = false
+    @Flag(help: "Before each timed all-reduce, stream through 256 MB and write the buffer, as a training step leaves the caches.")
+    var cold = false
 
     func run() throws {
         let communicator = MPICommunicator()
@@ -32,7 +32,7 @@ struct CheckMPI: ParsableCommand {
         if communicator.isRoot { lines.forEach(printLine) }
         let extra = floats.filter { $0 > 0 }.map { $0 * 4 }
         for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + extra {
-            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1), rewrite: rewrite)
+            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1), cold: cold)
             if communicator.isRoot {
                 let n = Double(communicator.size)
                 let busBandwidth = n > 1 ? 2 * (n - 1) / n * Double(bytes) / seconds / 1e9 : 0

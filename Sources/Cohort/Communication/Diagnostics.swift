@@ -17,17 +17,25 @@ extension Communicator {
 }
 
 /// Median seconds of one in-place sum all-reduce of `floats` values (after a warm-up).
-/// With `rewrite`, each repetition first writes the whole buffer, as a backward pass writes the
-/// gradients before the trainer's all-reduce (so the data starts in this core's cache, dirty,
-/// not where the previous all-reduce left it).
-public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int, rewrite: Bool = false) -> Double {
+/// With `cold`, each repetition first does what a training step does to the caches before its
+/// all-reduce: it writes the whole buffer (as backward writes the gradients) after streaming
+/// through `coldBytes` of other memory (as forward and backward do through activations and
+/// workspaces), so MPI's own buffers are no longer in cache.
+public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int, cold: Bool = false,
+                             coldBytes: Int = 256 << 20) -> Double {
     let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
     defer { buffer.deallocate() }
     buffer.initialize(repeating: 1)
+    let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: cold ? coldBytes / 4 : 0)
+    defer { scratch.deallocate() }
+    if cold { scratch.initialize(repeating: 0) }
     for _ in 0..<3 { communicator.allReduceSum(buffer) }
     var times: [Double] = []
     for repetition in 0..<repeats {
-        if rewrite { buffer.update(repeating: Float(repetition % 7) * 1e-3) }
+        if cold {
+            scratch.update(repeating: Float(repetition))
+            buffer.update(repeating: Float(repetition % 7) * 1e-3)
+        }
         communicator.barrier()
         let start = DispatchTime.now().uptimeNanoseconds
         communicator.allReduceSum(buffer)

@@ -60,7 +60,10 @@ public final class Conv2D: Layer, InputGradientOptional {
         bias = useBias ? builder.declare("\(name)/bias", shape: [filters], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: filters)
         } : nil
-        chunk = min(builder.maxBatch, max(1, Conv2D.chunkPixels / geometry.outputPixels))
+        // Samples per chunk: about chunkPixels output pixels, fewer when their cols would pass chunkBytes.
+        let samplesForWidth = max(1, Conv2D.chunkPixels / geometry.outputPixels)
+        let samplesForCache = max(1, Conv2D.chunkBytes / (geometry.patchSize * geometry.outputPixels * 4))
+        chunk = min(builder.maxBatch, samplesForWidth, max(samplesForCache, (Conv2D.minimumChunkPixels + geometry.outputPixels - 1) / geometry.outputPixels))
         let chunkPixels = chunk * geometry.outputPixels
         columns = Workspace(geometry.patchSize * chunkPixels)
         columnGradient = Workspace(geometry.patchSize * chunkPixels)
@@ -73,6 +76,10 @@ public final class Conv2D: Layer, InputGradientOptional {
     /// Output pixels per chunk: GEMMs of W3's and W2's shapes reach their best speed from about
     /// 1,500 columns on (measured with OpenBLAS's Haswell kernels, one thread).
     static let chunkPixels = 1600
+    /// A chunk's cols should stay in a core's L2 (2 MB here) beside the GEMM's packed panels…
+    static let chunkBytes = 1 << 20
+    /// …unless that leaves GEMMs narrower than this.
+    static let minimumChunkPixels = 768
 
     /// Lowers samples first..<first+count to cols [CKK, count·P].
     private func lower(_ input: UnsafePointer<Float>, first: Int, count: Int) {
