@@ -3,12 +3,13 @@ import CCohort
 /// 2-D convolution (cross-correlation, as every framework computes it) over NCHW samples.
 ///
 /// x is [B, C, H, W]; W is [K, C, kh, kw] (PyTorch's OIHW order); b is [K]; y is [B, K, OH, OW].
-/// The batch is processed in chunks of S samples (S·P ≈ 1,600 output pixels, P = OH·OW): each
-/// chunk is lowered with im2col to cols [C·kh·kw, S·P], so each pass is one SGEMM per chunk:
+/// The batch is processed in chunks of S samples (`samplesPerChunk`: S·P between 768 and 1,600
+/// output pixels, P = OH·OW): each chunk is lowered with im2col to cols [C·kh·kw, S·P], so each
+/// pass is one SGEMM per chunk:
 ///   forward   Yt[K, S·P] = W[K, CKK] · cols            then y[b, k, :] = Yt[k, b·P ..< (b+1)·P] + b[k]
 ///   backward  dW[K, CKK] += dYt · colsᵀ;  dcols[CKK, S·P] = Wᵀ · dYt;  dx = col2im(dcols)
 /// Chunks keep cols, Yt and dcols in the core's cache (W3's second convolution has 40 MB of
-/// cols for a batch of 64, 5 MB per chunk of 8), which measured faster than one batch-wide
+/// cols for a batch of 64, 2.5 MB per chunk of 4), which measured faster than one batch-wide
 /// GEMM, and backward recomputes each chunk's cols instead of storing them all.
 /// A ReLU after the convolution is fused (applied while each output row is in cache, and its
 /// mask applied to dy on the way back), saving two passes over the largest activations.
@@ -60,10 +61,7 @@ public final class Conv2D: Layer, InputGradientOptional {
         bias = useBias ? builder.declare("\(name)/bias", shape: [filters], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: filters)
         } : nil
-        // Samples per chunk: about chunkPixels output pixels, fewer when their cols would pass chunkBytes.
-        let samplesForWidth = max(1, Conv2D.chunkPixels / geometry.outputPixels)
-        let samplesForCache = max(1, Conv2D.chunkBytes / (geometry.patchSize * geometry.outputPixels * 4))
-        chunk = min(builder.maxBatch, samplesForWidth, max(samplesForCache, (Conv2D.minimumChunkPixels + geometry.outputPixels - 1) / geometry.outputPixels))
+        chunk = Conv2D.samplesPerChunk(geometry, maxBatch: builder.maxBatch)
         let chunkPixels = chunk * geometry.outputPixels
         columns = Workspace(geometry.patchSize * chunkPixels)
         columnGradient = Workspace(geometry.patchSize * chunkPixels)
@@ -80,6 +78,16 @@ public final class Conv2D: Layer, InputGradientOptional {
     static let chunkBytes = 1 << 20
     /// …unless that leaves GEMMs narrower than this.
     static let minimumChunkPixels = 768
+
+    /// About `chunkPixels` output pixels of whole samples, fewer while their cols would pass
+    /// `chunkBytes`, but never under `minimumChunkPixels` (W2: 7 samples, W3's second layer: 4).
+    static func samplesPerChunk(_ geometry: ConvolutionGeometry, maxBatch: Int) -> Int {
+        let pixels = geometry.outputPixels
+        let forWidth = max(1, chunkPixels / pixels)
+        let forCache = max(1, chunkBytes / (geometry.patchSize * pixels * MemoryLayout<Float>.size))
+        let atLeast = (minimumChunkPixels + pixels - 1) / pixels
+        return min(maxBatch, forWidth, max(forCache, atLeast))
+    }
 
     /// Lowers samples first..<first+count to cols [CKK, count·P].
     private func lower(_ input: UnsafePointer<Float>, first: Int, count: Int) {
