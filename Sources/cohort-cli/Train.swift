@@ -85,11 +85,9 @@ struct Train: ParsableCommand {
         let reduce = communicator.allReduceMax([trainer.allReduceSeconds / steps])[0]
         // Per-rank step phases in ms, to see a straggler: compute (forward, loss, backward),
         // the optimizer update, and the all-reduce (with the barrier wait when timing_barrier is on).
-        let sortedReduce = trainer.allReduceTimes.sorted()
-        let medianReduce = sortedReduce.isEmpty ? 0 : sortedReduce[sortedReduce.count / 2]
-        let phases = communicator.gatherStrings(String(format: "%.2f %.2f %.3f %.3f %.3f", trainer.computeSeconds / steps * 1e3,
-                                                       trainer.updateSeconds / steps * 1e3, trainer.allReduceSeconds / steps * 1e3,
-                                                       medianReduce * 1e3, trainer.barrierSeconds / steps * 1e3), root: 0)
+        let perStep = [trainer.computeSeconds / steps, trainer.updateSeconds / steps, trainer.allReduceSeconds / steps,
+                       median(trainer.allReduceTimes), trainer.barrierSeconds / steps]
+        let phases = communicator.gather(perStep.map { ($0 * 1e3).bitPattern }, root: 0).map { $0.map(Double.init(bitPattern:)) }
         if communicator.isRoot {
             if let seconds = trainer.lastCheckpointSeconds {
                 printLine(String(format: "last checkpoint written in %.3f s (%.1f MB of parameters and optimizer state)", seconds,
@@ -98,9 +96,10 @@ struct Train: ParsableCommand {
             if let first = trainer.firstStepAt {
                 printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
                                  first, reduce * 1e6, trainer.model.parameters.count))
-                let columns = phases.map { $0.split(separator: " ").map(String.init) }
-                func column(_ index: Int) -> String { columns.map { $0.count > index ? $0[index] : "?" }.joined(separator: ", ") }
-                var line = "per step by rank (ms): compute \(column(0)); update \(column(1)); gradient all-reduce \(column(2))"
+                func column(_ index: Int, _ format: String = "%.3f") -> String {
+                    phases.map { String(format: format, $0[index]) }.joined(separator: ", ")
+                }
+                var line = "per step by rank (ms): compute \(column(0, "%.2f")); update \(column(1, "%.2f")); gradient all-reduce \(column(2))"
                 if trainer.config.training.timingBarrier {
                     line += " (median \(column(3)), after a barrier that waited \(column(4)))"
                 } else if communicator.size > 1 {

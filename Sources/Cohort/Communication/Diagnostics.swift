@@ -37,13 +37,12 @@ public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats:
             buffer.update(repeating: Float(repetition % 7) * 1e-3)
         }
         communicator.barrier()
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = monotonicNanoseconds()
         communicator.allReduceSum(buffer)
-        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        times.append(seconds(since: start))
     }
     // Every rank's time counts: the slowest rank's median is what a step waits for.
-    let median = times.sorted()[times.count / 2]
-    return communicator.allReduceMax([median])[0]
+    return communicator.allReduceMax([median(times)])[0]
 }
 
 /// OpenBLAS's thread count and kernel family, as this process sees them.
@@ -61,13 +60,11 @@ public func measureGEMM(m: Int, n: Int, k: Int, repeats: Int) -> Double {
     let inner = max(1, Int(2e8 / Double(2 * m * n * k)))
     var rates: [Double] = []
     for _ in 0..<(repeats + 1) {
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = monotonicNanoseconds()
         for _ in 0..<inner {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        rates.append(Double(2 * m * n * k * inner) / seconds / 1e9)
+        rates.append(Double(2 * m * n * k * inner) / seconds(since: start) / 1e9)
     }
-    let timed = rates.dropFirst().sorted()
-    return timed[timed.count / 2]
+    return median(Array(rates.dropFirst()))
 }

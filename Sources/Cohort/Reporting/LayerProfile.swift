@@ -38,15 +38,15 @@ public struct LayerProfile {
             var activation = UnsafePointer<Float>(input)
             for (index, layer) in layers.enumerated() {
                 inputs[index] = activation
-                let start = DispatchTime.now().uptimeNanoseconds
+                let start = monotonicNanoseconds()
                 activation = layer.forward(activation, batch: batch, training: true)
-                if step > 0 { forwardTimes[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+                if step > 0 { forwardTimes[index].append(seconds(since: start)) }
             }
             var gradient = UnsafePointer<Float>(seed)
             for index in layers.indices.reversed() {
-                let start = DispatchTime.now().uptimeNanoseconds
+                let start = monotonicNanoseconds()
                 gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
-                if step > 0 { backwardTimes[index].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9) }
+                if step > 0 { backwardTimes[index].append(seconds(since: start)) }
             }
         }
         let rows = layers.indices.map { index -> Row in
@@ -66,12 +66,6 @@ public struct LayerProfile {
         case let conv as Conv2D: return conv.outputShape[0] * conv.geometry.outputPixels * conv.geometry.patchSize
         default: return 0
         }
-    }
-
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        return sorted[sorted.count / 2]
     }
 
     /// A table: one line per layer, then the step total.

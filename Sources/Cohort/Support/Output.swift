@@ -20,3 +20,15 @@ public func processUptime() -> Double? {
     guard fields.count > 19, let ticks = Double(fields[19]), let now = Double(uptime.split(separator: " ")[0]) else { return nil }
     return now - ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
+
+/// Monotonic nanoseconds, to pair with `seconds(since:)`.
+@inline(__always) public func monotonicNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+/// Seconds elapsed since a `monotonicNanoseconds()` reading.
+@inline(__always) public func seconds(since start: UInt64) -> Double { Double(monotonicNanoseconds() - start) / 1e9 }
+
+/// The middle value (the upper one of an even count); 0 for no values.
+public func median(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return 0 }
+    return values.sorted()[values.count / 2]
+}

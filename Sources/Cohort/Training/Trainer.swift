@@ -173,7 +173,7 @@ public final class Trainer {
     public private(set) var lastCheckpointSeconds: Double?
     /// Seconds from process start to the first training step's all-reduce.
     public private(set) var firstStepAt: Double?
-    private var lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
+    private var lastTimedCheckpoint = monotonicNanoseconds()
     private let fault = FaultInjection.fromEnvironment()
 
     @discardableResult
@@ -190,7 +190,7 @@ public final class Trainer {
         }
         installStopSignalHandlers()
         while position.epoch < config.training.epochs {
-            var started = DispatchTime.now().uptimeNanoseconds
+            var started = monotonicNanoseconds()
             let waitAtEpochStart = loader.waitSeconds
             let steps = stepsThisEpoch
             loader.beginEpoch(position.epoch, from: position.stepInEpoch)
@@ -203,7 +203,7 @@ public final class Trainer {
                 // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
                 if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
                 var stepLoss = 0.0
-                let computeStart = DispatchTime.now().uptimeNanoseconds
+                let computeStart = monotonicNanoseconds()
                 if batch > 0 {
                     let outputs = model.forward(x, batch: batch, training: true)
                     let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) }, batch: batch,
@@ -214,16 +214,16 @@ public final class Trainer {
                     epochTotals.rows += Double(batch)
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
-                computeSeconds += Double(DispatchTime.now().uptimeNanoseconds - computeStart) / 1e9
+                computeSeconds += seconds(since: computeStart)
                 try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
                 if config.training.timingBarrier {
-                    let barrierStart = DispatchTime.now().uptimeNanoseconds
+                    let barrierStart = monotonicNanoseconds()
                     communicator.barrier()
-                    barrierSeconds += Double(DispatchTime.now().uptimeNanoseconds - barrierStart) / 1e9
+                    barrierSeconds += seconds(since: barrierStart)
                 }
-                let reduceStart = DispatchTime.now().uptimeNanoseconds
+                let reduceStart = monotonicNanoseconds()
                 communicator.allReduceSum(parameters.gradients)
-                let reduceSeconds = Double(DispatchTime.now().uptimeNanoseconds - reduceStart) / 1e9
+                let reduceSeconds = seconds(since: reduceStart)
                 allReduceSeconds += reduceSeconds
                 allReduceCalls += 1
                 if config.training.timingBarrier { allReduceTimes.append(reduceSeconds) }
@@ -232,7 +232,7 @@ public final class Trainer {
                 // One small all-reduce per step carries what every rank must agree on: a stop
                 // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss.
                 let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
-                    && Double(DispatchTime.now().uptimeNanoseconds - lastTimedCheckpoint) / 1e9 >= config.checkpoint.everySeconds
+                    && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
                 let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
                                                        stepLoss.isFinite ? -1 : Double(communicator.rank)])
                 let gradientsFinite = cohort_sum(parameters.gradients.baseAddress!, parameters.gradients.count).isFinite
@@ -246,11 +246,11 @@ public final class Trainer {
                         if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
                     }
                 } else {
-                    let updateStart = DispatchTime.now().uptimeNanoseconds
+                    let updateStart = monotonicNanoseconds()
                     if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
                     optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
                                    learningRate: learningRate)
-                    updateSeconds += Double(DispatchTime.now().uptimeNanoseconds - updateStart) / 1e9
+                    updateSeconds += seconds(since: updateStart)
                 }
                 position.stepInEpoch += 1
                 position.globalStep += 1
@@ -260,26 +260,26 @@ public final class Trainer {
                 let midEpoch = position.stepInEpoch < steps
                 if flags[0] > 0 {
                     loader.endEpoch()
-                    epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                    epochTotals.seconds += seconds(since: started)
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
                     return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
                     loader.endEpoch()
-                    epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                    epochTotals.seconds += seconds(since: started)
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
                     return .stepLimit
                 }
                 if midEpoch, flags[1] > 0 || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
-                    let now = DispatchTime.now().uptimeNanoseconds
+                    let now = monotonicNanoseconds()
                     epochTotals.seconds += Double(now - started) / 1e9
                     try saveCheckpoint()
-                    started = DispatchTime.now().uptimeNanoseconds
+                    started = monotonicNanoseconds()
                 }
             }
-            epochTotals.seconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            epochTotals.seconds += seconds(since: started)
             let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
             let seconds = epochTotals.seconds
             finishedEpochSeconds += seconds
@@ -333,7 +333,7 @@ public final class Trainer {
 
     /// Progress on rank 0: a live bar, plain lines, and TensorBoard step scalars.
     private func reportStep(started: UInt64) {
-        let elapsed = epochTotals.seconds + Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let elapsed = epochTotals.seconds + seconds(since: started)
         let loss = epochTotals.loss / max(epochTotals.rows, 1)
         let rate = epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)
         progress?.update(Progress.Snapshot(epoch: position.epoch + 1, epochs: config.training.epochs, step: position.stepInEpoch,
@@ -459,15 +459,15 @@ public final class Trainer {
                 if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
                 if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
                 if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
-                let writeStart = DispatchTime.now().uptimeNanoseconds
+                let writeStart = monotonicNanoseconds()
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
-                lastCheckpointSeconds = Double(DispatchTime.now().uptimeNanoseconds - writeStart) / 1e9
+                lastCheckpointSeconds = seconds(since: writeStart)
                 try pruneCheckpoints()
                 if improved {
                     try checkpoint.writeAtomically(to: "\(checkpointDirectory)/best.h5")
                     log("saved best.h5 (\(config.checkpoint.monitor.rawValue) improved)")
                 }
-                lastTimedCheckpoint = DispatchTime.now().uptimeNanoseconds
+                lastTimedCheckpoint = monotonicNanoseconds()
             } catch let error as CohortError {
                 failure = error
             } catch {
