@@ -54,7 +54,8 @@ down() {
 run_mpirun() {
     [ -f "$state/hosts" ] || { echo "netns-hosts: run 'up' first" >&2; exit 1; }
     local hosts
-    hosts=$(awk 'NR > 1 { printf "%s%s", sep, $1; sep = "," }' "$state/hosts")
+    # COHORT_SLOTS_PER_HOST ranks per host (default 1), placed by slot: ranks 0..k-1 on the first host.
+    hosts=$(awk -v slots="${COHORT_SLOTS_PER_HOST:-1}" 'NR > 1 { printf "%s%s:%s", sep, $1, slots; sep = "," }' "$state/hosts")
     # --bind-to none: each daemon would bind its rank to core 0, and single-rank hosts would share it.
     exec ip netns exec cohort-head unshare --uts sh -c 'hostname cohort-head; exec "$@"' sh \
         mpirun --allow-run-as-root --host "$hosts" \

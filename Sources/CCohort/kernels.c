@@ -112,6 +112,29 @@ void cohort_add(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) y[i] += x[i];
 }
 
+// destinations[d][i] = ((sources[0][i] + sources[1][i]) + sources[2][i]) + … for every d: the
+// same order on every rank, so whichever rank sums a slice, every replica gets the same bits.
+// A destination may be one of the sources (a rank sums into its own gradients): each block is
+// summed into a local accumulator and stored after its last source has been read.
+VECTORIZED
+void cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n) {
+    enum { block = 2048 };
+    float accumulator[block] __attribute__((aligned(64)));
+    for (long start = 0; start < n; start += block) {
+        long length = n - start < block ? n - start : block;
+        const float *restrict first = sources[0] + start;
+        for (long i = 0; i < length; i++) accumulator[i] = first[i];
+        for (int source = 1; source < count; source++) {
+            const float *restrict next = sources[source] + start;
+            for (long i = 0; i < length; i++) accumulator[i] += next[i];
+        }
+        for (int destination = 0; destination < destination_count; destination++) {
+            float *restrict target = destinations[destination] + start;
+            for (long i = 0; i < length; i++) target[i] = accumulator[i];
+        }
+    }
+}
+
 VECTORIZED
 void cohort_relu_inplace(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;

@@ -10,7 +10,8 @@ struct CheckMPI: ParsableCommand {
         Rank 0 prints one line per rank (host name, network namespace, process id, BLAS threads and
         kernels), then the time of MPI_Allreduce (sum) of 4 KiB to 16 MiB of floats: the median of
         --repeats runs, and the bus bandwidth 2·(n−1)/n · bytes / time that ring all-reduce
-        reaches. Run it under mpirun like training, e.g. launch/cohort-mpirun -n 2 check-mpi
+        reaches. Where the ranks share a node, a "cohort all-reduce" line follows each size: the
+        same sum through node shared memory, as training reduces its gradients. Run it under mpirun like training, e.g. launch/cohort-mpirun -n 2 check-mpi
         """
     )
 
@@ -30,13 +31,28 @@ struct CheckMPI: ParsableCommand {
         let description = "rank \(communicator.rank): host \(ProcessInfo.processInfo.hostName), netns \(namespace), pid \(getpid()), BLAS \(blasDescription())"
         let lines = communicator.gatherStrings(description, root: 0)
         if communicator.isRoot { lines.forEach(printLine) }
+        // Exact sums first, with sizes that leave some ranks of a node no slice (1, 5) or odd ones.
+        for count in [1, 5, 1021, 1_000_003] + floats.filter({ $0 > 0 }) {
+            for shared in [false, true] {
+                guard let wrong = checkAllReduce(communicator, floats: count, shared: shared), !wrong.isEmpty else { continue }
+                let method = shared ? "cohort all-reduce" : "MPI_Allreduce"
+                if communicator.isRoot { printError("cohort: \(method) of \(count) floats gave wrong sums on rank(s) \(wrong.map(String.init).joined(separator: ", "))") }
+                throw ExitCode(1)
+            }
+        }
+        let shared = communicator.makeReductionBuffer(count: 1)  // collective: every rank asks
+        if communicator.isRoot {
+            printLine("all-reduce sums exact on every rank: MPI_Allreduce" + (shared.map { ", cohort all-reduce (\($0.description))" } ?? ""))
+        }
         let extra = floats.filter { $0 > 0 }.map { $0 * 4 }
         for bytes in [4 << 10, 64 << 10, 1 << 20, 16 << 20] + extra {
-            let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1), cold: cold)
-            if communicator.isRoot {
+            for shared in [false, true] {
+                guard let seconds = measureAllReduce(communicator, floats: bytes / 4, repeats: max(repeats, 1), cold: cold, shared: shared),
+                      communicator.isRoot else { continue }
                 let n = Double(communicator.size)
                 let busBandwidth = n > 1 ? 2 * (n - 1) / n * Double(bytes) / seconds / 1e9 : 0
-                printLine(String(format: "allreduce %8d bytes: %9.1f µs  bus bandwidth %6.2f GB/s", bytes, seconds * 1e6, busBandwidth))
+                printLine((shared ? "cohort all-reduce " : "allreduce ")
+                          + String(format: "%8d bytes: %9.1f µs  bus bandwidth %6.2f GB/s", bytes, seconds * 1e6, busBandwidth))
             }
         }
     }

@@ -111,6 +111,35 @@ final class MPITrainingTests: XCTestCase {
                                                    try checkpointParameters(oneRank)), 1e-4)
     }
 
+    func test_sharedMemoryAllReduceMatchesMPIAllreduce() throws {
+        // Two ranks: a sum of two floats is exact in any order, so the parameters are bitwise equal.
+        // Three: both sum in some order; replicas agree (CRC before each checkpoint) and stay close.
+        for ranks in [2, 3] {
+            let layers = ranks == 2 ? convolutionLayers : nil
+            let shared = try writeConfig("shared-\(ranks)", batchSize: 5, extra: "  all_reduce: auto", layers: layers)
+            let mpi = try writeConfig("mpi-\(ranks)", batchSize: 5, extra: "  all_reduce: mpi", layers: layers)
+            let sharedRun = try train(ranks: ranks, [shared])
+            let mpiRun = try train(ranks: ranks, [mpi])
+            XCTAssertTrue(sharedRun.output.contains("gradient all-reduce: node shared memory, \(ranks) ranks per node"), sharedRun.output)
+            XCTAssertTrue(mpiRun.output.contains("gradient all-reduce: MPI_Allreduce"), mpiRun.output)
+            let a = try checkpointParameters(try newestCheckpoint("shared-\(ranks)"))
+            let b = try checkpointParameters(try newestCheckpoint("mpi-\(ranks)"))
+            if ranks == 2 {
+                XCTAssertTrue(a == b, "2 ranks: shared-memory all-reduce differs from MPI_Allreduce")
+            } else {
+                XCTAssertLessThanOrEqual(maxRelativeDifference(a, b), 1e-5, "3 ranks")
+            }
+        }
+    }
+
+    func test_checkMPIFindsBothAllReducesExact() throws {
+        let result = try runCohort(ranks: 3, ["check-mpi", "--repeats", "2", "--floats", "77"], directory: directory)
+        XCTAssertEqual(result.status, 0, result.output + result.error)
+        XCTAssertTrue(result.output.contains("all-reduce sums exact on every rank: MPI_Allreduce, cohort all-reduce (node shared memory, 3 ranks per node)"),
+                      result.output)
+        XCTAssertTrue(result.output.split(separator: "\n").contains { $0.hasPrefix("cohort all-reduce") && $0.contains(" 308 bytes:") }, result.output)
+    }
+
     func test_threeRanksTrainAndAgree() throws {
         // Replicas are compared (CRC of the parameters) before every checkpoint; a mismatch fails the run.
         let config = try writeConfig("three", batchSize: 5)

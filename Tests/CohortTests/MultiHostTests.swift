@@ -12,12 +12,13 @@ final class MultiHostTests: XCTestCase {
     private var hostsScript: String { "\(repository)/launch/netns-hosts.sh" }
 
     @discardableResult
-    private func shell(_ arguments: [String], seconds: Double = 120) throws -> ProcessResult {
+    private func shell(_ arguments: [String], slotsPerHost: Int = 1, seconds: Double = 120) throws -> ProcessResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         environment["OPENBLAS_NUM_THREADS"] = "1"
+        environment["COHORT_SLOTS_PER_HOST"] = String(slotsPerHost)
         process.environment = environment
         let output = "\(directory)/out-\(UUID().uuidString)", error = "\(directory)/err-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: output, contents: nil)
@@ -95,6 +96,24 @@ final class MultiHostTests: XCTestCase {
         XCTAssertEqual(resumed.status, 0, resumed.output + resumed.error)
         XCTAssertTrue(resumed.output.contains("resumed at epoch 1, step 25"), resumed.output)
         XCTAssertTrue(try parameters("moved") == parameters("local"), "resumed on another layout differs")
+    }
+
+    func test_twoRanksPerHostSumThroughSharedMemoryThenAcrossHosts() throws {
+        // Ranks 0, 1 on host 1 and 2, 3 on host 2: each host sums through its shared memory, then
+        // the hosts all-reduce over TCP. check-mpi verifies exact sums on every rank.
+        let check = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "check-mpi", "--repeats", "2", "--floats", "1001"],
+                              slotsPerHost: 2)
+        XCTAssertEqual(check.status, 0, check.output + check.error)
+        XCTAssertTrue(check.output.contains("cohort all-reduce (node shared memory, 2 ranks per node × 2 nodes, MPI_Allreduce across nodes)"),
+                      check.output)
+
+        // Training 2 hosts × 2 ranks stays within rounding of 1 host × 4 ranks (another summation order).
+        let across = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "train"] + (try w1Config("two-by-two")), slotsPerHost: 2)
+        XCTAssertEqual(across.status, 0, across.output + across.error)
+        XCTAssertTrue(across.output.contains("gradient all-reduce: node shared memory, 2 ranks per node × 2 nodes"), across.output)
+        let local = try runCohort(ranks: 4, ["train"] + (try w1Config("four")), directory: directory)
+        XCTAssertEqual(local.status, 0, local.output + local.error)
+        XCTAssertLessThanOrEqual(maxRelativeDifference(try parameters("two-by-two"), try parameters("four")), 1e-4)
     }
 
     func test_killingTheRankOnOneHostEndsTheJob() throws {

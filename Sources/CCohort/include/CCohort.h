@@ -13,6 +13,7 @@
 static inline MPI_Comm cohort_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Datatype cohort_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype cohort_mpi_double(void) { return MPI_DOUBLE; }
+static inline MPI_Datatype cohort_mpi_int32(void) { return MPI_INT32_T; }
 static inline MPI_Datatype cohort_mpi_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype cohort_mpi_uint64(void) { return MPI_UINT64_T; }
 static inline MPI_Datatype cohort_mpi_byte(void) { return MPI_BYTE; }
@@ -21,6 +22,10 @@ static inline MPI_Op cohort_mpi_max(void) { return MPI_MAX; }
 static inline MPI_Op cohort_mpi_min(void) { return MPI_MIN; }
 static inline void *cohort_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline MPI_Info cohort_mpi_info_null(void) { return MPI_INFO_NULL; }
+static inline MPI_Errhandler cohort_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline MPI_Errhandler cohort_mpi_errors_are_fatal(void) { return MPI_ERRORS_ARE_FATAL; }
+static inline MPI_Win cohort_mpi_win_null(void) { return MPI_WIN_NULL; }
 
 // MARK: HDF5
 static inline hid_t cohort_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
@@ -66,6 +71,7 @@ void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *
 float cohort_sum(const float *restrict x, long n);
 /// y[i] += x[i]
 void cohort_add(const float *restrict x, float *restrict y, long n);
+void cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
 void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,

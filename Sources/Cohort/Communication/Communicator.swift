@@ -12,11 +12,23 @@ public protocol Communicator: AnyObject {
     /// Root receives every rank's words (rank order); other ranks receive [].
     func gather(_ words: [UInt64], root: Int) -> [[UInt64]]
     func barrier()
+    /// Collective: a zeroed buffer of `count` floats that `allReduceSum` sums faster than any
+    /// other, or nil when there is none (one process; ranks that share no memory).
+    func makeReductionBuffer(count: Int) -> ReductionBuffer?
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never
 }
 
+/// Memory the communicator owns and reduces without copies; valid until it is finalized.
+public struct ReductionBuffer {
+    public let buffer: UnsafeMutableBufferPointer<Float>
+    /// How it is summed, e.g. "node shared memory, 2 ranks per node".
+    public let description: String
+}
+
 extension Communicator {
+    public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
+
     public var isRoot: Bool { rank == 0 }
 
     public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) {

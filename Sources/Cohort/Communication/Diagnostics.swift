@@ -21,11 +21,15 @@ extension Communicator {
 /// all-reduce: it writes the whole buffer (as backward writes the gradients) after streaming
 /// through `coldBytes` of other memory (as forward and backward do through activations and
 /// workspaces), so MPI's own buffers are no longer in cache.
+/// With `shared`, the buffer is the communicator's reduction buffer (what training sums its
+/// gradients in): nil on every rank when the communicator has none.
 public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int, cold: Bool = false,
-                             coldBytes: Int = 256 << 20) -> Double {
-    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
-    defer { buffer.deallocate() }
-    buffer.initialize(repeating: 1)
+                             coldBytes: Int = 256 << 20, shared: Bool = false) -> Double? {
+    let reduction = shared ? communicator.makeReductionBuffer(count: floats) : nil
+    if shared && reduction == nil { return nil }
+    let buffer = reduction?.buffer ?? .allocate(capacity: floats)
+    defer { if reduction == nil { buffer.deallocate() } }
+    buffer.update(repeating: 1)
     let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: cold ? coldBytes / 4 : 0)
     defer { scratch.deallocate() }
     if cold { scratch.initialize(repeating: 0) }
@@ -43,6 +47,24 @@ public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats:
     }
     // Every rank's time counts: the slowest rank's median is what a step waits for.
     return communicator.allReduceMax([median(times)])[0]
+}
+
+/// The ranks (known to every rank) that did not end an in-place sum all-reduce of `floats`
+/// values with the exact sums: the values are small integers, so any summation order is exact.
+/// With `shared`, the communicator's reduction buffer is checked: nil when it has none.
+public func checkAllReduce(_ communicator: Communicator, floats: Int, shared: Bool) -> [Int]? {
+    let reduction = shared ? communicator.makeReductionBuffer(count: floats) : nil
+    if shared && reduction == nil { return nil }
+    let buffer = reduction?.buffer ?? .allocate(capacity: floats)
+    defer { if reduction == nil { buffer.deallocate() } }
+    let (rank, size) = (communicator.rank, communicator.size)
+    for index in buffer.indices { buffer[index] = Float(index % 1021 + 3 * rank) }
+    communicator.allReduceSum(buffer)
+    let wrong = buffer.indices.contains { buffer[$0] != Float(size * ($0 % 1021) + 3 * size * (size - 1) / 2) }
+    var flags = [Double](repeating: 0, count: size)
+    flags[rank] = wrong ? 1 : 0
+    let agreed = communicator.allReduceMax(flags)
+    return agreed.indices.filter { agreed[$0] > 0 }
 }
 
 /// OpenBLAS's thread count and kernel family, as this process sees them.

@@ -6,6 +6,7 @@ public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
     private let world: MPI_Comm
+    private var reductions: [NodeSharedReduction] = []
 
     public init() {
         var provided: Int32 = 0
@@ -19,10 +20,24 @@ public final class MPICommunicator: Communicator {
         self.size = Int(size)
     }
 
-    public func finalize() { MPI_Finalize() }
+    public func finalize() {
+        for reduction in reductions { reduction.free() }
+        reductions = []
+        MPI_Finalize()
+    }
+
+    public func makeReductionBuffer(count: Int) -> ReductionBuffer? {
+        guard size > 1, let reduction = NodeSharedReduction.make(world: world, count: count) else { return nil }
+        reductions.append(reduction)
+        return ReductionBuffer(buffer: reduction.gradients, description: reduction.description)
+    }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard size > 1, buffer.count > 0 else { return }
+        if let reduction = reductions.first(where: { $0.gradients.baseAddress == buffer.baseAddress && $0.gradients.count == buffer.count }) {
+            reduction.allReduceSum()
+            return
+        }
         MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(), world)
     }
 

@@ -103,6 +103,16 @@ public struct TrainingConfig: Sendable {
     /// Put a barrier before each gradient all-reduce so that its time excludes waiting for the
     /// slowest rank (benchmarks; costs one small message per step).
     public var timingBarrier: Bool = false
+    public var allReduce: AllReduceMethod = .auto
+}
+
+/// How the gradients are summed over the ranks.
+public enum AllReduceMethod: String, Sendable {
+    /// Through memory shared by the ranks of a node (then MPI across nodes) when every node has
+    /// the same number of ranks; `MPI_Allreduce` otherwise.
+    case auto
+    /// `MPI_Allreduce` on the flat gradient buffer, always.
+    case mpi
 }
 
 /// What a non-finite loss or gradient does to a run.
@@ -346,7 +356,8 @@ extension TrainConfig {
             },
             logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max),
             onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!,
-            timingBarrier: try trainingMap.bool("timing_barrier", default: false)
+            timingBarrier: try trainingMap.bool("timing_barrier", default: false),
+            allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!
         )
         try trainingMap.finish()
 

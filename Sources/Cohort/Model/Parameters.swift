@@ -22,6 +22,8 @@ public final class ParameterStore {
     public private(set) var buffers: UnsafeMutableBufferPointer<Float>
     private var bufferInitializers: [(Entry, Float)] = []
     private var sealed = false
+    /// False once the gradients live in memory a communicator owns (`placeGradients(in:)`).
+    private var ownsGradients = true
 
     public init() {
         values = .allocate(capacity: 0)
@@ -31,7 +33,7 @@ public final class ParameterStore {
 
     deinit {
         values.deallocate()
-        gradients.deallocate()
+        if ownsGradients { gradients.deallocate() }
         buffers.deallocate()
     }
 
@@ -68,6 +70,16 @@ public final class ParameterStore {
             (buffers.baseAddress! + entry.offset).initialize(repeating: value, count: entry.count)
         }
         sealed = true
+    }
+
+    /// Moves the gradients into `storage` (same count), which the store uses but does not free:
+    /// memory a communicator sums without copying (`Communicator.makeReductionBuffer`).
+    public func placeGradients(in storage: UnsafeMutableBufferPointer<Float>) {
+        precondition(sealed && storage.count == gradients.count, "gradients are placed in storage of their size after sealing")
+        _ = storage.update(fromContentsOf: gradients)
+        if ownsGradients { gradients.deallocate() }
+        gradients = storage
+        ownsGradients = false
     }
 
     public func buffer(of entry: Entry) -> UnsafeMutablePointer<Float> { buffers.baseAddress! + entry.offset }

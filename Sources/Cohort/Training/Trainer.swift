@@ -113,10 +113,19 @@ public final class Trainer {
 
     /// The first collective of a run. Every rank initialized (or restored) the same weights;
     /// broadcasting rank 0's makes that a guarantee rather than an assumption, as DDP does.
+    /// Then, with `training.all_reduce: auto`, the gradients move into memory the communicator
+    /// sums fastest (on a node: a shared-memory window), also collectively.
     public func synchronizeInitialState() {
         communicator.broadcast(model.parameters.values, root: 0)
         communicator.broadcast(model.parameters.buffers, root: 0)
+        if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
+            model.parameters.placeGradients(in: shared.buffer)
+            gradientAllReduce = shared.description
+        }
     }
+
+    /// How the gradients are summed, for the run's first line.
+    public private(set) var gradientAllReduce = "MPI_Allreduce"
 
     /// Total optimizer steps of the run, the T of the learning-rate schedule.
     public private(set) lazy var totalSteps: Int = (0..<config.training.epochs).reduce(0) { $0 + loader.stepsPerEpoch($1) }
@@ -186,7 +195,8 @@ public final class Trainer {
             log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(globalBatch); "
                 + "\(stepsThisEpoch) steps per epoch; \(parameters.count) parameters; \(trainingRows) training rows"
                 + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
-                + (config.data.sampling == .sharded ? "; sharded sampling" : ""))
+                + (config.data.sampling == .sharded ? "; sharded sampling" : "")
+                + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : ""))
         }
         installStopSignalHandlers()
         while position.epoch < config.training.epochs {

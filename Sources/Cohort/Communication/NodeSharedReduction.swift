@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCohort
+
+/// A gradient buffer that the ranks of a node sum through memory they all map: the hierarchical
+/// all-reduce of NCCL and Horovod, with MPI shared-memory windows for the node's part.
+///
+/// Each rank's gradients live in its segment of an `MPI_Win_allocate_shared` window, split into
+/// one cache-line-aligned slice per rank of the node. `allReduceSum()`:
+///  1. each rank sums its slice straight out of every segment of its node, in node-rank order,
+///     so the bits do not depend on which rank did the sum;
+///  2. across nodes, the ranks holding the same slice all-reduce it with `MPI_Allreduce`;
+///  3. each rank copies the other slices from the segments of the ranks that summed them.
+/// Every gradient byte is read from a peer once and nothing goes through MPI's buffers, where
+/// `MPI_Allreduce` over shared memory copies the whole buffer through them and then sums.
+/// Made only when every node has the same number of ranks, more than one.
+final class NodeSharedReduction {
+    let gradients: UnsafeMutableBufferPointer<Float>
+    /// How the sum is made, for the run's first line.
+    let description: String
+    private let node: MPI_Comm
+    private let across: MPI_Comm?
+    private let window: MPI_Win
+    private let nodeRank: Int
+    /// Every node rank's segment, in node-rank order, mapped into this process.
+    private let segments: [UnsafeMutablePointer<Float>]
+    private let slices: [Range<Int>]
+    /// This rank's slice in every segment: the sources of step 1, and where its sum goes.
+    private let sources: [UnsafePointer<Float>?]
+    private let ownSlice: [UnsafeMutablePointer<Float>?]
+    private let peerSlices: [UnsafeMutablePointer<Float>?]
+
+    /// Collective over `world`; nil (on every rank alike) where the ranks cannot share memory.
+    static func make(world: MPI_Comm, count: Int) -> NodeSharedReduction? {
+        guard count > 0 else { return nil }
+        var worldRank: Int32 = 0
+        MPI_Comm_rank(world, &worldRank)
+        var nodeHandle: MPI_Comm?
+        MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), worldRank, cohort_mpi_info_null(), &nodeHandle)
+        guard let node = nodeHandle else { preconditionFailure("MPI_Comm_split_type gave no communicator") }
+        var nodeSize: Int32 = 0
+        var nodeRank: Int32 = 0
+        MPI_Comm_size(node, &nodeSize)
+        MPI_Comm_rank(node, &nodeRank)
+        // Every node alike and more than one rank on each: the smallest and largest node agree.
+        var sizes: [Int32] = [nodeSize, -nodeSize]
+        MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
+        guard sizes[0] == -sizes[1], nodeSize > 1 else {
+            MPI_Comm_free(&nodeHandle)
+            return nil
+        }
+        var acrossHandle: MPI_Comm?
+        MPI_Comm_split(world, nodeRank, worldRank, &acrossHandle)
+        guard let across = acrossHandle else { preconditionFailure("MPI_Comm_split gave no communicator") }
+        var nodes: Int32 = 0
+        MPI_Comm_size(across, &nodes)
+
+        // Each segment on its own pages (close to the rank that writes it).
+        var info: MPI_Info? = cohort_mpi_info_null()
+        MPI_Info_create(&info)
+        MPI_Info_set(info, "alloc_shared_noncontig", "true")
+        MPI_Comm_set_errhandler(node, cohort_mpi_errors_return())
+        var base: UnsafeMutableRawPointer?
+        var windowHandle: MPI_Win? = cohort_mpi_win_null()
+        let status = MPI_Win_allocate_shared(MPI_Aint(count * MemoryLayout<Float>.stride), Int32(MemoryLayout<Float>.stride),
+                                             info, node, &base, &windowHandle)
+        MPI_Info_free(&info)
+        MPI_Comm_set_errhandler(node, cohort_mpi_errors_are_fatal())
+        var failed: Int32 = status == MPI_SUCCESS && base != nil && windowHandle != nil ? 0 : 1
+        MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
+        guard failed == 0, let window = windowHandle else {
+            if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
+            MPI_Comm_free(&acrossHandle)
+            MPI_Comm_free(&nodeHandle)
+            return nil
+        }
+        var segments: [UnsafeMutablePointer<Float>] = []
+        for peer in 0..<nodeSize {
+            var bytes: MPI_Aint = 0
+            var unit: Int32 = 0
+            var address: UnsafeMutableRawPointer?
+            MPI_Win_shared_query(window, peer, &bytes, &unit, &address)
+            guard let address else { preconditionFailure("MPI_Win_shared_query gave no segment for node rank \(peer)") }
+            segments.append(address.assumingMemoryBound(to: Float.self))
+        }
+        // Passive-target epoch for the window's lifetime; MPI_Win_sync orders memory around barriers.
+        MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
+        if nodes == 1 { MPI_Comm_free(&acrossHandle) }
+        return NodeSharedReduction(count: count, node: node, across: nodes > 1 ? across : nil, window: window,
+                                   nodeRank: Int(nodeRank), segments: segments, nodes: Int(nodes))
+    }
+
+    private init(count: Int, node: MPI_Comm, across: MPI_Comm?, window: MPI_Win, nodeRank: Int,
+                 segments: [UnsafeMutablePointer<Float>], nodes: Int) {
+        self.node = node
+        self.across = across
+        self.window = window
+        self.nodeRank = nodeRank
+        self.segments = segments
+        gradients = UnsafeMutableBufferPointer(start: segments[nodeRank], count: count)
+        gradients.initialize(repeating: 0)
+        slices = Self.slices(count: count, parts: segments.count)
+        let mine = slices[nodeRank]
+        sources = segments.map { UnsafePointer($0 + mine.lowerBound) }
+        ownSlice = [segments[nodeRank] + mine.lowerBound]
+        peerSlices = segments.indices.filter { $0 != nodeRank }.map { segments[$0] + mine.lowerBound }
+        description = "node shared memory, \(segments.count) ranks per node"
+            + (nodes > 1 ? " × \(nodes) nodes, MPI_Allreduce across nodes" : "")
+    }
+
+    /// `parts` contiguous slices covering 0..<count, each starting on a 64-byte line.
+    static func slices(count: Int, parts: Int) -> [Range<Int>] {
+        let line = 64 / MemoryLayout<Float>.stride
+        let bounds = (0...parts).map { part in part == parts ? count : count * part / parts / line * line }
+        return (0..<parts).map { bounds[$0]..<bounds[$0 + 1] }
+    }
+
+    func allReduceSum() {
+        synchronizeNode()  // every rank of the node has written its gradients
+        let mine = slices[nodeRank]
+        if let across {
+            sum(into: ownSlice)
+            MPI_Allreduce(cohort_mpi_in_place(), gradients.baseAddress! + mine.lowerBound, Int32(mine.count),
+                          cohort_mpi_float(), cohort_mpi_sum(), across)
+            for case let target? in peerSlices { memcpy(target, gradients.baseAddress! + mine.lowerBound, mine.count * MemoryLayout<Float>.stride) }
+        } else {
+            sum(into: ownSlice + peerSlices)
+        }
+        synchronizeNode()  // every segment holds every sum; nobody touches another's segment until the next call
+    }
+
+    /// This rank's slice summed over the node's segments, stored at `targets`.
+    private func sum(into targets: [UnsafeMutablePointer<Float>?]) {
+        sources.withUnsafeBufferPointer { sources in
+            targets.withUnsafeBufferPointer { targets in
+                cohort_sum_sources(sources.baseAddress, Int32(sources.count), targets.baseAddress, Int32(targets.count), slices[nodeRank].count)
+            }
+        }
+    }
+
+    private func synchronizeNode() {
+        MPI_Win_sync(window)
+        MPI_Barrier(node)
+        MPI_Win_sync(window)
+    }
+
+    /// Collective over the world, before `MPI_Finalize`.
+    func free() {
+        MPI_Win_unlock_all(window)
+        var handles: (MPI_Win?, MPI_Comm?, MPI_Comm?) = (window, node, across)
+        MPI_Win_free(&handles.0)
+        MPI_Comm_free(&handles.1)
+        if across != nil { MPI_Comm_free(&handles.2) }
+    }
+}

@@ -1,0 +1,45 @@
+import CCohort
+import XCTest
+@testable import Cohort
+
+/// The pieces of the node shared-memory all-reduce that need no MPI (the whole of it runs under
+/// mpirun in MPITrainingTests and MultiHostTests).
+final class ReductionTests: XCTestCase {
+    func test_slicesCoverTheBufferOnCacheLines() {
+        for (count, parts) in [(1, 2), (5, 3), (16, 2), (1_000_003, 3), (3_274_634, 2), (100, 7)] {
+            let slices = NodeSharedReduction.slices(count: count, parts: parts)
+            XCTAssertEqual(slices.count, parts)
+            XCTAssertEqual(slices.first?.lowerBound, 0)
+            XCTAssertEqual(slices.last?.upperBound, count)
+            for (slice, next) in zip(slices, slices.dropFirst()) {
+                XCTAssertEqual(slice.upperBound, next.lowerBound, "\(count) in \(parts)")
+                XCTAssertEqual(next.lowerBound % 16, 0, "\(count) in \(parts): a slice starts inside a 64-byte line")
+            }
+        }
+    }
+
+    func test_sumOfSourcesIsInRankOrderAndMayOverwriteASource() {
+        // 5 000 values span several of the kernel's blocks; the destination list includes the third source.
+        let n = 5_000
+        var generator = Generator(seed: 7)
+        var sources = (0..<4).map { _ in (0..<n).map { _ in generator.nextUnitFloat() * 1e4 - 5e3 } }
+        let expected = (0..<n).map { i in ((sources[0][i] + sources[1][i]) + sources[2][i]) + sources[3][i] }
+        var other = [Float](repeating: 0, count: n)
+        let (s0, s1, s3) = (sources[0], sources[1], sources[3])
+        s0.withUnsafeBufferPointer { p0 in
+            s1.withUnsafeBufferPointer { p1 in
+                s3.withUnsafeBufferPointer { p3 in
+                    sources[2].withUnsafeMutableBufferPointer { p2 in
+                        other.withUnsafeMutableBufferPointer { target in
+                            let inputs: [UnsafePointer<Float>?] = [p0.baseAddress, p1.baseAddress, UnsafePointer(p2.baseAddress), p3.baseAddress]
+                            let outputs: [UnsafeMutablePointer<Float>?] = [p2.baseAddress, target.baseAddress]
+                            cohort_sum_sources(inputs, 4, outputs, 2, n)
+                        }
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(sources[2], expected)
+        XCTAssertEqual(other, expected)
+    }
+}
