@@ -25,7 +25,9 @@ let package = Package(
         .target(
             name: "CCohort",
             dependencies: ["CMPI", "CHDF5", "COpenBLAS", "CZlib"],
-            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-builtin-memcpy", "-fno-builtin-memset"])]
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-ffp-contract=off", "-fno-builtin-memcpy", "-fno-builtin-memset",
+                                      "-fveclib=libmvec"])],
+            linkerSettings: [.linkedLibrary("mvec")]
         ),
         .target(
             name: "Cohort",

@@ -84,6 +84,9 @@ raw = {int(b): float(t) for b, t in re.findall(r"allreduce\s+(\d+) bytes:\s+([\d
 mpi_rewrite = run([os.path.join(ROOT, "launch/cohort-mpirun"), "-n", "2", "check-mpi", "--repeats", "200", "--cold"]
                   + [a for w in WORKLOADS for a in ("--floats", str(PARAMETERS[w]))])
 raw_rewrite = {int(b): float(t) for b, t in re.findall(r"allreduce\s+(\d+) bytes:\s+([\d.]+) µs", mpi_rewrite)}
+# The same sizes through Cohort's own all-reduce (node shared memory), as check-mpi times it.
+shared = {int(b): float(t) for b, t in re.findall(r"cohort all-reduce\s+(\d+) bytes:\s+([\d.]+) µs", mpi)}
+shared_rewrite = {int(b): float(t) for b, t in re.findall(r"cohort all-reduce\s+(\d+) bytes:\s+([\d.]+) µs", mpi_rewrite)}
 
 # The step of 2 ranks taken apart: a run with training.timing_barrier, so the all-reduce is timed
 # after a barrier (the time a raw MPI_Allreduce is measured in) and the wait for the slower rank
@@ -170,7 +173,9 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     out.write("\n## Gradient all-reduce and loader\n\n")
     out.write("One 2-rank run per workload with `training.timing_barrier: true` (W1 469 steps, W2 200, W3 40): the gradient "
               "all-reduce is timed after a barrier, as a raw `MPI_Allreduce` is (`cohort check-mpi --floats N`, median of 200), "
-              "and the wait for the slower rank is counted apart. Figures per step, ms, rank 0 / rank 1.\n\n")
+              "and the wait for the slower rank is counted apart. Figures per step, ms, rank 0 / rank 1. Cohort sums the "
+              "gradients through node shared memory (`training.all_reduce: auto`): each rank adds its half of the buffer "
+              "from its peer's memory and writes the sum into both.\n\n")
     out.write("Raw `MPI_Allreduce` twice: repeated back to back on the same buffer (hot), and with the caches left as a "
               "training step leaves them (`check-mpi --cold`: 256 MB streamed through and the buffer written before each "
               "call). The ratios are Cohort's against each.\n\n")
@@ -193,6 +198,9 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
             out.write(f"| {r['workload']} | — | — | — | — | {fmt(raw_us and raw_us / 1e3, '{:.3f}')} | — | {fmt(r['wait'], '{:.1f}%')} |\n")
     out.write("\nRaw all-reduce times (`cohort check-mpi`, 2 ranks, shared memory): " +
               ", ".join(f"{b} B {t:.1f} µs" for b, t in sorted(raw.items())) + ".\n\n")
+    if shared:
+        out.write("Cohort's all-reduce outside training, same sizes (`check-mpi`'s `cohort all-reduce` lines, hot / cold): " +
+                  ", ".join(f"{b} B {t:.1f} / {fmt(shared_rewrite.get(b), '{:.1f}')} µs" for b, t in sorted(shared.items())) + ".\n\n")
     out.write("## Time to 0.89 test accuracy, W2, 2 ranks\n\n")
     out.write(f"Cohort: {fmt(time_cohort, '{:.1f} s')}; PyTorch DDP: {fmt(time_torch, '{:.1f} s')} "
               "(start-up to first step plus training time to the end of the first epoch reaching 0.89; evaluation excluded).\n\n")

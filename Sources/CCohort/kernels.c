@@ -135,6 +135,17 @@ void cohort_sum_sources(const float *const *sources, int count, float *const *de
     }
 }
 
+// Box–Muller on uniform pairs drawn beforehand (u1 > 0): out[i] = (float)(sqrt(-2 log u1[i]) ·
+// cos(2π u2[i])) · scale, the formula of Generator.nextGaussian. Vectorized through glibc's libmvec
+// (-fveclib=libmvec), which rounds within a few double ulps of the scalar log and cos.
+VECTORIZED
+void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale) {
+    for (long i = 0; i < n; i++) {
+        float gaussian = (float)(sqrt(-2.0 * log(u1[i])) * cos(2.0 * 3.14159265358979323846 * u2[i]));
+        out[i] = gaussian * scale;
+    }
+}
+
 VECTORIZED
 void cohort_relu_inplace(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;

@@ -2,6 +2,27 @@ import XCTest
 @testable import Cohort
 
 final class LayerTests: XCTestCase {
+    func test_heNormalInitializationIsTheScalarFormulaWithinAnUlp() {
+        // The vector kernel (libmvec's log and cos) against nextGaussian() · std, value by value,
+        // over more values than one block and a partial block.
+        let count = 10_000, fanIn = 75
+        var vectorGenerator = Generator(seed: 11, streams: 2)
+        var scalarGenerator = vectorGenerator
+        var values = [Float](repeating: .nan, count: count)
+        values.withUnsafeMutableBufferPointer {
+            initializeWeights($0.baseAddress!, count: count, fanIn: fanIn, fanOut: 10, .heNormal, &vectorGenerator)
+        }
+        let std = (2 / Float(fanIn)).squareRoot()
+        var differing = 0
+        for value in values {
+            let expected = scalarGenerator.nextGaussian() * std
+            XCTAssertLessThanOrEqual(abs(value - expected), expected.ulp, "\(value) vs \(expected)")
+            if value != expected { differing += 1 }
+        }
+        XCTAssertLessThan(differing, count / 100, "more than 1 % of the values differ from the scalar formula")
+        XCTAssertEqual(vectorGenerator, scalarGenerator, "the stream advanced differently")
+    }
+
     func test_conv2dForwardEqualsNaiveDirectConvolution() throws {
         // The last case has 41×41 outputs, so each sample is its own chunk of the batch.
         for (padding, stride, kernel, height, width, batch) in [(Padding.valid, 1, 3, 7, 6, 2), (.same, 1, 5, 7, 6, 2), (.same, 2, 3, 7, 6, 2),

@@ -1,4 +1,5 @@
 import CCohort
+import Foundation
 
 /// MPI_COMM_WORLD. Initialized once per process (`MPI_Init_thread`, funneled: only the main
 /// thread calls MPI) and finalized by `finalize()` at a clean exit.
@@ -9,6 +10,7 @@ public final class MPICommunicator: Communicator {
     private var reductions: [NodeSharedReduction] = []
 
     public init() {
+        Self.chooseTransportWithoutFabric()
         var provided: Int32 = 0
         MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
         world = cohort_mpi_comm_world()
@@ -18,6 +20,28 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(world, &size)
         self.rank = Int(rank)
         self.size = Int(size)
+    }
+
+    /// Without a high-speed fabric OpenMPI can only use its ob1 layer (shared memory, TCP), but
+    /// it first initializes the cm layer, whose PSM and PSM2 transports spend 0.1 s each looking
+    /// for their adapters: 0.24 s of a 0.27 s MPI_Init on this machine. So where no fabric device
+    /// is present (InfiniBand/RoCE/EFA, Omni-Path, TrueScale, Slingshot) and nobody chose a
+    /// layer (`OMPI_MCA_pml`, `mpirun --mca pml`, or an include list in a parameter file),
+    /// name ob1 before MPI_Init. `COHORT_MPI_DEFAULTS=0` turns this off.
+    static func chooseTransportWithoutFabric() {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["OMPI_MCA_pml"] == nil, environment["COHORT_MPI_DEFAULTS"] != "0" else { return }
+        let files = FileManager.default
+        let fabric = ["/sys/class/infiniband", "/sys/class/cxi"].contains { !((try? files.contentsOfDirectory(atPath: $0)) ?? []).isEmpty }
+            || ((try? files.contentsOfDirectory(atPath: "/dev")) ?? []).contains { $0.hasPrefix("hfi1") || $0.hasPrefix("ipath") }
+        let parameterFiles = ["/etc/openmpi/openmpi-mca-params.conf", "\(environment["HOME"] ?? "")/.openmpi/mca-params.conf"]
+        let includeList = parameterFiles.contains { path in
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").contains { line in
+                let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                return parts.count == 2 && parts[0] == "pml" && !parts[1].hasPrefix("^")
+            }
+        }
+        if !fabric && !includeList { setenv("OMPI_MCA_pml", "ob1", 1) }
     }
 
     public func finalize() {

@@ -75,8 +75,16 @@ func initializeWeights(_ pointer: UnsafeMutablePointer<Float>, count: Int, fanIn
         let limit = (6 / Float(fanIn + fanOut)).squareRoot()
         for index in 0..<count { pointer[index] = (generator.nextUnitFloat() * 2 - 1) * limit }
     case .heNormal:
+        // nextGaussian() · std, with the uniforms drawn in its order and the transform done a
+        // block at a time by a vector kernel (W3's 3.2 M weights: 0.12 s of start-up otherwise).
         let std = (2 / Float(fanIn)).squareRoot()
-        for index in 0..<count { pointer[index] = generator.nextGaussian() * std }
+        let block = 4096
+        var u1 = [Double](repeating: 0, count: block), u2 = [Double](repeating: 0, count: block)
+        for start in stride(from: 0, to: count, by: block) {
+            let length = min(block, count - start)
+            for index in 0..<length { (u1[index], u2[index]) = generator.nextBoxMullerPair() }
+            cohort_box_muller(u1, u2, pointer + start, length, std)
+        }
     }
 }
 

@@ -36,9 +36,14 @@ public struct Generator: RandomNumberGenerator, Equatable, Sendable {
 
     /// Standard normal (Box–Muller), used for weight initialization.
     public mutating func nextGaussian() -> Float {
-        let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-300)
-        let u2 = Double(next() >> 11) * 0x1p-53
+        let (u1, u2) = nextBoxMullerPair()
         return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
+    }
+
+    /// The two uniforms `nextGaussian` transforms: u1 in (0, 1), u2 in [0, 1).
+    public mutating func nextBoxMullerPair() -> (Double, Double) {
+        let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-300)
+        return (u1, Double(next() >> 11) * 0x1p-53)
     }
 
     /// Uniform integer in 0..<bound without modulo bias (Lemire).
