@@ -227,5 +227,7 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
                       f"{s/(s+compute)*100:.0f}% / {t/(t+compute)*100:.0f}% |\n")
     out.write("\nCommunication dominates where its share passes 50%: the rows above say at which rank count that happens for each "
               "transport. Cohort runs one all-reduce after the backward pass; overlapping it with the backward pass could hide at "
-              "most the share shown, and only with a core free to progress it.\n")
+              "most the share shown, and only with a core free to progress it. The model is one rank per node: with several, Cohort "
+              "first sums within each node through shared memory (the table above) and the ring runs over nodes, each rank of a node "
+              "carrying its slice of the buffer, so read n as the number of nodes.\n")
 print(open(os.path.join(ROOT, "Benchmarks/RESULTS.md")).read())
