@@ -8,10 +8,12 @@ struct CheckMPI: ParsableCommand {
         abstract: "Show where every rank runs and measure the all-reduce between them.",
         discussion: """
         Rank 0 prints one line per rank (host name, network namespace, process id, BLAS threads and
-        kernels), then the time of MPI_Allreduce (sum) of 4 KiB to 16 MiB of floats: the median of
-        --repeats runs, and the bus bandwidth 2·(n−1)/n · bytes / time that ring all-reduce
-        reaches. Where the ranks share a node, a "cohort all-reduce" line follows each size: the
-        same sum through node shared memory, as training reduces its gradients. Run it under mpirun like training, e.g. launch/cohort-mpirun -n 2 check-mpi
+        kernels). It checks that MPI_Allreduce, and Cohort's own all-reduce where the ranks share
+        nodes, give every rank the exact sums (exit status 1 naming the ranks otherwise), then
+        times MPI_Allreduce (sum) of 4 KiB to 16 MiB of floats: the median of --repeats runs, and
+        the bus bandwidth 2·(n−1)/n · bytes / time that ring all-reduce reaches. A "cohort
+        all-reduce" line follows each size: the same sum as training makes it, through node shared
+        memory. Run it under mpirun like training, e.g. launch/cohort-mpirun -n 2 check-mpi
         """
     )
 

@@ -13,7 +13,8 @@ public protocol Communicator: AnyObject {
     func gather(_ words: [UInt64], root: Int) -> [[UInt64]]
     func barrier()
     /// Collective: a zeroed buffer of `count` floats that `allReduceSum` sums faster than any
-    /// other, or nil when there is none (one process; ranks that share no memory).
+    /// other, or nil when there is none (one process; ranks that share no memory). Each call
+    /// makes a new one, which lives until the communicator is finalized.
     func makeReductionBuffer(count: Int) -> ReductionBuffer?
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never

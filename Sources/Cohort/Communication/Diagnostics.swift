@@ -25,10 +25,13 @@ extension Communicator {
 /// gradients in): nil on every rank when the communicator has none.
 public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats: Int, cold: Bool = false,
                              coldBytes: Int = 256 << 20, shared: Bool = false) -> Double? {
-    let reduction = shared ? communicator.makeReductionBuffer(count: floats) : nil
-    if shared && reduction == nil { return nil }
-    let buffer = reduction?.buffer ?? .allocate(capacity: floats)
-    defer { if reduction == nil { buffer.deallocate() } }
+    withAllReduceBuffer(communicator, floats: floats, shared: shared) { buffer in
+        timeAllReduce(communicator, buffer, repeats: repeats, cold: cold, coldBytes: coldBytes)
+    }
+}
+
+private func timeAllReduce(_ communicator: Communicator, _ buffer: UnsafeMutableBufferPointer<Float>, repeats: Int,
+                           cold: Bool, coldBytes: Int) -> Double {
     buffer.update(repeating: 1)
     let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: cold ? coldBytes / 4 : 0)
     defer { scratch.deallocate() }
@@ -53,18 +56,29 @@ public func measureAllReduce(_ communicator: Communicator, floats: Int, repeats:
 /// values with the exact sums: the values are small integers, so any summation order is exact.
 /// With `shared`, the communicator's reduction buffer is checked: nil when it has none.
 public func checkAllReduce(_ communicator: Communicator, floats: Int, shared: Bool) -> [Int]? {
-    let reduction = shared ? communicator.makeReductionBuffer(count: floats) : nil
-    if shared && reduction == nil { return nil }
-    let buffer = reduction?.buffer ?? .allocate(capacity: floats)
-    defer { if reduction == nil { buffer.deallocate() } }
-    let (rank, size) = (communicator.rank, communicator.size)
-    for index in buffer.indices { buffer[index] = Float(index % 1021 + 3 * rank) }
-    communicator.allReduceSum(buffer)
-    let wrong = buffer.indices.contains { buffer[$0] != Float(size * ($0 % 1021) + 3 * size * (size - 1) / 2) }
-    var flags = [Double](repeating: 0, count: size)
-    flags[rank] = wrong ? 1 : 0
-    let agreed = communicator.allReduceMax(flags)
-    return agreed.indices.filter { agreed[$0] > 0 }
+    withAllReduceBuffer(communicator, floats: floats, shared: shared) { buffer in
+        let (rank, size) = (communicator.rank, communicator.size)
+        for index in buffer.indices { buffer[index] = Float(index % 1021 + 3 * rank) }
+        communicator.allReduceSum(buffer)
+        let wrong = buffer.indices.contains { buffer[$0] != Float(size * ($0 % 1021) + 3 * size * (size - 1) / 2) }
+        var flags = [Double](repeating: 0, count: size)
+        flags[rank] = wrong ? 1 : 0
+        let agreed = communicator.allReduceMax(flags)
+        return agreed.indices.filter { agreed[$0] > 0 }
+    }
+}
+
+/// `body` on `floats` values: with `shared` the communicator's reduction buffer (nil on every
+/// rank when it has none; it lives until the communicator is finalized), otherwise memory of
+/// this call's own.
+private func withAllReduceBuffer<Result>(_ communicator: Communicator, floats: Int, shared: Bool,
+                                         _ body: (UnsafeMutableBufferPointer<Float>) -> Result) -> Result? {
+    if shared {
+        return communicator.makeReductionBuffer(count: floats).map { body($0.buffer) }
+    }
+    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
+    defer { buffer.deallocate() }
+    return body(buffer)
 }
 
 /// OpenBLAS's thread count and kernel family, as this process sees them.

@@ -7,13 +7,14 @@ import CCohort
 /// all-reduce of NCCL and Horovod, with MPI shared-memory windows for the node's part.
 ///
 /// Each rank's gradients live in its segment of an `MPI_Win_allocate_shared` window, split into
-/// one cache-line-aligned slice per rank of the node. `allReduceSum()`:
+/// one cache-line-aligned slice per rank of the node. `allReduceSum()`, between two barriers:
 ///  1. each rank sums its slice straight out of every segment of its node, in node-rank order,
 ///     so the bits do not depend on which rank did the sum;
 ///  2. across nodes, the ranks holding the same slice all-reduce it with `MPI_Allreduce`;
-///  3. each rank copies the other slices from the segments of the ranks that summed them.
-/// Every gradient byte is read from a peer once and nothing goes through MPI's buffers, where
-/// `MPI_Allreduce` over shared memory copies the whole buffer through them and then sums.
+///  3. each rank writes its slice's sum into every segment of its node.
+/// Each gradient byte crosses between cores once each way and nothing goes through MPI's
+/// buffers, where `MPI_Allreduce` over shared memory copies the whole buffer through them, sums,
+/// and copies the sum back.
 /// Made only when every node has the same number of ranks, more than one.
 final class NodeSharedReduction {
     let gradients: UnsafeMutableBufferPointer<Float>
@@ -30,6 +31,7 @@ final class NodeSharedReduction {
     private let sources: [UnsafePointer<Float>?]
     private let ownSlice: [UnsafeMutablePointer<Float>?]
     private let peerSlices: [UnsafeMutablePointer<Float>?]
+    private let everySlice: [UnsafeMutablePointer<Float>?]
 
     /// Collective over `world`; nil (on every rank alike) where the ranks cannot share memory.
     static func make(world: MPI_Comm, count: Int) -> NodeSharedReduction? {
@@ -105,6 +107,7 @@ final class NodeSharedReduction {
         sources = segments.map { UnsafePointer($0 + mine.lowerBound) }
         ownSlice = [segments[nodeRank] + mine.lowerBound]
         peerSlices = segments.indices.filter { $0 != nodeRank }.map { segments[$0] + mine.lowerBound }
+        everySlice = ownSlice + peerSlices
         description = "node shared memory, \(segments.count) ranks per node"
             + (nodes > 1 ? " × \(nodes) nodes, MPI_Allreduce across nodes" : "")
     }
@@ -125,7 +128,7 @@ final class NodeSharedReduction {
                           cohort_mpi_float(), cohort_mpi_sum(), across)
             for case let target? in peerSlices { memcpy(target, gradients.baseAddress! + mine.lowerBound, mine.count * MemoryLayout<Float>.stride) }
         } else {
-            sum(into: ownSlice + peerSlices)
+            sum(into: everySlice)
         }
         synchronizeNode()  // every segment holds every sum; nobody touches another's segment until the next call
     }
