@@ -9,8 +9,8 @@
 // Each hot loop is compiled twice, for x86-64-v3 (AVX2, the vector width every x86 server of
 // the last decade has) and for the baseline, and the loader picks one per machine. The file is
 // compiled with -ffp-contract=off so both versions round identically: replicas on a mixed
-// cluster stay bitwise equal. -fno-builtin-memcpy/-memset keep the short im2col rows as inline
-// vector copies instead of library calls.
+// cluster stay bitwise equal. -fno-builtin-memcpy/-memset keep im2col's runs (a few dozen floats)
+// as inline vector copies instead of library calls.
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #define VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -180,11 +180,9 @@ void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned ch
 
 // The adjoint: each window's gradient goes to the input that won, the other three get zero;
 // rows and columns no window covers (odd sizes) get zero too. Every dx entry is written once.
-// With y (the pooled outputs of a ReLU'd input), a window whose output is 0 passes no gradient:
-// the ReLU's mask, for the fused convolution.
 VECTORIZED
-void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
-                                  float *restrict dx, long planes, long height, long width, long out_height, long out_width) {
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx, long planes,
+                                  long height, long width, long out_height, long out_width) {
     for (long plane = 0; plane < planes; plane++) {
         float *p = dx + plane * height * width;
         for (long oy = 0; oy < out_height; oy++) {
@@ -192,7 +190,6 @@ void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char 
             float *r1 = r0 + width;
             for (long ox = 0; ox < out_width; ox++) {
                 float g = dy[ox];
-                if (y) g = y[ox] > 0.0f ? g : 0.0f;
                 unsigned char c = code[ox];
                 r0[2 * ox] = c == 0 ? g : 0.0f;
                 r0[2 * ox + 1] = c == 1 ? g : 0.0f;
@@ -202,39 +199,146 @@ void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char 
             for (long ix = 2 * out_width; ix < width; ix++) { r0[ix] = 0.0f; r1[ix] = 0.0f; }
             dy += out_width;
             code += out_width;
-            if (y) y += out_width;
         }
         for (long iy = 2 * out_height; iy < height; iy++)
             for (long ix = 0; ix < width; ix++) p[iy * width + ix] = 0.0f;
     }
 }
 
-// One plane of a convolution's output, finished and pooled in one pass: v = x + bias (then
-// ReLU when relu), and the 2×2 max pool of v with its winners, as cohort_max_pool_2x2 would
-// compute from the stored v. x has row stride width.
+// The two for a convolution's output channel over a chunk of `count` samples, in the GEMM's
+// interleaved layout (see cohort_im2col): entry (row, column) of sample s at x[(row·width +
+// column)·count + s]; the pooled entry (oy, ox) of sample s at y[s·sample_stride + oy·out_width + ox]
+// (code likewise). Forward finishes and pools in one pass: v = x + bias (then ReLU when relu),
+// and the 2×2 max pool of v with its winners, as cohort_max_pool_2x2 would compute from the
+// stored v. Backward is cohort_max_pool_2x2_backward, plus the ReLU's mask when y (the pooled
+// outputs) is given: a window whose output is 0 passes no gradient. Samples are the inner loop,
+// so both walk x in memory order.
+// Row c keeps the gradient for window input c only. Which input of a window won is a coin toss
+// to the branch predictor, and clang turns comparisons of the code into branches (that version
+// of the backward kernel took 8 % of a W3 step); loads from this table it cannot.
+static const unsigned winner_masks[4][4] = {{~0u, 0, 0, 0}, {0, ~0u, 0, 0}, {0, 0, ~0u, 0}, {0, 0, 0, ~0u}};
+
+static inline float masked(float g, unsigned mask) {
+    union { float f; unsigned u; } v = {g};
+    v.u &= mask;
+    return v.f;
+}
+
+// The bodies of the two kernels below, inlined with `count` a constant for the common chunk
+// sizes: the loop over ox then vectorizes, its loads an interleaved group the compiler turns
+// into shuffles (a runtime count left them scalar, 6 % of a W3 step for the two).
+static inline __attribute__((always_inline))
+void pool_forward(const float *restrict x, float bias, int relu, float *restrict y, unsigned char *restrict code,
+                  const long count, long sample_stride, long width, long out_height, long out_width) {
+    long row = width * count;
+    for (long s = 0; s < count; s++) {
+        for (long oy = 0; oy < out_height; oy++) {
+            const float *r0 = x + (2 * oy) * row + s;
+            const float *r1 = r0 + row;
+            float *out = y + s * sample_stride + oy * out_width;
+            unsigned char *winner = code + s * sample_stride + oy * out_width;
+            for (long ox = 0; ox < out_width; ox++) {
+                long j = 2 * ox * count;
+                float a = r0[j] + bias, b = r0[j + count] + bias, c = r1[j] + bias, d = r1[j + count] + bias;
+                if (relu) {
+                    a = a > 0.0f ? a : 0.0f; b = b > 0.0f ? b : 0.0f;
+                    c = c > 0.0f ? c : 0.0f; d = d > 0.0f ? d : 0.0f;
+                }
+                int takes_b = b > a;
+                float m = takes_b ? b : a;
+                int takes_c = c > m;
+                m = takes_c ? c : m;
+                int takes_d = d > m;
+                m = takes_d ? d : m;
+                out[ox] = m;
+                winner[ox] = (unsigned char)(takes_d ? 3 : takes_c ? 2 : takes_b);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline))
+void pool_backward(const float *restrict dy, const unsigned char *restrict code, const float *restrict y, float *restrict dx,
+                   const long count, long sample_stride, long height, long width, long out_height, long out_width) {
+    long row = width * count;
+    for (long s = 0; s < count; s++) {
+        for (long oy = 0; oy < out_height; oy++) {
+            float *r0 = dx + (2 * oy) * row + s;
+            float *r1 = r0 + row;
+            long o = s * sample_stride + oy * out_width;
+            for (long ox = 0; ox < out_width; ox++) {
+                float g = dy[o + ox];
+                if (y) g = y[o + ox] > 0.0f ? g : 0.0f;
+                const unsigned *mask = winner_masks[code[o + ox] & 3];
+                long j = 2 * ox * count;
+                r0[j] = masked(g, mask[0]);
+                r0[j + count] = masked(g, mask[1]);
+                r1[j] = masked(g, mask[2]);
+                r1[j + count] = masked(g, mask[3]);
+            }
+        }
+    }
+    for (long oy = 0; oy < out_height; oy++) {
+        float *r0 = dx + (2 * oy) * row;
+        for (long q = 2 * out_width * count; q < row; q++) { r0[q] = 0.0f; r0[row + q] = 0.0f; }
+    }
+    for (long q = 2 * out_height * row; q < height * row; q++) dx[q] = 0.0f;
+}
+
+#define WITH_CONSTANT_COUNT(call) \
+    switch (count) { \
+    case 1: { const long count = 1; call; break; } \
+    case 2: { const long count = 2; call; break; } \
+    case 4: { const long count = 4; call; break; } \
+    case 7: { const long count = 7; call; break; } \
+    case 8: { const long count = 8; call; break; } \
+    default: call; \
+    }
+
 VECTORIZED
 void cohort_bias_activate_max_pool_2x2(const float *restrict x, float bias, int relu, float *restrict y,
-                                       unsigned char *restrict code, long width, long out_height, long out_width) {
-    for (long oy = 0; oy < out_height; oy++) {
-        const float *r0 = x + (2 * oy) * width;
-        const float *r1 = r0 + width;
-        for (long ox = 0; ox < out_width; ox++) {
-            long j = 2 * ox;
-            float a = r0[j] + bias, b = r0[j + 1] + bias, c = r1[j] + bias, d = r1[j + 1] + bias;
-            if (relu) {
-                a = a > 0.0f ? a : 0.0f; b = b > 0.0f ? b : 0.0f;
-                c = c > 0.0f ? c : 0.0f; d = d > 0.0f ? d : 0.0f;
-            }
-            float m = a;
-            unsigned char best = 0;
-            if (b > m) { m = b; best = 1; }
-            if (c > m) { m = c; best = 2; }
-            if (d > m) { m = d; best = 3; }
-            y[ox] = m;
-            code[ox] = best;
+                                       unsigned char *restrict code, long count, long sample_stride, long width,
+                                       long out_height, long out_width) {
+    WITH_CONSTANT_COUNT(pool_forward(x, bias, relu, y, code, count, sample_stride, width, out_height, out_width))
+}
+
+VECTORIZED
+void cohort_max_pool_2x2_backward_interleaved(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
+                                              float *restrict dx, long count, long sample_stride, long height, long width,
+                                              long out_height, long out_width) {
+    WITH_CONSTANT_COUNT(pool_backward(dy, code, y, dx, count, sample_stride, height, width, out_height, out_width))
+}
+
+// One output channel of a chunk of `count` samples, from the GEMM's interleaved layout to NCHW:
+// target[s·target_stride + p] = source[p·count + s] + bias, then max(·, 0) when relu.
+VECTORIZED
+void cohort_bias_activate_deinterleave(const float *restrict source, float *restrict target, long pixels, long count,
+                                       long target_stride, float bias, int relu) {
+    for (long s = 0; s < count; s++) {
+        float *restrict out = target + s * target_stride;
+        const float *restrict in = source + s;
+        if (relu) {
+            for (long p = 0; p < pixels; p++) { float v = in[p * count] + bias; out[p] = v > 0.0f ? v : 0.0f; }
+        } else {
+            for (long p = 0; p < pixels; p++) out[p] = in[p * count] + bias;
         }
-        y += out_width;
-        code += out_width;
+    }
+}
+
+// The way back: target[p·count + s] = dy[s·source_stride + p] where y[s·source_stride + p] > 0
+// (everywhere when y is NULL), else 0.
+VECTORIZED
+void cohort_mask_interleave(const float *restrict dy, const float *restrict y, float *restrict target, long pixels, long count,
+                            long source_stride) {
+    for (long s = 0; s < count; s++) {
+        const float *restrict g = dy + s * source_stride;
+        float *restrict out = target + s;
+        if (y) {
+            const float *restrict v = y + s * source_stride;
+            for (long p = 0; p < pixels; p++) { float value = g[p]; out[p * count] = v[p] > 0.0f ? value : 0.0f; }
+        } else {
+            for (long p = 0; p < pixels; p++) out[p * count] = g[p];
+        }
     }
 }
 
@@ -259,108 +363,97 @@ void cohort_install_stop_signals(void) {
 
 int cohort_stop_requested(void) { return stop_requested; }
 
-// Eight floats, loaded and stored unaligned: the vector width of x86-64-v3 (two SSE registers
-// in the baseline build).
-typedef float float8 __attribute__((vector_size(32), aligned(4)));
+// A convolution works on chunks of `count` samples in an interleaved layout, the sample index
+// fastest: the input as padded[c][y][x][s] (zero-padded to padded_height × padded_width, the
+// rows and columns the kernel windows cover), and the lowered matrix as
+//   cols[(c·k + i)·k + j][(oy·OW + ox)·count + s] = padded[c][oy·stride + i][ox·stride + j][s],
+// so that with stride 1 each output line of a row of cols is one run of OW·count floats in
+// padded: long vector copies with no edge tests, where per-sample rows would be short copies
+// (14 floats for W3) with padding handled per line. The GEMM's output columns come out in the
+// same (pixel, sample) order.
 
-// dst[0..<n] = src[0..<n] for the short rows of im2col (11–28 floats in the reference models):
-// whole vectors, then one more vector ending at n that overlaps the last (a copy may write an
-// element twice), so a row costs ⌈n/8⌉ vector moves instead of a vector loop and a scalar tail.
-static inline void copy_row(float *restrict dst, const float *restrict src, long n) {
-    if (n < 8) {
-        for (long k = 0; k < n; k++) dst[k] = src[k];
-        return;
-    }
-    long k = 0;
-    for (; k + 8 <= n; k += 8) *(float8 *)(dst + k) = *(const float8 *)(src + k);
-    if (k < n) *(float8 *)(dst + n - 8) = *(const float8 *)(src + n - 8);
-}
-
-static inline void zero_row(float *dst, long n) {
-    for (long k = 0; k < n; k++) dst[k] = 0.0f;
-}
-
-// dst[0..<n] += src[0..<n]: whole vectors, then a scalar tail (an overlapping vector would add twice).
-static inline void add_row(float *restrict dst, const float *restrict src, long n) {
-    long k = 0;
-    for (; k + 8 <= n; k += 8) *(float8 *)(dst + k) += *(const float8 *)(src + k);
-    for (; k < n; k++) dst[k] += src[k];
-}
-
-// im2col for one sample: cols[(c·k + i)·k + j][oy·OW + ox] = x[c][oy·s − pt + i][ox·s − pl + j],
-// zero outside; row r starts at cols + r·row_stride. For stride 1 each row is a block of output
-// lines [oy_first, oy_last) that read the input, each the same span [first, last) of columns,
-// so the inner loop is one vector copy per line with no per-line tests.
+// padded[c][y][x][s] = x_s[c][y − pad_top][x − pad_left], 0 outside the image; sample s at
+// x + s·sample_size. Input rows and columns the windows never cover (valid, stride > 1) are left out.
 VECTORIZED
-void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
-                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
+void cohort_pack_interleaved(const float *restrict x, float *restrict padded, long count, long sample_size, long channels,
+                             long height, long width, long pad_top, long pad_left, long padded_height, long padded_width) {
+    long plane = padded_height * padded_width * count;
+    for (long i = 0; i < channels * plane; i++) padded[i] = 0.0f;
+    long rows = height < padded_height - pad_top ? height : padded_height - pad_top;
+    long columns = width < padded_width - pad_left ? width : padded_width - pad_left;
+    for (long s = 0; s < count; s++) {
+        for (long c = 0; c < channels; c++) {
+            const float *restrict source = x + s * sample_size + c * height * width;
+            float *restrict target = padded + c * plane + (pad_top * padded_width + pad_left) * count + s;
+            for (long y = 0; y < rows; y++)
+                for (long column = 0; column < columns; column++)
+                    target[(y * padded_width + column) * count] = source[y * width + column];
+        }
+    }
+}
+
+// Its adjoint for the input gradient: dx_s[c][y][x] = padded[c][y + pad_top][x + pad_left][s],
+// 0 for input pixels no window covers.
+VECTORIZED
+void cohort_unpack_interleaved(const float *restrict padded, float *restrict dx, long count, long sample_size, long channels,
+                               long height, long width, long pad_top, long pad_left, long padded_height, long padded_width) {
+    long plane = padded_height * padded_width * count;
+    long rows = height < padded_height - pad_top ? height : padded_height - pad_top;
+    long columns = width < padded_width - pad_left ? width : padded_width - pad_left;
+    for (long s = 0; s < count; s++) {
+        for (long c = 0; c < channels; c++) {
+            float *restrict target = dx + s * sample_size + c * height * width;
+            const float *restrict source = padded + c * plane + (pad_top * padded_width + pad_left) * count + s;
+            for (long i = 0; i < height * width; i++) target[i] = 0.0f;
+            for (long y = 0; y < rows; y++)
+                for (long column = 0; column < columns; column++)
+                    target[y * width + column] = source[(y * padded_width + column) * count];
+        }
+    }
+}
+
+VECTORIZED
+void cohort_im2col(const float *restrict padded, float *restrict cols, long count, long channels, long kernel, long stride,
+                   long padded_height, long padded_width, long out_h, long out_w) {
+    long line = out_w * count, row_size = out_h * line;
     long row = 0;
     for (long c = 0; c < channels; c++) {
-        const float *plane = x + c * height * width;
         for (long i = 0; i < kernel; i++) {
             for (long j = 0; j < kernel; j++, row++) {
-                float *out = cols + row * row_stride;
-                if (stride != 1) {
-                    for (long oy = 0; oy < out_h; oy++) {
-                        long iy = oy * stride - pad_top + i;
-                        for (long ox = 0; ox < out_w; ox++) {
-                            long ix = ox * stride - pad_left + j;
-                            out[oy * out_w + ox] = (iy >= 0 && iy < height && ix >= 0 && ix < width) ? plane[iy * width + ix] : 0.0f;
-                        }
-                    }
-                    continue;
-                }
-                long shift = j - pad_left, lift = i - pad_top;
-                long first = shift < 0 ? -shift : 0;
-                long last = width - shift < out_w ? width - shift : out_w;
-                long oy_first = lift < 0 ? -lift : 0;
-                long oy_last = height - lift < out_h ? height - lift : out_h;
-                if (last < first) last = first;
-                if (oy_last < oy_first) oy_last = oy_first;
-                zero_row(out, oy_first * out_w);
-                const float *source = plane + (oy_first + lift) * width + first + shift;
-                float *line = out + oy_first * out_w;
-                if (first == 0 && last == out_w) {
-                    for (long oy = oy_first; oy < oy_last; oy++, source += width, line += out_w) copy_row(line, source, out_w);
-                } else {
-                    for (long oy = oy_first; oy < oy_last; oy++, source += width, line += out_w) {
-                        zero_row(line, first);
-                        copy_row(line + first, source, last - first);
-                        zero_row(line + last, out_w - last);
+                float *restrict out = cols + row * row_size;
+                for (long oy = 0; oy < out_h; oy++, out += line) {
+                    const float *restrict source = padded + ((c * padded_height + oy * stride + i) * padded_width + j) * count;
+                    if (stride == 1) {
+                        for (long q = 0; q < line; q++) out[q] = source[q];
+                    } else {
+                        for (long ox = 0; ox < out_w; ox++)
+                            for (long s = 0; s < count; s++) out[ox * count + s] = source[ox * stride * count + s];
                     }
                 }
-                zero_row(out + oy_last * out_w, (out_h - oy_last) * out_w);
             }
         }
     }
 }
 
-// The adjoint of cohort_im2col: dx is overwritten with the sum of the entries that read each pixel.
+// The adjoint of cohort_im2col: padded is overwritten with the sum of the cols entries that
+// read each of its entries, added in row order.
 VECTORIZED
-void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
-                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride) {
-    zero_row(dx, channels * height * width);
+void cohort_col2im(const float *restrict cols, float *restrict padded, long count, long channels, long kernel, long stride,
+                   long padded_height, long padded_width, long out_h, long out_w) {
+    for (long i = 0; i < channels * padded_height * padded_width * count; i++) padded[i] = 0.0f;
+    long line = out_w * count, row_size = out_h * line;
     long row = 0;
     for (long c = 0; c < channels; c++) {
-        float *plane = dx + c * height * width;
         for (long i = 0; i < kernel; i++) {
             for (long j = 0; j < kernel; j++, row++) {
-                const float *source = cols + row * row_stride;
-                long shift = j - pad_left;
-                long first = shift < 0 ? -shift : 0;
-                long last = width - shift < out_w ? width - shift : out_w;
-                for (long oy = 0; oy < out_h; oy++) {
-                    long iy = oy * stride - pad_top + i;
-                    if (iy < 0 || iy >= height) continue;
-                    const float *line = source + oy * out_w;
-                    float *target = plane + iy * width;
+                const float *restrict in = cols + row * row_size;
+                for (long oy = 0; oy < out_h; oy++, in += line) {
+                    float *restrict target = padded + ((c * padded_height + oy * stride + i) * padded_width + j) * count;
                     if (stride == 1) {
-                        if (last > first) add_row(target + first + shift, line + first, last - first);
+                        for (long q = 0; q < line; q++) target[q] += in[q];
                     } else {
-                        for (long ox = 0; ox < out_w; ox++) {
-                            long ix = ox * stride - pad_left + j;
-                            if (ix >= 0 && ix < width) target[ix] += line[ox];
-                        }
+                        for (long ox = 0; ox < out_w; ox++)
+                            for (long s = 0; s < count; s++) target[ox * stride * count + s] += in[ox * count + s];
                     }
                 }
             }

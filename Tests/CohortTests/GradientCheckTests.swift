@@ -38,13 +38,23 @@ final class GradientCheckTests: XCTestCase {
     }
 
     /// Conv2D works through the batch in chunks of about 1,600 output pixels: with 30×30
-    /// outputs each sample is its own chunk, so a batch of 3 crosses two chunk boundaries.
+    /// outputs each sample is its own chunk, so a batch of 3 crosses two chunk boundaries; with
+    /// 24×24 outputs a chunk holds 2 samples (interleaved in the GEMM's columns) and a batch of
+    /// 3 ends with a chunk of 1; the stride-2 case has chunks of 3 and 2 (21×22 outputs), and
+    /// its input's last row and column no window reads.
     /// (No ReLU here: with 5,400 outputs some lie within ±h of its kink, where differences lie.)
     func test_conv2dGradientsAcrossBatchChunks() throws {
         let specs: [LayerSpec] = [.conv2d(2, kernel: 3, padding: .same)]
         let conv = try XCTUnwrap(try Model(inputShape: [1, 30, 30], layers: specs, maxBatch: 3).layers.first as? Conv2D)
         XCTAssertEqual(conv.chunk, 1)
         try checkModel(specs, inputShape: [1, 30, 30], batch: 3)
+        let pairs = try XCTUnwrap(try Model(inputShape: [2, 24, 24], layers: specs, maxBatch: 3).layers.first as? Conv2D)
+        XCTAssertEqual(pairs.chunk, 2)
+        try checkModel(specs, inputShape: [2, 24, 24], batch: 3)
+        let strided: [LayerSpec] = [.conv2d(2, kernel: 2, stride: 2)]
+        let oddChunk = try XCTUnwrap(try Model(inputShape: [1, 43, 45], layers: strided, maxBatch: 5).layers.first as? Conv2D)
+        XCTAssertEqual(oddChunk.chunk, 3)
+        try checkModel(strided, inputShape: [1, 43, 45], batch: 5)
     }
 
     func test_poolingGradientsMatchFiniteDifferences() throws {

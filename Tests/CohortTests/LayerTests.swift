@@ -24,9 +24,10 @@ final class LayerTests: XCTestCase {
     }
 
     func test_conv2dForwardEqualsNaiveDirectConvolution() throws {
-        // The last case has 41×41 outputs, so each sample is its own chunk of the batch.
+        // The last two cases have 41×41 outputs, so each sample is its own chunk of the batch, and
+        // 20×20, so chunks of 4 samples, interleaved in the GEMM's columns, and a last chunk of 1.
         for (padding, stride, kernel, height, width, batch) in [(Padding.valid, 1, 3, 7, 6, 2), (.same, 1, 5, 7, 6, 2), (.same, 2, 3, 7, 6, 2),
-                                                                (.valid, 2, 2, 7, 6, 2), (.same, 1, 3, 41, 41, 3)] {
+                                                                (.valid, 2, 2, 7, 6, 2), (.same, 1, 3, 41, 41, 3), (.same, 1, 3, 20, 20, 9)] {
             let (channels, filters) = (2, 3)
             let model = try Model(inputShape: [channels, height, width],
                                   layers: [.conv2d(filters, kernel: kernel, stride: stride, padding: padding)], maxBatch: batch, seed: 4)
@@ -70,6 +71,9 @@ final class LayerTests: XCTestCase {
         let cases: [([LayerSpec], [Int], Int)] = [
             ([.conv2d(4, kernel: 3, activation: .relu), .maxPool(2), .conv2d(3, kernel: 3, padding: .same), .maxPool(2), .flatten, .dense(5)], [2, 11, 12], 3),
             ([.conv2d(3, kernel: 3, padding: .same, activation: .relu), .maxPool(2), .flatten, .dense(4)], [1, 45, 43], 3),
+            // Chunks of 4 samples and a last one of 1 (20×20 outputs), and of 2 (23×23, odd).
+            ([.conv2d(3, kernel: 3, padding: .same, activation: .relu), .maxPool(2), .flatten, .dense(4)], [2, 20, 20], 9),
+            ([.conv2d(3, kernel: 3, padding: .same, activation: .relu), .maxPool(2), .flatten, .dense(4)], [1, 23, 23], 4),
         ]
         for (specs, shape, batch) in cases {
             let fused = try Model(inputShape: shape, layers: specs, maxBatch: batch, seed: 3)

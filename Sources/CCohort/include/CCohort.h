@@ -77,20 +77,39 @@ void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
                          long height, long width, long out_height, long out_width);
-/// Its adjoint: dx (every entry written) from dy and the codes of the forward pass; with y
-/// (the pooled outputs, non-NULL after a fused ReLU), windows whose output is 0 pass nothing.
-void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
-                                  float *restrict dx, long planes, long height, long width, long out_height, long out_width);
-/// One convolution output plane x (row stride width) plus bias, ReLU'd when relu, 2×2 max-pooled into y with winners in code.
+/// Its adjoint: dx (every entry written) from dy and the codes of the forward pass.
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx, long planes,
+                                  long height, long width, long out_height, long out_width);
+/// One output channel of a convolution over a chunk of `count` samples in the interleaved layout
+/// (entry (row, column, s) at x[(row·width + column)·count + s]) plus bias, ReLU'd when relu,
+/// 2×2 max-pooled into y with winners in code (sample s at s·sample_stride).
 void cohort_bias_activate_max_pool_2x2(const float *restrict x, float bias, int relu, float *restrict y,
-                                       unsigned char *restrict code, long width, long out_height, long out_width);
+                                       unsigned char *restrict code, long count, long sample_stride, long width,
+                                       long out_height, long out_width);
+/// Its adjoint into the interleaved dx (every entry written); with y (the pooled outputs, after a
+/// fused ReLU), windows whose output is 0 pass nothing.
+void cohort_max_pool_2x2_backward_interleaved(const float *restrict dy, const unsigned char *restrict code, const float *restrict y,
+                                              float *restrict dx, long count, long sample_stride, long height, long width,
+                                              long out_height, long out_width);
+/// target[s·target_stride + p] = source[p·count + s] + bias, then max(·, 0) when relu.
+void cohort_bias_activate_deinterleave(const float *restrict source, float *restrict target, long pixels, long count,
+                                       long target_stride, float bias, int relu);
+/// target[p·count + s] = dy[s·source_stride + p] where y there > 0 (everywhere when y is NULL), else 0.
+void cohort_mask_interleave(const float *restrict dy, const float *restrict y, float *restrict target, long pixels, long count,
+                            long source_stride);
 
-/// im2col of one NCHW sample into rows of `row_stride` floats (see kernels.c).
-void cohort_im2col(const float *restrict x, float *restrict cols, long channels, long height, long width,
-                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride);
-/// The adjoint of cohort_im2col; overwrites dx.
-void cohort_col2im(const float *restrict cols, float *restrict dx, long channels, long height, long width,
-                   long kernel, long stride, long pad_top, long pad_left, long out_h, long out_w, long row_stride);
+/// A chunk of `count` NCHW samples into the interleaved, zero-padded layout padded[c][y][x][s] (see kernels.c).
+void cohort_pack_interleaved(const float *restrict x, float *restrict padded, long count, long sample_size, long channels,
+                             long height, long width, long pad_top, long pad_left, long padded_height, long padded_width);
+/// Back to NCHW, the padding dropped (input pixels outside padded get 0).
+void cohort_unpack_interleaved(const float *restrict padded, float *restrict dx, long count, long sample_size, long channels,
+                               long height, long width, long pad_top, long pad_left, long padded_height, long padded_width);
+/// im2col of a packed chunk: cols[(c·k + i)·k + j][(oy·OW + ox)·count + s] = padded[c][oy·stride + i][ox·stride + j][s].
+void cohort_im2col(const float *restrict padded, float *restrict cols, long count, long channels, long kernel, long stride,
+                   long padded_height, long padded_width, long out_h, long out_w);
+/// The adjoint of cohort_im2col; overwrites padded.
+void cohort_col2im(const float *restrict cols, float *restrict padded, long count, long channels, long kernel, long stride,
+                   long padded_height, long padded_width, long out_h, long out_w);
 
 // MARK: Process
 

@@ -63,7 +63,7 @@ public final class MaxPool2D: Layer {
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         if size == 2, stride == 2 {
             winners.withUnsafeBufferPointer { winners in
-                cohort_max_pool_2x2_backward(outputGradient, winners.baseAddress!, nil, inputGradient.pointer, batch * inputShape[0],
+                cohort_max_pool_2x2_backward(outputGradient, winners.baseAddress!, inputGradient.pointer, batch * inputShape[0],
                                              inputShape[1], inputShape[2], outputShape[1], outputShape[2])
             }
             return UnsafePointer(inputGradient.pointer)
