@@ -112,14 +112,39 @@ void cohort_add(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) y[i] += x[i];
 }
 
+// 1 when every x[i] is finite: x·0 is ±0 for a finite x and NaN for ±inf and NaN, and a sum of
+// zeros stays 0 (a sum of the values themselves could overflow). Eight lanes, so it vectorizes.
+static inline void add_probes(float lanes[8], const float *restrict x, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += x[i + l] * 0.0f;
+    for (; i < n; i++) lanes[0] += x[i] * 0.0f;
+}
+
+static inline int probes_finite(const float lanes[8]) {
+    float total = 0.0f;
+    for (int l = 0; l < 8; l++) total += lanes[l];
+    return total == 0.0f;
+}
+
+VECTORIZED
+int cohort_all_finite(const float *restrict x, long n) {
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    add_probes(lanes, x, n);
+    return probes_finite(lanes);
+}
+
 // destinations[d][i] = ((sources[0][i] + sources[1][i]) + sources[2][i]) + … for every d: the
 // same order on every rank, so whichever rank sums a slice, every replica gets the same bits.
 // A destination may be one of the sources (a rank sums into its own gradients): each block is
-// summed into a local accumulator and stored after its last source has been read.
+// summed into a local accumulator and stored after its last source has been read. Returns
+// cohort_all_finite of the sums, checked while each block is in L1 (a separate pass over W3's
+// 13 MB of gradients took 1.7 % of a step).
 VECTORIZED
-void cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n) {
+int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n) {
     enum { block = 2048 };
     float accumulator[block] __attribute__((aligned(64)));
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (long start = 0; start < n; start += block) {
         long length = n - start < block ? n - start : block;
         const float *restrict first = sources[0] + start;
@@ -128,11 +153,13 @@ void cohort_sum_sources(const float *const *sources, int count, float *const *de
             const float *restrict next = sources[source] + start;
             for (long i = 0; i < length; i++) accumulator[i] += next[i];
         }
+        add_probes(lanes, accumulator, length);
         for (int destination = 0; destination < destination_count; destination++) {
             float *restrict target = destinations[destination] + start;
             for (long i = 0; i < length; i++) target[i] = accumulator[i];
         }
     }
+    return probes_finite(lanes);
 }
 
 // Box–Muller on uniform pairs drawn beforehand (u1 > 0): out[i] = (float)(sqrt(-2 log u1[i]) ·

@@ -33,7 +33,7 @@ final class ReductionTests: XCTestCase {
                         other.withUnsafeMutableBufferPointer { target in
                             let inputs: [UnsafePointer<Float>?] = [p0.baseAddress, p1.baseAddress, UnsafePointer(p2.baseAddress), p3.baseAddress]
                             let outputs: [UnsafeMutablePointer<Float>?] = [p2.baseAddress, target.baseAddress]
-                            cohort_sum_sources(inputs, 4, outputs, 2, n)
+                            XCTAssertEqual(cohort_sum_sources(inputs, 4, outputs, 2, n), 1, "finite sums reported as not finite")
                         }
                     }
                 }
@@ -41,5 +41,33 @@ final class ReductionTests: XCTestCase {
         }
         XCTAssertEqual(sources[2], expected)
         XCTAssertEqual(other, expected)
+    }
+
+    /// The finiteness the trainer acts on: every position of a buffer, in the sum kernel's
+    /// blocks and in the vector tail, with values whose sum overflows (still finite).
+    func test_finitenessCheckFindsEveryNonFiniteValueAndOnlyThose() {
+        let n = 5_003
+        var values = [Float](repeating: 3e38, count: n)
+        XCTAssertEqual(cohort_all_finite(values, n), 1, "a sum that overflows is not a non-finite value")
+        XCTAssertEqual(cohort_all_finite(values, 0), 1)
+        for position in [0, 7, 8, 2047, 2048, 4999, 5000, 5002] {
+            for bad in [Float.nan, .infinity, -.infinity] {
+                values[position] = bad
+                XCTAssertEqual(cohort_all_finite(values, n), 0, "\(bad) at \(position)")
+                var sum = [Float](repeating: 0, count: n)
+                let zeros = [Float](repeating: 0, count: n)
+                let found = values.withUnsafeBufferPointer { p0 in
+                    zeros.withUnsafeBufferPointer { p1 in
+                        sum.withUnsafeMutableBufferPointer { target in
+                            let inputs: [UnsafePointer<Float>?] = [p1.baseAddress, p0.baseAddress]
+                            let outputs: [UnsafeMutablePointer<Float>?] = [target.baseAddress]
+                            return cohort_sum_sources(inputs, 2, outputs, 1, n)
+                        }
+                    }
+                }
+                XCTAssertEqual(found, 0, "sum kernel: \(bad) at \(position)")
+                values[position] = 3e38
+            }
+        }
     }
 }

@@ -72,7 +72,10 @@ float cohort_sum(const float *restrict x, long n);
 /// y[i] += x[i]
 void cohort_add(const float *restrict x, float *restrict y, long n);
 void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale);
-void cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
+/// Every destination gets Σ sources in source order; returns 1 when every sum is finite.
+int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
+/// 1 when every x[i] is finite (not ±inf, not NaN).
+int cohort_all_finite(const float *restrict x, long n);
 void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,

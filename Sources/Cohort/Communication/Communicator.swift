@@ -1,3 +1,5 @@
+import CCohort
+
 /// The collective operations data-parallel training needs, and nothing more.
 /// `MPICommunicator` is the real one; `SingleProcess` stands in for unit tests of the math.
 public protocol Communicator: AnyObject {
@@ -6,6 +8,10 @@ public protocol Communicator: AnyObject {
     /// In place: every rank ends with the element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>)
     func allReduceSum(_ values: [Double]) -> [Double]
+    /// `allReduceSum(buffer)`, and whether the part of the sum this rank checked is finite. The
+    /// parts of all ranks cover the buffer (each rank checks all of it, or the slice it summed
+    /// when the sum is made in slices), so agree on the answer with `allReduceMax`.
+    func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool
     func allReduceMax(_ values: [Double]) -> [Double]
     /// In place: every rank ends with root's bytes.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
@@ -29,6 +35,11 @@ public struct ReductionBuffer {
 
 extension Communicator {
     public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
+
+    public func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {
+        allReduceSum(buffer)
+        return cohort_all_finite(buffer.baseAddress, buffer.count) != 0
+    }
 
     public var isRoot: Bool { rank == 0 }
 

@@ -57,12 +57,21 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
-        guard size > 1, buffer.count > 0 else { return }
+        _ = sum(buffer)
+    }
+
+    public func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {
+        sum(buffer) ?? (cohort_all_finite(buffer.baseAddress, buffer.count) != 0)
+    }
+
+    /// Sums `buffer` over the ranks; for a reduction buffer, whether this rank's slice of the sum is finite.
+    private func sum(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool? {
+        guard size > 1, buffer.count > 0 else { return nil }
         if let reduction = reductions.first(where: { $0.gradients.baseAddress == buffer.baseAddress && $0.gradients.count == buffer.count }) {
-            reduction.allReduceSum()
-            return
+            return reduction.allReduceSum()
         }
         MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(), world)
+        return nil
     }
 
     public func allReduceSum(_ values: [Double]) -> [Double] { allReduce(values, cohort_mpi_sum()) }

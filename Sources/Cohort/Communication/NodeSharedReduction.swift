@@ -119,25 +119,31 @@ final class NodeSharedReduction {
         return (0..<parts).map { bounds[$0]..<bounds[$0 + 1] }
     }
 
-    func allReduceSum() {
+    /// Returns whether this rank's slice of the sum is finite: the slices of the node's ranks
+    /// cover the buffer.
+    func allReduceSum() -> Bool {
         synchronizeNode()  // every rank of the node has written its gradients
         let mine = slices[nodeRank]
+        let finite: Bool
         if let across {
-            sum(into: ownSlice)
-            MPI_Allreduce(cohort_mpi_in_place(), gradients.baseAddress! + mine.lowerBound, Int32(mine.count),
-                          cohort_mpi_float(), cohort_mpi_sum(), across)
-            for case let target? in peerSlices { memcpy(target, gradients.baseAddress! + mine.lowerBound, mine.count * MemoryLayout<Float>.stride) }
+            _ = sum(into: ownSlice)
+            let slice = gradients.baseAddress! + mine.lowerBound
+            MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(mine.count), cohort_mpi_float(), cohort_mpi_sum(), across)
+            for case let target? in peerSlices { memcpy(target, slice, mine.count * MemoryLayout<Float>.stride) }
+            finite = cohort_all_finite(slice, mine.count) != 0
         } else {
-            sum(into: everySlice)
+            finite = sum(into: everySlice)
         }
         synchronizeNode()  // every segment holds every sum; nobody touches another's segment until the next call
+        return finite
     }
 
-    /// This rank's slice summed over the node's segments, stored at `targets`.
-    private func sum(into targets: [UnsafeMutablePointer<Float>?]) {
+    /// This rank's slice summed over the node's segments, stored at `targets`; whether the sum is finite.
+    private func sum(into targets: [UnsafeMutablePointer<Float>?]) -> Bool {
         sources.withUnsafeBufferPointer { sources in
             targets.withUnsafeBufferPointer { targets in
-                cohort_sum_sources(sources.baseAddress, Int32(sources.count), targets.baseAddress, Int32(targets.count), slices[nodeRank].count)
+                cohort_sum_sources(sources.baseAddress, Int32(sources.count), targets.baseAddress, Int32(targets.count),
+                                   slices[nodeRank].count) != 0
             }
         }
     }

@@ -232,7 +232,7 @@ public final class Trainer {
                     barrierSeconds += seconds(since: barrierStart)
                 }
                 let reduceStart = monotonicNanoseconds()
-                communicator.allReduceSum(parameters.gradients)
+                let sumFinite = communicator.allReduceSumCheckingFinite(parameters.gradients)
                 let reduceSeconds = seconds(since: reduceStart)
                 allReduceSeconds += reduceSeconds
                 allReduceCalls += 1
@@ -240,12 +240,13 @@ public final class Trainer {
                 if firstStepAt == nil { firstStepAt = processUptime() }
 
                 // One small all-reduce per step carries what every rank must agree on: a stop
-                // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss.
+                // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss,
+                // a non-finite gradient sum in the part a rank checked.
                 let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
                     && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
                 let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
-                                                       stepLoss.isFinite ? -1 : Double(communicator.rank)])
-                let gradientsFinite = cohort_sum(parameters.gradients.baseAddress!, parameters.gradients.count).isFinite
+                                                       stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1])
+                let gradientsFinite = flags[3] == 0
                 if flags[2] >= 0 || !gradientsFinite {
                     let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
                     switch config.training.onNonFinite {
