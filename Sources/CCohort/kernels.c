@@ -178,68 +178,6 @@ void cohort_relu_inplace(float *x, long n) {
     for (long i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-// 2×2 max pooling with stride 2. code[o] records which of the window's four inputs won
-// (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right; the first maximum wins ties, as in
-// PyTorch), a byte per output instead of an index.
-VECTORIZED
-void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
-                         long height, long width, long out_height, long out_width) {
-    for (long plane = 0; plane < planes; plane++) {
-        const float *p = x + plane * height * width;
-        for (long oy = 0; oy < out_height; oy++) {
-            const float *r0 = p + (2 * oy) * width;
-            const float *r1 = r0 + width;
-            for (long ox = 0; ox < out_width; ox++) {
-                long j = 2 * ox;
-                float m = r0[j];
-                unsigned char best = 0;
-                if (r0[j + 1] > m) { m = r0[j + 1]; best = 1; }
-                if (r1[j] > m) { m = r1[j]; best = 2; }
-                if (r1[j + 1] > m) { m = r1[j + 1]; best = 3; }
-                y[ox] = m;
-                code[ox] = best;
-            }
-            y += out_width;
-            code += out_width;
-        }
-    }
-}
-
-// The adjoint: each window's gradient goes to the input that won, the other three get zero;
-// rows and columns no window covers (odd sizes) get zero too. Every dx entry is written once.
-VECTORIZED
-void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx, long planes,
-                                  long height, long width, long out_height, long out_width) {
-    for (long plane = 0; plane < planes; plane++) {
-        float *p = dx + plane * height * width;
-        for (long oy = 0; oy < out_height; oy++) {
-            float *r0 = p + (2 * oy) * width;
-            float *r1 = r0 + width;
-            for (long ox = 0; ox < out_width; ox++) {
-                float g = dy[ox];
-                unsigned char c = code[ox];
-                r0[2 * ox] = c == 0 ? g : 0.0f;
-                r0[2 * ox + 1] = c == 1 ? g : 0.0f;
-                r1[2 * ox] = c == 2 ? g : 0.0f;
-                r1[2 * ox + 1] = c == 3 ? g : 0.0f;
-            }
-            for (long ix = 2 * out_width; ix < width; ix++) { r0[ix] = 0.0f; r1[ix] = 0.0f; }
-            dy += out_width;
-            code += out_width;
-        }
-        for (long iy = 2 * out_height; iy < height; iy++)
-            for (long ix = 0; ix < width; ix++) p[iy * width + ix] = 0.0f;
-    }
-}
-
-// The two for a convolution's output channel over a chunk of `count` samples, in the GEMM's
-// interleaved layout (see cohort_im2col): entry (row, column) of sample s at x[(row·width +
-// column)·count + s]; the pooled entry (oy, ox) of sample s at y[s·sample_stride + oy·out_width + ox]
-// (code likewise). Forward finishes and pools in one pass: v = x + bias (then ReLU when relu),
-// and the 2×2 max pool of v with its winners, as cohort_max_pool_2x2 would compute from the
-// stored v. Backward is cohort_max_pool_2x2_backward, plus the ReLU's mask when y (the pooled
-// outputs) is given: a window whose output is 0 passes no gradient. Samples are the inner loop,
-// so both walk x in memory order.
 // Row c keeps the gradient for window input c only. Which input of a window won is a coin toss
 // to the branch predictor, and clang turns comparisons of the code into branches (that version
 // of the backward kernel took 8 % of a W3 step); loads from this table it cannot.
@@ -251,9 +189,17 @@ static inline float masked(float g, unsigned mask) {
     return v.f;
 }
 
-// The bodies of the two kernels below, inlined with `count` a constant for the common chunk
-// sizes: the loop over ox then vectorizes, its loads an interleaved group the compiler turns
-// into shuffles (a runtime count left them scalar, 6 % of a W3 step for the two).
+// 2×2, stride-2 max pooling of one output channel of a convolution over a chunk of `count`
+// samples in the GEMM's interleaved layout (see cohort_im2col): entry (row, column) of sample s
+// at x[(row·width + column)·count + s]; the pooled entry (oy, ox) of sample s at
+// y[s·sample_stride + oy·out_width + ox] (code likewise). Forward finishes and pools in one
+// pass: v = x + bias (then ReLU when relu), the maximum of each window of v, and which input won
+// (0 top-left … 3 bottom-right, the first maximum on ties, as in PyTorch). Backward sends each
+// window's gradient to the input that won and writes 0 everywhere else, rows and columns no
+// window covers included; with y (the pooled outputs, after a fused ReLU) a window whose output
+// is 0 passes nothing. The kernels below inline these with `count` a constant for the common
+// chunk sizes: the loop over ox then vectorizes, its loads an interleaved group the compiler
+// turns into shuffles (a runtime count left them scalar, 6 % of a W3 step for the two).
 static inline __attribute__((always_inline))
 void pool_forward(const float *restrict x, float bias, int relu, float *restrict y, unsigned char *restrict code,
                   const long count, long sample_stride, long width, long out_height, long out_width) {
@@ -334,6 +280,26 @@ void cohort_max_pool_2x2_backward_interleaved(const float *restrict dy, const un
                                               float *restrict dx, long count, long sample_stride, long height, long width,
                                               long out_height, long out_width) {
     WITH_CONSTANT_COUNT(pool_backward(dy, code, y, dx, count, sample_stride, height, width, out_height, out_width))
+}
+
+// The same over NCHW planes (the MaxPool2D layer): one sample per chunk, plane by plane.
+// Forward adds −0, the one bias that changes no value (+0 would turn a −0 maximum into +0).
+VECTORIZED
+void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,
+                         long height, long width, long out_height, long out_width) {
+    long in_plane = height * width, out_plane = out_height * out_width;
+    for (long plane = 0; plane < planes; plane++)
+        pool_forward(x + plane * in_plane, -0.0f, 0, y + plane * out_plane, code + plane * out_plane, 1, out_plane, width,
+                     out_height, out_width);
+}
+
+VECTORIZED
+void cohort_max_pool_2x2_backward(const float *restrict dy, const unsigned char *restrict code, float *restrict dx, long planes,
+                                  long height, long width, long out_height, long out_width) {
+    long in_plane = height * width, out_plane = out_height * out_width;
+    for (long plane = 0; plane < planes; plane++)
+        pool_backward(dy + plane * out_plane, code + plane * out_plane, NULL, dx + plane * in_plane, 1, out_plane, height, width,
+                      out_height, out_width);
 }
 
 // One output channel of a chunk of `count` samples, from the GEMM's interleaved layout to NCHW:
