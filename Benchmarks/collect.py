@@ -1,5 +1,5 @@
 """Runs the benchmark matrix for Benchmarks/run.sh and writes Benchmarks/RESULTS.md."""
-import json, os, re, statistics, subprocess, time
+import json, os, re, shutil, statistics, subprocess, time
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -104,8 +104,32 @@ def step_anatomy(workload):
     compute, update, reduce, wait = ([float(x) for x in group.split(",")] for group in line.groups())
     return {"compute": compute, "update": update, "allreduce_ms": max(reduce), "wait": wait}
 
+# Two unsynchronised 1-rank processes, one pinned to each core (as mpirun binds the ranks), run
+# at the same time: what the two cores deliver with no all-reduce and no waiting for each other.
+# Against 2 × one process alone it is the cost of sharing the machine (caches, memory bandwidth,
+# the host); the 2-rank run against it is the cost of running in step.
+def unsynchronised_pair(workload):
+    if not shutil.which("taskset"):
+        return None
+    commands = [["taskset", "-c", str(core), COHORT, "train", CONFIGS[workload], "--quiet", "--set", "training.epochs=1",
+                 "--set", f"run_dir=/tmp/cohort-bench/{workload}-pair-{core}", "--set", "checkpoint.every_epochs=0",
+                 "--set", "tensorboard=false", "--set", "data.test=null"] for core in (0, 1)]
+    for command in commands:
+        LOG.write("$ " + " ".join(command) + " &\n")
+    processes = [subprocess.Popen(c, cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate()[0] for p in processes]
+    LOG.write("\n".join(outputs) + "\n")
+    rates = [re.search(r"epoch 1/1 .*?samples/s (\d+)", out) for out in outputs]
+    return sum(float(r.group(1)) for r in rates) if all(rates) else None
+
+# The GEMM peak again after each workload: how much the machine itself moved during the run.
+peak_probes = [peak_before[1]]
 rows = []
+pairs = {}
 for workload in WORKLOADS:
+    if workload != "W1":
+        pairs[workload] = median([unsynchronised_pair(workload) for _ in range(RUNS)])
     for label, ranks, threads in LAYOUTS:
         steps = W3_STEPS if workload == "W3" else 0
         if steps:
@@ -127,6 +151,7 @@ for workload in WORKLOADS:
                      "torch_rss": median([p[0]["peak_rss_mb"] if p else None for p in peer]),
                      "allreduce": median([r["allreduce_us"] for r in results]),
                      "wait": median([r.get("loader_wait") for r in results])})
+    peak_probes.append(gemm_peak()[1])
 
 # Time to 0.89 test accuracy on W2 with 2 ranks (training seconds to the end of that epoch,
 # plus start-up to the first step).
@@ -148,7 +173,8 @@ if "W2" in WORKLOADS:
 
 anatomy = {w: step_anatomy(w) for w in WORKLOADS}
 peak_after = gemm_peak()
-peak = {t: max(peak_before[t], peak_after[t]) for t in (1, 2)}
+peak_probes.append(peak_after[1])
+peak = {1: max(peak_probes), 2: max(peak_before[2], peak_after[2])}
 for r in rows:
     r["mfu"] = r["cohort"] * FLOPS[r["workload"]] / (peak[1] * 1e9 * r["ranks"] * r["threads"]) if r["cohort"] else None
 with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
@@ -157,9 +183,9 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
               (f" --w3-steps {W3_STEPS}" if W3_STEPS else "") + f"` on {time.strftime('%Y-%m-%d')}, "
               f"{os.cpu_count()} cores; {time.time() - started:.0f} s. Every figure below comes from that one run; the raw output is "
               "in `Benchmarks/last-run.log` (not committed).\n\n")
-    out.write(f"GEMM peak measured in the same run (`cohort check-blas --repeats 20`, 1024³ SGEMM, median; the better of a "
-              f"measurement before the matrix ({peak_before[1]:.0f}) and one after ({peak_after[1]:.0f})): "
-              f"**{peak[1]:.0f} GFLOP/s** with 1 thread, "
+    out.write(f"GEMM peak measured in the same run (`cohort check-blas --repeats 20`, 1024³ SGEMM, median; the best of "
+              f"{len(peak_probes)} measurements, before the matrix, after each workload and at the end: "
+              f"{', '.join(f'{x:.0f}' for x in peak_probes)}): **{peak[1]:.0f} GFLOP/s** with 1 thread, "
               f"{peak[2]:.0f} GFLOP/s with 2. Model-FLOP utilisation (MFU) = samples/s × FLOPs per sample "
               f"(W1 {FLOPS['W1']/1e6:.2f} M, W2 {FLOPS['W2']/1e6:.1f} M, W3 {FLOPS['W3']/1e6:.1f} M: 3 × the forward pass) "
               "÷ (1-thread peak × cores used).\n\n")
@@ -170,6 +196,21 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
         out.write(f"| {r['workload']}{note} | {r['layout']} | {fmt(r['cohort'])} | {fmt(r['torch'])} | {fmt(r['ratio'], '{:.2f}×')} | "
                   f"{fmt(r['mfu'] and r['mfu'] * 100, '{:.0f}%')} | {fmt(r['first_step'], '{:.2f} s')} / {fmt(r['torch_first_step'], '{:.2f} s')} | "
                   f"{fmt(r['rss'])} / {fmt(r['torch_rss'])} |\n")
+    out.write("\n## Scaling 1 → 2 ranks\n\n")
+    out.write("Efficiency = 2-rank samples/s ÷ (2 × 1-rank samples/s), from the table above. Taken apart with a third "
+              "measurement in the same run: two unsynchronised 1-rank processes started together, one pinned to each core "
+              f"(`taskset`, as mpirun binds the ranks), full epoch, median of {RUNS}. Their summed rate against 2 × one process "
+              "alone is what sharing the machine costs (caches, memory bandwidth, the host's other load); the 2-rank run "
+              "against it is what running in step costs (the all-reduce, the update's and the flags' exchange, and every step "
+              "waiting for the slower rank).\n\n")
+    out.write("| workload | 1 rank | 2 ranks | efficiency | two unsynchronised processes (sum) | sharing the machine | running in step |\n"
+              "|---|---|---|---|---|---|---|\n")
+    for workload, pair in pairs.items():
+        one = next((r["cohort"] for r in rows if r["workload"] == workload and r["ranks"] == 1 and r["threads"] == 1), None)
+        two = next((r["cohort"] for r in rows if r["workload"] == workload and r["ranks"] == 2), None)
+        ratio = lambda a, b: a / b * 100 if a and b else None
+        out.write(f"| {workload} | {fmt(one)} | {fmt(two)} | {fmt(ratio(two, one and 2 * one), '{:.1f}%')} | {fmt(pair)} | "
+                  f"{fmt(ratio(pair, one and 2 * one), '{:.1f}%')} | {fmt(ratio(two, pair), '{:.1f}%')} |\n")
     out.write("\n## Gradient all-reduce and loader\n\n")
     out.write("One 2-rank run per workload with `training.timing_barrier: true` (W1 469 steps, W2 200, W3 40): the gradient "
               "all-reduce is timed after a barrier, as a raw `MPI_Allreduce` is (`cohort check-mpi --floats N`, median of 200), "

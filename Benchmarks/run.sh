@@ -8,7 +8,9 @@
 # --w3-steps is given, said in the table), process start to first step, peak resident memory;
 # the GEMM peak of this machine (model-FLOP utilisation is taken against it); the gradient
 # all-reduce per step against a raw MPI_Allreduce of the same bytes; the loader's wait; time
-# to 0.89 test accuracy on W2 with 2 ranks. PyTorch runs from a virtual environment under
+# to 0.89 test accuracy on W2 with 2 ranks; for W2 and W3, two unsynchronised 1-rank processes
+# pinned one to each core, which split the 1 → 2 rank scaling into the cost of sharing the
+# machine and the cost of running in step. PyTorch runs from a virtual environment under
 # Benchmarks/.venv, created from PyPI when missing; without it the peer columns say so.
 # Benchmarks are not tests: run them on an otherwise idle machine.
 set -uo pipefail
