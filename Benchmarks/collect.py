@@ -123,34 +123,47 @@ def unsynchronised_pair(workload):
     rates = [re.search(r"epoch 1/1 .*?samples/s (\d+)", out) for out in outputs]
     return sum(float(r.group(1)) for r in rates) if all(rates) else None
 
-# The GEMM peak again after each workload: how much the machine itself moved during the run.
+# The machine's speed drifts by tens of percent over minutes, so the runs go in rounds: in each,
+# every layout once, Cohort then PyTorch, then the unsynchronised pair; medians over the rounds.
+# The GEMM peak is probed again after each workload: how much the machine itself moved.
 peak_probes = [peak_before[1]]
 rows = []
 pairs = {}
 for workload in WORKLOADS:
-    if workload != "W1":
-        pairs[workload] = median([unsynchronised_pair(workload) for _ in range(RUNS)])
-    for label, ranks, threads in LAYOUTS:
-        steps = W3_STEPS if workload == "W3" else 0
+    steps = W3_STEPS if workload == "W3" else 0
+    results = {layout: [] for layout in LAYOUTS}
+    peers = {layout: [] for layout in LAYOUTS}
+    pair_rates = []
+    for _ in range(RUNS):
+        for layout in LAYOUTS:
+            _, ranks, threads = layout
+            if steps:
+                results[layout].append(cohort_steps_rate(workload, ranks, threads, steps))
+                peers[layout].append(torch_train(workload, ranks, threads, 1, steps))
+            else:
+                results[layout].append(cohort_train(workload, ranks, threads))
+                peers[layout].append(torch_train(workload, ranks, threads))
+        if workload != "W1" and not steps:
+            pair_rates.append(unsynchronised_pair(workload))
+    if pair_rates:
+        pairs[workload] = median(pair_rates)
+    for layout in LAYOUTS:
+        label, ranks, threads = layout
+        result, peer = results[layout], peers[layout]
         if steps:
-            results = [cohort_steps_rate(workload, ranks, threads, steps) for _ in range(RUNS)]
-            rate = median([r["rate"] for r in results])
-            peer = [torch_train(workload, ranks, threads, 1, steps) for _ in range(RUNS)]
+            rate = median([r["rate"] for r in result])
         else:
-            results = [cohort_train(workload, ranks, threads) for _ in range(RUNS)]
-            rate = median([r["epochs"][0]["samples"] if r["epochs"] else None for r in results])
-            peer = [torch_train(workload, ranks, threads) for _ in range(RUNS)]
+            rate = median([r["epochs"][0]["samples"] if r["epochs"] else None for r in result])
         peer_rate = median([p[0]["samples_per_second"] if p else None for p in peer])
-        cores = ranks * threads
         rows.append({"workload": workload, "layout": label, "ranks": ranks, "threads": threads, "steps": steps,
                      "cohort": rate, "torch": peer_rate,
                      "ratio": rate / peer_rate if rate and peer_rate else None,
-                     "first_step": median([r["first_step"] for r in results]),
+                     "first_step": median([r["first_step"] for r in result]),
                      "torch_first_step": median([p[0]["first_step_seconds"] if p else None for p in peer]),
-                     "rss": median([r["rss_mb"] for r in results]),
+                     "rss": median([r["rss_mb"] for r in result]),
                      "torch_rss": median([p[0]["peak_rss_mb"] if p else None for p in peer]),
-                     "allreduce": median([r["allreduce_us"] for r in results]),
-                     "wait": median([r.get("loader_wait") for r in results])})
+                     "allreduce": median([r["allreduce_us"] for r in result]),
+                     "wait": median([r.get("loader_wait") for r in result])})
     peak_probes.append(gemm_peak()[1])
 
 # Time to 0.89 test accuracy on W2 with 2 ranks (training seconds to the end of that epoch,
@@ -190,6 +203,8 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
               f"(W1 {FLOPS['W1']/1e6:.2f} M, W2 {FLOPS['W2']/1e6:.1f} M, W3 {FLOPS['W3']/1e6:.1f} M: 3 × the forward pass) "
               "÷ (1-thread peak × cores used).\n\n")
     out.write("## Training throughput (samples/s)\n\n")
+    out.write(f"Median of {RUNS} rounds; each round runs every layout of a workload once, Cohort then PyTorch, so that the "
+              "machine's drift over minutes falls on both.\n\n")
     out.write("| workload | layout | Cohort | PyTorch | Cohort / PyTorch | Cohort MFU | start → first step (Cohort / PyTorch) | peak RSS per rank, MB (Cohort / PyTorch) |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         note = f" ({r['steps']} steps)" if r["steps"] else ""
@@ -199,7 +214,7 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     out.write("\n## Scaling 1 → 2 ranks\n\n")
     out.write("Efficiency = 2-rank samples/s ÷ (2 × 1-rank samples/s), from the table above. Taken apart with a third "
               "measurement in the same run: two unsynchronised 1-rank processes started together, one pinned to each core "
-              f"(`taskset`, as mpirun binds the ranks), full epoch, median of {RUNS}. Their summed rate against 2 × one process "
+              f"(`taskset`, as mpirun binds the ranks), full epoch, one in each round of the rows above, median of {RUNS}. Their summed rate against 2 × one process "
               "alone is what sharing the machine costs (caches, memory bandwidth, the host's other load); the 2-rank run "
               "against it is what running in step costs (the all-reduce, the update's and the flags' exchange, and every step "
               "waiting for the slower rank).\n\n")
