@@ -20,7 +20,17 @@
 VECTORIZED
 void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
                         const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
-                        float epsilon_hat, float weight_decay) {
+                        float epsilon_hat, float weight_decay, float shrink) {
+    if (shrink != 0.0f) {
+        for (long i = 0; i < n; i++) {
+            float t = theta[i] - shrink * decay_mask[i] * theta[i];
+            float g = grad[i];
+            m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+            v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+            theta[i] = t - step_size * m[i] / (sqrtf(v[i]) + epsilon_hat);
+        }
+        return;
+    }
     if (weight_decay == 0.0f) {
         // The common case, one memory stream fewer: this loop is bound by memory bandwidth.
         for (long i = 0; i < n; i++) {

@@ -33,6 +33,36 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(after[1], 2, accuracy: 0)
     }
 
+    func test_adamWOverAVectorIsTheDecayThenTheAdamStepElementByElement() {
+        // The kernel decays and steps in one pass; here the two passes of the definition, in
+        // Float, element by element, over 37 entries (vector loop and remainder) with a mask
+        // that skips every third entry, for three steps. Equal to the bit.
+        let count = 37, (beta1, beta2, epsilon, lambda, lr): (Float, Float, Float, Float, Float) = (0.9, 0.999, 1e-8, 0.1, 0.01)
+        let mask: [Float] = (0..<count).map { (i: Int) -> Float in i % 3 == 0 ? 0 : 1 }
+        let adamw = Adam(count: count, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: lambda, decayMask: mask, decoupled: true)
+        let gradients: [[Float]] = (1...3).map { (t: Int) -> [Float] in
+            (0..<count).map { (i: Int) -> Float in Float((i * 7 + t * 3) % 11) - 5 }
+        }
+        let start: [Float] = (0..<count).map { (i: Int) -> Float in Float(i) * 0.25 - 4 }
+        var theta = start
+        var (m, v) = ([Float](repeating: 0, count: count), [Float](repeating: 0, count: count))
+        for (step, g) in gradients.enumerated() {
+            let t = Float(step + 1)
+            let (c1, c2) = (1 - powf(beta1, t), 1 - powf(beta2, t))
+            let (stepSize, epsilonHat) = (lr * c2.squareRoot() / c1, epsilon * c2.squareRoot())
+            for i in 0..<count {
+                theta[i] -= lr * lambda * mask[i] * theta[i]
+                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+                theta[i] -= stepSize * m[i] / (v[i].squareRoot() + epsilonHat)
+            }
+        }
+        let after = run(adamw, theta: start, gradients: gradients, learningRate: lr)
+        XCTAssertEqual(after, theta)
+        XCTAssertEqual(Array(adamw.firstMoment), m)
+        XCTAssertEqual(Array(adamw.secondMoment), v)
+    }
+
     func test_sgdMomentumFollowsPyTorchsRule() {
         // v1 = g1 = 1 → θ = 1 − 0.1·1 = 0.9; v2 = 0.9·1 + 2 = 2.9 → θ = 0.9 − 0.29 = 0.61
         let sgd = SGD(count: 1, momentum: 0.9, nesterov: false, weightDecay: 0, decayMask: [1])

@@ -51,9 +51,10 @@ static inline size_t cohort_h5t_variable(void) { return H5T_VARIABLE; }
 // MARK: Kernels (kernels.c)
 
 /// Adam: g = grad + wd·mask·θ; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; θ −= step·m / (sqrt(v) + ε̂).
+/// With `shrink` ≠ 0 (AdamW's decoupled decay, wd = 0 then), θ −= shrink·mask·θ first, in the same pass.
 void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
                         const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
-                        float epsilon_hat, float weight_decay);
+                        float epsilon_hat, float weight_decay, float shrink);
 /// SGD: g = grad + wd·mask·θ; v = μ·v + g; θ −= lr·(nesterov ? g + μ·v : v) (θ −= lr·g when μ = 0).
 void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
                        const float *restrict decay_mask, long n, float learning_rate, float momentum,

@@ -121,14 +121,12 @@ public final class Adam: Optimizer {
         // lr·m̂/(sqrt(v̂)+ε) = (lr·sqrt(c2)/c1)·m/(sqrt(v)+ε·sqrt(c2)).
         let stepSize = learningRate * correction2.squareRoot() / correction1
         let epsilonHat = epsilon * correction2.squareRoot()
+        // AdamW's decay θ·(1 − lr·λ·mask) is applied by the kernel in the same pass over memory.
+        let shrink = decoupled ? learningRate * weightDecay : 0
         decayMask.withUnsafeBufferPointer { mask in
-            if decoupled && weightDecay != 0 {
-                let shrink = learningRate * weightDecay
-                for i in 0..<parameters.count { parameters[i] -= shrink * mask[i] * parameters[i] }
-            }
             cohort_adam_update(parameters.baseAddress!, gradients.baseAddress!, firstMoment.baseAddress!,
                                secondMoment.baseAddress!, mask.baseAddress!, parameters.count,
-                               beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay)
+                               beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay, shrink)
         }
     }
 }
