@@ -216,8 +216,8 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
               "measurement in the same run: two unsynchronised 1-rank processes started together, one pinned to each core "
               f"(`taskset`, as mpirun binds the ranks), full epoch, one in each round of the rows above, median of {RUNS}. Their summed rate against 2 × one process "
               "alone is what sharing the machine costs (caches, memory bandwidth, the host's other load); the 2-rank run "
-              "against it is what running in step costs (the all-reduce, the update's and the flags' exchange, and every step "
-              "waiting for the slower rank).\n\n")
+              "against it is what running in step costs (the gradient all-reduce, the small all-reduce of the step's flags, "
+              "and every step waiting for the slower rank).\n\n")
     out.write("| workload | 1 rank | 2 ranks | efficiency | two unsynchronised processes (sum) | sharing the machine | running in step |\n"
               "|---|---|---|---|---|---|---|\n")
     for workload, pair in pairs.items():
