@@ -25,15 +25,21 @@ def run(command, env=None):
     LOG.flush()
     return result.stdout + result.stderr
 
+def train_arguments(workload, run_name, epochs):
+    """`train` of the workload's config, quiet, in a scratch run directory, without checkpoints or TensorBoard."""
+    return ["train", CONFIGS[workload], "--quiet", "--set", f"training.epochs={epochs}",
+            "--set", f"run_dir=/tmp/cohort-bench/{run_name}", "--set", "checkpoint.every_epochs=0", "--set", "tensorboard=false"]
+
+def epoch_lines(out):
+    return [dict(zip(("epoch", "samples", "seconds"), (int(m[0]), float(m[1]), float(m[2]))))
+            for m in re.findall(r"epoch (\d+)/\d+ .*?samples/s (\d+)\s+\(([\d.]+) s", out)]
+
 def cohort_train(workload, ranks, threads, epochs=1, steps=0, extra=()):
-    command = [os.path.join(ROOT, "launch/cohort-mpirun"), "-n", str(ranks), "train", CONFIGS[workload], "--quiet",
-               "--set", f"training.epochs={epochs}", "--set", f"run_dir=/tmp/cohort-bench/{workload}-{ranks}-{threads}",
-               "--set", "checkpoint.every_epochs=0", "--set", "tensorboard=false"]
+    command = [os.path.join(ROOT, "launch/cohort-mpirun"), "-n", str(ranks)] + train_arguments(workload, f"{workload}-{ranks}-{threads}", epochs)
     if steps:
         command += ["--set", f"training.max_steps={steps}", "--set", "data.test=null"]
     out = run(command + list(extra), {"OPENBLAS_NUM_THREADS": str(threads)})
-    epochs_seen = [dict(zip(("epoch", "samples", "seconds"), (int(m[0]), float(m[1]), float(m[2]))))
-                   for m in re.findall(r"epoch (\d+)/\d+ .*?samples/s (\d+)\s+\(([\d.]+) s", out)]
+    epochs_seen = epoch_lines(out)
     accuracy = [float(a) for a in re.findall(r"test accuracy ([\d.]+)", out)]
     first = re.search(r"process start to first step ([\d.]+) s; gradient all-reduce ([\d.]+) µs", out)
     memory = re.search(r"peak resident memory per rank: ([^;\n]+)", out)
@@ -111,17 +117,16 @@ def step_anatomy(workload):
 def unsynchronised_pair(workload):
     if not shutil.which("taskset"):
         return None
-    commands = [["taskset", "-c", str(core), COHORT, "train", CONFIGS[workload], "--quiet", "--set", "training.epochs=1",
-                 "--set", f"run_dir=/tmp/cohort-bench/{workload}-pair-{core}", "--set", "checkpoint.every_epochs=0",
-                 "--set", "tensorboard=false", "--set", "data.test=null"] for core in (0, 1)]
+    commands = [["taskset", "-c", str(core), COHORT] + train_arguments(workload, f"{workload}-pair-{core}", 1)
+                + ["--set", "data.test=null"] for core in (0, 1)]
     for command in commands:
         LOG.write("$ " + " ".join(command) + " &\n")
     processes = [subprocess.Popen(c, cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for c in commands]
     outputs = [p.communicate()[0] for p in processes]
     LOG.write("\n".join(outputs) + "\n")
-    rates = [re.search(r"epoch 1/1 .*?samples/s (\d+)", out) for out in outputs]
-    return sum(float(r.group(1)) for r in rates) if all(rates) else None
+    rates = [epoch_lines(out) for out in outputs]
+    return sum(r[0]["samples"] for r in rates) if all(rates) else None
 
 # The machine's speed drifts by tens of percent over minutes, so the runs go in rounds: in each,
 # every layout once, Cohort then PyTorch, then the unsynchronised pair; medians over the rounds.
