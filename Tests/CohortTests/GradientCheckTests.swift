@@ -156,22 +156,27 @@ final class GradientCheckTests: XCTestCase {
         XCTAssertTrue(gradient.allSatisfy(\.isFinite))
         XCTAssertEqual(gradient.reduce(0, +), 0, accuracy: 1e-6)
     }
+}
 
-    // MARK: Harness
-
-    private func assertClose(_ numeric: Double, _ analytic: Double, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+/// The finite-difference harness, shared by every test class that checks layers.
+extension XCTestCase {
+    func assertClose(_ numeric: Double, _ analytic: Double, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
         let error = abs(numeric - analytic) / max(abs(numeric) + abs(analytic), 1e-2)
-        XCTAssertLessThan(error, Self.tolerance, "\(what): numeric \(numeric), analytic \(analytic)", file: file, line: line)
+        XCTAssertLessThan(error, GradientCheckTests.tolerance, "\(what): numeric \(numeric), analytic \(analytic)", file: file, line: line)
     }
 
     /// Checks d(Σ r ⊙ model(x))/dx and /dθ for every input and parameter element.
-    func checkModel(_ specs: [LayerSpec], inputShape: [Int], batch: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// With `vocabulary`, the inputs are token ids in [0, vocabulary) (repeats included), which
+    /// have no gradient: only the parameters are checked.
+    func checkModel(_ specs: [LayerSpec], inputShape: [Int], batch: Int, vocabulary: Int? = nil,
+                    file: StaticString = #filePath, line: UInt = #line) throws {
         let model = try Model(inputShape: inputShape, layers: specs, maxBatch: batch, seed: 5)
         model.computeInputGradient()
         var generator = Generator(seed: 9)
         let inputCount = batch * inputShape.reduce(1, *)
         // Inputs kept away from 0 so that no ReLU kink lies within ±h.
-        var x = (0..<inputCount).map { _ -> Float in
+        var x = (0..<inputCount).map { index -> Float in
+            if let vocabulary { return Float(index * 7 % vocabulary) }
             let value = generator.nextGaussian()
             return value >= 0 ? value + 0.1 : value - 0.1
         }
@@ -189,7 +194,7 @@ final class GradientCheckTests: XCTestCase {
         let parameterGradient = Array(model.parameters.gradients)
 
         let h: Float = 1e-2
-        for index in 0..<inputCount {
+        for index in 0..<inputCount where vocabulary == nil {
             let saved = x[index]
             x[index] = saved + h
             let plus = loss()

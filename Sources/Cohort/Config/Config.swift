@@ -183,6 +183,8 @@ public struct LayerSpec: Equatable, Sendable {
         /// convolution (stride and channels to match) followed by batch norm when `projection`
         /// is true, or when it is nil and the shapes differ.
         case residual(layers: [LayerSpec], projection: Bool?, activation: ActivationKind?)
+        /// A family of `LayerRegistry` (layer norm, embeddings, attention, Transformer blocks, …).
+        case family(FamilyOptions)
     }
 
     public init(name: String? = nil, _ kind: Kind) {
@@ -191,7 +193,8 @@ public struct LayerSpec: Equatable, Sendable {
     }
 
     public static let typeNames = ["flatten", "dense", "conv2d", "max_pool", "avg_pool", "global_avg_pool",
-                                   "dropout", "batch_norm", "residual"] + ActivationKind.allCases.map(\.rawValue)
+                                   "dropout", "batch_norm", "residual"] + LayerRegistry.families.map { $0.type }
+        + ActivationKind.allCases.map(\.rawValue)
 
     // Keras-like constructors for models written in Swift.
     public static var flatten: LayerSpec { LayerSpec(.flatten) }
@@ -259,6 +262,8 @@ public enum Initializer: String, Sendable {
     case glorotUniform = "glorot_uniform"
     /// N(0, 2 / fan_in) — He et al. 2015, suited to ReLU.
     case heNormal = "he_normal"
+    /// N(0, 0.02²) — GPT-2's and BERT's weights and embeddings (nanoGPT's `_init_weights`).
+    case normal = "normal"
 }
 
 extension TrainConfig {
@@ -455,7 +460,7 @@ extension TrainConfig {
         func initializer() throws -> Initializer? {
             try map.string("init").map { value in
                 guard let initializer = Initializer(rawValue: value) else {
-                    throw map.error("init", "unknown initializer '\(value)' (known: glorot_uniform, he_normal)")
+                    throw map.error("init", "unknown initializer '\(value)' (known: glorot_uniform, he_normal, normal)")
                 }
                 return initializer
             }
@@ -497,6 +502,8 @@ extension TrainConfig {
             kind = .residual(layers: layers, projection: projection, activation: try activation())
         case "leaky_relu":
             kind = .activation(.leakyRelu(slope: Float(try map.double("slope", default: 0.01, range: 0...1))))
+        case _ where LayerRegistry.family(named: type) != nil:
+            kind = .family(FamilyOptions(try LayerRegistry.family(named: type)!.init(config: map)))
         default:
             guard let activation = ActivationKind(rawValue: type) else {
                 throw map.error("type", "unknown layer type '\(type)' (known: \(LayerSpec.typeNames.joined(separator: ", ")))")

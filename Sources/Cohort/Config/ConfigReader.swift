@@ -4,13 +4,13 @@ import Yams
 /// Reads one YAML mapping of a config and remembers which keys were asked for, so that a key
 /// nobody asked for (a typo such as `optimzer`) is an error naming the file, line and path,
 /// instead of a silently ignored setting.
-final class ConfigMap {
+public final class ConfigMap {
     let file: String
     let path: String
     private let mapping: Node.Mapping
     private var used: Set<String> = []
 
-    init(_ node: Node, file: String, path: String) throws {
+    public init(_ node: Node, file: String, path: String) throws {
         guard case .mapping(let mapping) = node else {
             throw CohortError("\(file): \(path.isEmpty ? "the document" : path) must be a mapping of keys to values")
         }
@@ -19,35 +19,35 @@ final class ConfigMap {
         self.mapping = mapping
     }
 
-    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    public func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    func node(_ key: String) -> Node? {
+    public func node(_ key: String) -> Node? {
         used.insert(key)
         return mapping[key]
     }
 
-    func error(_ key: String, _ message: String) -> CohortError {
+    public func error(_ key: String, _ message: String) -> CohortError {
         let line = node(key)?.mark.map { ":\($0.line)" } ?? ""
         return CohortError("\(file)\(line): \(keyPath(key)): \(message)")
     }
 
-    func has(_ key: String) -> Bool { mapping[key] != nil }
+    public func has(_ key: String) -> Bool { mapping[key] != nil }
 
-    func string(_ key: String) throws -> String? {
+    public func string(_ key: String) throws -> String? {
         guard let node = node(key) else { return nil }
         guard case .scalar(let scalar) = node else { throw error(key, "expected a text value") }
         if node.null != nil { return nil }
         return scalar.string
     }
 
-    func string(_ key: String, default value: String) throws -> String { try string(key) ?? value }
+    public func string(_ key: String, default value: String) throws -> String { try string(key) ?? value }
 
-    func requiredString(_ key: String) throws -> String {
+    public func requiredString(_ key: String) throws -> String {
         guard let value = try string(key) else { throw CohortError("\(file): missing key \(keyPath(key))") }
         return value
     }
 
-    func choice(_ key: String, _ choices: [String], default value: String) throws -> String {
+    public func choice(_ key: String, _ choices: [String], default value: String) throws -> String {
         let chosen = try string(key, default: value)
         guard choices.contains(chosen) else {
             throw error(key, "'\(chosen)' is not one of \(choices.joined(separator: ", "))")
@@ -55,7 +55,7 @@ final class ConfigMap {
         return chosen
     }
 
-    func int(_ key: String) throws -> Int? {
+    public func int(_ key: String) throws -> Int? {
         guard let node = node(key) else { return nil }
         if node.scalar?.string == "null" || node.scalar?.string == "~" { return nil }
         guard case .scalar = node, let value = node.int else {
@@ -64,13 +64,13 @@ final class ConfigMap {
         return value
     }
 
-    func int(_ key: String, default value: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
+    public func int(_ key: String, default value: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
         let chosen = try int(key) ?? value
         guard range.contains(chosen) else { throw error(key, "\(chosen) is outside \(describe(range))") }
         return chosen
     }
 
-    func double(_ key: String, default value: Double, range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws -> Double {
+    public func double(_ key: String, default value: Double, range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws -> Double {
         guard let node = node(key) else { return value }
         guard case .scalar = node, let chosen = node.float, chosen.isFinite else {
             throw error(key, "expected a number, found '\(node.scalar?.string ?? "a collection")'")
@@ -79,7 +79,7 @@ final class ConfigMap {
         return chosen
     }
 
-    func bool(_ key: String, default value: Bool) throws -> Bool {
+    public func bool(_ key: String, default value: Bool) throws -> Bool {
         guard let node = node(key) else { return value }
         guard case .scalar = node, let chosen = node.bool else {
             throw error(key, "expected true or false, found '\(node.scalar?.string ?? "a collection")'")
@@ -87,7 +87,7 @@ final class ConfigMap {
         return chosen
     }
 
-    func doubles(_ key: String) throws -> [Double]? {
+    public func doubles(_ key: String) throws -> [Double]? {
         guard let nodes = try list(key) else { return nil }
         return try nodes.map { node in
             guard case .scalar = node, let value = node.float, value.isFinite else { throw error(key, "expected a list of numbers") }
@@ -95,19 +95,19 @@ final class ConfigMap {
         }
     }
 
-    func map(_ key: String) throws -> ConfigMap? {
+    public func map(_ key: String) throws -> ConfigMap? {
         guard let node = node(key) else { return nil }
         return try ConfigMap(node, file: file, path: keyPath(key))
     }
 
-    func list(_ key: String) throws -> [Node]? {
+    public func list(_ key: String) throws -> [Node]? {
         guard let node = node(key) else { return nil }
         guard case .sequence(let sequence) = node else { throw error(key, "expected a list") }
         return Array(sequence)
     }
 
     /// Call once every key has been read: any key left over is a mistake of the user's.
-    func finish() throws {
+    public func finish() throws {
         for (keyNode, _) in mapping {
             let key = keyNode.string ?? "?"
             if !used.contains(key) {

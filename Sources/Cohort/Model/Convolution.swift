@@ -36,6 +36,8 @@ public final class Conv2D: Layer, InputGradientOptional {
     let pooled: Bool
     /// Samples per chunk.
     let chunk: Int
+    public var multiplyAddsPerSample: Int { outputShape[0] * geometry.outputPixels * geometry.patchSize }
+    public var summaryTag: String { (fusedReLU ? "+relu" : "") + (pooled ? "+max_pool" : "") }
     /// Each chunk's packed input, padded[C, Hp, Wp, S], from forward for backward.
     private let packed: Workspace
     /// A chunk's padded input gradient, before unpacking.

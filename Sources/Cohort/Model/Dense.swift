@@ -1,13 +1,19 @@
 import CCohort
 
-/// Fully connected layer: y = x · W + b (then max(y, 0) when a ReLU is fused).
-/// x is [B, in] (any input shape is read as its flattened rows), W is [in, out] (as Keras
-/// stores kernels), b is [out], y is [B, out]. All three products are single SGEMM calls.
+/// Fully connected layer over the last axis: y = x · W + b (then max(y, 0) when a ReLU is fused).
+/// W is [in, out] (as Keras stores kernels), b is [out]. A vector sample [in] gives [out]; a
+/// sequence sample [T, in] gives [T, out], the same W at every position (torch.nn.Linear on
+/// [B, T, C]); an image sample [C, H, W] is read as its flattened row (kept for configs written
+/// before `flatten` was required; prefer an explicit flatten). Every product is one SGEMM over
+/// all B·T rows.
 public final class Dense: Layer, InputGradientOptional {
     public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]
     public let outputShape: [Int]
+    /// Rows per sample the weights apply to (T for a sequence, else 1) and their width.
+    let positions: Int
+    let features: Int
     let parameters: ParameterStore
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
@@ -16,53 +22,67 @@ public final class Dense: Layer, InputGradientOptional {
     private let inputGradient: Workspace
     private let maskedGradient: Workspace
 
-    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, fusedReLU: Bool = false, builder: LayerBuilder) {
+    public var multiplyAddsPerSample: Int { inputSize * outputShape.last! }
+    public var summaryTag: String { fusedReLU ? "+relu" : "" }
+
+    /// `initScale` multiplies the initializer's draws (GPT-2's residual projections: 1/√(2·layers)).
+    init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, fusedReLU: Bool = false,
+         initScale: Float = 1, builder: LayerBuilder) {
         self.name = name
         self.fusedReLU = fusedReLU
         self.inputShape = inputShape
-        self.outputShape = [units]
-        let fanIn = inputShape.reduce(1, *)
+        if inputShape.count == 2 {
+            (positions, features) = (inputShape[0], inputShape[1])
+            outputShape = [inputShape[0], units]
+        } else {
+            (positions, features) = (1, inputShape.reduce(1, *))
+            outputShape = [units]
+        }
+        let fanIn = features
         parameters = builder.parameters
         weight = builder.declare("\(name)/weight", shape: [fanIn, units], decays: true) { pointer, generator in
             initializeWeights(pointer, count: fanIn * units, fanIn: fanIn, fanOut: units, initializer, &generator)
+            if initScale != 1 { for index in 0..<(fanIn * units) { pointer[index] *= initScale } }
         }
         bias = useBias ? builder.declare("\(name)/bias", shape: [units], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: units)
         } : nil
-        output = Workspace(builder.maxBatch * units)
-        inputGradient = Workspace(builder.maxBatch * fanIn)
-        maskedGradient = Workspace(fusedReLU ? builder.maxBatch * units : 0)
+        output = Workspace(builder.maxBatch * positions * units)
+        inputGradient = Workspace(builder.maxBatch * positions * fanIn)
+        maskedGradient = Workspace(fusedReLU ? builder.maxBatch * positions * units : 0)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
-        // y[B, out] = b broadcast over rows, then y += x[B, in] · W[in, out]
+        let rows = batch * positions
+        let (inCount, outCount) = (Int32(features), Int32(outputShape.last!))
+        // y[rows, out] = b broadcast over rows, then y += x[rows, in] · W[in, out]
         if let bias {
             let b = parameters.values(of: bias)
-            for row in 0..<batch { (output.pointer + row * outputSize).update(from: b, count: outputSize) }
+            for row in 0..<rows { (output.pointer + row * Int(outCount)).update(from: b, count: Int(outCount)) }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), outCount, inCount,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
                     1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
         if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
         return UnsafePointer(output.pointer)
     }
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient upstream: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        let (inCount, outCount) = (Int32(inputSize), Int32(outputSize))
+        let rows = batch * positions
+        let (inCount, outCount) = (Int32(features), Int32(outputShape.last!))
         // Through the fused ReLU first: dy = upstream where y > 0.
         var outputGradient = upstream
         if fusedReLU {
             cohort_mask_copy(upstream, output.pointer, maskedGradient.pointer, batch * outputSize)
             outputGradient = UnsafePointer(maskedGradient.pointer)
         }
-        // dW[in, out] += xᵀ[in, B] · dy[B, out]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(batch),
+        // dW[in, out] += xᵀ[in, rows] · dy[rows, out]
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(rows),
                     1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
-        // db[out] += Σ_B dy[B, out]
-        if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), batch, outputSize) }
+        // db[out] += Σ_rows dy[rows, out]
+        if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), rows, Int(outCount)) }
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
-        // dx[B, in] = dy[B, out] · Wᵀ[out, in]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), inCount, outCount,
+        // dx[rows, in] = dy[rows, out] · Wᵀ[out, in]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), inCount, outCount,
                     1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)
         return UnsafePointer(inputGradient.pointer)
     }
@@ -71,6 +91,8 @@ public final class Dense: Layer, InputGradientOptional {
 func initializeWeights(_ pointer: UnsafeMutablePointer<Float>, count: Int, fanIn: Int, fanOut: Int,
                        _ initializer: Initializer, _ generator: inout Generator) {
     switch initializer {
+    case .normal:
+        for index in 0..<count { pointer[index] = generator.nextGaussian() * 0.02 }
     case .glorotUniform:
         let limit = (6 / Float(fanIn + fanOut)).squareRoot()
         for index in 0..<count { pointer[index] = (generator.nextUnitFloat() * 2 - 1) * limit }
@@ -94,6 +116,7 @@ public final class Flatten: Layer {
     public let name: String
     public let inputShape: [Int]
     public let outputShape: [Int]
+    public var isShapeOnly: Bool { true }
 
     init(name: String, inputShape: [Int]) {
         self.name = name

@@ -16,6 +16,27 @@ public protocol Layer: AnyObject {
     /// `input` is the same pointer forward saw; `outputGradient` is dL/d(output).
     /// Returns dL/d(input), valid until the next backward.
     func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float>
+
+    /// Layers this one is built from (a residual block's, a Transformer block's), so that
+    /// whatever walks a model (generators for checkpoints, summaries) reaches them. Default: none.
+    var sublayers: [Layer] { get }
+    /// Multiply-adds of one sample's forward pass that are not in `sublayers` (profile, FLOPs).
+    var multiplyAddsPerSample: Int { get }
+    /// What the summary appends to the name (`+relu` for a fused ReLU). Default: nothing.
+    var summaryTag: String { get }
+    /// True for layers that only reshape: the model's first layer that computes needs no input
+    /// gradient when only such layers stand before it.
+    var isShapeOnly: Bool { get }
+}
+
+extension Layer {
+    public var sublayers: [Layer] { [] }
+    public var multiplyAddsPerSample: Int { 0 }
+    public var summaryTag: String { "" }
+    public var isShapeOnly: Bool { false }
+
+    /// This layer and every layer inside it, depth first.
+    public var selfAndDescendants: [Layer] { [self] + sublayers.flatMap(\.selfAndDescendants) }
 }
 
 /// A layer whose input gradient costs real work can skip it when nothing consumes it
@@ -40,6 +61,10 @@ public final class LayerBuilder {
     /// Fold 2×2 max pools into the convolution before them (Model's `fusePooling`).
     var fusesPooling = true
     private var counts: [String: Int] = [:]
+    /// Layers of each registered type in the whole model (`typeCounts`), known before any is built.
+    public internal(set) var typeCounts: [String: Int] = [:]
+    /// Registered-family layers built so far, in order (a tied output head finds its embedding here).
+    public internal(set) var built: [Layer] = []
     private var dropoutLayers: UInt64 = 0
     var initializers: [(ParameterStore.Entry, (UnsafeMutablePointer<Float>, inout Generator) -> Void)] = []
 
@@ -52,19 +77,19 @@ public final class LayerBuilder {
     }
 
     /// Each dropout layer on each rank gets its own stream: (seed, dropout, rank, layer).
-    func dropoutGenerator() -> Generator {
+    public func dropoutGenerator() -> Generator {
         dropoutLayers += 1
         return Generator(seed: seed, streams: Stream.dropout.rawValue, UInt64(communicator.rank), dropoutLayers)
     }
 
     /// Keras-style names: `dense_1`, `dense_2`, … unless the config names the layer.
-    func uniqueName(_ requested: String?, type: String) -> String {
+    public func uniqueName(_ requested: String?, type: String) -> String {
         if let requested { return requested }
         counts[type, default: 0] += 1
         return "\(type)_\(counts[type]!)"
     }
 
-    func declare(_ name: String, shape: [Int], decays: Bool,
+    public func declare(_ name: String, shape: [Int], decays: Bool,
                  initialize: @escaping (UnsafeMutablePointer<Float>, inout Generator) -> Void) -> ParameterStore.Entry {
         let entry = parameters.declare(name, shape: shape, decays: decays)
         initializers.append((entry, initialize))
@@ -79,10 +104,10 @@ public final class LayerBuilder {
 }
 
 /// An owned, fixed-size Float buffer for activations and workspaces.
-final class Workspace {
-    let pointer: UnsafeMutablePointer<Float>
-    let count: Int
-    init(_ count: Int) {
+public final class Workspace {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+    public init(_ count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
         pointer.initialize(repeating: 0, count: max(count, 1))

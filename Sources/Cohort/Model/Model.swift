@@ -23,6 +23,7 @@ public final class Model {
                 communicator: Communicator = SingleProcess(), fusePooling: Bool = true) throws {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         builder.fusesPooling = fusePooling
+        builder.typeCounts = typeCounts(specs)
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         builder.finish()
         // The first layer with parameters needs no input gradient when only shape-only layers precede it.
@@ -31,7 +32,7 @@ public final class Model {
                 optional.computesInputGradient = false
                 break
             }
-            guard layer is Flatten else { break }
+            guard layer.isShapeOnly else { break }
         }
         parameters = builder.parameters
         self.inputShape = inputShape
@@ -59,7 +60,7 @@ public final class Model {
 
     /// Makes `backward` return a true dL/d(input) (gradient checks of the input).
     public func computeInputGradient() {
-        for layer in stack.layers { (layer as? InputGradientOptional)?.computesInputGradient = true }
+        for layer in stack.allLayers { (layer as? InputGradientOptional)?.computesInputGradient = true }
     }
 
     /// Layers that draw random numbers (dropout), in a fixed order, for checkpoints.
@@ -70,9 +71,7 @@ public final class Model {
         var lines = ["input \(inputShape)"]
         for layer in layers {
             let count = parameters.entries.filter { $0.name.hasPrefix(layer.name + "/") }.reduce(0) { $0 + $1.count }
-            var fused = (layer as? Dense)?.fusedReLU == true || (layer as? Conv2D)?.fusedReLU == true ? "+relu" : ""
-            if (layer as? Conv2D)?.pooled == true { fused += "+max_pool" }
-            lines.append("\((layer.name + fused).padding(toLength: 20, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
+            lines.append("\((layer.name + layer.summaryTag).padding(toLength: 20, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
         }
         lines.append("total \(parameters.count) parameters")
         return lines.joined(separator: "\n")
@@ -88,12 +87,7 @@ final class LayerStack {
     var outputShape: [Int] { layers.last?.outputShape ?? inputShape }
 
     /// Every layer, including those inside residual blocks.
-    var allLayers: [Layer] {
-        layers.flatMap { layer -> [Layer] in
-            if let residual = layer as? Residual { return [residual] + residual.sublayers }
-            return [layer]
-        }
-    }
+    var allLayers: [Layer] { layers.flatMap(\.selfAndDescendants) }
 
     init(specs: [LayerSpec], inputShape: [Int], builder: LayerBuilder, prefix: String) throws {
         var shape = inputShape
@@ -167,6 +161,10 @@ final class LayerStack {
         case .residual(let layers, let projection, let activation):
             return [try Residual(name: named("residual"), inputShape: inputShape, layers: layers, projection: projection,
                                  activation: activation, builder: builder)]
+        case .family(let family):
+            let layer = try family.options.makeLayer(name: named(family.type), inputShape: inputShape, builder: builder)
+            builder.built.append(layer)
+            return [layer]
         }
     }
 

@@ -47,7 +47,7 @@ public final class Residual: Layer {
         inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
     }
 
-    var sublayers: [Layer] { main.allLayers + (shortcut?.allLayers ?? []) }
+    public var sublayers: [Layer] { main.layers + (shortcut?.layers ?? []) + (activation.map { [$0] } ?? []) }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let count = batch * outputSize

@@ -61,11 +61,7 @@ public struct LayerProfile {
 
     /// Multiply-adds per sample of the layer's matrix products.
     static func multiplyAdds(_ layer: Layer) -> Int {
-        switch layer {
-        case let dense as Dense: return dense.inputSize * dense.outputSize
-        case let conv as Conv2D: return conv.outputShape[0] * conv.geometry.outputPixels * conv.geometry.patchSize
-        default: return 0
-        }
+        layer.multiplyAddsPerSample + layer.sublayers.reduce(0) { $0 + multiplyAdds($1) }
     }
 
     /// A table: one line per layer, then the step total.

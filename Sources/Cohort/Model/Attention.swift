@@ -1,0 +1,234 @@
+import CCohort
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `attention`: causal multi-head self-attention (nanoGPT's `CausalSelfAttention`).
+///
+/// YAML: `{type: attention, heads: H, dropout: 0, bias: true}`. Input and output [T, C], C = H·D.
+/// Parameters: `qkv/weight` [C, 3C] and `qkv/bias` [3C] (the fused projection; columns are
+/// q | k | v, each H heads of D), `proj/weight` [C, C] and `proj/bias` [C]; weights N(0, 0.02²),
+/// biases zero. `dropout` acts on the attention weights and on the output, as nanoGPT's
+/// `attn_dropout` and `resid_dropout` do.
+public struct AttentionOptions: LayerOptions {
+    public static let type = "attention"
+    public var heads: Int
+    public var dropout: Float
+    public var bias: Bool
+
+    public init(heads: Int, dropout: Float = 0, bias: Bool = true) {
+        self.heads = heads
+        self.dropout = dropout
+        self.bias = bias
+    }
+    public init(config: ConfigMap) throws {
+        guard config.has("heads") else { throw CohortError("\(config.file): \(config.path): attention needs heads") }
+        heads = try config.int("heads", default: 1, range: 1...1024)
+        dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
+        bias = try config.bool("bias", default: true)
+    }
+    public var yaml: [String: String] { ["heads": "\(heads)", "dropout": "\(dropout)", "bias": "\(bias)"] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try Attention(name: name, inputShape: inputShape, heads: heads, dropout: dropout, bias: bias, projectionScale: 1, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.family(AttentionOptions(heads: 2))], inputShape: [4, 6])
+    }
+}
+
+/// Per sample b and head h, with Q, K, V the [T, D] column blocks of qkv(x):
+///   S = Q·Kᵀ/√D, masked above the diagonal; P = softmax(S) by rows; Y[:, h] = P·V; out = proj(Y).
+/// Backward: dP = dY·Vᵀ, dV = Pᵀ·dY, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS·K/√D, dK = dSᵀ·Q/√D.
+/// Each product is one SGEMM on strided views of the [T, 3C] projection; P is kept per head
+/// ([B, H, T, T]) for backward. While generating, `cache` holds every earlier position's keys
+/// and values, and a forward of one row attends to all of them.
+public final class Attention: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    let heads: Int
+    let length: Int
+    let width: Int
+    let qkv: Dense
+    let proj: Dense
+    let weightDropout: Dropout?
+    let outputDropout: Dropout?
+    private let probabilities: Workspace
+    private let headOutputs: Workspace
+    private let probabilityGradient: Workspace
+    private let scoreGradient: Workspace
+    private let qkvGradient: Workspace
+    private var projected: UnsafePointer<Float>?
+    private var usedProbabilities: UnsafePointer<Float>?
+    private var projectionOutput: UnsafePointer<Float>?
+
+    /// Keys and values of the positions generated so far, [capacity, C] each.
+    public final class Cache {
+        let keys: Workspace
+        let values: Workspace
+        let capacity: Int
+        /// The position of the next row.
+        public var position = 0
+        init(capacity: Int, width: Int) {
+            self.capacity = capacity
+            keys = Workspace(capacity * width)
+            values = Workspace(capacity * width)
+        }
+    }
+    public var cache: Cache?
+    private let cacheScores: Workspace
+
+    public var sublayers: [Layer] { [qkv] + (weightDropout.map { [$0] } ?? []) + [proj] + (outputDropout.map { [$0] } ?? []) }
+    /// Q·Kᵀ and P·V: 2 · T² · C per sample (the causal half is computed in full).
+    public var multiplyAddsPerSample: Int { 2 * length * length * width }
+
+    init(name: String, inputShape: [Int], heads: Int, dropout: Float, bias: Bool, projectionScale: Float, builder: LayerBuilder) throws {
+        guard inputShape.count == 2 else {
+            throw CohortError("\(name): attention reads a sequence of vectors [T, C]; its input here has shape \(inputShape)")
+        }
+        guard inputShape[1] % heads == 0 else {
+            throw CohortError("\(name): width \(inputShape[1]) is not a multiple of heads (\(heads))")
+        }
+        self.name = name
+        self.inputShape = inputShape
+        self.heads = heads
+        (length, width) = (inputShape[0], inputShape[1])
+        let maxBatch = builder.maxBatch
+        qkv = Dense(name: "\(name)/qkv", inputShape: inputShape, units: 3 * width, initializer: .normal, useBias: bias, builder: builder)
+        weightDropout = dropout > 0
+            ? Dropout(name: "\(name)/weight_dropout", inputShape: [heads, length, length], rate: dropout,
+                      generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
+        proj = Dense(name: "\(name)/proj", inputShape: inputShape, units: width, initializer: .normal, useBias: bias,
+                     initScale: projectionScale, builder: builder)
+        outputDropout = dropout > 0
+            ? Dropout(name: "\(name)/output_dropout", inputShape: inputShape, rate: dropout,
+                      generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
+        probabilities = Workspace(maxBatch * heads * length * length)
+        probabilityGradient = Workspace(maxBatch * heads * length * length)
+        scoreGradient = Workspace(length * length)
+        headOutputs = Workspace(maxBatch * length * width)
+        qkvGradient = Workspace(maxBatch * length * 3 * width)
+        cacheScores = Workspace(length == 1 ? 1 << 16 : 1)
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let projected = qkv.forward(input, batch: batch, training: training)
+        self.projected = projected
+        if let cache {
+            precondition(batch == 1 && length == 1, "\(name): the key/value cache serves one row at a time")
+            attendCached(projected, cache: cache)
+        } else {
+            attend(projected, batch: batch, training: training)
+        }
+        let out = proj.forward(headOutputs.pointer, batch: batch, training: training)
+        projectionOutput = out
+        return outputDropout?.forward(out, batch: batch, training: training) ?? out
+    }
+
+    private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
+        let (T, C, D) = (length, width, width / heads)
+        let scale = 1 / Float(D).squareRoot()
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let base = projected + b * T * 3 * C
+                let scores = probabilities.pointer + (b * heads + h) * T * T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                            scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
+                for i in 0..<T { causalSoftmax(scores + i * T, count: i + 1, length: T) }
+            }
+        }
+        let used = weightDropout?.forward(probabilities.pointer, batch: batch, training: training) ?? UnsafePointer(probabilities.pointer)
+        usedProbabilities = used
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let base = projected + b * T * 3 * C
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                            1, used + (b * heads + h) * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
+                            0, headOutputs.pointer + b * T * C + h * D, Int32(C))
+            }
+        }
+    }
+
+    /// Softmax of the first `count` entries of a row; the rest (future positions) become 0.
+    @inline(__always)
+    private func causalSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, length: Int) {
+        var maximum = row[0]
+        for j in 1..<max(count, 1) where row[j] > maximum { maximum = row[j] }
+        var sum: Float = 0
+        for j in 0..<count {
+            row[j] = expf(row[j] - maximum)
+            sum += row[j]
+        }
+        let inverse = 1 / sum
+        for j in 0..<count { row[j] *= inverse }
+        for j in count..<length { row[j] = 0 }
+    }
+
+    /// One new row at `cache.position`: store its key and value, attend over positions 0…position.
+    private func attendCached(_ projected: UnsafePointer<Float>, cache: Cache) {
+        let (C, D) = (width, width / heads)
+        let position = cache.position
+        precondition(position < cache.capacity, "\(name): position \(position) is beyond the cache of \(cache.capacity)")
+        (cache.keys.pointer + position * C).update(from: projected + C, count: C)
+        (cache.values.pointer + position * C).update(from: projected + 2 * C, count: C)
+        let count = position + 1
+        let scale = 1 / Float(D).squareRoot()
+        let scores = cacheScores.pointer
+        for h in 0..<heads {
+            // scores[count] = K[0…position, h] · q_h / √D, then softmax, then y_h = Σ p_j v_j.
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(count), Int32(D), scale, cache.keys.pointer + h * D, Int32(C),
+                        projected + h * D, 1, 0, scores, 1)
+            causalSoftmax(scores, count: count, length: count)
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(count), Int32(D), 1, cache.values.pointer + h * D, Int32(C),
+                        scores, 1, 0, headOutputs.pointer + h * D, 1)
+        }
+        cache.position += 1
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let (T, C, D) = (length, width, width / heads)
+        let scale = 1 / Float(D).squareRoot()
+        let projected = self.projected!
+        let used = usedProbabilities!
+        let dOut = outputDropout?.backward(projectionOutput!, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dY = proj.backward(headOutputs.pointer, outputGradient: dOut, batch: batch)
+        let dQKV = qkvGradient.pointer
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let base = projected + b * T * 3 * C
+                let dBase = dQKV + b * T * 3 * C
+                let offset = (b * heads + h) * T * T
+                // dP_used = dY_h · V_hᵀ;  dV_h = P_usedᵀ · dY_h
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                            1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0,
+                            probabilityGradient.pointer + offset, Int32(T))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                            1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
+            }
+        }
+        let dP = weightDropout?.backward(probabilities.pointer, outputGradient: probabilityGradient.pointer, batch: batch)
+            ?? UnsafePointer(probabilityGradient.pointer)
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let base = projected + b * T * 3 * C
+                let dBase = dQKV + b * T * 3 * C
+                let offset = (b * heads + h) * T * T
+                let p = probabilities.pointer + offset
+                let dp = dP + offset
+                let dS = scoreGradient.pointer
+                for i in 0..<T {
+                    var dot: Float = 0
+                    for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
+                    for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
+                    for j in (i + 1)..<T { dS[i * T + j] = 0 }
+                }
+                // dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                            scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                            scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
+            }
+        }
+        return qkv.backward(input, outputGradient: dQKV, batch: batch)
+    }
+}

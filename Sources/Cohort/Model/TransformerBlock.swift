@@ -1,0 +1,120 @@
+/// `transformer_block`: a pre-LN GPT block (nanoGPT's `Block`):
+///     h = x + attention(layer_norm_1(x));  y = h + proj(gelu(fc(layer_norm_2(h))))
+///
+/// YAML: `{type: transformer_block, heads: H, dropout: 0, bias: true, mlp_ratio: 4}`. Input and
+/// output [T, C]. Sub-layers and their parameters (under `transformer_block_N/`): `ln_1`,
+/// `attention` (`qkv`, `proj`), `ln_2`, `fc` [C, 4C], `proj` [4C, C]. Weights N(0, 0.02²); the two
+/// residual projections (`attention/proj`, `proj`) N(0, (0.02/√(2·L))²) with L the number of
+/// transformer blocks in the model, as GPT-2 and nanoGPT initialize them. `dropout` applies in
+/// the attention (weights and output) and after the MLP.
+public struct TransformerBlockOptions: LayerOptions {
+    public static let type = "transformer_block"
+    public var heads: Int
+    public var dropout: Float
+    public var bias: Bool
+    public var mlpRatio: Int
+
+    public init(heads: Int, dropout: Float = 0, bias: Bool = true, mlpRatio: Int = 4) {
+        self.heads = heads
+        self.dropout = dropout
+        self.bias = bias
+        self.mlpRatio = mlpRatio
+    }
+    public init(config: ConfigMap) throws {
+        guard config.has("heads") else { throw CohortError("\(config.file): \(config.path): transformer_block needs heads") }
+        heads = try config.int("heads", default: 1, range: 1...1024)
+        dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
+        bias = try config.bool("bias", default: true)
+        mlpRatio = try config.int("mlp_ratio", default: 4, range: 1...64)
+    }
+    public var yaml: [String: String] {
+        ["heads": "\(heads)", "dropout": "\(dropout)", "bias": "\(bias)", "mlp_ratio": "\(mlpRatio)"]
+    }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try TransformerBlock(name: name, inputShape: inputShape, options: self, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.family(TransformerBlockOptions(heads: 2, mlpRatio: 2))], inputShape: [3, 4])
+    }
+}
+
+public final class TransformerBlock: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public var outputShape: [Int] { inputShape }
+    let norm1: LayerNorm
+    let attention: Attention
+    let norm2: LayerNorm
+    let fc: Dense
+    let gelu: Activation
+    let proj: Dense
+    let mlpDropout: Dropout?
+    private let hidden: Workspace
+    private let output: Workspace
+    private let hiddenGradient: Workspace
+    private let inputGradient: Workspace
+    // Each sub-layer's input from the last forward (backward hands it back).
+    private var normed1: UnsafePointer<Float>?
+    private var normed2: UnsafePointer<Float>?
+    private var expanded: UnsafePointer<Float>?
+    private var activated: UnsafePointer<Float>?
+    private var projected: UnsafePointer<Float>?
+
+    public var sublayers: [Layer] { [norm1, attention, norm2, fc, gelu, proj] + (mlpDropout.map { [$0] } ?? []) }
+
+    init(name: String, inputShape: [Int], options: TransformerBlockOptions, builder: LayerBuilder) throws {
+        guard inputShape.count == 2 else {
+            throw CohortError("\(name): a transformer block reads a sequence of vectors [T, C]; its input here has shape \(inputShape)")
+        }
+        self.name = name
+        self.inputShape = inputShape
+        let (length, width) = (inputShape[0], inputShape[1])
+        let blocks = max(builder.typeCounts[TransformerBlockOptions.type] ?? 1, 1)
+        let residualScale = 1 / Float(2 * blocks).squareRoot()
+        norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+        attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads, dropout: options.dropout,
+                                  bias: options.bias, projectionScale: residualScale, builder: builder)
+        norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+        let inner = options.mlpRatio * width
+        fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias, builder: builder)
+        gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch)
+        proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: options.bias,
+                     initScale: residualScale, builder: builder)
+        mlpDropout = options.dropout > 0
+            ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
+                      maxBatch: builder.maxBatch) : nil
+        let count = builder.maxBatch * length * width
+        (hidden, output, hiddenGradient, inputGradient) = (Workspace(count), Workspace(count), Workspace(count), Workspace(count))
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let count = batch * inputSize
+        let normed1 = norm1.forward(input, batch: batch, training: training)
+        let attended = attention.forward(normed1, batch: batch, training: training)
+        for i in 0..<count { hidden.pointer[i] = input[i] + attended[i] }
+        let normed2 = norm2.forward(hidden.pointer, batch: batch, training: training)
+        let expanded = fc.forward(normed2, batch: batch, training: training)
+        let activated = gelu.forward(expanded, batch: batch, training: training)
+        let projected = proj.forward(activated, batch: batch, training: training)
+        let mlp = mlpDropout?.forward(projected, batch: batch, training: training) ?? projected
+        for i in 0..<count { output.pointer[i] = hidden.pointer[i] + mlp[i] }
+        (self.normed1, self.normed2, self.expanded, self.activated, self.projected) = (normed1, normed2, expanded, activated, projected)
+        return UnsafePointer(output.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let count = batch * inputSize
+        // The MLP branch, then the residual: dh = dy + d(mlp branch)/dh.
+        let dProjected = mlpDropout?.backward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dActivated = proj.backward(activated!, outputGradient: dProjected, batch: batch)
+        let dExpanded = gelu.backward(expanded!, outputGradient: dActivated, batch: batch)
+        let dNormed2 = fc.backward(normed2!, outputGradient: dExpanded, batch: batch)
+        let dHiddenBranch = norm2.backward(hidden.pointer, outputGradient: dNormed2, batch: batch)
+        for i in 0..<count { hiddenGradient.pointer[i] = outputGradient[i] + dHiddenBranch[i] }
+        // The attention branch, then the residual: dx = dh + d(attention branch)/dx.
+        let dNormed1 = attention.backward(normed1!, outputGradient: hiddenGradient.pointer, batch: batch)
+        let dInputBranch = norm1.backward(input, outputGradient: dNormed1, batch: batch)
+        for i in 0..<count { inputGradient.pointer[i] = hiddenGradient.pointer[i] + dInputBranch[i] }
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
