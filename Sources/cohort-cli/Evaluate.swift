@@ -31,6 +31,24 @@ struct Evaluate: ParsableCommand {
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: communicator)
             let result = try Cohort.evaluate(model: trained.model, data: trained.data, loss: trained.config.loss,
                                              communicator: communicator, batchSize: batchSize)
+            if trained.data.isLanguageModel {
+                // Every non-overlapping window of the file, split across ranks; a report file only where --json says.
+                if communicator.isRoot {
+                    let tokens = result.rows * trained.data.targetsPerRow
+                    printLine("\(trained.data.path): \(result.rows) windows, \(tokens) target tokens")
+                    printLine(languageModelFigures(loss: result.loss, accuracy: result.accuracy))
+                    if let json {
+                        let text = String(format: "{\"loss\": %.6f, \"perplexity\": %.6f, \"bits_per_char\": %.6f, \"accuracy\": %.6f, \"tokens\": %d}\n",
+                                          result.loss, exp(result.loss), result.loss / log(2.0), result.accuracy, tokens)
+                        guard FileManager.default.createFile(atPath: json, contents: Data(text.utf8)) else {
+                            throw CohortError("\(json): cannot write the report")
+                        }
+                        printLine("saved \(json)")
+                    }
+                }
+                communicator.finalize()
+                return
+            }
             outcome = .success((result.report(classNames: trained.data.classNames),
                                 json ?? "\(trained.config.runDirectory)/report.json"))
         } catch let error as CohortError {

@@ -5,7 +5,7 @@ import Foundation
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
-        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self]
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self, PrepareText.self]
     )
 }
 
@@ -24,6 +24,38 @@ struct PrepareFashionMNIST: ParsableCommand {
     func run() throws {
         reportingErrors {
             for path in try FashionMNIST.prepare(source: source, outputDirectory: out) { printLine("wrote \(path)") }
+        }
+    }
+}
+
+struct PrepareText: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "text",
+        abstract: "Write train.h5 and val.h5 token files from UTF-8 text (the last --validation fraction is val.h5).",
+        discussion: "Layout: datasets/README.md (token files). A config reads them with data.window: T."
+    )
+
+    @Option(name: .customLong("input"), parsing: .upToNextOption, help: "Text files, concatenated in the order given.")
+    var inputs: [String] = []
+
+    @Option(help: "Folder to write train.h5 and val.h5 into (created if missing).")
+    var out: String
+
+    @Option(help: "chars (one token per Unicode character of the corpus) or bytes (256 byte tokens).")
+    var tokenizer: String = "chars"
+
+    @Option(help: "Fraction of the tokens, from the end, written to val.h5.")
+    var validation: Double = 0.1
+
+    func run() throws {
+        reportingErrors {
+            guard let kind = TextTokenizer(rawValue: tokenizer) else {
+                throw CohortError("--tokenizer: '\(tokenizer)' is not one of \(TextTokenizer.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            for path in try TextPreparation.prepare(inputs: inputs, outputDirectory: out, tokenizer: kind, validation: validation) {
+                let corpus = try TokenCorpus(path: path)
+                printLine("wrote \(path): \(corpus.tokens.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
+            }
         }
     }
 }

@@ -30,9 +30,9 @@ struct Profile: ParsableCommand {
             let trainConfig = try TrainConfig.load(path: config, overrides: overrides)
             let batchSize = batch ?? trainConfig.training.batchSize
             guard batchSize > 0, steps > 0 else { throw CohortError("--batch and --steps must be positive") }
-            let data = try LabeledData(path: trainConfig.data.train, featuresName: trainConfig.data.features,
-                                       labelsName: trainConfig.data.labels, normalization: trainConfig.data.normalize,
-                                       cache: false, checkFinite: false)
+            var dataConfig = trainConfig.data
+            dataConfig.checkFinite = false
+            let data = try openSamples(path: trainConfig.data.train, config: dataConfig, phase: .zero, seed: trainConfig.seed, cache: false)
             let model = try Model(inputShape: data.sampleShape, layers: trainConfig.layers, maxBatch: batchSize, seed: trainConfig.seed)
             printLine("\(config): \(model.parameters.count) parameters, batch \(batchSize), \(steps) steps, BLAS \(blasDescription())")
             printLine(LayerProfile.measure(model, batch: batchSize, steps: steps).table())

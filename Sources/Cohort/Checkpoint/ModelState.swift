@@ -37,7 +37,7 @@ extension Checkpoint {
 public struct TrainedModel {
     public let config: TrainConfig
     public let model: Model
-    public let data: LabeledData
+    public let data: any SampleSource
 
     /// Opens `dataPath` (or the config's test file), builds the checkpoint's model for its samples
     /// and loads the weights.
@@ -48,13 +48,13 @@ public struct TrainedModel {
         guard let file = dataPath ?? config.data.test else {
             throw CohortError("\(path): its config names no test file; give one with --data")
         }
-        let data = try LabeledData(path: file, featuresName: config.data.features, labelsName: config.data.labels,
-                                   normalization: config.data.normalize, cache: config.data.cache)
+        let data = try openSamples(path: file, config: config.data, phase: .zero, seed: config.seed, cache: config.data.cache)
         let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                               communicator: communicator)
         try checkpoint.restoreModel(model, source: path)
+        try checkTokenVocabulary(model: model, data: data)
         let width = data.isRegression ? data.targetWidth : config.loss.outputWidth(classes: data.classes)
-        guard model.outputShape == [width] else {
+        guard model.outputShape == (data.targetsPerRow > 1 ? [data.targetsPerRow, width] : [width]) else {
             throw CohortError("\(file): needs \(width) output(s) per row but the checkpoint's model gives \(model.outputShape)")
         }
         return TrainedModel(config: config, model: model, data: data)

@@ -44,6 +44,8 @@ public struct DataConfig: Sendable {
     public var augmentation: Augmentation
     /// Scan float features for NaN/Inf before training when they are not cached.
     public var checkFinite: Bool
+    /// Tokens per sample of a token file (`cohort prepare text`): windows of `window` + 1 tokens.
+    public var window: Int? = nil
 }
 
 public enum SamplingMode: String, Sendable {
@@ -311,7 +313,11 @@ extension TrainConfig {
                 try map.finish()
                 return augmentation
             }(),
-            checkFinite: try dataMap.bool("check_finite", default: true)
+            checkFinite: try dataMap.bool("check_finite", default: true),
+            window: try dataMap.int("window").map { window in
+                guard (1...1_048_576).contains(window) else { throw dataMap.error("window", "must be in 1...1048576") }
+                return window
+            }
         )
         try dataMap.finish()
 
@@ -434,13 +440,17 @@ extension TrainConfig {
     static func parseSchedule(_ optimizer: ConfigMap, learningRate: Float, file: String) throws -> LearningRateSchedule {
         guard let map = try optimizer.map("schedule") else { return LearningRateSchedule(baseRate: learningRate) }
         let kinds = LearningRateSchedule.Kind.allCases.map(\.rawValue)
-        let schedule = LearningRateSchedule(
+        var schedule = LearningRateSchedule(
             kind: LearningRateSchedule.Kind(rawValue: try map.choice("type", kinds, default: "constant"))!,
             baseRate: learningRate,
             warmupSteps: try map.int("warmup_steps", default: 0, range: 0...Int.max),
             stepSize: try map.int("step_size", default: 1, range: 1...Int.max),
             gamma: Float(try map.double("gamma", default: 0.1, range: 0...1)),
             minimumRate: Float(try map.double("min_learning_rate", default: 0, range: 0...10)))
+        schedule.totalSteps = try map.int("total_steps").map { steps in
+            guard steps > 0 else { throw map.error("total_steps", "must be positive") }
+            return steps
+        }
         try map.finish()
         return schedule
     }

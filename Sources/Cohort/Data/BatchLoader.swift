@@ -21,7 +21,7 @@ public final class BatchLoader: @unchecked Sendable {
         public let globalCount: Int
     }
 
-    public let data: LabeledData
+    public let data: any SampleSource
     public let plan: Plan
     public let augmenter: Augmenter?
     public let prefetch: Bool
@@ -62,14 +62,14 @@ public final class BatchLoader: @unchecked Sendable {
     private var cancelled = false
     private var synchronousSteps: AnyIterator<Result<Batch, Error>>?
 
-    public init(data: LabeledData, plan: Plan, batchSize: Int, augmenter: Augmenter?, prefetch: Bool) {
+    public init(data: any SampleSource, plan: Plan, batchSize: Int, augmenter: Augmenter?, prefetch: Bool) {
         self.data = data
         self.plan = plan
         self.batchSize = batchSize
         self.augmenter = augmenter
         self.prefetch = prefetch
         for _ in 0..<2 {
-            slots.append((.allocate(capacity: batchSize * data.sampleSize), .allocate(capacity: batchSize),
+            slots.append((.allocate(capacity: batchSize * data.sampleSize), .allocate(capacity: batchSize * data.targetsPerRow),
                           data.isRegression ? .allocate(capacity: batchSize * data.targetWidth) : nil))
         }
         if case .sharded(let sampler) = plan {
@@ -199,7 +199,7 @@ public final class BatchLoader: @unchecked Sendable {
                 let slotIndex = step % 2
                 let (rows, globalCount) = sampler.batch(step: step, order: order)
                 do {
-                    try data.load(rows: rows, x: slots[slotIndex].x, y: slots[slotIndex].y)
+                    try data.load(rows: rows, epoch: epoch, x: slots[slotIndex].x, y: slots[slotIndex].y)
                     if let t = slots[slotIndex].t { data.copyTargets(rows: rows, to: t) }
                     augmenter?.apply(slots[slotIndex].x, batch: rows.count, epoch: epoch, step: step)
                     return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, t: slots[slotIndex].t,
@@ -251,7 +251,7 @@ public final class BatchLoader: @unchecked Sendable {
         while true {
             let before = stream.buffer.count
             guard let range = stream.blockToRead() else { return }
-            try data.load(rows: Array(range)[...], x: bufferData! + before * data.sampleSize, y: blockLabels!)
+            try data.load(rows: Array(range)[...], epoch: 0, x: bufferData! + before * data.sampleSize, y: blockLabels!)
             peakBufferRows = max(peakBufferRows, stream.buffer.count)
         }
     }
@@ -271,7 +271,7 @@ public final class BatchLoader: @unchecked Sendable {
         defer { staging.deallocate() }
         let labels = UnsafeMutablePointer<Int32>.allocate(capacity: max(ids.count, 1))
         defer { labels.deallocate() }
-        try data.load(rows: order.map(\.element)[...], x: staging, y: labels)
+        try data.load(rows: order.map(\.element)[...], epoch: 0, x: staging, y: labels)
         for (index, item) in order.enumerated() {
             (bufferData! + item.offset * data.sampleSize).update(from: staging + index * data.sampleSize, count: data.sampleSize)
         }

@@ -501,6 +501,8 @@ public protocol HDF5Scalar: Numeric {
     static var hdf5Type: hid_t { get }
 }
 extension UInt8: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint8() } }
+extension UInt16: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint16() } }
+extension UInt32: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint32() } }
 extension Int32: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_int32() } }
 extension Int64: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_int64() } }
 extension UInt64: HDF5Scalar { public static var hdf5Type: hid_t { cohort_h5t_native_uint64() } }

@@ -39,8 +39,8 @@ public final class Embedding: Layer {
     public let name: String
     public let inputShape: [Int]
     public let outputShape: [Int]
-    let vocabulary: Int
-    let dimension: Int
+    public let vocabulary: Int
+    public let dimension: Int
     let parameters: ParameterStore
     let weight: ParameterStore.Entry
     private let output: Workspace

@@ -21,6 +21,9 @@ public struct LearningRateSchedule: Equatable, Sendable {
     public var stepSize: Int
     public var gamma: Float
     public var minimumRate: Float
+    /// The T of the schedule when it is not the run's own step count (`schedule.total_steps`:
+    /// a recipe of 2,000 steps stopped by `max_steps` inside a longer epoch).
+    public var totalSteps: Int? = nil
 
     public init(kind: Kind = .constant, baseRate: Float, warmupSteps: Int = 0, stepSize: Int = 1, gamma: Float = 0.1, minimumRate: Float = 0) {
         (self.kind, self.baseRate, self.warmupSteps, self.stepSize, self.gamma, self.minimumRate) =

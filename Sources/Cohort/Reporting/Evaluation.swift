@@ -14,14 +14,18 @@ public struct Evaluation: Sendable {
     }
 }
 
-public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? = nil, loss: Loss, communicator: Communicator,
+/// For a language model every target token counts once: the loss is the mean over all of them
+/// (nats per token), the accuracy the share of next tokens predicted, and no confusion matrix
+/// is kept (V × V).
+public func evaluate(model: Model, data: any SampleSource, rows window: Range<Int>? = nil, loss: Loss, communicator: Communicator,
                      batchSize: Int) throws -> Evaluation {
     let window = window ?? 0..<data.rows
-    let classes = data.classes
-    let width = model.outputShape.reduce(1, *)
+    let positions = data.targetsPerRow
+    let classes = positions > 1 ? 0 : data.classes
+    let width = model.outputShape.reduce(1, *) / positions
     let batch = max(1, min(batchSize, model.maxBatch))
     let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
-    let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+    let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch * positions)
     let t = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.targetWidth)
     defer {
         x.deallocate()
@@ -31,21 +35,29 @@ public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? =
     let count = window.count
     let share = (window.lowerBound + communicator.rank * count / communicator.size)..<(window.lowerBound + (communicator.rank + 1) * count / communicator.size)
     var lossSum = 0.0
+    var correctTokens = 0.0
     var confusion = [Double](repeating: 0, count: classes * classes)
     var start = share.lowerBound
     while start < share.upperBound {
         let end = min(start + batch, share.upperBound)
         let rows = Array(start..<end)[...]
-        try data.load(rows: rows, x: x, y: y)
+        try data.load(rows: rows, epoch: 0, x: x, y: y)
         data.copyTargets(rows: rows, to: t)
         let outputs = model.forward(x, batch: end - start, training: false)
-        lossSum += loss.evaluate(outputs: outputs, labels: y, targets: data.isRegression ? UnsafePointer(t) : nil,
-                                 batch: end - start, width: width, gradient: nil).lossSum
-        for row in 0..<(end - start) where !data.isRegression {
+        let totals = loss.evaluate(outputs: outputs, labels: y, targets: data.isRegression ? UnsafePointer(t) : nil,
+                                   batch: (end - start) * positions, width: width, gradient: nil)
+        lossSum += totals.lossSum
+        correctTokens += Double(totals.correct)
+        for row in 0..<(end - start) where !data.isRegression && positions == 1 {
             let predicted = min(loss.predictedClass(outputs + row * width, width: width), classes - 1)
             confusion[Int(y[row]) * classes + predicted] += 1
         }
         start = end
+    }
+    if positions > 1 {
+        let sums = communicator.allReduceSum([lossSum, correctTokens])
+        let tokens = Double(max(count * positions, 1))
+        return Evaluation(loss: sums[0] / tokens, accuracy: sums[1] / tokens, confusion: [], rows: count)
     }
     let sums = communicator.allReduceSum([lossSum] + confusion)
     let matrix = (0..<classes).map { k in (0..<classes).map { Int(sums[1 + k * classes + $0]) } }
@@ -58,6 +70,9 @@ public func evaluate(model: Model, data: LabeledData, rows window: Range<Int>? =
 /// Probabilities [N × K] and predicted labels for every row of a trained model's data.
 public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabilities: [Float], labels: [Int64], classes: Int) {
     let data = trained.data
+    guard !data.isLanguageModel else {
+        throw CohortError("\(data.path): predict writes class probabilities per row; for a language model use cohort evaluate or cohort generate")
+    }
     let loss = trained.config.loss
     let width = trained.model.outputShape.reduce(1, *)
     // Regression: the outputs themselves, under the name probabilities' place takes.
@@ -75,7 +90,7 @@ public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabil
     var start = 0
     while start < data.rows {
         let end = min(start + batch, data.rows)
-        try data.load(rows: Array(start..<end)[...], x: x, y: y)
+        try data.load(rows: Array(start..<end)[...], epoch: 0, x: x, y: y)
         let outputs = trained.model.forward(x, batch: end - start, training: false)
         for row in 0..<(end - start) {
             if data.isRegression {

@@ -25,7 +25,11 @@ public struct LayerProfile {
         let inputCount = batch * model.inputShape.reduce(1, *)
         let input = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
         defer { input.deallocate() }
-        for index in 0..<inputCount { input[index] = generator.nextUnitFloat() * 2 - 1 }
+        // Token ids for a model that reads them, else uniform values in [-1, 1).
+        let vocabulary = (model.layers.first as? TokenConsumer)?.vocabulary
+        for index in 0..<inputCount {
+            input[index] = vocabulary.map { Float(generator.nextIndex(below: $0)) } ?? generator.nextUnitFloat() * 2 - 1
+        }
         let outputCount = batch * model.outputShape.reduce(1, *)
         let seed = UnsafeMutablePointer<Float>.allocate(capacity: outputCount)
         defer { seed.deallocate() }

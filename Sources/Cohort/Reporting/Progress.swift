@@ -7,6 +7,8 @@ public struct Progress {
     public enum Style: Equatable { case bar, lines, quiet }
     public let style: Style
     public let every: Int
+    /// What the rate counts: samples, or target tokens for a language model.
+    public var unit = "samples/s"
     private var lastDraw: UInt64 = 0
     private let write: (String) -> Void
 
@@ -50,7 +52,7 @@ public struct Progress {
             return
         case .lines:
             guard s.step % every == 0 || s.step == s.steps else { return }
-            write(String(format: "epoch %d/%d step %d/%d loss %.4f lr %.3g samples/s %.0f\n",
+            write(String(format: "epoch %d/%d step %d/%d loss %.4f lr %.3g \(unit) %.0f\n",
                          s.epoch, s.epochs, s.step, s.steps, s.loss, s.learningRate, s.samplesPerSecond))
         case .bar:
             let now = DispatchTime.now().uptimeNanoseconds
@@ -61,7 +63,7 @@ public struct Progress {
             let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(width - filled - 1, 0))
             let remaining = s.step > 0 ? s.elapsed / Double(s.step) * Double(s.steps - s.step) : 0
             write("\r\u{1B}[K" + String(format: "epoch %d/%d [", s.epoch, s.epochs) + bar
-                  + String(format: "] %d/%d  %.0f samples/s  ETA ", s.step, s.steps, s.samplesPerSecond) + duration(remaining)
+                  + String(format: "] %d/%d  %.0f \(unit)  ETA ", s.step, s.steps, s.samplesPerSecond) + duration(remaining)
                   + String(format: "  loss %.4f  lr %.3g", s.loss, s.learningRate))
         }
     }

@@ -81,6 +81,10 @@ public enum Stream: UInt64 {
     case shuffle = 2
     case dropout = 3
     case augmentation = 4
+    /// The phase of a token stream's windows in each epoch.
+    case windows = 5
+    /// Sampling in `cohort generate`.
+    case generation = 6
 }
 
 /// Fisher–Yates permutation of 0..<count from its own generator.

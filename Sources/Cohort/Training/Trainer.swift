@@ -25,8 +25,8 @@ public final class Trainer {
     public let communicator: Communicator
     public let model: Model
     public let optimizer: Optimizer
-    public let train: LabeledData
-    public let test: LabeledData?
+    public let train: any SampleSource
+    public let test: (any SampleSource)?
     /// Where each step's rows come from (global or sharded sampling, prefetch, augmentation).
     public let loader: BatchLoader
     /// Rows of the training file used for training; the rest (validation_split) for validation.
@@ -46,12 +46,20 @@ public final class Trainer {
         self.config = config
         self.communicator = communicator
         let data = config.data
-        train = try LabeledData(path: data.train, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
-                                cache: data.cache && data.sampling == .global, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
+        train = try openSamples(path: data.train, config: data, phase: .random, seed: config.seed,
+                                cache: data.cache && data.sampling == .global)
         let classes = train.classes
         test = try data.test.map {
-            try LabeledData(path: $0, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
-                            cache: data.cache, expectedClasses: classes, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
+            try openSamples(path: $0, config: data, phase: .zero, seed: config.seed, cache: data.cache, expectedClasses: classes)
+        }
+        if let test, test.classNames != train.classNames, train.isLanguageModel {
+            throw CohortError("\(test.path): its vocabulary (\(test.classes) tokens) differs from \(train.path)'s (\(train.classes)); prepare both with one cohort prepare text")
+        }
+        if train.isLanguageModel, data.sampling == .sharded {
+            throw CohortError("\(data.train): sharded sampling of token files is not built yet; use data.sampling: global")
+        }
+        if train.isLanguageModel, data.validationSplit > 0 {
+            throw CohortError("\(data.train): validation_split does not apply to token files; cohort prepare text writes val.h5 (data.test)")
         }
         if let test, test.sampleShape != train.sampleShape {
             throw CohortError("\(test.path): samples have shape \(test.sampleShape) but \(train.path) has \(train.sampleShape)")
@@ -83,6 +91,7 @@ public final class Trainer {
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator)
+        try checkTokenVocabulary(model: model, data: train)
         if train.isRegression {
             guard config.loss == .meanSquaredError else {
                 throw CohortError("\(config.data.train): '\(config.data.labels)' holds float targets (regression); use loss: mean_squared_error")
@@ -95,7 +104,8 @@ public final class Trainer {
             }
         } else {
             let width = config.loss.outputWidth(classes: train.classes)
-            guard model.outputShape == [width] else {
+            let expected = train.targetsPerRow > 1 ? [train.targetsPerRow, width] : [width]
+            guard model.outputShape == expected else {
                 throw CohortError("\(config.data.train): has \(train.classes) classes, so \(config.loss.name) needs \(width) outputs, but the model's last layer gives \(model.outputShape)")
             }
         }
@@ -104,7 +114,7 @@ public final class Trainer {
         }
         optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
         position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
-        logitGradient = .allocate(capacity: maxBatch * max(train.classes, train.targetWidth, 1))
+        logitGradient = .allocate(capacity: maxBatch * train.targetsPerRow * max(train.classes, train.targetWidth, 1))
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
         if let resume { try restore(from: resume) }
@@ -133,7 +143,7 @@ public final class Trainer {
 
     /// The schedule's rate at this step, times the plateau callback's reduction.
     public var learningRate: Float {
-        config.optimizer.schedule.rate(step: position.globalStep, totalSteps: totalSteps) * Float(plateau?.scale ?? 1)
+        config.optimizer.schedule.rate(step: position.globalStep, totalSteps: config.optimizer.schedule.totalSteps ?? totalSteps) * Float(plateau?.scale ?? 1)
     }
 
     // Callbacks and reporting (rank 0 writes; every rank runs the callbacks on the same figures).
@@ -188,7 +198,10 @@ public final class Trainer {
     @discardableResult
     public func run() throws -> Outcome {
         let parameters = model.parameters
-        let width = model.outputShape.reduce(1, *)
+        // A row's loss covers `positions` targets (T for a language model's window, else 1),
+        // each over `width` outputs; the mean is over every target of the global batch.
+        let positions = train.targetsPerRow
+        let width = model.outputShape.reduce(1, *) / positions
         let loss = config.loss
         let batchSize = config.training.batchSize
         if communicator.isRoot {
@@ -199,6 +212,7 @@ public final class Trainer {
                 + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : ""))
         }
         installStopSignalHandlers()
+        if train.isLanguageModel { progress?.unit = "tokens/s" }
         while position.epoch < config.training.epochs {
             var started = monotonicNanoseconds()
             let waitAtEpochStart = loader.waitSeconds
@@ -216,12 +230,13 @@ public final class Trainer {
                 let computeStart = monotonicNanoseconds()
                 if batch > 0 {
                     let outputs = model.forward(x, batch: batch, training: true)
-                    let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) }, batch: batch,
-                                             width: width, gradient: logitGradient, gradientScale: 1 / Float(globalCount))
+                    let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) },
+                                             batch: batch * positions, width: width, gradient: logitGradient,
+                                             gradientScale: 1 / Float(globalCount * positions))
                     stepLoss = step.lossSum
                     epochTotals.loss += step.lossSum
                     epochTotals.correct += Double(step.correct)
-                    epochTotals.rows += Double(batch)
+                    epochTotals.rows += Double(batch * positions)
                     model.backward(outputGradient: logitGradient, batch: batch)
                 }
                 computeSeconds += seconds(since: computeStart)
@@ -281,6 +296,9 @@ public final class Trainer {
                     epochTotals.seconds += seconds(since: started)
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
+                    if train.isLanguageModel, let evaluation = try evaluateTest(), communicator.isRoot {
+                        log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
+                    }
                     return .stepLimit
                 }
                 if midEpoch, flags[1] > 0 || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
@@ -384,7 +402,7 @@ public final class Trainer {
         guard let test else { return nil }
         let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
                                          batchSize: config.training.evalBatchSize)
-        finalReport = test.isRegression ? nil : result.report(classNames: test.classNames)
+        finalReport = test.isRegression || test.isLanguageModel ? nil : result.report(classNames: test.classNames)
         return (result.loss, result.accuracy)
     }
 
@@ -409,7 +427,12 @@ public final class Trainer {
         }
         var line = String(format: "epoch %d/%d", report.epoch, config.training.epochs)
             + figures("train", report.trainLoss, report.trainAccuracy)
-            + figures("validation", report.validationLoss, report.validationAccuracy)
+        if train.isLanguageModel, let loss = report.testLoss {
+            line += "  validation " + languageModelFigures(loss: loss, accuracy: report.testAccuracy ?? .nan)
+            line += String(format: "  tokens/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
+            return line
+        }
+        line += figures("validation", report.validationLoss, report.validationAccuracy)
             + figures("test", report.testLoss, report.testAccuracy)
         line += String(format: "  samples/s %.0f  (%.1f s", report.samplesPerSecond, report.seconds)
         if let wait = report.loaderWait { line += String(format: ", loader wait %.1f%%", wait * 100) }

@@ -1,0 +1,74 @@
+import Foundation
+
+/// Where the loader and evaluation take rows from: labelled samples (`LabeledData`: images,
+/// vectors, regression targets) or windows of a token stream (`TokenWindows`).
+public protocol SampleSource: AnyObject {
+    var path: String { get }
+    var rows: Int { get }
+    /// Per-sample shape fed to the model: [C, H, W] images, [D] vectors, [T] token ids.
+    var sampleShape: [Int] { get }
+    /// Integer targets per row: 1 for a class label, T for a window (one per position).
+    var targetsPerRow: Int { get }
+    /// Classes of the integer targets (a token file: its vocabulary size), and their names.
+    var classes: Int { get }
+    var classNames: [String] { get }
+    var isRegression: Bool { get }
+    /// Float targets per row of a regression file (1 otherwise).
+    var targetWidth: Int { get }
+    /// Rows per chunk of the file, the natural block of sharded reading.
+    var chunkRows: Int? { get }
+    var readLog: [Int]? { get set }
+    /// Writes rows (in that order) as x [count, sampleShape...] and y [count × targetsPerRow].
+    /// `epoch` picks the epoch's view of the data (a token stream's window phase).
+    func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws
+    func label(_ row: Int) -> Int32
+    func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>)
+}
+
+extension SampleSource {
+    public var sampleSize: Int { sampleShape.reduce(1, *) }
+    public var isLanguageModel: Bool { self is TokenWindows }
+}
+
+extension LabeledData: SampleSource {
+    public var targetsPerRow: Int { 1 }
+    public func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {
+        try load(rows: rows, x: x, y: y)
+    }
+}
+
+/// A layer that reads token ids, and the ids it accepts (the trainer checks them against the data).
+public protocol TokenConsumer: Layer {
+    var vocabulary: Int { get }
+}
+extension Embedding: TokenConsumer {}
+
+/// Opens a data file as the config describes it: a token file (`tokens` dataset) as windows of
+/// `data.window` tokens, any other file as labelled samples.
+public func openSamples(path: String, config data: DataConfig, phase: TokenWindows.Phase, seed: UInt64, cache: Bool,
+                        expectedClasses: Int? = nil) throws -> any SampleSource {
+    if TokenCorpus.isTokenFile(path) {
+        guard let window = data.window else {
+            throw CohortError("\(path): a token file needs data.window (tokens per sample, e.g. 64)")
+        }
+        return try TokenWindows(corpus: TokenCorpus(path: path), length: window, phase: phase, seed: seed)
+    }
+    if data.window != nil { throw CohortError("\(path): data.window is for token files (cohort prepare text); this file has no 'tokens' dataset") }
+    return try LabeledData(path: path, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
+                           cache: cache, expectedClasses: expectedClasses, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
+}
+
+/// Every layer that reads token ids must accept every id of the data's vocabulary.
+func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
+    for case let consumer as TokenConsumer in model.stack.allLayers where data.isLanguageModel {
+        guard consumer.vocabulary == data.classes else {
+            throw CohortError("\(data.path): its vocabulary has \(data.classes) tokens, but \(consumer.name) has vocabulary \(consumer.vocabulary)")
+        }
+    }
+}
+
+/// A language model's figures from the mean loss in nats per token.
+public func languageModelFigures(loss: Double, accuracy: Double) -> String {
+    String(format: "loss %.4f nats/token  perplexity %.3f  bits/char %.4f  next-token accuracy %.4f",
+           loss, exp(loss), loss / log(2.0), accuracy)
+}

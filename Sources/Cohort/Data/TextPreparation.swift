@@ -1,0 +1,132 @@
+import Foundation
+
+/// `cohort prepare text`: text files → `train.h5` and `val.h5` token files (TokenCorpus).
+public enum TextTokenizer: String, CaseIterable, Sendable {
+    /// One token per Unicode scalar; the vocabulary is the corpus' distinct scalars, sorted by
+    /// code point (Python's `sorted(set(text))`, nanoGPT's shakespeare_char).
+    case chars
+    /// One token per byte of the UTF-8 text; the vocabulary is all 256 bytes.
+    case bytes
+}
+
+public enum TextPreparation {
+    /// Reads every input (strict UTF-8), concatenates them in order, tokenizes, and writes the
+    /// first (1 − validation) of the tokens to `train.h5` and the rest to `val.h5` (nanoGPT's
+    /// split). Each file is written under a temporary name and renamed. Returns the paths.
+    public static func prepare(inputs: [String], outputDirectory: String, tokenizer: TextTokenizer,
+                               validation: Double) throws -> [String] {
+        guard !inputs.isEmpty else { throw CohortError("prepare text: give at least one --input file") }
+        guard validation >= 0, validation < 1 else { throw CohortError("prepare text: --validation must be in [0, 1), got \(validation)") }
+        var bytes: [UInt8] = []
+        for input in inputs {
+            guard let data = FileManager.default.contents(atPath: input) else {
+                throw CohortError("\(input): cannot read the file (missing, unreadable or a directory)")
+            }
+            guard String(validating: data, as: UTF8.self) != nil else {
+                throw CohortError("\(input): not valid UTF-8 text\(firstInvalidUTF8(data).map { " (byte offset \($0))" } ?? "")")
+            }
+            bytes += data
+        }
+        guard !bytes.isEmpty else { throw CohortError("\(inputs.joined(separator: ", ")): the corpus is empty") }
+
+        let tokens: [UInt32]
+        let vocabulary: [String]
+        switch tokenizer {
+        case .bytes:
+            tokens = bytes.map(UInt32.init)
+            vocabulary = (0..<256).map { byteName(UInt8($0)) }
+        case .chars:
+            let scalars = String(decoding: bytes, as: UTF8.self).unicodeScalars
+            let distinct = Set(scalars).sorted { $0.value < $1.value }
+            if distinct.contains("\0") {
+                throw CohortError("\(inputs.joined(separator: ", ")): the text holds a NUL character, which a vocabulary entry cannot; use --tokenizer bytes")
+            }
+            let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($0.element, UInt32($0.offset)) })
+            tokens = scalars.map { index[$0]! }
+            vocabulary = distinct.map { String($0) }
+        }
+        let validationCount = Int((Double(tokens.count) * validation).rounded())
+        let trainCount = tokens.count - validationCount
+        guard trainCount > 1, validation == 0 || validationCount > 1 else {
+            throw CohortError("\(inputs.joined(separator: ", ")): \(tokens.count) tokens are too few to split \(validation) off for validation")
+        }
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        let source = inputs.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")
+        var written = ["\(outputDirectory)/train.h5"]
+        try write(tokens[0..<trainCount], to: written[0], vocabulary: vocabulary, tokenizer: tokenizer, source: source, split: "train")
+        if validationCount > 0 {
+            written.append("\(outputDirectory)/val.h5")
+            try write(tokens[trainCount...], to: written[1], vocabulary: vocabulary, tokenizer: tokenizer, source: source, split: "validation")
+        }
+        return written
+    }
+
+    /// A byte's vocabulary entry: printable ASCII as itself, anything else as `<0xNN>`.
+    static func byteName(_ byte: UInt8) -> String {
+        (0x20..<0x7f).contains(byte) ? String(UnicodeScalar(byte)) : String(format: "<0x%02X>", byte)
+    }
+
+    private static func firstInvalidUTF8(_ data: Data) -> Int? {
+        var offset = 0
+        var iterator = data.makeIterator()
+        var decoder = UTF8()
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue(let scalar): offset += String(scalar).utf8.count
+            case .emptyInput: return nil
+            case .error: return offset
+            }
+        }
+    }
+
+    private static func write(_ tokens: ArraySlice<UInt32>, to path: String, vocabulary: [String], tokenizer: TextTokenizer,
+                              source: String, split: String) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        do {
+            let file = try HDF5File.create(temporary)
+            let chunk = min(tokens.count, 1 << 16)
+            if vocabulary.count <= 1 << 8 {
+                try file.write("tokens", tokens.map { UInt8($0) }, shape: [tokens.count], chunkRows: chunk)
+            } else if vocabulary.count <= 1 << 16 {
+                try file.write("tokens", tokens.map { UInt16($0) }, shape: [tokens.count], chunkRows: chunk)
+            } else {
+                try file.write("tokens", Array(tokens), shape: [tokens.count], chunkRows: chunk)
+            }
+            try file.setAttribute("vocabulary", vocabulary)
+            try file.setAttribute("tokenizer", tokenizer.rawValue)
+            try file.setAttribute("format", "cohort-tokens")
+            try file.setAttribute("source", source)
+            try file.setAttribute("split", split)
+            try file.setAttribute("tokens_count", [Int64(tokens.count)])
+            try file.flush()
+            file.close()
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        try replaceItem(at: path, with: temporary)
+    }
+}
+
+extension TokenCorpus {
+    /// The text of token ids (bytes are gathered and decoded as UTF-8, invalid sequences as U+FFFD).
+    public func decode(_ ids: [Int]) -> String {
+        if tokenizer == TextTokenizer.bytes.rawValue { return String(decoding: ids.map { UInt8($0) }, as: UTF8.self) }
+        return ids.map { vocabulary[$0] }.joined()
+    }
+}
+
+extension TokenCorpus {
+    /// The ids of `text` under this file's tokenizer; a character outside the vocabulary is an
+    /// error naming it.
+    public func encode(_ text: String) throws -> [Int] {
+        if tokenizer == TextTokenizer.bytes.rawValue { return text.utf8.map(Int.init) }
+        let index = Dictionary(vocabulary.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { first, _ in first })
+        return try text.unicodeScalars.map { scalar in
+            guard let id = index[String(scalar)] else {
+                throw CohortError("the prompt's character \(String(reflecting: String(scalar))) (U+\(String(format: "%04X", scalar.value))) is not in the vocabulary of \(path) (\(vocabulary.count) tokens)")
+            }
+            return id
+        }
+    }
+}

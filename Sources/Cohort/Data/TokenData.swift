@@ -1,0 +1,95 @@
+import Foundation
+
+/// A token file written by `cohort prepare text` (datasets/README.md): dataset `tokens` [N] of
+/// unsigned integers (the smallest type that holds the vocabulary), root attributes
+/// `vocabulary` (one string per id: a character, or a byte as `<0xNN>`), `tokenizer`
+/// (`chars` or `bytes`), `format` = `cohort-tokens`, `source`, `characters`.
+public final class TokenCorpus {
+    public let path: String
+    public let tokens: [UInt32]
+    public let vocabulary: [String]
+    public let tokenizer: String
+
+    public static func isTokenFile(_ path: String) -> Bool {
+        (try? HDF5File.open(path))?.exists("tokens") ?? false
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        let file = try HDF5File.open(path)
+        let dataset = try file.dataset("tokens")
+        guard dataset.shape.count == 1, case .integer(_, signed: false) = dataset.elementType else {
+            throw CohortError("\(path): dataset 'tokens' must be 1-D unsigned integers; it is \(dataset.elementType) \(dataset.shape)")
+        }
+        guard let vocabulary = try? file.stringsAttribute("vocabulary"), !vocabulary.isEmpty else {
+            throw CohortError("\(path): a token file needs a root attribute 'vocabulary' (one string per id); write it with cohort prepare text")
+        }
+        self.vocabulary = vocabulary
+        tokenizer = (try? file.stringAttribute("tokenizer")) ?? "chars"
+        tokens = try dataset.readAll(as: UInt32.self)
+        if let bad = tokens.firstIndex(where: { Int($0) >= vocabulary.count }) {
+            throw CohortError("\(path): token \(bad) has id \(tokens[bad]), outside the vocabulary of \(vocabulary.count)")
+        }
+    }
+}
+
+/// The samples of a token stream: windows of T + 1 tokens, inputs the first T, targets the
+/// last T (each position predicts the next token).
+///
+/// Training (`phase: .random`): each epoch starts its windows at a phase in [0, T) drawn from
+/// (seed, epoch), and window i covers tokens phase + i·T … phase + i·T + T; the sampler permutes
+/// the windows, so every token is a target once per epoch and N ranks × b see what 1 rank × N·b
+/// sees. The window count, ⌊N/T⌋ − 1, fits every phase, so all epochs have the same steps.
+/// Evaluation (`phase: .zero`): every non-overlapping window from the first token, ⌊(N − 1)/T⌋.
+public final class TokenWindows: SampleSource {
+    public enum Phase: Sendable { case random, zero }
+    public let corpus: TokenCorpus
+    public let length: Int
+    public let phase: Phase
+    let seed: UInt64
+    public let rows: Int
+    public var readLog: [Int]?
+
+    public init(corpus: TokenCorpus, length: Int, phase: Phase, seed: UInt64) throws {
+        self.corpus = corpus
+        self.length = length
+        self.phase = phase
+        self.seed = seed
+        let n = corpus.tokens.count
+        rows = phase == .random ? n / length - 1 : (n - 1) / length
+        guard rows > 0 else {
+            throw CohortError("\(corpus.path): \(n) tokens hold no window of \(length) + 1 tokens; lower data.window")
+        }
+    }
+
+    public var path: String { corpus.path }
+    public var sampleShape: [Int] { [length] }
+    public var targetsPerRow: Int { length }
+    public var classes: Int { corpus.vocabulary.count }
+    public var classNames: [String] { corpus.vocabulary }
+    public var isRegression: Bool { false }
+    public var targetWidth: Int { 1 }
+    public var chunkRows: Int? { nil }
+
+    public func start(epoch: Int) -> Int {
+        guard phase == .random else { return 0 }
+        var generator = Generator(seed: seed, streams: Stream.windows.rawValue, UInt64(epoch))
+        return generator.nextIndex(below: length)
+    }
+
+    public func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {
+        let first = start(epoch: epoch)
+        corpus.tokens.withUnsafeBufferPointer { tokens in
+            for (position, row) in rows.enumerated() {
+                let window = tokens.baseAddress! + first + row * length
+                for t in 0..<length {
+                    x[position * length + t] = Float(window[t])
+                    y[position * length + t] = Int32(window[t + 1])
+                }
+            }
+        }
+    }
+
+    public func label(_ row: Int) -> Int32 { 0 }
+    public func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>) {}
+}
