@@ -25,7 +25,9 @@ final class SequenceTrainingTests: XCTestCase {
     private func vocabulary() throws -> Int { try TokenCorpus(path: "\(directory)/train.h5").vocabulary.count }
 
     private func writeConfig(_ name: String, batchSize: Int, maxSteps: Int, dropout: Double = 0, vocabulary: Int? = nil,
-                             maxLength: Int = 8, epochs: Int = 3, optimizer: String = "type: adamw") throws -> String {
+                             maxLength: Int = 8, epochs: Int = 3, optimizer: String = "type: adamw",
+                             layers: String? = nil) throws -> String {
+        let vocabulary = try vocabulary ?? self.vocabulary()
         let path = "\(directory)/\(name).yaml"
         let text = """
         name: \(name)
@@ -34,12 +36,14 @@ final class SequenceTrainingTests: XCTestCase {
         data: {train: \(directory)/train.h5, test: \(directory)/val.h5, window: 8}
         model:
           layers:
-            - {type: embedding, vocabulary: \(try vocabulary ?? self.vocabulary()), dim: 16}
+        \(layers ?? """
+            - {type: embedding, vocabulary: \(vocabulary), dim: 16}
             - {type: positional_embedding, max_length: \(maxLength)}
             - {type: transformer_block, heads: 2, dropout: \(dropout)}
             - {type: transformer_block, heads: 2, dropout: \(dropout)}
             - {type: layer_norm}
             - {type: lm_head}
+        """)
         optimizer:
           \(optimizer)
           learning_rate: 0.003
@@ -123,6 +127,25 @@ final class SequenceTrainingTests: XCTestCase {
             }
             XCTAssertLessThanOrEqual(maxRelativeDifference(twoRanks, oneRank), 1e-5, "\(name): 2 ranks × 4 windows vs 1 rank × 8")
         }
+    }
+
+    /// W5's shape in small: embedding → 2-layer LSTM (dropout 0 between) → dense over every step.
+    func test_twoRanksMatchOneRankWithDoubleBatchForAnLSTM() throws {
+        let layers = """
+            - {type: embedding, vocabulary: \(try vocabulary()), dim: 8}
+            - {type: lstm, hidden: 12, layers: 2}
+            - {type: dense, units: \(try vocabulary())}
+        """
+        let two = try writeConfig("lstm-two", batchSize: 4, maxSteps: 12, optimizer: "type: adam", layers: layers)
+        let one = try writeConfig("lstm-one", batchSize: 8, maxSteps: 12, optimizer: "type: adam", layers: layers)
+        _ = try run(ranks: 2, ["train", two])
+        _ = try run(ranks: 1, ["train", one])
+        let difference = maxRelativeDifference(try checkpointParameters(try newestCheckpoint("lstm-two")),
+                                               try checkpointParameters(try newestCheckpoint("lstm-one")))
+        XCTAssertLessThanOrEqual(difference, 1e-5, "2 ranks × 4 windows vs 1 rank × 8")
+        // Generation carries the LSTM's state from token to token.
+        let text = try run(ranks: 1, ["generate", try newestCheckpoint("lstm-one"), "--prompt", "the", "--tokens", "30", "--greedy"]).output
+        XCTAssertTrue(text.hasPrefix("the") && text.count > 30, text)
     }
 
     /// Dropout inside the blocks (attention weights, attention output, MLP): their generators

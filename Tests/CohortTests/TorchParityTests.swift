@@ -66,6 +66,10 @@ final class TorchParityTests: XCTestCase {
         try checkLayer("transformer_block", [.family(TransformerBlockOptions(heads: 2))])
     }
 
+    func test_twoLayerLSTMMatchesPyTorch() throws {
+        try checkLayer("lstm", [.family(LSTMOptions(hidden: 5, layers: 2))])
+    }
+
     func test_tiedHeadMatchesPyTorch() throws {
         try checkLayer("tied_head", [.family(EmbeddingOptions(vocabulary: 7, dimension: 8)), .dense(8, activation: .tanh),
                                      .family(LanguageModelHeadOptions())], ids: true)

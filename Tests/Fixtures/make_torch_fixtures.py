@@ -144,6 +144,17 @@ def main():
     randomize(blk)
     write_layer("transformer_block", blk, lambda m: block("transformer_block_1", m), torch.randn(B, T, C))
 
+    # nn.LSTM, 2 layers, batch first, every step's output; Cohort keeps PyTorch's names and layouts.
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+    recurrent = Recurrent()
+    write_layer("lstm", recurrent, lambda m: {f"lstm_1/{n}": t for n, t in m.lstm.named_parameters()}, torch.randn(2, 6, 3))
+
     # Tied head after an embedding: ids → embedding → tanh(dense) → logits with the same weight.
     class Tied(nn.Module):
         def __init__(self):

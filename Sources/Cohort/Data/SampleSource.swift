@@ -69,6 +69,6 @@ func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
 
 /// A language model's figures from the mean loss in nats per token.
 public func languageModelFigures(loss: Double, accuracy: Double) -> String {
-    String(format: "loss %.4f nats/token  perplexity %.3f  bits/char %.4f  next-token accuracy %.4f",
+    String(format: "loss %.6f nats/token  perplexity %.4f  bits/char %.5f  next-token accuracy %.4f",
            loss, exp(loss), loss / log(2.0), accuracy)
 }

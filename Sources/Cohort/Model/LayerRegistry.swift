@@ -41,6 +41,7 @@ public enum LayerRegistry {
         AttentionOptions.self,
         TransformerBlockOptions.self,
         LanguageModelHeadOptions.self,
+        LSTMOptions.self,
     ]
 
     public static func family(named type: String) -> (any LayerOptions.Type)? {

@@ -1,0 +1,289 @@
+import CCohort
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `lstm`: stacked long short-term memory layers (`torch.nn.LSTM(in, hidden, num_layers, batch_first=True)`).
+///
+/// YAML: `{type: lstm, hidden: H, layers: 1, return_sequences: true, dropout: 0}`. Input [T, in];
+/// output [T, H] (every step) or [H] (the last step, `return_sequences: false`). Every window
+/// starts from zero state. Parameters per layer k, under PyTorch's names and layouts so that a
+/// checkpoint loads into `torch.nn.LSTM` as it is: `weight_ih_lk` [4H, in], `weight_hh_lk` [4H, H],
+/// `bias_ih_lk` [4H], `bias_hh_lk` [4H], gates in PyTorch's order i, f, g, o; all drawn from
+/// U(−1/√H, 1/√H) as PyTorch does; the weights are decayed, the biases not. `dropout` acts
+/// between layers (not after the last), as PyTorch's.
+public struct LSTMOptions: LayerOptions {
+    public static let type = "lstm"
+    public var hidden: Int
+    public var layers: Int
+    public var returnSequences: Bool
+    public var dropout: Float
+
+    public init(hidden: Int, layers: Int = 1, returnSequences: Bool = true, dropout: Float = 0) {
+        (self.hidden, self.layers, self.returnSequences, self.dropout) = (hidden, layers, returnSequences, dropout)
+    }
+    public init(config: ConfigMap) throws {
+        guard config.has("hidden") else { throw CohortError("\(config.file): \(config.path): lstm needs hidden") }
+        hidden = try config.int("hidden", default: 1, range: 1...65_536)
+        layers = try config.int("layers", default: 1, range: 1...64)
+        returnSequences = try config.bool("return_sequences", default: true)
+        dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
+    }
+    public var yaml: [String: String] {
+        ["hidden": "\(hidden)", "layers": "\(layers)", "return_sequences": "\(returnSequences)", "dropout": "\(dropout)"]
+    }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        guard inputShape.count == 2 else {
+            throw CohortError("\(name): an LSTM reads a sequence of vectors [T, C]; its input here has shape \(inputShape)")
+        }
+        return LSTM(name: name, inputShape: inputShape, options: self, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.family(LSTMOptions(hidden: 3, layers: 2)), .family(LSTMOptions(hidden: 2, returnSequences: false))],
+                      inputShape: [4, 2])
+    }
+}
+
+/// The stack: layer k reads layer k − 1's every step; dropout between them.
+public final class LSTM: Layer, IncrementalLayer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    let cells: [LSTMLayer]
+    let dropouts: [Dropout]
+    private let last: Workspace
+    private let lastGradient: Workspace
+    /// What each cell read in the last forward (the input, or the dropout before it).
+    private var cellInputs: [UnsafePointer<Float>] = []
+
+    public var sublayers: [Layer] {
+        var layers: [Layer] = []
+        for (index, cell) in cells.enumerated() {
+            layers.append(cell)
+            if index < dropouts.count { layers.append(dropouts[index]) }
+        }
+        return layers
+    }
+
+    init(name: String, inputShape: [Int], options: LSTMOptions, builder: LayerBuilder) {
+        self.name = name
+        self.inputShape = inputShape
+        let length = inputShape[0]
+        var cells: [LSTMLayer] = []
+        var dropouts: [Dropout] = []
+        var width = inputShape[1]
+        for k in 0..<options.layers {
+            cells.append(LSTMLayer(name: name, index: k, length: length, input: width, hidden: options.hidden, builder: builder))
+            width = options.hidden
+            if options.dropout > 0, k < options.layers - 1 {
+                dropouts.append(Dropout(name: "\(name)/dropout_l\(k)", inputShape: [length, width], rate: options.dropout,
+                                        generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch))
+            }
+        }
+        self.cells = cells
+        self.dropouts = dropouts
+        outputShape = options.returnSequences ? [length, options.hidden] : [options.hidden]
+        last = Workspace(options.returnSequences ? 1 : builder.maxBatch * options.hidden)
+        lastGradient = Workspace(options.returnSequences ? 1 : builder.maxBatch * length * options.hidden)
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        var x = input
+        cellInputs = []
+        for (k, cell) in cells.enumerated() {
+            cellInputs.append(x)
+            x = cell.forward(x, batch: batch, training: training)
+            if k < dropouts.count { x = dropouts[k].forward(x, batch: batch, training: training) }
+        }
+        guard outputShape.count == 1 else { return x }
+        let (length, hidden) = (inputShape[0], outputShape[0])
+        for b in 0..<batch { (last.pointer + b * hidden).update(from: x + (b * length + length - 1) * hidden, count: hidden) }
+        return UnsafePointer(last.pointer)
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        var gradient = outputGradient
+        if outputShape.count == 1 {
+            // Only the last step reaches the output: the other steps' output gradients are zero.
+            let (length, hidden) = (inputShape[0], outputShape[0])
+            lastGradient.pointer.update(repeating: 0, count: batch * length * hidden)
+            for b in 0..<batch {
+                (lastGradient.pointer + (b * length + length - 1) * hidden).update(from: outputGradient + b * hidden, count: hidden)
+            }
+            gradient = UnsafePointer(lastGradient.pointer)
+        }
+        for k in cells.indices.reversed() {
+            if k < dropouts.count { gradient = dropouts[k].backward(cells[k].output, outputGradient: gradient, batch: batch) }
+            gradient = cells[k].backward(cellInputs[k], outputGradient: gradient, batch: batch)
+        }
+        return gradient
+    }
+
+    // Generation: one step at a time, the state carried from call to call.
+    public func startSequence(capacity: Int) { for cell in cells { cell.carriesState = true; cell.resetState() } }
+    public func move(to position: Int) { if position == 0 { for cell in cells { cell.resetState() } } }
+}
+
+/// One LSTM layer over [B, T, in] → h [B, T, H]:
+///   gates_t = x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh  (the x part for all steps in one SGEMM)
+///   i, f, o = σ(·), g = tanh(·);  c_t = f ⊙ c_{t−1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
+/// Backward runs the steps in reverse carrying dh and dc; the weight gradients are then one
+/// SGEMM each over all steps.
+final class LSTMLayer: Layer {
+    let name: String
+    let inputShape: [Int]
+    let outputShape: [Int]
+    let length: Int
+    let inputWidth: Int
+    let hidden: Int
+    let parameters: ParameterStore
+    let weightInput: ParameterStore.Entry
+    let weightHidden: ParameterStore.Entry
+    let biasInput: ParameterStore.Entry
+    let biasHidden: ParameterStore.Entry
+    /// Gate activations i, f, g, o per step [B, T, 4H]; cell states [B, T, H]; h = the output.
+    private let gates: Workspace
+    private let cells: Workspace
+    private let hiddenStates: Workspace
+    private let gateGradient: Workspace
+    private let previousHidden: Workspace
+    private let inputGradient: Workspace
+    private let carry: Workspace
+    /// While generating, each call starts from the state the previous call ended with.
+    var carriesState = false
+    private let savedHidden: Workspace
+    private let savedCell: Workspace
+
+    var output: UnsafePointer<Float> { UnsafePointer(hiddenStates.pointer) }
+    var multiplyAddsPerSample: Int { length * 4 * hidden * (inputWidth + hidden) }
+
+    init(name: String, index k: Int, length: Int, input: Int, hidden: Int, builder: LayerBuilder) {
+        self.name = "\(name)/l\(k)"
+        (self.length, self.inputWidth, self.hidden) = (length, input, hidden)
+        inputShape = [length, input]
+        outputShape = [length, hidden]
+        parameters = builder.parameters
+        let bound = 1 / Float(hidden).squareRoot()
+        func uniform(_ count: Int) -> (UnsafeMutablePointer<Float>, inout Generator) -> Void {
+            { pointer, generator in for i in 0..<count { pointer[i] = (generator.nextUnitFloat() * 2 - 1) * bound } }
+        }
+        weightInput = builder.declare("\(name)/weight_ih_l\(k)", shape: [4 * hidden, input], decays: true, initialize: uniform(4 * hidden * input))
+        weightHidden = builder.declare("\(name)/weight_hh_l\(k)", shape: [4 * hidden, hidden], decays: true, initialize: uniform(4 * hidden * hidden))
+        biasInput = builder.declare("\(name)/bias_ih_l\(k)", shape: [4 * hidden], decays: false, initialize: uniform(4 * hidden))
+        biasHidden = builder.declare("\(name)/bias_hh_l\(k)", shape: [4 * hidden], decays: false, initialize: uniform(4 * hidden))
+        let rows = builder.maxBatch * length
+        gates = Workspace(rows * 4 * hidden)
+        cells = Workspace(rows * hidden)
+        hiddenStates = Workspace(rows * hidden)
+        gateGradient = Workspace(rows * 4 * hidden)
+        previousHidden = Workspace(rows * hidden)
+        inputGradient = Workspace(rows * input)
+        carry = Workspace(builder.maxBatch * 6 * hidden)
+        savedHidden = Workspace(builder.maxBatch * hidden)
+        savedCell = Workspace(builder.maxBatch * hidden)
+    }
+
+    func resetState() {
+        savedHidden.pointer.update(repeating: 0, count: savedHidden.count)
+        savedCell.pointer.update(repeating: 0, count: savedCell.count)
+    }
+
+    func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let (T, H, G) = (length, hidden, 4 * hidden)
+        let rows = batch * T
+        // gates[rows, 4H] = b_ih + b_hh, then += x[rows, in] · W_ihᵀ
+        let (bi, bh) = (parameters.values(of: biasInput), parameters.values(of: biasHidden))
+        for row in 0..<rows { for j in 0..<G { gates.pointer[row * G + j] = bi[j] + bh[j] } }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
+                    1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 1, gates.pointer, Int32(G))
+        let recurrent = carry.pointer  // [B, 4H]: h_{t−1} · W_hhᵀ
+        for t in 0..<T {
+            let hasPrevious = t > 0 || carriesState
+            if hasPrevious {
+                // Row b of the previous state: h[b, t−1] (stride T·H), or the carried state.
+                let previous: UnsafePointer<Float> = t > 0 ? UnsafePointer(hiddenStates.pointer + (t - 1) * H) : UnsafePointer(savedHidden.pointer)
+                let stride = t > 0 ? T * H : H
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(G), Int32(H),
+                            1, previous, Int32(stride), parameters.values(of: weightHidden), Int32(H), 0, recurrent, Int32(G))
+            }
+            for b in 0..<batch {
+                let g = gates.pointer + (b * T + t) * G
+                let c = cells.pointer + (b * T + t) * H
+                let h = hiddenStates.pointer + (b * T + t) * H
+                let previousCell: UnsafePointer<Float>? = t > 0 ? UnsafePointer(cells.pointer + (b * T + t - 1) * H)
+                    : (carriesState ? UnsafePointer(savedCell.pointer + b * H) : nil)
+                for j in 0..<H {
+                    if hasPrevious {
+                        g[j] += recurrent[b * G + j]
+                        g[H + j] += recurrent[b * G + H + j]
+                        g[2 * H + j] += recurrent[b * G + 2 * H + j]
+                        g[3 * H + j] += recurrent[b * G + 3 * H + j]
+                    }
+                    let i = 1 / (1 + expf(-g[j]))
+                    let f = 1 / (1 + expf(-g[H + j]))
+                    let cand = tanhf(g[2 * H + j])
+                    let o = 1 / (1 + expf(-g[3 * H + j]))
+                    (g[j], g[H + j], g[2 * H + j], g[3 * H + j]) = (i, f, cand, o)
+                    c[j] = f * (previousCell?[j] ?? 0) + i * cand
+                    h[j] = o * tanhf(c[j])
+                }
+            }
+        }
+        if carriesState {
+            for b in 0..<batch {
+                (savedHidden.pointer + b * H).update(from: hiddenStates.pointer + (b * T + T - 1) * H, count: H)
+                (savedCell.pointer + b * H).update(from: cells.pointer + (b * T + T - 1) * H, count: H)
+            }
+        }
+        return UnsafePointer(hiddenStates.pointer)
+    }
+
+    func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let (T, H, G) = (length, hidden, 4 * hidden)
+        let rows = batch * T
+        let dHidden = carry.pointer            // [B, H]: dL/dh_{t} from step t + 1
+        let dCell = carry.pointer + batch * H  // [B, H]: dL/dc_{t} from step t + 1
+        dHidden.update(repeating: 0, count: 2 * batch * H)
+        for t in stride(from: T - 1, through: 0, by: -1) {
+            for b in 0..<batch {
+                let g = gates.pointer + (b * T + t) * G
+                let dg = gateGradient.pointer + (b * T + t) * G
+                let c = cells.pointer + (b * T + t) * H
+                let dy = outputGradient + (b * T + t) * H
+                for j in 0..<H {
+                    let (i, f, cand, o) = (g[j], g[H + j], g[2 * H + j], g[3 * H + j])
+                    let dh = dy[j] + dHidden[b * H + j]
+                    let tc = tanhf(c[j])
+                    let dc = dCell[b * H + j] + dh * o * (1 - tc * tc)
+                    let previousCell: Float = t > 0 ? cells.pointer[(b * T + t - 1) * H + j] : 0
+                    dg[j] = dc * cand * i * (1 - i)
+                    dg[H + j] = dc * previousCell * f * (1 - f)
+                    dg[2 * H + j] = dc * i * (1 - cand * cand)
+                    dg[3 * H + j] = dh * tc * o * (1 - o)
+                    dCell[b * H + j] = dc * f
+                }
+            }
+            // dh_{t−1} = dgates_t · W_hh  [B, 4H] · [4H, H] (rows of step t: stride T·4H)
+            if t > 0 {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), Int32(H), Int32(G),
+                            1, gateGradient.pointer + t * G, Int32(T * G), parameters.values(of: weightHidden), Int32(H),
+                            0, dHidden, Int32(H))
+            }
+        }
+        // h_{t−1} for every step (zero before the first), then the weight gradients in one SGEMM each.
+        for b in 0..<batch {
+            (previousHidden.pointer + b * T * H).update(repeating: 0, count: H)
+            (previousHidden.pointer + (b * T + 1) * H).update(from: hiddenStates.pointer + b * T * H, count: (T - 1) * H)
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(H), Int32(rows),
+                    1, gateGradient.pointer, Int32(G), previousHidden.pointer, Int32(H), 1, parameters.gradients(of: weightHidden), Int32(H))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(inputWidth), Int32(rows),
+                    1, gateGradient.pointer, Int32(G), input, Int32(inputWidth), 1, parameters.gradients(of: weightInput), Int32(inputWidth))
+        cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasInput), rows, G)
+        cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasHidden), rows, G)
+        // dx = dgates · W_ih  [rows, 4H] · [4H, in]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inputWidth), Int32(G),
+                    1, gateGradient.pointer, Int32(G), parameters.values(of: weightInput), Int32(inputWidth), 0, inputGradient.pointer, Int32(inputWidth))
+        return UnsafePointer(inputGradient.pointer)
+    }
+}
