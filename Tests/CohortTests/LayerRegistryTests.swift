@@ -88,3 +88,22 @@ final class LayerRegistryTests: XCTestCase {
         try checkModel([.dense(5, activation: .relu), .dense(2)], inputShape: [3, 4], batch: 2)
     }
 }
+
+/// The config reference cannot drift from the registry: every registered family and each of
+/// its keys is documented in configs/README.md.
+final class ConfigReferenceTests: XCTestCase {
+    func test_everyRegisteredFamilyAndKeyIsDocumented() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let reference = try String(contentsOf: root.appendingPathComponent("configs/README.md"), encoding: .utf8)
+        for family in LayerRegistry.families {
+            let row = reference.split(separator: "\n").first { $0.hasPrefix("| `\(family.type)` |") }
+            let line = try XCTUnwrap(row, "configs/README.md has no row for \(family.type)")
+            for spec in family.specimen.layers {
+                guard case .family(let options) = spec.kind, options.type == family.type else { continue }
+                for key in options.options.yaml.keys {
+                    XCTAssertTrue(line.contains("`\(key)`"), "configs/README.md: \(family.type) does not document \(key)")
+                }
+            }
+        }
+    }
+}
