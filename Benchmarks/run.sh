@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Cohort beside PyTorch on the reference workloads, in one run; writes Benchmarks/RESULTS.md.
 #
-#   Benchmarks/run.sh [--runs N] [--workloads W1,W2,W3] [--w3-steps S] [--no-pytorch]
+#   Benchmarks/run.sh [--runs N] [--workloads W1,W2,W3,W5,W6] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]
+#
+# W5 and W6 (the sequence workloads) are measured by Benchmarks/collect_sequence.py into
+# Benchmarks/RESULTS-sequence.md: tokens/s over steps 11 to S (default 200) per layout, MFU,
+# start-up, memory, generation tokens/s; --full adds the whole 2-rank recipes' validation losses.
 #
 # Measures, for W1, W2, W3 at 1 rank × 1 thread, 1 rank × 2 threads and 2 ranks × 1 thread:
 # training samples/s over a full epoch (median of --runs runs; W3 over its first S steps when
@@ -16,14 +20,16 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-runs=3; workloads="W1,W2,W3"; w3_steps=0; pytorch=1
+runs=3; workloads="W1,W2,W3"; w3_steps=0; pytorch=1; sequence_steps=200; full=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --w3-steps) w3_steps="$2"; shift 2 ;;
+        --sequence-steps) sequence_steps="$2"; shift 2 ;;
+        --full) full=1; shift ;;
         --no-pytorch) pytorch=0; shift ;;
-        *) echo "usage: $0 [--runs N] [--workloads W1,W2,W3] [--w3-steps S] [--no-pytorch]" >&2; exit 64 ;;
+        *) echo "usage: $0 [--runs N] [--workloads W1,W2,W3,W5,W6] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]" >&2; exit 64 ;;
     esac
 done
 "$root/launch/setup.sh" release >/dev/null || exit 1
@@ -33,7 +39,7 @@ python=""
 if [ "$pytorch" -eq 1 ]; then
     if [ ! -x "$here/.venv/bin/python" ] || ! "$here/.venv/bin/python" -c "import torch, h5py" 2>/dev/null; then
         echo "benchmarks: installing PyTorch from PyPI into Benchmarks/.venv (once)"
-        python3 -m venv "$here/.venv" && "$here/.venv/bin/pip" install -q torch h5py numpy || true
+        python3 -m venv "$here/.venv" && "$here/.venv/bin/pip" install -q torch h5py numpy pyyaml || true
     fi
     if "$here/.venv/bin/python" -c "import torch, h5py" 2>/dev/null; then
         python="$here/.venv/bin/python"
@@ -42,5 +48,13 @@ if [ "$pytorch" -eq 1 ]; then
     fi
 fi
 export COHORT_BENCH_ROOT="$root" COHORT_BENCH_PYTHON="$python" COHORT_BENCH_RUNS="$runs" \
-       COHORT_BENCH_WORKLOADS="$workloads" COHORT_BENCH_W3_STEPS="$w3_steps"
-exec python3 "$here/collect.py"
+       COHORT_BENCH_WORKLOADS="$workloads" COHORT_BENCH_W3_STEPS="$w3_steps" \
+       COHORT_BENCH_SEQUENCE_STEPS="$sequence_steps" COHORT_BENCH_FULL="$full"
+status=0
+if echo ",$workloads," | grep -qE ",W[123],"; then
+    COHORT_BENCH_WORKLOADS="$(echo "$workloads" | tr ',' '\n' | grep -E '^W[123]$' | paste -sd,)" python3 "$here/collect.py" || status=$?
+fi
+if echo ",$workloads," | grep -qE ",W[56],"; then
+    python3 "$here/collect_sequence.py" || status=$?
+fi
+exit $status

@@ -476,3 +476,83 @@ void cohort_flush_denormals(void) {
     _mm_setcsr(_mm_getcsr() | 0x8040);
 #endif
 }
+
+// ---- Sequence models -------------------------------------------------------------------------
+// expf is the one transcendental clang maps to libmvec's vector versions here (tanhf and erff
+// stay scalar calls), so tanh and erf are written through it: the loops below run 8 lanes wide.
+
+static inline float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+// tanh x = 1 − 2 / (e^{2x} + 1): exact limits ±1, absolute error ~1e-7 near 0.
+static inline float tanh_(float x) { return 1.0f - 2.0f / (expf(2.0f * x) + 1.0f); }
+// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), odd in x.
+static inline float erf_(float x) {
+    float a = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float y = 1.0f - poly * expf(-a * a);
+    return x < 0.0f ? -y : y;
+}
+
+// GELU, the exact erf form: y = x·Φ(x), Φ(x) = ½(1 + erf(x/√2)); dy/dx = Φ(x) + x·φ(x).
+VECTORIZED
+void cohort_gelu_forward(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erf_(x[i] * 0.70710678f));
+}
+
+VECTORIZED
+void cohort_gelu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n) {
+    for (long i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erf_(x[i] * 0.70710678f));
+        float pdf = 0.39894228f * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+// Softmax of row[0 .. count) in place; row[count .. length) (future positions) set to 0.
+VECTORIZED
+void cohort_softmax_prefix(float *restrict row, long count, long length) {
+    float maximum = row[0];
+    for (long j = 1; j < count; j++) maximum = row[j] > maximum ? row[j] : maximum;
+    float sum = 0.0f;
+    for (long j = 0; j < count; j++) {
+        row[j] = expf(row[j] - maximum);
+        sum += row[j];
+    }
+    float inverse = 1.0f / sum;
+    for (long j = 0; j < count; j++) row[j] *= inverse;
+    for (long j = count; j < length; j++) row[j] = 0.0f;
+}
+
+// One LSTM cell, one row: gates [4H] (i | f | g | o pre-activations, recurrent part added when
+// `recurrent` is not NULL) become activations; c = f·c_prev + i·g, h = o·tanh(c).
+VECTORIZED
+void cohort_lstm_cell_forward(float *restrict gates, const float *restrict recurrent, const float *restrict previous_cell,
+                              float *restrict cell, float *restrict hidden, long H) {
+    if (recurrent) for (long j = 0; j < 4 * H; j++) gates[j] += recurrent[j];
+    for (long j = 0; j < 2 * H; j++) gates[j] = sigmoid_(gates[j]);
+    for (long j = 2 * H; j < 3 * H; j++) gates[j] = tanh_(gates[j]);
+    for (long j = 3 * H; j < 4 * H; j++) gates[j] = sigmoid_(gates[j]);
+    for (long j = 0; j < H; j++) {
+        cell[j] = gates[H + j] * previous_cell[j] + gates[j] * gates[2 * H + j];
+        hidden[j] = gates[3 * H + j] * tanh_(cell[j]);
+    }
+}
+
+// Its backward for one row: dh = dy + dh_next; dc = dc_next + dh·o·(1 − tanh²c); the gate
+// pre-activation gradients into dgates; dc_next becomes dc·f (the carry to the step before).
+VECTORIZED
+void cohort_lstm_cell_backward(const float *restrict gates, const float *restrict cell, const float *restrict previous_cell,
+                               const float *restrict dy, const float *restrict dh_next, float *restrict dc_next,
+                               float *restrict dgates, long H) {
+    for (long j = 0; j < H; j++) {
+        float i = gates[j], f = gates[H + j], g = gates[2 * H + j], o = gates[3 * H + j];
+        float dh = dy[j] + dh_next[j];
+        float tc = tanh_(cell[j]);
+        float dc = dc_next[j] + dh * o * (1.0f - tc * tc);
+        dgates[j] = dc * g * i * (1.0f - i);
+        dgates[H + j] = dc * previous_cell[j] * f * (1.0f - f);
+        dgates[2 * H + j] = dc * i * (1.0f - g * g);
+        dgates[3 * H + j] = dh * tc * o * (1.0f - o);
+        dc_next[j] = dc * f;
+    }
+}

@@ -73,6 +73,15 @@ float cohort_sum(const float *restrict x, long n);
 /// y[i] += x[i]
 void cohort_add(const float *restrict x, float *restrict y, long n);
 void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale);
+// Sequence models (kernels.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
+void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);
+void cohort_gelu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
+void cohort_softmax_prefix(float *restrict row, long count, long length);
+void cohort_lstm_cell_forward(float *restrict gates, const float *restrict recurrent, const float *restrict previous_cell,
+                              float *restrict cell, float *restrict hidden, long H);
+void cohort_lstm_cell_backward(const float *restrict gates, const float *restrict cell, const float *restrict previous_cell,
+                               const float *restrict dy, const float *restrict dh_next, float *restrict dc_next,
+                               float *restrict dgates, long H);
 /// Every destination gets Σ sources in source order; returns 1 when every sum is finite.
 int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
 /// 1 when every x[i] is finite (not ±inf, not NaN).

@@ -38,7 +38,7 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { y[i] = tanhf(input[i]) }
         case .gelu:
-            for i in 0..<count { y[i] = 0.5 * input[i] * (1 + erff(input[i] * 0.70710678)) }
+            cohort_gelu_forward(input, y, count)
         }
         return UnsafePointer(y)
     }
@@ -56,12 +56,7 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
         case .gelu:
-            for i in 0..<count {
-                let x = input[i]
-                let cdf = 0.5 * (1 + erff(x * 0.70710678))
-                let pdf = expf(-0.5 * x * x) * 0.39894228
-                dx[i] = dy[i] * (cdf + x * pdf)
-            }
+            cohort_gelu_backward(input, dy, dx, count)
         }
         return UnsafePointer(dx)
     }

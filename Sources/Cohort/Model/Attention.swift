@@ -134,7 +134,7 @@ public final class Attention: Layer {
                 let scores = probabilities.pointer + (b * heads + h) * T * T
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
                             scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
-                for i in 0..<T { causalSoftmax(scores + i * T, count: i + 1, length: T) }
+                for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
             }
         }
         let used = weightDropout?.forward(probabilities.pointer, batch: batch, training: training) ?? UnsafePointer(probabilities.pointer)
@@ -147,21 +147,6 @@ public final class Attention: Layer {
                             0, headOutputs.pointer + b * T * C + h * D, Int32(C))
             }
         }
-    }
-
-    /// Softmax of the first `count` entries of a row; the rest (future positions) become 0.
-    @inline(__always)
-    private func causalSoftmax(_ row: UnsafeMutablePointer<Float>, count: Int, length: Int) {
-        var maximum = row[0]
-        for j in 1..<max(count, 1) where row[j] > maximum { maximum = row[j] }
-        var sum: Float = 0
-        for j in 0..<count {
-            row[j] = expf(row[j] - maximum)
-            sum += row[j]
-        }
-        let inverse = 1 / sum
-        for j in 0..<count { row[j] *= inverse }
-        for j in count..<length { row[j] = 0 }
     }
 
     /// One new row at `cache.position`: store its key and value, attend over positions 0…position.
@@ -178,7 +163,7 @@ public final class Attention: Layer {
             // scores[count] = K[0…position, h] · q_h / √D, then softmax, then y_h = Σ p_j v_j.
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(count), Int32(D), scale, cache.keys.pointer + h * D, Int32(C),
                         projected + h * D, 1, 0, scores, 1)
-            causalSoftmax(scores, count: count, length: count)
+            cohort_softmax_prefix(scores, count, count)
             cblas_sgemv(CblasRowMajor, CblasTrans, Int32(count), Int32(D), 1, cache.values.pointer + h * D, Int32(C),
                         scores, 1, 0, headOutputs.pointer + h * D, 1)
         }

@@ -149,6 +149,7 @@ final class LSTMLayer: Layer {
     private let previousHidden: Workspace
     private let inputGradient: Workspace
     private let carry: Workspace
+    private let zeros: Workspace
     /// While generating, each call starts from the state the previous call ended with.
     var carriesState = false
     private let savedHidden: Workspace
@@ -179,6 +180,7 @@ final class LSTMLayer: Layer {
         previousHidden = Workspace(rows * hidden)
         inputGradient = Workspace(rows * input)
         carry = Workspace(builder.maxBatch * 6 * hidden)
+        zeros = Workspace(hidden)
         savedHidden = Workspace(builder.maxBatch * hidden)
         savedCell = Workspace(builder.maxBatch * hidden)
     }
@@ -207,26 +209,11 @@ final class LSTMLayer: Layer {
                             1, previous, Int32(stride), parameters.values(of: weightHidden), Int32(H), 0, recurrent, Int32(G))
             }
             for b in 0..<batch {
-                let g = gates.pointer + (b * T + t) * G
-                let c = cells.pointer + (b * T + t) * H
-                let h = hiddenStates.pointer + (b * T + t) * H
-                let previousCell: UnsafePointer<Float>? = t > 0 ? UnsafePointer(cells.pointer + (b * T + t - 1) * H)
-                    : (carriesState ? UnsafePointer(savedCell.pointer + b * H) : nil)
-                for j in 0..<H {
-                    if hasPrevious {
-                        g[j] += recurrent[b * G + j]
-                        g[H + j] += recurrent[b * G + H + j]
-                        g[2 * H + j] += recurrent[b * G + 2 * H + j]
-                        g[3 * H + j] += recurrent[b * G + 3 * H + j]
-                    }
-                    let i = 1 / (1 + expf(-g[j]))
-                    let f = 1 / (1 + expf(-g[H + j]))
-                    let cand = tanhf(g[2 * H + j])
-                    let o = 1 / (1 + expf(-g[3 * H + j]))
-                    (g[j], g[H + j], g[2 * H + j], g[3 * H + j]) = (i, f, cand, o)
-                    c[j] = f * (previousCell?[j] ?? 0) + i * cand
-                    h[j] = o * tanhf(c[j])
-                }
+                let row = b * T + t
+                let previousCell: UnsafePointer<Float> = t > 0 ? UnsafePointer(cells.pointer + (row - 1) * H)
+                    : UnsafePointer(carriesState ? savedCell.pointer + b * H : zeros.pointer)
+                cohort_lstm_cell_forward(gates.pointer + row * G, hasPrevious ? UnsafePointer(recurrent + b * G) : nil, previousCell,
+                                         cells.pointer + row * H, hiddenStates.pointer + row * H, H)
             }
         }
         if carriesState {
@@ -246,22 +233,10 @@ final class LSTMLayer: Layer {
         dHidden.update(repeating: 0, count: 2 * batch * H)
         for t in stride(from: T - 1, through: 0, by: -1) {
             for b in 0..<batch {
-                let g = gates.pointer + (b * T + t) * G
-                let dg = gateGradient.pointer + (b * T + t) * G
-                let c = cells.pointer + (b * T + t) * H
-                let dy = outputGradient + (b * T + t) * H
-                for j in 0..<H {
-                    let (i, f, cand, o) = (g[j], g[H + j], g[2 * H + j], g[3 * H + j])
-                    let dh = dy[j] + dHidden[b * H + j]
-                    let tc = tanhf(c[j])
-                    let dc = dCell[b * H + j] + dh * o * (1 - tc * tc)
-                    let previousCell: Float = t > 0 ? cells.pointer[(b * T + t - 1) * H + j] : 0
-                    dg[j] = dc * cand * i * (1 - i)
-                    dg[H + j] = dc * previousCell * f * (1 - f)
-                    dg[2 * H + j] = dc * i * (1 - cand * cand)
-                    dg[3 * H + j] = dh * tc * o * (1 - o)
-                    dCell[b * H + j] = dc * f
-                }
+                let row = b * T + t
+                let previousCell = t > 0 ? UnsafePointer(cells.pointer + (row - 1) * H) : UnsafePointer(zeros.pointer)
+                cohort_lstm_cell_backward(gates.pointer + row * G, cells.pointer + row * H, previousCell, outputGradient + row * H,
+                                          dHidden + b * H, dCell + b * H, gateGradient.pointer + row * G, H)
             }
             // dh_{t−1} = dgates_t · W_hh  [B, 4H] · [4H, H] (rows of step t: stride T·4H)
             if t > 0 {
