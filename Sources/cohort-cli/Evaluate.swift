@@ -28,6 +28,7 @@ struct Evaluate: ParsableCommand {
         let communicator = MPICommunicator()
         let outcome: Result<(ClassificationReport, String), CohortError>
         do {
+            if let json { try refuseOutput(json, namingAnyOf: [checkpoint] + (data.map { [$0] } ?? [])) }
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: communicator)
             let result = try Cohort.evaluate(model: trained.model, data: trained.data, loss: trained.config.loss,
                                              communicator: communicator, batchSize: batchSize)
@@ -101,9 +102,12 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         reportingErrors {
+            try refuseOutput(out, namingAnyOf: [checkpoint, data])
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
             let predictions = try Cohort.predict(trained, batchSize: batchSize)
-            let file = try HDF5File.create(out)
+            // Written under a temporary name and renamed: a failed write leaves nothing half-done.
+            let temporary = URL(fileURLWithPath: out).deletingLastPathComponent().appendingPathComponent(".\(URL(fileURLWithPath: out).lastPathComponent).tmp-\(getpid())").path
+            let file = try HDF5File.create(temporary)
             if trained.data.isRegression {
                 try file.write("predictions", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
             } else {
@@ -115,7 +119,24 @@ struct Predict: ParsableCommand {
             try file.setAttribute("source", data)
             try file.flush()
             file.close()
+            guard rename(temporary, out) == 0 else {
+                unlink(temporary)
+                throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
+            }
             printLine("wrote \(out): \(trained.data.rows) rows, \(predictions.classes) classes")
+        }
+    }
+}
+
+/// An output path that names one of the command's inputs (the same file, by any path) is
+/// refused before anything is read or written.
+func refuseOutput(_ output: String, namingAnyOf inputs: [String]) throws {
+    var outputStatus = stat()
+    guard stat(output, &outputStatus) == 0 else { return }
+    for input in inputs {
+        var inputStatus = stat()
+        if stat(input, &inputStatus) == 0, inputStatus.st_dev == outputStatus.st_dev, inputStatus.st_ino == outputStatus.st_ino {
+            throw CohortError("\(output): is the input \(input); choose another output path")
         }
     }
 }

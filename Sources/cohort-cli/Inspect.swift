@@ -19,6 +19,16 @@ struct Inspect: ParsableCommand {
             printLine(file)
             for name in h5.attributeNames() { printLine("  @\(name) = \(abbreviate(h5.describeAttribute(name)))") }
             try walk(h5, group: "/", depth: 1)
+            if TokenCorpus.isTokenFile(file) {
+                // A token file: its length, vocabulary and the start of its text.
+                let corpus = try TokenCorpus(path: file, cache: false)
+                printLine("token file: \(corpus.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
+                let shown = corpus.vocabulary.prefix(96).map { String(reflecting: $0).dropFirst().dropLast() }.joined(separator: " ")
+                printLine("  vocabulary: \(shown)\(corpus.vocabulary.count > 96 ? " …" : "")")
+                let shownCount = min(200, corpus.count)
+                let excerpt = try corpus.withTokens(start: 0, length: shownCount) { ids in corpus.decode((0..<shownCount).map { Int(ids[$0]) }) }
+                printLine("  first \(shownCount) tokens: \(String(reflecting: excerpt))")
+            }
             if h5.exists(labels), let dataset = try? h5.dataset(labels), case .integer = dataset.elementType, dataset.shape.count == 1 {
                 let values: [Int64] = try dataset.readAll()
                 var counts: [Int64: Int] = [:]

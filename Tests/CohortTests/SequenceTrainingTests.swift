@@ -26,14 +26,14 @@ final class SequenceTrainingTests: XCTestCase {
 
     private func writeConfig(_ name: String, batchSize: Int, maxSteps: Int, dropout: Double = 0, vocabulary: Int? = nil,
                              maxLength: Int = 8, epochs: Int = 3, optimizer: String = "type: adamw",
-                             layers: String? = nil) throws -> String {
+                             layers: String? = nil, data: String = "") throws -> String {
         let vocabulary = try vocabulary ?? self.vocabulary()
         let path = "\(directory)/\(name).yaml"
         let text = """
         name: \(name)
         seed: 5
         run_dir: \(directory)/runs/\(name)
-        data: {train: \(directory)/train.h5, test: \(directory)/val.h5, window: 8}
+        data: {train: \(directory)/train.h5, test: \(directory)/val.h5, window: 8\(data)}
         model:
           layers:
         \(layers ?? """
@@ -173,6 +173,40 @@ final class SequenceTrainingTests: XCTestCase {
         XCTAssertNotEqual(try run(ranks: 1, sampled).output, try run(ranks: 1, sampled.dropLast() + ["4"]).output)
         // A context longer than the window: the cache is refilled, and the text goes on.
         XCTAssertGreaterThan(try run(ranks: 1, ["generate", final, "--tokens", "50", "--greedy"]).output.count, 50)
+    }
+
+    /// Sharded sampling: blocks of 8 windows dealt to the ranks, a 24-window shuffle buffer each,
+    /// windows read from the file as they are needed. Every window of an epoch is read once,
+    /// by one rank, and a mid-epoch resume is bitwise equal to the uninterrupted run.
+    func test_shardedTokenWindowsAreReadOncePerEpochAndResumeBitwise() throws {
+        let sharded = ", sampling: sharded, block_rows: 8, shuffle_buffer: 24"
+        let windows = try TokenWindows(corpus: TokenCorpus(path: "\(directory)/train.h5"), length: 8, phase: .random, seed: 5).rows
+        let steps = ShardedSampler(rows: windows, worldSize: 2, rank: 0, batchPerRank: 4, blockRows: 8, bufferRows: 24, seed: 5,
+                                   dropRemainder: false).stepsPerEpoch(epoch: 0)
+        let traced = try writeConfig("traced", batchSize: 4, maxSteps: steps, dropout: 0.1, data: sharded)
+        try FileManager.default.createDirectory(atPath: "\(directory)/trace", withIntermediateDirectories: true)
+        let tracedRun = try runCohort(ranks: 2, ["train", traced], environment: ["COHORT_TRACE_READS": "\(directory)/trace"], directory: directory)
+        XCTAssertEqual(tracedRun.status, 0, tracedRun.error)
+        let reads = try (0..<2).map { rank in
+            try String(contentsOfFile: "\(directory)/trace/rank-\(rank).txt", encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
+        }
+        XCTAssertEqual(Set(reads[0]).intersection(reads[1]), [], "no window is read by both ranks")
+        XCTAssertEqual((reads[0] + reads[1]).sorted(), Array(0..<windows), "every window once in the epoch")
+
+        let whole = try writeConfig("sharded-whole", batchSize: 4, maxSteps: steps + 6, dropout: 0.1, data: sharded)
+        _ = try run(ranks: 2, ["train", whole])
+        _ = try run(ranks: 2, ["train", try writeConfig("sharded-part", batchSize: 4, maxSteps: 5, dropout: 0.1, data: sharded)])
+        let rest = try writeConfig("sharded-part", batchSize: 4, maxSteps: steps + 6, dropout: 0.1, data: sharded)
+        let resumed = try run(ranks: 2, ["train", rest, "--resume", "auto"])
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 1, step 5"), resumed.output)
+        XCTAssertEqual(try checkpointParameters(try newestCheckpoint("sharded-whole")), try checkpointParameters(try newestCheckpoint("sharded-part")))
+    }
+
+    func test_inspectShowsATokenFile() throws {
+        let corpus = try TokenCorpus(path: "\(directory)/train.h5")
+        let output = try run(ranks: 1, ["inspect", "\(directory)/train.h5"]).output
+        XCTAssertTrue(output.contains("token file: \(corpus.count) tokens, vocabulary \(corpus.vocabulary.count) (chars)"), output)
+        XCTAssertTrue(output.contains("first 200 tokens: \"" + corpus.decode(corpus.tokens.prefix(3).map(Int.init))), output)
     }
 
     func test_evaluateCoversTheWholeValidationSplitOnAnyRankCount() throws {

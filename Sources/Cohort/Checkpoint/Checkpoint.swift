@@ -50,6 +50,19 @@ public struct Checkpoint {
 
     /// Writes to a temporary file beside `path`, flushes it to disk, then renames it over
     /// `path`: a crash or a full disk at any moment leaves the previous file as it was.
+    /// Removes the temporary files (`.NAME.tmp-PID`) that writers killed before their rename left
+    /// in `directory`: only those whose process no longer exists. Returns the removed paths.
+    public static func removeStaleTemporaries(in directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var removed: [String] = []
+        for name in names where name.hasPrefix(".") && name.contains(".h5.tmp-") {
+            guard let pid = Int32(name.split(separator: "-").last ?? ""), pid > 0 else { continue }
+            if kill(pid, 0) == 0 || errno != ESRCH { continue }  // alive, or not ours to judge
+            if unlink("\(directory)/\(name)") == 0 { removed.append("\(directory)/\(name)") }
+        }
+        return removed
+    }
+
     public func writeAtomically(to path: String, crashForTesting: Bool = false) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = "\(directory)/.\(URL(fileURLWithPath: path).lastPathComponent).tmp-\(getpid())"

@@ -127,6 +127,7 @@ public final class ConfigMap {
 func parseYAML(_ text: String, file: String) throws -> Node {
     do {
         guard let node = try Yams.compose(yaml: text) else { throw CohortError("\(file): the file is empty") }
+        try refuseDuplicateKeys(node, file: file, path: "")
         return node
     } catch let error as CohortError {
         throw error
@@ -134,6 +135,27 @@ func parseYAML(_ text: String, file: String) throws -> Node {
         throw CohortError("\(file): malformed YAML: \(String(describing: error).split(separator: "\n").joined(separator: " "))")
     } catch {
         throw CohortError("\(file): malformed YAML: \(error)")
+    }
+}
+
+/// A key given twice in one mapping (YAML keeps the last without a word) is an error naming both lines.
+private func refuseDuplicateKeys(_ node: Node, file: String, path: String) throws {
+    switch node {
+    case .mapping(let mapping):
+        var seen: [String: Int] = [:]
+        for (key, value) in mapping {
+            let name = key.string ?? "\(key)"
+            let line = (key.mark?.line ?? 0)
+            if let first = seen[name] {
+                throw CohortError("\(file):\(line): \(path.isEmpty ? name : "\(path).\(name)") is given twice (first on line \(first))")
+            }
+            seen[name] = line
+            try refuseDuplicateKeys(value, file: file, path: path.isEmpty ? name : "\(path).\(name)")
+        }
+    case .sequence(let sequence):
+        for (index, item) in sequence.enumerated() { try refuseDuplicateKeys(item, file: file, path: "\(path)[\(index)]") }
+    default:
+        break
     }
 }
 

@@ -39,8 +39,8 @@ public final class BatchLoader: @unchecked Sendable {
     private let batchSize: Int
     private var slots: [(x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>, t: UnsafeMutablePointer<Float>?)] = []
     private var bufferData: UnsafeMutablePointer<Float>?
-    /// Labels of a block being read (the buffer keeps row ids; labels come from memory).
-    private var blockLabels: UnsafeMutablePointer<Int32>?
+    /// The integer targets of the rows in the shuffle buffer (targetsPerRow each), moved with them.
+    private var bufferTargets: UnsafeMutablePointer<Int32>?
     private var bufferCapacity = 0
 
     // Producer/consumer state for one epoch.
@@ -75,7 +75,7 @@ public final class BatchLoader: @unchecked Sendable {
         if case .sharded(let sampler) = plan {
             bufferCapacity = sampler.bufferRows
             bufferData = .allocate(capacity: bufferCapacity * data.sampleSize)
-            blockLabels = .allocate(capacity: bufferCapacity)
+            bufferTargets = .allocate(capacity: bufferCapacity * data.targetsPerRow)
         }
     }
 
@@ -87,7 +87,7 @@ public final class BatchLoader: @unchecked Sendable {
             slot.t?.deallocate()
         }
         bufferData?.deallocate()
-        blockLabels?.deallocate()
+        bufferTargets?.deallocate()
     }
 
     /// Steps of `epoch` (memoized: in sharded mode it takes the epoch's block permutation).
@@ -218,22 +218,23 @@ public final class BatchLoader: @unchecked Sendable {
                 defer { step += 1 }
                 do {
                     if !prepared {
-                        try self.replay(&stream, steps: firstStep, share: share, sampler: sampler)
+                        try self.replay(&stream, steps: firstStep, share: share, sampler: sampler, epoch: epoch)
                         prepared = true
                     }
                     let slotIndex = step % 2
                     let count = min(sampler.batchPerRank, max(share - step * sampler.batchPerRank, 0))
+                    let (size, targets) = (data.sampleSize, data.targetsPerRow)
                     for position in 0..<count {
-                        try self.refill(&stream)
+                        try self.refill(&stream, epoch: epoch)
                         guard let (slot, row) = stream.draw() else { throw CohortError("\(data.path): shuffle buffer ran dry") }
-                        let x = slots[slotIndex].x + position * data.sampleSize
-                        x.update(from: bufferData! + slot * data.sampleSize, count: data.sampleSize)
+                        (slots[slotIndex].x + position * size).update(from: bufferData! + slot * size, count: size)
+                        (slots[slotIndex].y + position * targets).update(from: bufferTargets! + slot * targets, count: targets)
                         // Mirror the draw's move of the last row into the freed slot.
                         let last = stream.buffer.count
                         if slot != last {
-                            (bufferData! + slot * data.sampleSize).update(from: bufferData! + last * data.sampleSize, count: data.sampleSize)
+                            (bufferData! + slot * size).update(from: bufferData! + last * size, count: size)
+                            (bufferTargets! + slot * targets).update(from: bufferTargets! + last * targets, count: targets)
                         }
-                        slots[slotIndex].y[position] = data.label(row)
                         if let t = slots[slotIndex].t { data.copyTargets(rows: [row][...], to: t + position * data.targetWidth) }
                     }
                     augmenter?.apply(slots[slotIndex].x, batch: count, epoch: epoch, step: step)
@@ -247,18 +248,19 @@ public final class BatchLoader: @unchecked Sendable {
     }
 
     /// Reads every block the buffer has room for into the slots after its current rows.
-    private func refill(_ stream: inout ShardedSampler.EpochStream) throws {
+    private func refill(_ stream: inout ShardedSampler.EpochStream, epoch: Int) throws {
         while true {
             let before = stream.buffer.count
             guard let range = stream.blockToRead() else { return }
-            try data.load(rows: Array(range)[...], epoch: 0, x: bufferData! + before * data.sampleSize, y: blockLabels!)
+            try data.load(rows: Array(range)[...], epoch: epoch, x: bufferData! + before * data.sampleSize,
+                          y: bufferTargets! + before * data.targetsPerRow)
             peakBufferRows = max(peakBufferRows, stream.buffer.count)
         }
     }
 
     /// Resuming mid-epoch: replay the draws of the steps already taken on row ids alone, then
     /// read the rows the buffer holds at that point.
-    private func replay(_ stream: inout ShardedSampler.EpochStream, steps: Int, share: Int, sampler: ShardedSampler) throws {
+    private func replay(_ stream: inout ShardedSampler.EpochStream, steps: Int, share: Int, sampler: ShardedSampler, epoch: Int) throws {
         guard steps > 0 else { return }
         let draws = min(share, steps * sampler.batchPerRank)
         for _ in 0..<draws {
@@ -269,11 +271,13 @@ public final class BatchLoader: @unchecked Sendable {
         let order = ids.enumerated().sorted { $0.element < $1.element }
         let staging = UnsafeMutablePointer<Float>.allocate(capacity: max(ids.count, 1) * data.sampleSize)
         defer { staging.deallocate() }
-        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: max(ids.count, 1))
+        let targets = data.targetsPerRow
+        let labels = UnsafeMutablePointer<Int32>.allocate(capacity: max(ids.count, 1) * targets)
         defer { labels.deallocate() }
-        try data.load(rows: order.map(\.element)[...], epoch: 0, x: staging, y: labels)
+        try data.load(rows: order.map(\.element)[...], epoch: epoch, x: staging, y: labels)
         for (index, item) in order.enumerated() {
             (bufferData! + item.offset * data.sampleSize).update(from: staging + index * data.sampleSize, count: data.sampleSize)
+            (bufferTargets! + item.offset * targets).update(from: labels + index * targets, count: targets)
         }
         peakBufferRows = max(peakBufferRows, ids.count)
     }

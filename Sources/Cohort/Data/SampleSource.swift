@@ -21,7 +21,6 @@ public protocol SampleSource: AnyObject {
     /// Writes rows (in that order) as x [count, sampleShape...] and y [count × targetsPerRow].
     /// `epoch` picks the epoch's view of the data (a token stream's window phase).
     func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws
-    func label(_ row: Int) -> Int32
     func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>)
 }
 
@@ -51,7 +50,7 @@ public func openSamples(path: String, config data: DataConfig, phase: TokenWindo
         guard let window = data.window else {
             throw CohortError("\(path): a token file needs data.window (tokens per sample, e.g. 64)")
         }
-        return try TokenWindows(corpus: TokenCorpus(path: path), length: window, phase: phase, seed: seed)
+        return try TokenWindows(corpus: TokenCorpus(path: path, cache: cache), length: window, phase: phase, seed: seed)
     }
     if data.window != nil { throw CohortError("\(path): data.window is for token files (cohort prepare text); this file has no 'tokens' dataset") }
     return try LabeledData(path: path, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,

@@ -6,18 +6,26 @@ import Foundation
 /// (`chars` or `bytes`), `format` = `cohort-tokens`, `source`, `characters`.
 public final class TokenCorpus {
     public let path: String
+    /// The whole stream in memory (`cache`), or empty when windows are read from the file.
     public let tokens: [UInt32]
+    public let count: Int
     public let vocabulary: [String]
     public let tokenizer: String
+    private let dataset: HDF5Dataset
+    private var staging: [UInt32] = []
 
     public static func isTokenFile(_ path: String) -> Bool {
         (try? HDF5File.open(path))?.exists("tokens") ?? false
     }
 
-    public init(path: String) throws {
+    /// With `cache: false` nothing but the vocabulary is read here: each window comes from the file
+    /// when it is loaded (one contiguous read), so memory does not grow with the corpus; ids are
+    /// checked against the vocabulary as they are read.
+    public init(path: String, cache: Bool = true) throws {
         self.path = path
         let file = try HDF5File.open(path)
         let dataset = try file.dataset("tokens")
+        self.dataset = dataset
         guard dataset.shape.count == 1, case .integer(_, signed: false) = dataset.elementType else {
             throw CohortError("\(path): dataset 'tokens' must be 1-D unsigned integers; it is \(dataset.elementType) \(dataset.shape)")
         }
@@ -26,9 +34,23 @@ public final class TokenCorpus {
         }
         self.vocabulary = vocabulary
         tokenizer = (try? file.stringAttribute("tokenizer")) ?? "chars"
-        tokens = try dataset.readAll(as: UInt32.self)
+        count = dataset.rows
+        tokens = cache ? try dataset.readAll(as: UInt32.self) : []
         if let bad = tokens.firstIndex(where: { Int($0) >= vocabulary.count }) {
             throw CohortError("\(path): token \(bad) has id \(tokens[bad]), outside the vocabulary of \(vocabulary.count)")
+        }
+    }
+
+    /// Tokens start ..< start + length, from memory or from the file.
+    public func withTokens<R>(start: Int, length: Int, _ body: (UnsafePointer<UInt32>) throws -> R) throws -> R {
+        if !tokens.isEmpty { return try tokens.withUnsafeBufferPointer { try body($0.baseAddress! + start) } }
+        if staging.count < length { staging = [UInt32](repeating: 0, count: length) }
+        return try staging.withUnsafeMutableBufferPointer { buffer in
+            try dataset.readRows(start: start, count: length, into: buffer.baseAddress!)
+            if let bad = (0..<length).first(where: { Int(buffer[$0]) >= vocabulary.count }) {
+                throw CohortError("\(path): token \(start + bad) has id \(buffer[bad]), outside the vocabulary of \(vocabulary.count)")
+            }
+            return try body(UnsafePointer(buffer.baseAddress!))
         }
     }
 }
@@ -55,7 +77,7 @@ public final class TokenWindows: SampleSource {
         self.length = length
         self.phase = phase
         self.seed = seed
-        let n = corpus.tokens.count
+        let n = corpus.count
         rows = phase == .random ? n / length - 1 : (n - 1) / length
         guard rows > 0 else {
             throw CohortError("\(corpus.path): \(n) tokens hold no window of \(length) + 1 tokens; lower data.window")
@@ -69,7 +91,8 @@ public final class TokenWindows: SampleSource {
     public var classNames: [String] { corpus.vocabulary }
     public var isRegression: Bool { false }
     public var targetWidth: Int { 1 }
-    public var chunkRows: Int? { nil }
+    /// Windows per chunk of the tokens dataset: a sharded block of these is about one chunk read.
+    public var chunkRows: Int? { corpus.count >= 65_536 ? max(65_536 / length, 1) : nil }
 
     public func start(epoch: Int) -> Int {
         guard phase == .random else { return 0 }
@@ -77,19 +100,26 @@ public final class TokenWindows: SampleSource {
         return generator.nextIndex(below: length)
     }
 
+    /// Consecutive rows (a sharded block) are one read of their span; others one read each.
     public func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {
         let first = start(epoch: epoch)
-        corpus.tokens.withUnsafeBufferPointer { tokens in
-            for (position, row) in rows.enumerated() {
-                let window = tokens.baseAddress! + first + row * length
-                for t in 0..<length {
-                    x[position * length + t] = Float(window[t])
-                    y[position * length + t] = Int32(window[t + 1])
-                }
+        readLog?.append(contentsOf: rows)
+        func copy(_ window: UnsafePointer<UInt32>, to position: Int) {
+            for t in 0..<length {
+                x[position * length + t] = Float(window[t])
+                y[position * length + t] = Int32(window[t + 1])
             }
+        }
+        if let low = rows.first, rows.count > 1, rows.last! - low == rows.count - 1, zip(rows, rows.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
+            try corpus.withTokens(start: first + low * length, length: rows.count * length + 1) { span in
+                for position in 0..<rows.count { copy(span + position * length, to: position) }
+            }
+            return
+        }
+        for (position, row) in rows.enumerated() {
+            try corpus.withTokens(start: first + row * length, length: length + 1) { copy($0, to: position) }
         }
     }
 
-    public func label(_ row: Int) -> Int32 { 0 }
     public func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>) {}
 }

@@ -55,9 +55,6 @@ public final class Trainer {
         if let test, test.classNames != train.classNames, train.isLanguageModel {
             throw CohortError("\(test.path): its vocabulary (\(test.classes) tokens) differs from \(train.path)'s (\(train.classes)); prepare both with one cohort prepare text")
         }
-        if train.isLanguageModel, data.sampling == .sharded {
-            throw CohortError("\(data.train): sharded sampling of token files is not built yet; use data.sampling: global")
-        }
         if train.isLanguageModel, data.validationSplit > 0 {
             throw CohortError("\(data.train): validation_split does not apply to token files; cohort prepare text writes val.h5 (data.test)")
         }
@@ -213,6 +210,13 @@ public final class Trainer {
         }
         installStopSignalHandlers()
         if train.isLanguageModel { progress?.unit = "tokens/s" }
+        if communicator.isRoot {
+            for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
+        }
+        if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
+            if communicator.isRoot { log("nothing to do: \(position.globalStep) steps already taken (training.max_steps \(maxSteps))") }
+            return .stepLimit
+        }
         while position.epoch < config.training.epochs {
             var started = monotonicNanoseconds()
             let waitAtEpochStart = loader.waitSeconds

@@ -1,0 +1,77 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// Cases of the reliability catalog: what a hostile input or an unlucky run must not do.
+final class ReliabilityTests: XCTestCase {
+    private var directory = ""
+    private var train = ""
+
+    override func setUpWithError() throws {
+        directory = try temporaryDirectory(self)
+        train = try writeSyntheticDataset("\(directory)/train.h5", rows: 64, seed: 1)
+    }
+
+    private func config(_ name: String, maxSteps: Int) throws -> String {
+        let path = "\(directory)/\(name).yaml"
+        try smallConfig(train: train, test: train, runDirectory: "\(directory)/runs/\(name)", epochs: 3, extra: "  max_steps: \(maxSteps)")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private func checkpoint(_ name: String) throws -> String {
+        try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints").first)
+    }
+
+    func test_aDuplicateKeyIsRefusedWithBothLines() {
+        let text = "data: {train: t.h5}\nmodel:\n  layers: [{type: dense, units: 2}]\noptimizer:\n  learning_rate: 0.1\n  learning_rate: 0.2\n"
+        XCTAssertThrowsError(try TrainConfig.parse(text: text, file: "twice.yaml")) {
+            XCTAssertEqual("\($0)", "twice.yaml:6: optimizer.learning_rate is given twice (first on line 5)")
+        }
+    }
+
+    func test_outputsThatNameAnInputAreRefusedAndTheInputSurvives() throws {
+        let path = try config("outputs", maxSteps: 2)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", path], directory: directory).status, 0)
+        let saved = try checkpoint("outputs")
+        let before = try Data(contentsOf: URL(fileURLWithPath: saved))
+        for arguments in [["predict", saved, "--data", train, "--out", saved], ["predict", saved, "--data", train, "--out", train],
+                          ["evaluate", saved, "--json", saved]] {
+            let result = try runCohort(ranks: 1, arguments, directory: directory)
+            XCTAssertEqual(result.status, 1, result.output + result.error)
+            XCTAssertTrue(result.error.contains("is the input"), result.error)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: saved)), before, "the checkpoint is untouched")
+        XCTAssertNoThrow(try Checkpoint.read(from: saved))
+        let predicted = "\(directory)/predictions.h5"
+        XCTAssertEqual(try runCohort(ranks: 1, ["predict", saved, "--data", train, "--out", predicted], directory: directory).status, 0)
+        XCTAssertEqual(try HDF5File.open(predicted).dataset("predictions").shape, [64])
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: directory).contains { $0.contains(".tmp-") })
+    }
+
+    func test_aRunResumedAtItsStepLimitTakesNoStep() throws {
+        let path = try config("limit", maxSteps: 3)
+        XCTAssertEqual(try runCohort(ranks: 2, ["train", path], directory: directory).status, 0)
+        let first = try checkpoint("limit")
+        let again = try runCohort(ranks: 2, ["train", path, "--resume", "auto"], directory: directory)
+        XCTAssertEqual(again.status, 0, again.error)
+        XCTAssertTrue(again.output.contains("nothing to do: 3 steps already taken (training.max_steps 3)"), again.output)
+        XCTAssertEqual(try checkpoint("limit"), first, "no new checkpoint")
+    }
+
+    func test_staleTemporaryCheckpointsOfDeadWritersAreRemoved() throws {
+        let path = try config("stale", maxSteps: 1)
+        let checkpoints = "\(directory)/runs/stale/checkpoints"
+        try FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
+        var dead: Int32 = 4_000_000
+        while kill(dead, 0) == 0 || errno != ESRCH { dead -= 1 }
+        let stale = "\(checkpoints)/.checkpoint-00000007.h5.tmp-\(dead)"
+        let live = "\(checkpoints)/.checkpoint-00000008.h5.tmp-\(getpid())"
+        for file in [stale, live] { FileManager.default.createFile(atPath: file, contents: Data(repeating: 7, count: 4096)) }
+        let result = try runCohort(ranks: 1, ["train", path], directory: directory)
+        XCTAssertEqual(result.status, 0, result.error)
+        XCTAssertTrue(result.output.contains("removed \(stale), left by a writer that was killed"), result.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a live writer's file is kept")
+    }
+}
