@@ -46,7 +46,8 @@ struct Train: ParsableCommand {
             if communicator.isRoot {
                 made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
                                                            stepsPerEpoch: made.stepsThisEpoch)
-                made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard)
+                made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard,
+                                                languageModel: made.train.isLanguageModel)
             }
             trainer = made
         } catch let error as CohortError {
@@ -110,6 +111,15 @@ struct Train: ParsableCommand {
             let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) }
                 ?? (trainer.trainingSeconds > 0 ? String(format: "; loader wait %.1f%% of step time", trainer.loader.waitSeconds / trainer.trainingSeconds * 100) : "")
             printLine("peak resident memory per rank: " + memory.map { String(format: "%.0f MB", $0 / 1e6) }.joined(separator: ", ") + loaderWait)
+        }
+        if communicator.isRoot, outcome != .interrupted, let figures = trainer.finalLanguageModelFigures {
+            do {
+                try trainer.recorder?.writeLanguageModelReport(loss: figures.loss, accuracy: figures.accuracy, tokens: figures.tokens,
+                                                               globalStep: trainer.position.globalStep)
+                printLine("saved \(trainer.config.runDirectory)/report.json, metrics.csv, config.yaml and TensorBoard events")
+            } catch let error as CohortError {
+                printError("cohort: \(error.message)")
+            }
         }
         if communicator.isRoot, outcome != .interrupted, let report = trainer.finalReport {
             printLine("\nclassification report (test file, \(report.macro.support) rows):\n" + report.table())

@@ -220,6 +220,13 @@ final class SequenceTrainingTests: XCTestCase {
         let windows = (try TokenCorpus(path: "\(directory)/val.h5").tokens.count - 1) / 8
         XCTAssertTrue(one.contains("\(windows) windows, \(windows * 8) target tokens"), one)
         XCTAssertTrue(training.output.contains("evaluation after 5 steps: " + figures), training.output)
+        // The run directory of a language model: a metrics row for the steps taken, the report of the evaluation.
+        let csv = try String(contentsOfFile: "\(directory)/runs/evaluated/metrics.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.first.map(String.init), RunRecorder.languageModelCSVHeader)
+        XCTAssertEqual(csv.count, 2, "\(csv)")
+        XCTAssertTrue(csv[1].hasPrefix("1,5,"), "\(csv)")
+        let report = try String(contentsOfFile: "\(directory)/runs/evaluated/report.json", encoding: .utf8)
+        XCTAssertTrue(report.contains("\"global_step\": 5") && report.contains("\"tokens\": \(windows * 8)"), report)
     }
 
     func test_badSequenceInputGivesOneLineErrors() throws {

@@ -151,6 +151,8 @@ public final class Trainer {
     public var recorder: RunRecorder?
     /// The report of the last evaluation of the test file.
     public private(set) var finalReport: ClassificationReport?
+    /// A language model's last evaluation of the validation file: loss, accuracy, target tokens.
+    public private(set) var finalLanguageModelFigures: (loss: Double, accuracy: Double, tokens: Int)?
 
     deinit {
         logitGradient.deallocate()
@@ -300,8 +302,16 @@ public final class Trainer {
                     epochTotals.seconds += seconds(since: started)
                     try saveCheckpoint()
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
-                    if train.isLanguageModel, let evaluation = try evaluateTest(), communicator.isRoot {
-                        log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
+                    if train.isLanguageModel, let evaluation = try evaluateTest() {
+                        // The epoch so far, as a metrics row: a recipe of N steps rarely ends on an epoch.
+                        let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
+                        let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
+                                                 testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
+                                                 samplesPerSecond: sums[2] / max(epochTotals.seconds, 1e-9), seconds: epochTotals.seconds)
+                        if communicator.isRoot {
+                            log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
+                            recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
+                        }
                     }
                     return .stepLimit
                 }
@@ -407,6 +417,7 @@ public final class Trainer {
         let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
                                          batchSize: config.training.evalBatchSize)
         finalReport = test.isRegression || test.isLanguageModel ? nil : result.report(classNames: test.classNames)
+        if test.isLanguageModel { finalLanguageModelFigures = (result.loss, result.accuracy, result.rows * test.targetsPerRow) }
         return (result.loss, result.accuracy)
     }
 
