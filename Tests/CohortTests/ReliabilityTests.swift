@@ -67,7 +67,7 @@ final class ReliabilityTests: XCTestCase {
         while kill(dead, 0) == 0 || errno != ESRCH { dead -= 1 }
         let stale = "\(checkpoints)/.checkpoint-00000007.h5.tmp-\(dead)"
         let live = "\(checkpoints)/.checkpoint-00000008.h5.tmp-\(getpid())"
-        for file in [stale, live] { FileManager.default.createFile(atPath: file, contents: Data(repeating: 7, count: 4096)) }
+        for file in [stale, live] { _ = FileManager.default.createFile(atPath: file, contents: Data(repeating: 7, count: 4096)) }
         let result = try runCohort(ranks: 1, ["train", path], directory: directory)
         XCTAssertEqual(result.status, 0, result.error)
         XCTAssertTrue(result.output.contains("removed \(stale), left by a writer that was killed"), result.output)

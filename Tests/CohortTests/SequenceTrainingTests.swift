@@ -93,7 +93,7 @@ final class SequenceTrainingTests: XCTestCase {
                                                          tokenizer: .chars, validation: 0.1)) {
             XCTAssertEqual("\($0)", "\(directory)/bad.txt: not valid UTF-8 text (byte offset 2)")
         }
-        FileManager.default.createFile(atPath: "\(directory)/empty.txt", contents: Data())
+        _ = FileManager.default.createFile(atPath: "\(directory)/empty.txt", contents: Data())
         XCTAssertThrowsError(try TextPreparation.prepare(inputs: ["\(directory)/empty.txt"], outputDirectory: "\(directory)/out",
                                                          tokenizer: .bytes, validation: 0.1)) {
             XCTAssertTrue("\($0)".hasSuffix("empty.txt: the corpus is empty"), "\($0)")

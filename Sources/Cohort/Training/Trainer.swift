@@ -32,8 +32,8 @@ public final class Trainer {
     /// Rows of the training file used for training; the rest (validation_split) for validation.
     public let trainingRows: Int
     public var globalBatch: Int { communicator.size * config.training.batchSize }
-    public private(set) var position: Checkpoint.Position
-    public private(set) var history: [EpochReport] = []
+    public internal(set) var position: Checkpoint.Position
+    public internal(set) var history: [EpochReport] = []
     /// Where rank 0's lines go (stdout by default; tests capture them).
     public var log: (String) -> Void = printLine
     public var checkpointDirectory: String { "\(config.runDirectory)/checkpoints" }
@@ -144,9 +144,9 @@ public final class Trainer {
     }
 
     // Callbacks and reporting (rank 0 writes; every rank runs the callbacks on the same figures).
-    private var earlyStopping: EarlyStopping?
-    private var plateau: ReduceOnPlateau?
-    private var bestWeights: [Float]?
+    var earlyStopping: EarlyStopping?
+    var plateau: ReduceOnPlateau?
+    var bestWeights: [Float]?
     public var progress: Progress?
     public var recorder: RunRecorder?
     /// The report of the last evaluation of the test file.
@@ -173,7 +173,7 @@ public final class Trainer {
 
     /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
     /// report after a resume covers the whole epoch.
-    private var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
+    var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
     /// Time in the gradient all-reduce (this rank), for the benchmarks: it includes waiting for
     /// slower ranks unless `training.timing_barrier` puts that wait in `barrierSeconds`.
     public private(set) var allReduceSeconds = 0.0
@@ -188,33 +188,18 @@ public final class Trainer {
     public var trainingSeconds: Double { finishedEpochSeconds + epochTotals.seconds }
     private var finishedEpochSeconds = 0.0
     /// Seconds the last checkpoint took to write (rank 0).
-    public private(set) var lastCheckpointSeconds: Double?
+    public internal(set) var lastCheckpointSeconds: Double?
     /// Seconds from process start to the first training step's all-reduce.
     public private(set) var firstStepAt: Double?
-    private var lastTimedCheckpoint = monotonicNanoseconds()
-    private let fault = FaultInjection.fromEnvironment()
+    var lastTimedCheckpoint = monotonicNanoseconds()
+    let fault = FaultInjection.fromEnvironment()
 
+    /// Epochs of steps until the run ends: its epochs done, a stop signal, `max_steps`, or early
+    /// stopping. Checkpoints at the configured moments; evaluation at each epoch's end.
     @discardableResult
     public func run() throws -> Outcome {
-        let parameters = model.parameters
-        // A row's loss covers `positions` targets (T for a language model's window, else 1),
-        // each over `width` outputs; the mean is over every target of the global batch.
-        let positions = train.targetsPerRow
-        let width = model.outputShape.reduce(1, *) / positions
-        let loss = config.loss
-        let batchSize = config.training.batchSize
-        if communicator.isRoot {
-            log("cohort: \(communicator.size) rank(s) × batch \(batchSize) = global batch \(globalBatch); "
-                + "\(stepsThisEpoch) steps per epoch; \(parameters.count) parameters; \(trainingRows) training rows"
-                + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
-                + (config.data.sampling == .sharded ? "; sharded sampling" : "")
-                + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : ""))
-        }
+        announce()
         installStopSignalHandlers()
-        if train.isLanguageModel { progress?.unit = "tokens/s" }
-        if communicator.isRoot {
-            for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
-        }
         if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
             if communicator.isRoot { log("nothing to do: \(position.globalStep) steps already taken (training.max_steps \(maxSteps))") }
             return .stepLimit
@@ -226,134 +211,31 @@ public final class Trainer {
             loader.beginEpoch(position.epoch, from: position.stepInEpoch)
             defer { loader.endEpoch() }
             while position.stepInEpoch < steps {
-                let input = try loader.next()
-                let (x, y, batch, globalCount) = (input.x, input.y, input.count, input.globalCount)
-                defer { loader.release(input) }
-                parameters.zeroGradients()
-                // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
-                if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
-                var stepLoss = 0.0
-                let computeStart = monotonicNanoseconds()
-                if batch > 0 {
-                    let outputs = model.forward(x, batch: batch, training: true)
-                    let step = loss.evaluate(outputs: outputs, labels: y, targets: input.t.map { UnsafePointer($0) },
-                                             batch: batch * positions, width: width, gradient: logitGradient,
-                                             gradientScale: 1 / Float(globalCount * positions))
-                    stepLoss = step.lossSum
-                    epochTotals.loss += step.lossSum
-                    epochTotals.correct += Double(step.correct)
-                    epochTotals.rows += Double(batch * positions)
-                    model.backward(outputGradient: logitGradient, batch: batch)
-                }
-                computeSeconds += seconds(since: computeStart)
-                try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
-                if config.training.timingBarrier {
-                    let barrierStart = monotonicNanoseconds()
-                    communicator.barrier()
-                    barrierSeconds += seconds(since: barrierStart)
-                }
-                let reduceStart = monotonicNanoseconds()
-                let sumFinite = communicator.allReduceSumCheckingFinite(parameters.gradients)
-                let reduceSeconds = seconds(since: reduceStart)
-                allReduceSeconds += reduceSeconds
-                allReduceCalls += 1
-                if config.training.timingBarrier { allReduceTimes.append(reduceSeconds) }
-                if firstStepAt == nil { firstStepAt = processUptime() }
-
-                // One small all-reduce per step carries what every rank must agree on: a stop
-                // signal seen by any rank, rank 0's clock for timed checkpoints, a non-finite loss,
-                // a non-finite gradient sum in the part a rank checked.
-                let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
-                    && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
-                let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
-                                                       stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1])
-                let gradientsFinite = flags[3] == 0
-                if flags[2] >= 0 || !gradientsFinite {
-                    let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
-                    switch config.training.onNonFinite {
-                    case .stop:
-                        throw AgreedFailure("step \(position.globalStep + 1): non-finite \(what); stopping (training.on_nonfinite: stop; skip_step skips such steps)",
-                                            reporter: communicator.isRoot)
-                    case .skipStep:
-                        if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
-                    }
-                } else {
-                    let updateStart = monotonicNanoseconds()
-                    if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
-                    optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients),
-                                   learningRate: learningRate)
-                    updateSeconds += seconds(since: updateStart)
-                }
-                position.stepInEpoch += 1
-                position.globalStep += 1
-                position.samplesSeen += globalCount
+                let batch = try loader.next()
+                let agreed = try step(batch)
+                loader.release(batch)
 
                 if communicator.isRoot { reportStep(started: started) }
                 let midEpoch = position.stepInEpoch < steps
-                if flags[0] > 0 {
-                    loader.endEpoch()
-                    epochTotals.seconds += seconds(since: started)
-                    try saveCheckpoint()
+                if agreed.stop {
+                    try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
                     return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
-                    loader.endEpoch()
-                    epochTotals.seconds += seconds(since: started)
-                    try saveCheckpoint()
+                    try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
-                    if train.isLanguageModel, let evaluation = try evaluateTest() {
-                        // The epoch so far, as a metrics row: a recipe of N steps rarely ends on an epoch.
-                        let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
-                        let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
-                                                 testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
-                                                 samplesPerSecond: sums[2] / max(epochTotals.seconds, 1e-9), seconds: epochTotals.seconds)
-                        if communicator.isRoot {
-                            log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
-                            recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
-                        }
-                    }
+                    if train.isLanguageModel { try evaluateAtStepLimit() }
                     return .stepLimit
                 }
-                if midEpoch, flags[1] > 0 || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
+                if midEpoch, agreed.checkpointDue || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
                     let now = monotonicNanoseconds()
                     epochTotals.seconds += Double(now - started) / 1e9
                     try saveCheckpoint()
                     started = monotonicNanoseconds()
                 }
             }
-            epochTotals.seconds += seconds(since: started)
-            let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
-            let seconds = epochTotals.seconds
-            finishedEpochSeconds += seconds
-            epochTotals = (0, 0, 0, 0)
-            let waited = loader.waitSeconds - waitAtEpochStart
-            loader.endEpoch()
-            let evaluation = try evaluateTest()
-            var report = EpochReport(
-                epoch: position.epoch + 1,
-                trainLoss: sums[0] / max(sums[2], 1),
-                trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
-                testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
-                samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
-            report.loaderWait = waited / max(seconds, 1e-9)
-            if trainingRows < train.rows {
-                // Validation reads are not training reads: keep them out of the read trace.
-                let trace = train.readLog
-                train.readLog = nil
-                defer { train.readLog = trace }
-                let validation = try Cohort.evaluate(model: model, data: train, rows: trainingRows..<train.rows, loss: config.loss,
-                                                     communicator: communicator, batchSize: config.training.evalBatchSize)
-                (report.validationLoss, report.validationAccuracy) = (validation.loss, validation.accuracy)
-            }
-            history.append(report)
-            position.epoch += 1
-            position.stepInEpoch = 0
-            if communicator.isRoot {
-                progress?.finishEpoch()
-                log(describe(report))
-                recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
-            }
+            let report = try finishEpoch(started: started, waitAtEpochStart: waitAtEpochStart)
             let stop = runCallbacks(report)
             let last = position.epoch == config.training.epochs || stop
             if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
@@ -362,6 +244,164 @@ public final class Trainer {
             if stop { return .earlyStopped }
         }
         return .completed
+    }
+
+    /// The run's first line (rank 0), and the clean-up before the first step.
+    private func announce() {
+        if train.isLanguageModel { progress?.unit = "tokens/s" }
+        guard communicator.isRoot else { return }
+        log("cohort: \(communicator.size) rank(s) × batch \(config.training.batchSize) = global batch \(globalBatch); "
+            + "\(stepsThisEpoch) steps per epoch; \(model.parameters.count) parameters; \(trainingRows) training rows"
+            + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
+            + (config.data.sampling == .sharded ? "; sharded sampling" : "")
+            + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : ""))
+        for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
+    }
+
+    /// A stop inside an epoch (signal or max_steps): the loader ends and a checkpoint is written.
+    private func stopMidEpoch(started: UInt64) throws {
+        loader.endEpoch()
+        epochTotals.seconds += seconds(since: started)
+        try saveCheckpoint()
+    }
+
+    /// A language model's recipe is N steps, which rarely end an epoch: evaluate the validation
+    /// file then, and record the epoch so far as a metrics row.
+    private func evaluateAtStepLimit() throws {
+        guard let evaluation = try evaluateTest() else { return }
+        let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
+        let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
+                                 testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
+                                 samplesPerSecond: sums[2] / max(epochTotals.seconds, 1e-9), seconds: epochTotals.seconds)
+        if communicator.isRoot {
+            log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
+            recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
+        }
+    }
+
+    /// The end of an epoch: its figures agreed over the ranks, the test file (and validation
+    /// rows) evaluated, the report logged and recorded; the position moves to the next epoch.
+    private func finishEpoch(started: UInt64, waitAtEpochStart: Double) throws -> EpochReport {
+        epochTotals.seconds += seconds(since: started)
+        let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
+        let seconds = epochTotals.seconds
+        finishedEpochSeconds += seconds
+        epochTotals = (0, 0, 0, 0)
+        let waited = loader.waitSeconds - waitAtEpochStart
+        loader.endEpoch()
+        let evaluation = try evaluateTest()
+        var report = EpochReport(
+            epoch: position.epoch + 1,
+            trainLoss: sums[0] / max(sums[2], 1),
+            trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
+            testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
+            samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
+        report.loaderWait = waited / max(seconds, 1e-9)
+        if trainingRows < train.rows {
+            // Validation reads are not training reads: keep them out of the read trace.
+            let trace = train.readLog
+            train.readLog = nil
+            defer { train.readLog = trace }
+            let validation = try Cohort.evaluate(model: model, data: train, rows: trainingRows..<train.rows, loss: config.loss,
+                                                 communicator: communicator, batchSize: config.training.evalBatchSize)
+            (report.validationLoss, report.validationAccuracy) = (validation.loss, validation.accuracy)
+        }
+        history.append(report)
+        position.epoch += 1
+        position.stepInEpoch = 0
+        if communicator.isRoot {
+            progress?.finishEpoch()
+            log(describe(report))
+            recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
+        }
+        return report
+    }
+
+    // MARK: One step
+
+    /// What every rank agreed on at the end of a step (one small all-reduce).
+    struct StepAgreement {
+        /// A stop signal reached some rank: checkpoint and end.
+        var stop: Bool
+        /// Rank 0's clock says a timed checkpoint is due.
+        var checkpointDue: Bool
+    }
+
+    /// One optimizer step, the same on every rank:
+    /// batch → forward → loss → backward → all-reduce → agree → clip → update.
+    private func step(_ batch: BatchLoader.Batch) throws -> StepAgreement {
+        let parameters = model.parameters
+        parameters.zeroGradients()
+        // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
+        if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
+        let stepLoss = computeGradients(batch)
+        try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
+        let sumFinite = allReduceGradients()
+        if firstStepAt == nil { firstStepAt = processUptime() }
+
+        // One small all-reduce carries what every rank must agree on: a stop signal seen by any
+        // rank, rank 0's clock for timed checkpoints, a non-finite loss, a non-finite gradient sum
+        // in the part a rank checked.
+        let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
+            && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
+        let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
+                                               stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1])
+        if flags[2] >= 0 || flags[3] != 0 {
+            let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
+            switch config.training.onNonFinite {
+            case .stop:
+                throw AgreedFailure("step \(position.globalStep + 1): non-finite \(what); stopping (training.on_nonfinite: stop; skip_step skips such steps)",
+                                    reporter: communicator.isRoot)
+            case .skipStep:
+                if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
+            }
+        } else {
+            let updateStart = monotonicNanoseconds()
+            if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
+            optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
+            updateSeconds += seconds(since: updateStart)
+        }
+        position.stepInEpoch += 1
+        position.globalStep += 1
+        position.samplesSeen += batch.globalCount
+        return StepAgreement(stop: flags[0] > 0, checkpointDue: flags[1] > 0)
+    }
+
+    /// Forward, loss and backward of this rank's rows; adds dL/dθ into the flat gradient buffer.
+    /// A row's loss covers `positions` targets (T for a language model's window, else 1), each
+    /// over `width` outputs, divided by every target of the global batch: so the sum over ranks
+    /// is the gradient of the global mean, uneven last batches included. Returns the loss sum.
+    private func computeGradients(_ batch: BatchLoader.Batch) -> Double {
+        guard batch.count > 0 else { return 0 }
+        let started = monotonicNanoseconds()
+        defer { computeSeconds += seconds(since: started) }
+        let positions = train.targetsPerRow
+        let width = model.outputShape.reduce(1, *) / positions
+        let outputs = model.forward(batch.x, batch: batch.count, training: true)
+        let totals = config.loss.evaluate(outputs: outputs, labels: batch.y, targets: batch.t.map { UnsafePointer($0) },
+                                          batch: batch.count * positions, width: width, gradient: logitGradient,
+                                          gradientScale: 1 / Float(batch.globalCount * positions))
+        epochTotals.loss += totals.lossSum
+        epochTotals.correct += Double(totals.correct)
+        epochTotals.rows += Double(batch.count * positions)
+        model.backward(outputGradient: logitGradient, batch: batch.count)
+        return totals.lossSum
+    }
+
+    /// Sums the flat gradient buffer over the ranks; true when the sum this rank checked is finite.
+    private func allReduceGradients() -> Bool {
+        if config.training.timingBarrier {
+            let barrierStart = monotonicNanoseconds()
+            communicator.barrier()
+            barrierSeconds += seconds(since: barrierStart)
+        }
+        let started = monotonicNanoseconds()
+        let finite = communicator.allReduceSumCheckingFinite(model.parameters.gradients)
+        let elapsed = seconds(since: started)
+        allReduceSeconds += elapsed
+        allReduceCalls += 1
+        if config.training.timingBarrier { allReduceTimes.append(elapsed) }
+        return finite
     }
 
     /// Peak resident memory of every rank, in bytes (a collective: every rank calls it).
@@ -460,7 +500,7 @@ public final class Trainer {
 
     /// With COHORT_TRACE_READS=DIR (and `data.cache: false`), each rank writes the training rows
     /// it read from the file to DIR/rank-R.txt, one per line: how the tests prove sharded reading.
-    private func writeReadTrace() throws {
+    func writeReadTrace() throws {
         guard let log = train.readLog, let directory = ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] else { return }
         let text = log.map(String.init).joined(separator: "\n") + "\n"
         let path = "\(directory)/rank-\(communicator.rank).txt"
@@ -470,7 +510,7 @@ public final class Trainer {
     }
 
     /// Replicas must hold identical parameters; a cheap CRC comparison each epoch proves it.
-    private func checkReplicasAgree() throws {
+    func checkReplicasAgree() throws {
         guard communicator.size > 1 else { return }
         var crc = CRC32()
         crc.update(name: "", bytes: UnsafeRawBufferPointer(model.parameters.values))
@@ -478,168 +518,6 @@ public final class Trainer {
         let extremes = communicator.allReduceMax([value, -value])
         guard extremes[0] == -extremes[1] else {
             throw CohortError("rank \(communicator.rank): parameters differ between ranks at step \(position.globalStep)")
-        }
-    }
-
-    // MARK: Checkpoints
-
-    public func saveCheckpoint(improved: Bool = false) throws {
-        // A checkpoint stands for every replica, so it is written only once they are shown equal.
-        try checkReplicasAgree()
-        let partial = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
-        try writeReadTrace()
-        // Each rank's generators go to rank 0, which writes them all (rank order, layer order).
-        let generatorWords = model.randomizedLayers.flatMap(\.generator.stateWords)
-        let allGenerators = communicator.gather(generatorWords, root: 0)
-        // Only rank 0 writes; the others wait so that no rank runs ahead of a failed write.
-        var failure: CohortError?
-        if communicator.isRoot {
-            do {
-                try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
-                let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
-                guard cohort_sum(model.parameters.values.baseAddress!, model.parameters.count).isFinite else {
-                    throw CohortError("step \(position.globalStep): parameters are not finite; no checkpoint written")
-                }
-                var checkpoint = makeCheckpoint()
-                for (rank, words) in allGenerators.enumerated() where !words.isEmpty {
-                    checkpoint.words["generators/rank_\(rank)"] = words
-                }
-                checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
-                if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
-                if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
-                if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
-                let writeStart = monotonicNanoseconds()
-                try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
-                lastCheckpointSeconds = seconds(since: writeStart)
-                try pruneCheckpoints()
-                if improved {
-                    try checkpoint.writeAtomically(to: "\(checkpointDirectory)/best.h5")
-                    log("saved best.h5 (\(config.checkpoint.monitor.rawValue) improved)")
-                }
-                lastTimedCheckpoint = monotonicNanoseconds()
-            } catch let error as CohortError {
-                failure = error
-            } catch {
-                failure = CohortError("\(checkpointDirectory): \(error)")
-            }
-        }
-        let failed = communicator.allReduceMax([failure == nil ? 0 : 1])[0] > 0
-        if let failure { throw AgreedFailure(failure.message, reporter: true) }
-        if failed { throw AgreedFailure("rank 0 could not write the checkpoint", reporter: false) }
-    }
-
-    func makeCheckpoint() -> Checkpoint {
-        var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.batchSize,
-                                    optimizerSteps: optimizer.stepCount, config: config.text)
-        let parameters = model.parameters
-        for entry in parameters.entries {
-            let range = entry.offset..<(entry.offset + entry.count)
-            checkpoint.tensors["parameters/\(entry.name)"] = (entry.shape, Array(parameters.values[range]))
-            for slot in optimizer.slots {
-                checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, Array(slot.buffer[range]))
-            }
-        }
-        for entry in parameters.bufferEntries {
-            checkpoint.tensors["buffers/\(entry.name)"] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
-        }
-        checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
-        checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
-        checkpoint.metrics["test_loss"] = history.map { $0.testLoss ?? .nan }
-        checkpoint.metrics["test_accuracy"] = history.map { $0.testAccuracy ?? .nan }
-        checkpoint.metrics["validation_loss"] = history.map { $0.validationLoss ?? .nan }
-        checkpoint.metrics["validation_accuracy"] = history.map { $0.validationAccuracy ?? .nan }
-        checkpoint.metrics["samples_per_second"] = history.map(\.samplesPerSecond)
-        checkpoint.metrics["seconds"] = history.map(\.seconds)
-        return checkpoint
-    }
-
-    /// Keeps the newest `keep_last` checkpoints.
-    private func pruneCheckpoints() throws {
-        let files = Trainer.checkpoints(in: checkpointDirectory)
-        for stale in files.dropFirst(config.checkpoint.keepLast) {
-            try? FileManager.default.removeItem(atPath: stale)
-        }
-    }
-
-    /// Checkpoint files of a directory, newest (highest step) first.
-    public static func checkpoints(in directory: String) -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted(by: >).map { "\(directory)/\($0)" }
-    }
-
-    /// `auto` resolves to the newest checkpoint that verifies; each one skipped is reported.
-    private func resolve(_ request: String) throws -> Checkpoint {
-        guard request == "auto" else { return try Checkpoint.read(from: request) }
-        for candidate in Trainer.checkpoints(in: checkpointDirectory) {
-            do {
-                let checkpoint = try Checkpoint.read(from: candidate)
-                if communicator.isRoot { log("resuming from \(candidate)") }
-                return checkpoint
-            } catch let error as CohortError {
-                if communicator.isRoot { log("skipping \(candidate): \(error.message)") }
-            }
-        }
-        throw CohortError("\(checkpointDirectory): no checkpoint to resume from (--resume auto)")
-    }
-
-    private func restore(from request: String) throws {
-        let checkpoint = try resolve(request)
-        let parameters = model.parameters
-        try checkpoint.restoreModel(model, source: request)
-        for entry in parameters.entries {
-            for slot in optimizer.slots {
-                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"], state.shape == entry.shape else {
-                    throw CohortError("\(request): no \(slot.name) state for \(entry.name); was it written with another optimizer?")
-                }
-                state.values.withUnsafeBufferPointer {
-                    (slot.buffer.baseAddress! + entry.offset).update(from: $0.baseAddress!, count: entry.count)
-                }
-            }
-        }
-        // This rank's generators, when the checkpoint has them (a run resumed on more ranks
-        // than it was saved with starts the new ranks' streams afresh).
-        if let words = checkpoint.words["generators/rank_\(communicator.rank)"] {
-            let layers = model.randomizedLayers
-            guard words.count == layers.count * 4 else {
-                throw CohortError("\(request): holds \(words.count / 4) generator state(s) for rank \(communicator.rank), the model has \(layers.count)")
-            }
-            for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
-        }
-        if let state = checkpoint.metrics["callbacks/early_stopping"] { earlyStopping?.restore(state) }
-        if let state = checkpoint.metrics["callbacks/reduce_lr_on_plateau"] { plateau?.restore(state) }
-        if let weights = checkpoint.tensors["callbacks/best_weights"]?.values, weights.count == parameters.count { bestWeights = weights }
-        optimizer.stepCount = checkpoint.optimizerSteps
-        position = checkpoint.position
-        // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
-        if let partial = checkpoint.metrics["epoch_in_progress"], partial.count == 4, position.stepInEpoch > 0 {
-            epochTotals = communicator.isRoot ? (partial[0], partial[1], partial[2], partial[3]) : (0, 0, 0, partial[3])
-        }
-        // Another rank count or batch size: continue from the same number of samples seen in the epoch.
-        let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
-        if savedGlobalBatch != globalBatch, position.stepInEpoch > 0 {
-            guard config.data.sampling == .global else {
-                throw CohortError("\(request): a sharded run resumes mid-epoch only with the rank count and batch size it was saved with; resume from an epoch-end checkpoint")
-            }
-            let seenInEpoch = position.stepInEpoch * savedGlobalBatch
-            guard seenInEpoch % globalBatch == 0 else {
-                throw CohortError("\(request): stopped after \(seenInEpoch) samples of epoch \(position.epoch + 1), not a multiple of the new global batch \(globalBatch); resume with a global batch that divides it, or from an epoch-end checkpoint")
-            }
-            position.stepInEpoch = seenInEpoch / globalBatch
-        }
-        if savedGlobalBatch != globalBatch, communicator.isRoot {
-            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(globalBatch) (\(communicator.size) × \(config.training.batchSize))")
-        }
-        let restoredHistory = checkpoint.metrics["train_loss"]?.count ?? 0
-        history = (0..<restoredHistory).map { index in
-            func metric(_ name: String) -> Double { checkpoint.metrics[name].flatMap { index < $0.count ? $0[index] : nil } ?? .nan }
-            func optional(_ name: String) -> Double? { metric(name).isNaN ? nil : metric(name) }
-            return EpochReport(epoch: index + 1, trainLoss: metric("train_loss"), trainAccuracy: metric("train_accuracy"),
-                               testLoss: optional("test_loss"), testAccuracy: optional("test_accuracy"),
-                               validationLoss: optional("validation_loss"), validationAccuracy: optional("validation_accuracy"),
-                               samplesPerSecond: metric("samples_per_second"), seconds: metric("seconds"))
-        }
-        if communicator.isRoot {
-            log("resumed at epoch \(position.epoch + 1), step \(position.stepInEpoch) (\(position.globalStep) steps done)")
         }
     }
 }

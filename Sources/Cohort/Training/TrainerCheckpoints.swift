@@ -1,0 +1,171 @@
+import CCohort
+import Foundation
+
+/// What a checkpoint holds of a training run, and how a run is put back from it: capture
+/// (`makeCheckpoint`) and restore (`restore(from:)`) side by side, one owner for every key:
+///   parameters/…, optimizer/<slot>/…, buffers/…    the model and the optimizer's state
+///   state/generators/rank_<r>                        every rank's dropout generators
+///   metrics/…, metrics/epoch_in_progress             the history and the interrupted epoch's sums
+///   metrics/callbacks/…, callbacks/best_weights      the callbacks' state
+///   attributes                                       position, world size, batch size, config
+extension Trainer {
+    public func saveCheckpoint(improved: Bool = false) throws {
+        // A checkpoint stands for every replica, so it is written only once they are shown equal.
+        try checkReplicasAgree()
+        let partial = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
+        try writeReadTrace()
+        // Each rank's generators go to rank 0, which writes them all (rank order, layer order).
+        let generatorWords = model.randomizedLayers.flatMap(\.generator.stateWords)
+        let allGenerators = communicator.gather(generatorWords, root: 0)
+        // Only rank 0 writes; the others wait so that no rank runs ahead of a failed write.
+        var failure: CohortError?
+        if communicator.isRoot {
+            do {
+                try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+                let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
+                guard cohort_sum(model.parameters.values.baseAddress!, model.parameters.count).isFinite else {
+                    throw CohortError("step \(position.globalStep): parameters are not finite; no checkpoint written")
+                }
+                var checkpoint = makeCheckpoint()
+                for (rank, words) in allGenerators.enumerated() where !words.isEmpty {
+                    checkpoint.words["generators/rank_\(rank)"] = words
+                }
+                checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
+                if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
+                if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
+                if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
+                let writeStart = monotonicNanoseconds()
+                try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
+                lastCheckpointSeconds = seconds(since: writeStart)
+                try pruneCheckpoints()
+                if improved {
+                    try checkpoint.writeAtomically(to: "\(checkpointDirectory)/best.h5")
+                    log("saved best.h5 (\(config.checkpoint.monitor.rawValue) improved)")
+                }
+                lastTimedCheckpoint = monotonicNanoseconds()
+            } catch let error as CohortError {
+                failure = error
+            } catch {
+                failure = CohortError("\(checkpointDirectory): \(error)")
+            }
+        }
+        let failed = communicator.allReduceMax([failure == nil ? 0 : 1])[0] > 0
+        if let failure { throw AgreedFailure(failure.message, reporter: true) }
+        if failed { throw AgreedFailure("rank 0 could not write the checkpoint", reporter: false) }
+    }
+
+    func makeCheckpoint() -> Checkpoint {
+        var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.batchSize,
+                                    optimizerSteps: optimizer.stepCount, config: config.text)
+        let parameters = model.parameters
+        for entry in parameters.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            checkpoint.tensors["parameters/\(entry.name)"] = (entry.shape, Array(parameters.values[range]))
+            for slot in optimizer.slots {
+                checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, Array(slot.buffer[range]))
+            }
+        }
+        for entry in parameters.bufferEntries {
+            checkpoint.tensors["buffers/\(entry.name)"] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
+        }
+        checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
+        checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
+        checkpoint.metrics["test_loss"] = history.map { $0.testLoss ?? .nan }
+        checkpoint.metrics["test_accuracy"] = history.map { $0.testAccuracy ?? .nan }
+        checkpoint.metrics["validation_loss"] = history.map { $0.validationLoss ?? .nan }
+        checkpoint.metrics["validation_accuracy"] = history.map { $0.validationAccuracy ?? .nan }
+        checkpoint.metrics["samples_per_second"] = history.map(\.samplesPerSecond)
+        checkpoint.metrics["seconds"] = history.map(\.seconds)
+        return checkpoint
+    }
+
+    /// Keeps the newest `keep_last` checkpoints.
+    func pruneCheckpoints() throws {
+        let files = Trainer.checkpoints(in: checkpointDirectory)
+        for stale in files.dropFirst(config.checkpoint.keepLast) {
+            try? FileManager.default.removeItem(atPath: stale)
+        }
+    }
+
+    /// Checkpoint files of a directory, newest (highest step) first.
+    public static func checkpoints(in directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted(by: >).map { "\(directory)/\($0)" }
+    }
+
+    /// `auto` resolves to the newest checkpoint that verifies; each one skipped is reported.
+    func resolve(_ request: String) throws -> Checkpoint {
+        guard request == "auto" else { return try Checkpoint.read(from: request) }
+        for candidate in Trainer.checkpoints(in: checkpointDirectory) {
+            do {
+                let checkpoint = try Checkpoint.read(from: candidate)
+                if communicator.isRoot { log("resuming from \(candidate)") }
+                return checkpoint
+            } catch let error as CohortError {
+                if communicator.isRoot { log("skipping \(candidate): \(error.message)") }
+            }
+        }
+        throw CohortError("\(checkpointDirectory): no checkpoint to resume from (--resume auto)")
+    }
+
+    func restore(from request: String) throws {
+        let checkpoint = try resolve(request)
+        let parameters = model.parameters
+        try checkpoint.restoreModel(model, source: request)
+        for entry in parameters.entries {
+            for slot in optimizer.slots {
+                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"], state.shape == entry.shape else {
+                    throw CohortError("\(request): no \(slot.name) state for \(entry.name); was it written with another optimizer?")
+                }
+                state.values.withUnsafeBufferPointer {
+                    (slot.buffer.baseAddress! + entry.offset).update(from: $0.baseAddress!, count: entry.count)
+                }
+            }
+        }
+        // This rank's generators, when the checkpoint has them (a run resumed on more ranks
+        // than it was saved with starts the new ranks' streams afresh).
+        if let words = checkpoint.words["generators/rank_\(communicator.rank)"] {
+            let layers = model.randomizedLayers
+            guard words.count == layers.count * 4 else {
+                throw CohortError("\(request): holds \(words.count / 4) generator state(s) for rank \(communicator.rank), the model has \(layers.count)")
+            }
+            for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
+        }
+        if let state = checkpoint.metrics["callbacks/early_stopping"] { earlyStopping?.restore(state) }
+        if let state = checkpoint.metrics["callbacks/reduce_lr_on_plateau"] { plateau?.restore(state) }
+        if let weights = checkpoint.tensors["callbacks/best_weights"]?.values, weights.count == parameters.count { bestWeights = weights }
+        optimizer.stepCount = checkpoint.optimizerSteps
+        position = checkpoint.position
+        // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
+        if let partial = checkpoint.metrics["epoch_in_progress"], partial.count == 4, position.stepInEpoch > 0 {
+            epochTotals = communicator.isRoot ? (partial[0], partial[1], partial[2], partial[3]) : (0, 0, 0, partial[3])
+        }
+        // Another rank count or batch size: continue from the same number of samples seen in the epoch.
+        let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
+        if savedGlobalBatch != globalBatch, position.stepInEpoch > 0 {
+            guard config.data.sampling == .global else {
+                throw CohortError("\(request): a sharded run resumes mid-epoch only with the rank count and batch size it was saved with; resume from an epoch-end checkpoint")
+            }
+            let seenInEpoch = position.stepInEpoch * savedGlobalBatch
+            guard seenInEpoch % globalBatch == 0 else {
+                throw CohortError("\(request): stopped after \(seenInEpoch) samples of epoch \(position.epoch + 1), not a multiple of the new global batch \(globalBatch); resume with a global batch that divides it, or from an epoch-end checkpoint")
+            }
+            position.stepInEpoch = seenInEpoch / globalBatch
+        }
+        if savedGlobalBatch != globalBatch, communicator.isRoot {
+            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(globalBatch) (\(communicator.size) × \(config.training.batchSize))")
+        }
+        let restoredHistory = checkpoint.metrics["train_loss"]?.count ?? 0
+        history = (0..<restoredHistory).map { index in
+            func metric(_ name: String) -> Double { checkpoint.metrics[name].flatMap { index < $0.count ? $0[index] : nil } ?? .nan }
+            func optional(_ name: String) -> Double? { metric(name).isNaN ? nil : metric(name) }
+            return EpochReport(epoch: index + 1, trainLoss: metric("train_loss"), trainAccuracy: metric("train_accuracy"),
+                               testLoss: optional("test_loss"), testAccuracy: optional("test_accuracy"),
+                               validationLoss: optional("validation_loss"), validationAccuracy: optional("validation_accuracy"),
+                               samplesPerSecond: metric("samples_per_second"), seconds: metric("seconds"))
+        }
+        if communicator.isRoot {
+            log("resumed at epoch \(position.epoch + 1), step \(position.stepInEpoch) (\(position.globalStep) steps done)")
+        }
+    }
+}
