@@ -8,7 +8,9 @@ struct Evaluate: ParsableCommand {
         discussion: """
         The model and its data settings come from the config stored in the checkpoint. Under mpirun the
         rows are split across ranks and the counts all-reduced, so the report is exact. Rank 0 prints
-        the table and writes it as JSON (--json, default report.json beside the checkpoint's run directory).
+        the table, and writes it as JSON only where --json says (a run's own report.json is never overwritten).
+        Data are normalized as the model was trained (the statistics stored in the checkpoint), whatever
+        the evaluated file's own attributes say.
         """
     )
 
@@ -18,7 +20,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "HDF5 file to evaluate (default: the config's test file).")
     var data: String?
 
-    @Option(help: "Where to write the JSON report (default: <run_dir>/report.json of the stored config).")
+    @Option(help: "Write the report as JSON to this file (default: no file).")
     var json: String?
 
     @Option(help: "Rows per forward pass.")
@@ -26,7 +28,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let communicator = MPICommunicator()
-        let outcome: Result<(ClassificationReport, String), CohortError>
+        let outcome: Result<(ClassificationReport, String?), CohortError>
         do {
             if let json { try refuseOutput(json, namingAnyOf: [checkpoint] + (data.map { [$0] } ?? [])) }
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: communicator)
@@ -50,8 +52,7 @@ struct Evaluate: ParsableCommand {
                 communicator.finalize()
                 return
             }
-            outcome = .success((result.report(classNames: trained.data.classNames),
-                                json ?? "\(trained.config.runDirectory)/report.json"))
+            outcome = .success((result.report(classNames: trained.data.classNames), json))
         } catch let error as CohortError {
             outcome = .failure(error)
         }
@@ -65,12 +66,14 @@ struct Evaluate: ParsableCommand {
             if communicator.isRoot {
                 printLine(report.table())
                 if let loss = report.loss { printLine(String(format: "loss %.4f", loss)) }
-                let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-                try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                if FileManager.default.createFile(atPath: path, contents: Data(report.json().utf8)) {
-                    printLine("saved \(path)")
-                } else {
-                    printError("cohort: \(path): cannot write the report")
+                if let path {
+                    let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                    if FileManager.default.createFile(atPath: path, contents: Data(report.json().utf8)) {
+                        printLine("saved \(path)")
+                    } else {
+                        printError("cohort: \(path): cannot write the report")
+                    }
                 }
             }
             communicator.finalize()

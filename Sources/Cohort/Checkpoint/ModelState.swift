@@ -33,6 +33,14 @@ extension Checkpoint {
     }
 }
 
+extension Checkpoint {
+    /// The per-channel mean and std the model was trained with (`normalize: standardize`).
+    public var normalization: (mean: [Double], std: [Double])? {
+        guard let mean = tensors["normalization/mean"]?.values, let std = tensors["normalization/std"]?.values else { return nil }
+        return (mean.map(Double.init), std.map(Double.init))
+    }
+}
+
 /// A trained model rebuilt from a checkpoint alone: its config comes from the file.
 public struct TrainedModel {
     public let config: TrainConfig
@@ -48,7 +56,10 @@ public struct TrainedModel {
         guard let file = dataPath ?? config.data.test else {
             throw CohortError("\(path): its config names no test file; give one with --data")
         }
-        let data = try openSamples(path: file, config: config.data, phase: .zero, seed: config.seed, cache: config.data.cache)
+        // The normalization the model was trained with, never the data file's own statistics.
+        var dataConfig = config.data
+        if let stored = checkpoint.normalization { (dataConfig.mean, dataConfig.std) = (stored.mean, stored.std) }
+        let data = try openSamples(path: file, config: dataConfig, phase: .zero, seed: config.seed, cache: config.data.cache)
         let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                               communicator: communicator)
         try checkpoint.restoreModel(model, source: path)

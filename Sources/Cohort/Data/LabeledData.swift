@@ -33,6 +33,11 @@ public final class LabeledData {
     private let scale: Float
     private let channelMean: [Float]
     private let channelStd: [Float]
+    /// Per-channel mean and std this file is standardized with (`normalize: standardize`), else nil.
+    public var standardization: (mean: [Double], std: [Double])? {
+        standardizes ? (channelMean.map(Double.init), channelStd.map(Double.init)) : nil
+    }
+    private let standardizes: Bool
     private var byteCache: [UInt8]?
     private var floatCache: [Float]?
     private var staging: [UInt8] = []
@@ -127,7 +132,9 @@ public final class LabeledData {
                 throw CohortError("\(path): mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
             }
             (channelMean, channelStd) = (mean.map(Float.init), std.map(Float.init))
+            standardizes = true
         } else {
+            standardizes = false
             (channelMean, channelStd) = ([Float](repeating: 0, count: channels), [Float](repeating: 1, count: channels))
         }
 

@@ -26,6 +26,8 @@ public final class Trainer {
     public let model: Model
     public let optimizer: Optimizer
     public let train: any SampleSource
+    /// Per-channel mean and std of `normalize: standardize`, from the config or the training file.
+    public let normalization: (mean: [Double], std: [Double])?
     public let test: (any SampleSource)?
     /// Where each step's rows come from (global or sharded sampling, prefetch, augmentation).
     public let loader: BatchLoader
@@ -49,8 +51,13 @@ public final class Trainer {
         train = try openSamples(path: data.train, config: data, phase: .random, seed: config.seed,
                                 cache: data.cache && data.sampling == .global)
         let classes = train.classes
+        // The training file's normalization is the model's: fixed here, stored in every
+        // checkpoint, and used for the test file too (never the test file's own statistics).
+        normalization = (train as? LabeledData)?.standardization
+        var testData = data
+        if let normalization { (testData.mean, testData.std) = (normalization.mean, normalization.std) }
         test = try data.test.map {
-            try openSamples(path: $0, config: data, phase: .zero, seed: config.seed, cache: data.cache, expectedClasses: classes)
+            try openSamples(path: $0, config: testData, phase: .zero, seed: config.seed, cache: data.cache, expectedClasses: classes)
         }
         if let test, test.classNames != train.classNames, train.isLanguageModel {
             throw CohortError("\(test.path): its vocabulary (\(test.classes) tokens) differs from \(train.path)'s (\(train.classes)); prepare both with one cohort prepare text")

@@ -68,6 +68,10 @@ extension Trainer {
         for entry in parameters.bufferEntries {
             checkpoint.tensors["buffers/\(entry.name)"] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
         }
+        if let normalization {
+            checkpoint.tensors["normalization/mean"] = ([normalization.mean.count], normalization.mean.map(Float.init))
+            checkpoint.tensors["normalization/std"] = ([normalization.std.count], normalization.std.map(Float.init))
+        }
         checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
         checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
         checkpoint.metrics["test_loss"] = history.map { $0.testLoss ?? .nan }
@@ -111,6 +115,10 @@ extension Trainer {
     func restore(from request: String) throws {
         let checkpoint = try resolve(request)
         let parameters = model.parameters
+        if let stored = checkpoint.normalization, let normalization,
+           stored.mean != normalization.mean.map({ Double(Float($0)) }) || stored.std != normalization.std.map({ Double(Float($0)) }) {
+            throw CohortError("\(request): the model was trained with mean \(stored.mean) and std \(stored.std), but \(train.path) now gives \(normalization.mean) and \(normalization.std); resume with the training file it was saved with (or set data.mean and data.std)")
+        }
         try checkpoint.restoreModel(model, source: request)
         for entry in parameters.entries {
             for slot in optimizer.slots {

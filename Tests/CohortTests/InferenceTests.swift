@@ -1,0 +1,55 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// A model carries the normalization it was trained with: evaluation and prediction use the
+/// statistics stored in the checkpoint, never those of the file they read.
+final class InferenceTests: XCTestCase {
+    func test_predictionsOfRowsDoNotDependOnTheFileTheyAreIn() throws {
+        let directory = try temporaryDirectory(self)
+        let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 128, seed: 1)
+        let test = try writeSyntheticDataset("\(directory)/test.h5", rows: 60, seed: 2)
+        // The first 20 test rows in a file of their own: its mean/std attributes are its own.
+        var subset = try ImageSet.read(from: test)
+        let rowSize = subset.height * subset.width * subset.channels
+        subset.images = Array(subset.images.prefix(20 * rowSize))
+        subset.labels = Array(subset.labels.prefix(20))
+        try subset.write(to: "\(directory)/first20.h5")
+        let own = try HDF5File.open("\(directory)/first20.h5").numberAttribute("mean", as: Double.self)
+        let trained = try HDF5File.open(train).numberAttribute("mean", as: Double.self)
+        XCTAssertNotEqual(own, trained, "the subset's own statistics differ from the training file's")
+
+        let config = "\(directory)/standardized.yaml"
+        try smallConfig(train: train, test: test, runDirectory: "\(directory)/run", epochs: 1, extra: "  max_steps: 4")
+            .replacingOccurrences(of: "  train: \(train)", with: "  train: \(train)\n  normalize: standardize")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", config], directory: directory).status, 0)
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)
+        XCTAssertEqual(try Checkpoint.read(from: checkpoint).normalization?.mean.map { Float($0) }, trained.map { Float($0) })
+
+        for (file, out) in [(test, "whole.h5"), ("\(directory)/first20.h5", "part.h5")] {
+            let result = try runCohort(ranks: 1, ["predict", checkpoint, "--data", file, "--out", "\(directory)/\(out)"], directory: directory)
+            XCTAssertEqual(result.status, 0, result.error)
+        }
+        let whole: [Float] = try HDF5File.open("\(directory)/whole.h5").read("probabilities").values
+        let part: [Float] = try HDF5File.open("\(directory)/part.h5").read("probabilities").values
+        XCTAssertEqual(part.count, 20 * 4)
+        for (a, b) in zip(part, whole.prefix(part.count)) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+    }
+
+    func test_evaluateWritesAReportOnlyWhereAsked() throws {
+        let directory = try temporaryDirectory(self)
+        let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 64, seed: 1)
+        let config = "\(directory)/plain.yaml"
+        try smallConfig(train: train, test: train, runDirectory: "\(directory)/run", epochs: 1).write(toFile: config, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", config], directory: directory).status, 0)
+        let report = "\(directory)/run/report.json"
+        let before = try Data(contentsOf: URL(fileURLWithPath: report))
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: report))
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)
+        XCTAssertEqual(try runCohort(ranks: 1, ["evaluate", checkpoint], directory: directory).status, 0)
+        XCTAssertEqual(try String(contentsOfFile: report, encoding: .utf8), "{}", "the run's report is not overwritten")
+        XCTAssertEqual(try runCohort(ranks: 1, ["evaluate", checkpoint, "--json", "\(directory)/mine.json"], directory: directory).status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/mine.json")).count, before.count)
+    }
+}
