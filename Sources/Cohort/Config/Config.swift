@@ -106,6 +106,12 @@ public struct TrainingConfig: Sendable {
     /// slowest rank (benchmarks; costs one small message per step).
     public var timingBarrier: Bool = false
     public var allReduce: AllReduceMethod = .auto
+    /// Micro-batches of `batchSize` rows per optimizer step: each rank reads accumulateSteps ×
+    /// batchSize rows a step, runs forward and backward on them batchSize at a time, and the
+    /// gradients are all-reduced once.
+    public var accumulateSteps: Int = 1
+    /// Rows each rank takes per optimizer step.
+    public var rowsPerStep: Int { batchSize * accumulateSteps }
 }
 
 /// How the gradients are summed over the ranks.
@@ -368,7 +374,8 @@ extension TrainConfig {
             logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max),
             onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!,
             timingBarrier: try trainingMap.bool("timing_barrier", default: false),
-            allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!
+            allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!,
+            accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536)
         )
         try trainingMap.finish()
 

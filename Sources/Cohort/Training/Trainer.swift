@@ -33,7 +33,8 @@ public final class Trainer {
     public let loader: BatchLoader
     /// Rows of the training file used for training; the rest (validation_split) for validation.
     public let trainingRows: Int
-    public var globalBatch: Int { communicator.size * config.training.batchSize }
+    /// Rows of one optimizer step over all ranks: ranks × batch × accumulation steps.
+    public var globalBatch: Int { communicator.size * config.training.rowsPerStep }
     public internal(set) var position: Checkpoint.Position
     public internal(set) var history: [EpochReport] = []
     /// Where rank 0's lines go (stdout by default; tests capture them).
@@ -70,19 +71,20 @@ public final class Trainer {
         }
         // validation_split holds out the last rows of the file, before any shuffling.
         trainingRows = train.rows - Int((Double(train.rows) * data.validationSplit).rounded())
-        let globalBatch = communicator.size * config.training.batchSize
+        let rowsPerStep = config.training.rowsPerStep
+        let globalBatch = communicator.size * rowsPerStep
         guard trainingRows >= globalBatch else {
-            throw CohortError("\(train.path): \(trainingRows) training rows are fewer than one global batch (\(communicator.size) ranks × \(config.training.batchSize))")
+            throw CohortError("\(train.path): \(trainingRows) training rows are fewer than one global batch (\(communicator.size) ranks × \(rowsPerStep))")
         }
         let plan: BatchLoader.Plan
         switch data.sampling {
         case .global:
             plan = .global(GlobalSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
-                                         batchPerRank: config.training.batchSize, seed: config.seed, dropRemainder: data.dropRemainder))
+                                         batchPerRank: rowsPerStep, seed: config.seed, dropRemainder: data.dropRemainder))
         case .sharded:
             let blockRows = data.blockRows ?? train.chunkRows ?? 1024
             let sharded = ShardedSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
-                                         batchPerRank: config.training.batchSize, blockRows: blockRows,
+                                         batchPerRank: rowsPerStep, blockRows: blockRows,
                                          bufferRows: data.shuffleBuffer, seed: config.seed, dropRemainder: data.dropRemainder)
             guard sharded.blockCount >= communicator.size else {
                 throw CohortError("\(train.path): \(sharded.blockCount) blocks of \(blockRows) rows cannot be dealt to \(communicator.size) ranks; lower data.block_rows")
@@ -91,7 +93,7 @@ public final class Trainer {
         }
         let augmenter = data.augmentation.isEnabled
             ? Augmenter(augmentation: data.augmentation, shape: train.sampleShape, seed: config.seed, rank: communicator.rank) : nil
-        loader = BatchLoader(data: train, plan: plan, batchSize: config.training.batchSize, augmenter: augmenter, prefetch: data.prefetch)
+        loader = BatchLoader(data: train, plan: plan, batchSize: rowsPerStep, augmenter: augmenter, prefetch: data.prefetch)
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator)
@@ -257,7 +259,8 @@ public final class Trainer {
     private func announce() {
         if train.isLanguageModel { progress?.unit = "tokens/s" }
         guard communicator.isRoot else { return }
-        log("cohort: \(communicator.size) rank(s) × batch \(config.training.batchSize) = global batch \(globalBatch); "
+        let accumulation = config.training.accumulateSteps > 1 ? " × \(config.training.accumulateSteps) accumulation steps" : ""
+        log("cohort: \(communicator.size) rank(s) × batch \(config.training.batchSize)\(accumulation) = global batch \(globalBatch); "
             + "\(stepsThisEpoch) steps per epoch; \(model.parameters.count) parameters; \(trainingRows) training rows"
             + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
@@ -374,25 +377,33 @@ public final class Trainer {
         return StepAgreement(stop: flags[0] > 0, checkpointDue: flags[1] > 0)
     }
 
-    /// Forward, loss and backward of this rank's rows; adds dL/dθ into the flat gradient buffer.
-    /// A row's loss covers `positions` targets (T for a language model's window, else 1), each
-    /// over `width` outputs, divided by every target of the global batch: so the sum over ranks
-    /// is the gradient of the global mean, uneven last batches included. Returns the loss sum.
+    /// Forward, loss and backward of this rank's rows, `batch_size` rows at a time (the
+    /// micro-batches of `accumulate_steps`); adds dL/dθ into the flat gradient buffer. A row's loss
+    /// covers `positions` targets (T for a language model's window, else 1), each over `width`
+    /// outputs, divided by every target of the optimizer step's global batch: so the sum over
+    /// micro-batches and ranks is the gradient of the global mean, uneven last batches included.
+    /// Batch norm normalizes each micro-batch by its own statistics (as PyTorch does). Returns the loss sum.
     private func computeGradients(_ batch: BatchLoader.Batch) -> Double {
         guard batch.count > 0 else { return 0 }
         let started = monotonicNanoseconds()
         defer { computeSeconds += seconds(since: started) }
         let positions = train.targetsPerRow
         let width = model.outputShape.reduce(1, *) / positions
-        let outputs = model.forward(batch.x, batch: batch.count, training: true)
-        let totals = config.loss.evaluate(outputs: outputs, labels: batch.y, targets: batch.t.map { UnsafePointer($0) },
-                                          batch: batch.count * positions, width: width, gradient: logitGradient,
-                                          gradientScale: 1 / Float(batch.globalCount * positions))
-        epochTotals.loss += totals.lossSum
-        epochTotals.correct += Double(totals.correct)
-        epochTotals.rows += Double(batch.count * positions)
-        model.backward(outputGradient: logitGradient, batch: batch.count)
-        return totals.lossSum
+        let scale = 1 / Float(batch.globalCount * positions)
+        var lossSum = 0.0
+        for first in stride(from: 0, to: batch.count, by: config.training.batchSize) {
+            let rows = min(config.training.batchSize, batch.count - first)
+            let outputs = model.forward(batch.x + first * train.sampleSize, batch: rows, training: true)
+            let totals = config.loss.evaluate(outputs: outputs, labels: batch.y + first * positions,
+                                              targets: batch.t.map { UnsafePointer($0 + first * train.targetWidth) },
+                                              batch: rows * positions, width: width, gradient: logitGradient, gradientScale: scale)
+            epochTotals.loss += totals.lossSum
+            epochTotals.correct += Double(totals.correct)
+            epochTotals.rows += Double(rows * positions)
+            lossSum += totals.lossSum
+            model.backward(outputGradient: logitGradient, batch: rows)
+        }
+        return lossSum
     }
 
     /// Sums the flat gradient buffer over the ranks; true when the sum this rank checked is finite.

@@ -55,7 +55,7 @@ extension Trainer {
     }
 
     func makeCheckpoint() -> Checkpoint {
-        var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.batchSize,
+        var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.rowsPerStep,
                                     optimizerSteps: optimizer.stepCount, config: config.text)
         let parameters = model.parameters
         for entry in parameters.entries {
@@ -161,7 +161,7 @@ extension Trainer {
             position.stepInEpoch = seenInEpoch / globalBatch
         }
         if savedGlobalBatch != globalBatch, communicator.isRoot {
-            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(globalBatch) (\(communicator.size) × \(config.training.batchSize))")
+            log("global batch changes from \(savedGlobalBatch) (\(checkpoint.worldSize) × \(checkpoint.batchSize)) to \(globalBatch) (\(communicator.size) × \(config.training.rowsPerStep))")
         }
         let restoredHistory = checkpoint.metrics["train_loss"]?.count ?? 0
         history = (0..<restoredHistory).map { index in
