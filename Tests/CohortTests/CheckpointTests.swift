@@ -74,4 +74,25 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("format version 99"), "\(error)")
         }
     }
+
+    /// The attributes a resume reads are inside the checksum: an edited config, position or rank
+    /// count is refused as a damaged file would be.
+    func test_editedAttributesAreRefused() throws {
+        let directory = try temporaryDirectory(self)
+        for (name, edit) in [("config", { (file: HDF5File) in try file.setAttribute("config", "edited: true") }),
+                             ("global_step", { (file: HDF5File) in try file.setAttribute("global_step", [Int64(12345)]) }),
+                             ("epoch", { (file: HDF5File) in try file.setAttribute("epoch", [Int64(7)]) }),
+                             ("world_size", { (file: HDF5File) in try file.setAttribute("world_size", [Int64(64)]) })] {
+            let path = "\(directory)/\(name).h5"
+            try sample().writeAtomically(to: path)
+            XCTAssertNoThrow(try Checkpoint.read(from: path))
+            let file = try HDF5File.openForWriting(path)
+            try edit(file)
+            try file.flush()
+            file.close()
+            XCTAssertThrowsError(try Checkpoint.read(from: path), name) { error in
+                XCTAssertTrue("\(error)".contains("checksum mismatch"), "\(name): \(error)")
+            }
+        }
+    }
 }

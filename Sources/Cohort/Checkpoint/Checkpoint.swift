@@ -14,7 +14,8 @@ import Foundation
 /// The checksum is CRC-32 over every dataset's path and bytes in the listed order; a file whose
 /// checksum does not match is refused.
 public struct Checkpoint {
-    public static let formatVersion: Int64 = 1
+    /// 2: the checksum also covers the attributes restore reads (config, position, world size, batch size).
+    public static let formatVersion: Int64 = 2
 
     public struct Position: Equatable, Sendable {
         /// The epoch in progress (0-based) and the next step inside it.
@@ -108,9 +109,16 @@ public struct Checkpoint {
         try file.setAttribute("world_size", [Int64(worldSize)])
         try file.setAttribute("batch_size", [Int64(batchSize)])
         try file.setAttribute("datasets", names)
+        checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
         file.close()
+    }
+
+    /// The attributes a resume depends on, as the text the checksum covers after the datasets.
+    func attributeText(version: Int64 = Checkpoint.formatVersion) -> String {
+        "format_version=\(version)\nepoch=\(position.epoch)\nstep_in_epoch=\(position.stepInEpoch)\nglobal_step=\(position.globalStep)\n"
+            + "samples_seen=\(position.samplesSeen)\noptimizer_steps=\(optimizerSteps)\nworld_size=\(worldSize)\nbatch_size=\(batchSize)\nconfig=\(config)"
     }
 
     // MARK: Reading
@@ -156,6 +164,8 @@ public struct Checkpoint {
                 checkpoint.tensors[name] = (shape, values)
             }
         }
+        // Version 1 files (before the attributes were covered) are still read.
+        if version >= 2 { checksum.update(attributes: checkpoint.attributeText(version: version)) }
         let stored = try integer("checksum_crc32")
         guard stored == Int(checksum.value) else {
             throw CohortError("\(path): checksum mismatch (stored \(stored), computed \(checksum.value)); the file is damaged")
@@ -166,6 +176,10 @@ public struct Checkpoint {
 
 struct CRC32 {
     private(set) var value: UInt = crc32(0, nil, 0)
+    mutating func update(attributes text: String) {
+        var bytes = Array(text.utf8)
+        value = crc32(value, &bytes, UInt32(bytes.count))
+    }
     mutating func update(name: String, bytes: UnsafeRawBufferPointer) {
         var nameBytes = Array(name.utf8)
         value = crc32(value, &nameBytes, UInt32(nameBytes.count))
