@@ -33,15 +33,24 @@ struct Train: ParsableCommand {
     var logEvery: Int?
 
     func run() throws {
+        // Before anything slow: a stop signal during start-up is seen, and ends the job with 75.
+        installStopSignalHandlers()
         let communicator = MPICommunicator()
+        installStopSignalHandlers()
         let rank = communicator.rank
 
         // Set-up touches only local state, so a rank that fails here cannot leave the others
         // waiting in a collective. The ranks then agree: the lowest failing rank reports.
         var trainer: Trainer?
         var setupError: CohortError?
+        var lock: RunDirectoryLock?
         do {
             let config = try TrainConfig.load(path: config, overrides: overrides)
+            // Before anything is read or written: one job per run directory.
+            if communicator.isRoot {
+                lock = try RunDirectoryLock(directory: config.runDirectory)
+                try Checkpoint.prepareDirectory("\(config.runDirectory)/checkpoints")
+            }
             let made = try Trainer(config: config, communicator: communicator, resume: resume)
             if communicator.isRoot {
                 made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
@@ -63,9 +72,14 @@ struct Train: ParsableCommand {
         }
         guard let trainer else { fatalError("unreachable: set-up succeeded without a trainer") }
 
+        trainer.synchronizeInitialState()
+        if communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0 {
+            if communicator.isRoot { printLine("stopped by a signal during start-up: no step was taken and no checkpoint written") }
+            communicator.finalize()
+            throw ExitCode(Train.interruptedExitCode)
+        }
         let outcome: Trainer.Outcome
         do {
-            trainer.synchronizeInitialState()
             if communicator.isRoot { printLine(trainer.model.summary()) }
             outcome = try trainer.run()
         } catch let failure as AgreedFailure {
@@ -131,6 +145,7 @@ struct Train: ParsableCommand {
             }
         }
         communicator.finalize()
+        withExtendedLifetime(lock) {}  // held to the end of the run
         if outcome == .interrupted { throw ExitCode(Train.interruptedExitCode) }
     }
 

@@ -75,3 +75,35 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a live writer's file is kept")
     }
 }
+
+extension ReliabilityTests {
+    func test_aSignalDuringStartUpEndsEveryRankWith75AndNoStep() throws {
+        let path = try config("startup", maxSteps: 3)
+        let result = try runCohort(ranks: 2, ["train", path], environment: ["COHORT_FAULT": "startup_signal:1:0"], directory: directory)
+        XCTAssertEqual(result.status, 75, result.output + result.error)
+        XCTAssertTrue(result.output.contains("stopped by a signal during start-up: no step was taken and no checkpoint written"), result.output)
+        XCTAssertEqual(Trainer.checkpoints(in: "\(directory)/runs/startup/checkpoints"), [])
+    }
+
+    func test_aSecondJobOnTheSameRunDirectoryIsRefusedNamingTheFirst() throws {
+        let path = try config("locked", maxSteps: 2)
+        var lock: RunDirectoryLock? = try RunDirectoryLock(directory: "\(directory)/runs/locked")
+        let result = try runCohort(ranks: 2, ["train", path], directory: directory)
+        XCTAssertEqual(result.status, 1, result.output + result.error)
+        XCTAssertTrue(result.error.contains("another job is using this run directory (host "), result.error)
+        XCTAssertTrue(result.error.contains("pid \(getpid()))"), result.error)
+        XCTAssertNotNil(lock)
+        lock = nil
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", path], directory: directory).status, 0, "free once the first job ends")
+    }
+
+    func test_anUnwritableCheckpointDirectoryIsFoundBeforeTheFirstStep() throws {
+        let path = try config("unwritable", maxSteps: 2)
+        try FileManager.default.createDirectory(atPath: "\(directory)/runs/unwritable", withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: "\(directory)/runs/unwritable/checkpoints", contents: Data())
+        let result = try runCohort(ranks: 1, ["train", path], directory: directory)
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.error.contains("runs/unwritable/checkpoints: is a file, not a directory for checkpoints"), result.error)
+        XCTAssertFalse(result.output.contains("epoch 1/"), result.output)
+    }
+}

@@ -51,6 +51,25 @@ public struct Checkpoint {
 
     /// Writes to a temporary file beside `path`, flushes it to disk, then renames it over
     /// `path`: a crash or a full disk at any moment leaves the previous file as it was.
+    /// Creates the checkpoint directory and proves it writable before training starts, so that a
+    /// read-only or full file system is found before the first step, not at the first checkpoint.
+    public static func prepareDirectory(_ directory: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw CohortError("\(directory): is a file, not a directory for checkpoints")
+        }
+        guard mkdir(directory, 0o755) == 0 || errno == EEXIST else {
+            throw CohortError("\(directory): cannot create the checkpoint directory: \(String(cString: strerror(errno)))")
+        }
+        let probe = "\(directory)/.write-probe-\(getpid())"
+        let descriptor = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard descriptor >= 0 else {
+            throw CohortError("\(directory): cannot write checkpoints there: \(String(cString: strerror(errno)))")
+        }
+        close(descriptor)
+        unlink(probe)
+    }
+
     /// Removes the temporary files (`.NAME.tmp-PID`) that writers killed before their rename left
     /// in `directory`: only those whose process no longer exists. Returns the removed paths.
     public static func removeStaleTemporaries(in directory: String) -> [String] {

@@ -2,16 +2,18 @@ import CCohort
 import Foundation
 
 /// Stop signals (SIGTERM, SIGUSR1) become a request the loop honours at the next step boundary.
-func installStopSignalHandlers() { cohort_install_stop_signals() }
-func stopRequested() -> Bool { cohort_stop_requested() != 0 }
+/// SIGTERM/SIGUSR1 set a flag that the ranks agree on at step boundaries (and after start-up).
+public func installStopSignalHandlers() { cohort_install_stop_signals() }
+public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 
 /// Test-only fault injection, switched on by COHORT_FAULT=KIND:RANK:STEP, so the tests can show
 /// that failures end the job instead of hanging it:
 ///   error:R:S       rank R throws an I/O-like error before the all-reduce of step S (1-based)
 ///   nan:R:S         rank R's gradient gets a NaN at step S
 ///   kill_checkpoint:0:S  rank 0 is SIGKILLed halfway through writing the checkpoint of step S
+///   startup_signal:R:0   rank R sends itself SIGTERM while the trainer is being set up
 struct FaultInjection {
-    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint" }
+    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal" }
     let kind: Kind
     let rank: Int
     let step: Int
@@ -32,8 +34,13 @@ struct FaultInjection {
         switch kind {
         case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
-        case .killCheckpoint: break
+        case .killCheckpoint, .startupSignal: break
         }
+    }
+
+    /// Raises SIGTERM in the middle of set-up, on the chosen rank.
+    func signalDuringStartup(rank: Int) {
+        if kind == .startupSignal && rank == self.rank { raise(SIGTERM) }
     }
 
     /// Whether rank 0 dies while writing the checkpoint taken after `stepsTaken` steps.

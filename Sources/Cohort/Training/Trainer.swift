@@ -123,6 +123,7 @@ public final class Trainer {
         logitGradient = .allocate(capacity: maxBatch * train.targetsPerRow * max(train.classes, train.targetWidth, 1))
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
+        fault?.signalDuringStartup(rank: communicator.rank)
         if let resume { try restore(from: resume) }
         if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
