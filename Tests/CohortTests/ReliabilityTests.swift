@@ -107,3 +107,27 @@ extension ReliabilityTests {
         XCTAssertFalse(result.output.contains("epoch 1/"), result.output)
     }
 }
+
+extension ReliabilityTests {
+    /// One bit flipped in a dataset's stored extent (28 → 28 + 2⁴⁶ rows of pixels, its maximum
+    /// dimensions intact): every command refuses the file with one line instead of trying to
+    /// allocate 3.9 EB.
+    func test_aDamagedDatasetExtentIsRefusedBeforeAnythingIsSized() throws {
+        let path = try writeSyntheticDataset("\(directory)/flipped.h5", rows: 2000, height: 28, width: 28, seed: 4)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        var dims = Data()
+        for value in [UInt64(2000), 28, 28, 1] { withUnsafeBytes(of: value.littleEndian) { dims.append(contentsOf: $0) } }
+        let extent = try XCTUnwrap(bytes.range(of: dims), "the dataspace's dimensions")
+        bytes[extent.lowerBound + 8 + 5] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let config = "\(directory)/flipped.yaml"
+        try smallConfig(train: path, test: nil, runDirectory: "\(directory)/runs/flipped", epochs: 1)
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        for arguments in [["inspect", path], ["train", config]] {
+            let result = try runCohort(ranks: 1, arguments, directory: directory)
+            XCTAssertEqual(result.status, 1, result.output + result.error)
+            XCTAssertTrue(result.error.contains("dataset 'images' claims 70368744177692 along axis 1, beyond its maximum 28; the file is damaged"), result.error)
+            XCTAssertFalse(result.error.contains("Fatal error"), result.error)
+        }
+    }
+}

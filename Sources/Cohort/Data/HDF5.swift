@@ -390,11 +390,28 @@ public final class HDF5Dataset {
         defer { H5Sclose(space) }
         let rank = Int(H5Sget_simple_extent_ndims(space))
         var dims = [hsize_t](repeating: 0, count: max(rank, 1))
-        H5Sget_simple_extent_dims(space, &dims, nil)
-        shape = rank == 0 ? [] : dims.prefix(rank).map { Int($0) }
+        var maxDims = [hsize_t](repeating: 0, count: max(rank, 1))
+        H5Sget_simple_extent_dims(space, &dims, &maxDims)
         let type = H5Dget_type(id)
         defer { H5Tclose(type) }
         let size = Int(H5Tget_size(type))
+        // A damaged header can claim any extent: check it against the maximum dimensions the
+        // dataset was created with, and its byte count against what a process could hold,
+        // before anything is sized from it.
+        if let axis = (0..<rank).first(where: { maxDims[$0] != hsize_t.max && dims[$0] > maxDims[$0] }) {
+            H5Dclose(id)
+            throw CohortError("\(file.path): dataset '\(name)' claims \(dims[axis]) along axis \(axis), beyond its maximum \(maxDims[axis]); the file is damaged")
+        }
+        var bytes = hsize_t(max(size, 1))
+        for axis in 0..<rank {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: dims[axis])
+            guard !overflow, product <= 1 << 50 else {
+                H5Dclose(id)
+                throw CohortError("\(file.path): dataset '\(name)' claims shape \(dims.prefix(rank).map { $0 }) (over 1 PiB); the file is damaged")
+            }
+            bytes = product
+        }
+        shape = rank == 0 ? [] : dims.prefix(rank).map { Int($0) }
         switch H5Tget_class(type) {
         case H5T_INTEGER: elementType = .integer(bytes: size, signed: H5Tget_sign(type) == H5T_SGN_2)
         case H5T_FLOAT: elementType = .float(bytes: size)

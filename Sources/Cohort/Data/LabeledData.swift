@@ -139,6 +139,10 @@ public final class LabeledData {
         }
 
         if cache {
+            let bytes = features.rows * features.rowElements * (features.elementType == .integer(bytes: 1, signed: false) ? 1 : 4)
+            guard UInt64(bytes) < ProcessInfo.processInfo.physicalMemory / 2 else {
+                throw CohortError("\(path): caching dataset '\(featuresName)' needs \(bytes) bytes, more than half of this machine's memory; set data.cache: false")
+            }
             if features.elementType == .integer(bytes: 1, signed: false) {
                 byteCache = try features.readAll(as: UInt8.self)
             } else {
