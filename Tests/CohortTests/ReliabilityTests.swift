@@ -131,3 +131,26 @@ extension ReliabilityTests {
         }
     }
 }
+
+extension ReliabilityTests {
+    /// A checkpoint records what its training file held: a mid-epoch resume on other data is
+    /// refused naming both; at an epoch boundary the change is said and training goes on.
+    func test_aMidEpochResumeOnOtherDataIsRefusedNamingBoth() throws {
+        let path = try config("data", maxSteps: 5)  // 64 rows / 8 = 8 steps an epoch: stops mid-epoch
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", path], directory: directory).status, 0)
+        let saved = try Checkpoint.read(from: try checkpoint("data"))
+        XCTAssertEqual(saved.dataFingerprint?.hasPrefix("64 rows of [1, 6, 6], 4 classes, sample CRC "), true, "\(saved.dataFingerprint ?? "none")")
+        try writeSyntheticDataset(train, rows: 40, seed: 9)  // the training file replaced
+        let refused = try runCohort(ranks: 1, ["train", path, "--set", "training.max_steps=8", "--resume", "auto"], directory: directory)
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.error.contains("stopped mid-epoch on training data of 64 rows"), refused.error)
+        XCTAssertTrue(refused.error.contains("holds 40 rows of [1, 6, 6]"), refused.error)
+
+        let boundary = try config("boundary", maxSteps: 100)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", boundary, "--set", "training.epochs=1"], directory: directory).status, 0)
+        try writeSyntheticDataset(train, rows: 64, seed: 10)
+        let continued = try runCohort(ranks: 1, ["train", boundary, "--set", "training.epochs=2", "--resume", "auto"], directory: directory)
+        XCTAssertEqual(continued.status, 0, continued.error)
+        XCTAssertTrue(continued.output.contains("training data changed since"), continued.output)
+    }
+}

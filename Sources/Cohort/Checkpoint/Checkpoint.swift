@@ -34,6 +34,8 @@ public struct Checkpoint {
     public var batchSize: Int
     public var optimizerSteps: Int
     public var config: String
+    /// The training data's fingerprint (`SampleSource.fingerprint`), when the trainer wrote it.
+    public var dataFingerprint: String? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
     public var words: [String: [UInt64]] = [:]
@@ -128,6 +130,7 @@ public struct Checkpoint {
         try file.setAttribute("world_size", [Int64(worldSize)])
         try file.setAttribute("batch_size", [Int64(batchSize)])
         try file.setAttribute("datasets", names)
+        if let dataFingerprint { try file.setAttribute("data_fingerprint", dataFingerprint) }
         checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
@@ -138,6 +141,7 @@ public struct Checkpoint {
     func attributeText(version: Int64 = Checkpoint.formatVersion) -> String {
         "format_version=\(version)\nepoch=\(position.epoch)\nstep_in_epoch=\(position.stepInEpoch)\nglobal_step=\(position.globalStep)\n"
             + "samples_seen=\(position.samplesSeen)\noptimizer_steps=\(optimizerSteps)\nworld_size=\(worldSize)\nbatch_size=\(batchSize)\nconfig=\(config)"
+            + (dataFingerprint.map { "\ndata_fingerprint=\($0)" } ?? "")
     }
 
     // MARK: Reading
@@ -166,6 +170,7 @@ public struct Checkpoint {
             optimizerSteps: try integer("optimizer_steps"),
             config: try file.stringAttribute("config")
         )
+        if file.hasAttribute("data_fingerprint") { checkpoint.dataFingerprint = try file.stringAttribute("data_fingerprint") }
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {
             guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }

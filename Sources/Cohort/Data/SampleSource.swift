@@ -22,6 +22,9 @@ public protocol SampleSource: AnyObject {
     /// `epoch` picks the epoch's view of the data (a token stream's window phase).
     func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws
     func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>)
+    /// What the file holds, in a line a checkpoint can compare: rows, shape, and a CRC-32 of its
+    /// first, middle and last rows (and labels): a mid-epoch resume on other data is refused.
+    func fingerprint() throws -> String
 }
 
 extension SampleSource {
@@ -31,6 +34,18 @@ extension SampleSource {
 
 extension LabeledData: SampleSource {
     public var targetsPerRow: Int { 1 }
+    public func fingerprint() throws -> String {
+        var crc = CRC32()
+        let take = min(64, rows)
+        var x = [Float](repeating: 0, count: take * sampleSize)
+        var y = [Int32](repeating: 0, count: take)
+        for start in Set([0, max(rows / 2 - take / 2, 0), rows - take]).sorted() {
+            try load(rows: Array(start..<(start + take))[...], x: &x, y: &y)
+            x.withUnsafeBytes { crc.update(name: "x\(start)", bytes: $0) }
+            y.withUnsafeBytes { crc.update(name: "y\(start)", bytes: $0) }
+        }
+        return "\(rows) rows of \(sampleShape), \(classes) classes, sample CRC \(String(crc.value, radix: 16))"
+    }
     public func load(rows: ArraySlice<Int>, epoch: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Int32>) throws {
         try load(rows: rows, x: x, y: y)
     }

@@ -122,4 +122,13 @@ public final class TokenWindows: SampleSource {
     }
 
     public func copyTargets(rows: ArraySlice<Int>, to t: UnsafeMutablePointer<Float>) {}
+
+    public func fingerprint() throws -> String {
+        var crc = CRC32()
+        let take = min(65_536, corpus.count)
+        for start in Set([0, corpus.count - take]).sorted() {
+            try corpus.withTokens(start: start, length: take) { crc.update(name: "t\(start)", bytes: UnsafeRawBufferPointer(start: $0, count: take * 4)) }
+        }
+        return "\(corpus.count) tokens, vocabulary \(corpus.vocabulary.count), sample CRC \(String(crc.value, radix: 16))"
+    }
 }

@@ -26,6 +26,8 @@ public final class Trainer {
     public let model: Model
     public let optimizer: Optimizer
     public let train: any SampleSource
+    /// What the training file holds (rows, shape, a CRC of some rows), recorded in checkpoints.
+    public let dataFingerprint: String
     /// Per-channel mean and std of `normalize: standardize`, from the config or the training file.
     public let normalization: (mean: [Double], std: [Double])?
     public let test: (any SampleSource)?
@@ -52,6 +54,7 @@ public final class Trainer {
         train = try openSamples(path: data.train, config: data, phase: .random, seed: config.seed,
                                 cache: data.cache && data.sampling == .global)
         let classes = train.classes
+        dataFingerprint = try train.fingerprint()
         // The training file's normalization is the model's: fixed here, stored in every
         // checkpoint, and used for the test file too (never the test file's own statistics).
         normalization = (train as? LabeledData)?.standardization

@@ -57,6 +57,7 @@ extension Trainer {
     func makeCheckpoint() -> Checkpoint {
         var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.rowsPerStep,
                                     optimizerSteps: optimizer.stepCount, config: config.text)
+        checkpoint.dataFingerprint = dataFingerprint
         let parameters = model.parameters
         for entry in parameters.entries {
             let range = entry.offset..<(entry.offset + entry.count)
@@ -115,6 +116,14 @@ extension Trainer {
     func restore(from request: String) throws {
         let checkpoint = try resolve(request)
         let parameters = model.parameters
+        // The data a resume continues on: the same file mid-epoch; another at an epoch boundary
+        // (fine-tuning on new data) is said and allowed.
+        if let saved = checkpoint.dataFingerprint, saved != dataFingerprint {
+            guard checkpoint.position.stepInEpoch == 0 else {
+                throw CohortError("\(request): stopped mid-epoch on training data of \(saved), but \(train.path) holds \(dataFingerprint); resume on the data it was saved with, or from an epoch-end checkpoint")
+            }
+            if communicator.isRoot { log("training data changed since \(request): was \(saved), now \(dataFingerprint) (\(train.path)); continuing at an epoch boundary") }
+        }
         if let stored = checkpoint.normalization, let normalization,
            stored.mean != normalization.mean.map({ Double(Float($0)) }) || stored.std != normalization.std.map({ Double(Float($0)) }) {
             throw CohortError("\(request): the model was trained with mean \(stored.mean) and std \(stored.std), but \(train.path) now gives \(normalization.mean) and \(normalization.std); resume with the training file it was saved with (or set data.mean and data.std)")
