@@ -272,7 +272,7 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
     out.write("## Scale on paper\n\n")
     out.write(f"Step time at n ranks = compute and update time per step (the slower rank of the 2-rank run above, batch 64 per rank) + ring all-reduce "
               f"2(n−1)·α + 2(n−1)/n · bytes/β. α and β from this run's shared-memory all-reduce (α = {alpha*1e6:.1f} µs, "
-              f"β = {beta/1e9:.1f} GB/s) and, for a network, from the TCP figures over simulated hosts in ../shared/PLATFORM.md "
+              f"β = {beta/1e9:.1f} GB/s) and, for a network, from the TCP figures over simulated hosts measured on this machine kind "
               f"(α = {tcp_alpha*1e6:.1f} µs, β = {tcp_beta/1e9:.2f} GB/s).\n\n")
     out.write("| workload | ranks | compute ms | all-reduce ms (shm / TCP) | communication share (shm / TCP) |\n|---|---|---|---|---|\n")
     for r in rows:

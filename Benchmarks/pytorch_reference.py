@@ -1,5 +1,5 @@
 """PyTorch reference for Cohort's benchmarks: the same workloads (W1, W2, W3 of
-../shared/WORKLOADS.md), the same HDF5 files, the same recipe (Adam 1e-3, batch 64 per
+docs/workloads.md), the same HDF5 files, the same recipe (Adam 1e-3, batch 64 per
 process, standardized pixels), DDP over gloo with DistributedSampler for several processes.
 
 Prints one JSON line per epoch from rank 0:

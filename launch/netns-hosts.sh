@@ -8,7 +8,7 @@
 #   launch/netns-hosts.sh down            remove everything (also run on any failure by callers)
 #
 # Addresses 10.231.7.0/24 exist only inside the namespaces: head .1, hosts .2, .3, …; no default
-# route, so nothing leaves the machine. Facts and pitfalls behind each step: ../shared/PLATFORM.md.
+# route, so nothing leaves the machine. Facts and pitfalls behind each step: docs/guide.md, "Across nodes".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 state=/run/cohort-netns

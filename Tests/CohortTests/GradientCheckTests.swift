@@ -80,7 +80,7 @@ final class GradientCheckTests: XCTestCase {
         let start = dropout.generator
         let x = (0..<40).map { Float($0) + 1 }
         let y = Array(UnsafeBufferPointer(start: model.forward(x, batch: 2, training: true), count: 40))
-        XCTAssertTrue(y.allSatisfy { $0 == 0 || abs($0 - 0) > 0 })
+        XCTAssertTrue(zip(x, y).allSatisfy { $0.1 == 0 || $0.1 == 2 * $0.0 }, "every entry dropped or scaled by 1/(1-p)")
         let kept = zip(x, y).filter { $0.1 != 0 }
         XCTAssertTrue(kept.allSatisfy { abs($0.1 - 2 * $0.0) < 1e-5 }, "kept entries are scaled by 1/(1-p)")
         XCTAssertTrue((10...30).contains(kept.count), "about half kept, got \(kept.count)")
