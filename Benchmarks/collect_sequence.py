@@ -83,6 +83,8 @@ def fmt(value, digits=0):
 
 
 started = time.time()
+# The commit the release build was made from (run.sh builds it before this script starts).
+commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 peaks = [gemm_peak()]
 results = {w: {name: {"cohort": [], "pytorch": []} for name, _, _ in LAYOUTS} for w in WORKLOADS}
 for round_ in range(RUNS):
@@ -118,7 +120,6 @@ if FULL:
         full[workload] = {"cohort": cohort(workload, 2, 1, FULL_STEPS[workload], evaluate=True),
                           "pytorch": pytorch(workload, 2, 1, FULL_STEPS[workload], evaluate=True)}
 
-commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 lines = ["# Sequence workloads: Cohort beside PyTorch", "",
          f"`Benchmarks/run.sh --workloads {','.join(WORKLOADS)} --runs {RUNS} --sequence-steps {STEPS}{' --full' if FULL else ''}` at commit {commit}, "
          f"{time.strftime('%Y-%m-%d')}, {(time.time() - started) / 60:.0f} min; "
