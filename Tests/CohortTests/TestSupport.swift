@@ -77,6 +77,9 @@ final class CohortJob {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
         if geteuid() == 0 { mpirunArguments.append("--allow-run-as-root") }
+        // A job whose ranks exit with an error ends at once instead of after mpirun's 2 s grace
+        // before SIGKILL (most refusal tests end that way).
+        mpirunArguments += ["--mca", "odls_base_sigkill_timeout", "0"]
         if ranks > ProcessInfo.processInfo.activeProcessorCount { mpirunArguments.append("--oversubscribe") }
         mpirunArguments.append(cohortExecutable())
         process.arguments = mpirunArguments + arguments
