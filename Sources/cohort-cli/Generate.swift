@@ -79,7 +79,7 @@ struct Generate: ParsableCommand {
             }
             output.write(Data(pending + [10]))
             let elapsed = seconds(since: start)
-            printError(String(format: "generated %d tokens after a %d-token prompt in %.3f s: %.0f tokens/s (context %d, key/value cache)",
+            printError(String(format: "generated %d tokens after a %d-token prompt in %.3f s: %.0f tokens/s (context %d, one token per pass)",
                               tokens, promptIDs.count, elapsed, Double(tokens) / max(elapsed, 1e-9), generator.capacity))
         }
     }

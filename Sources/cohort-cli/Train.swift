@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
     @Argument(help: "The YAML config (see configs/README.md).")
     var config: String
 
-    @Option(help: ArgumentHelp("Resume from a checkpoint file, or 'auto' for the newest valid one in <run_dir>/checkpoints.", valueName: "path|auto"))
+    @Option(help: ArgumentHelp("Resume from a checkpoint file, 'auto' for the newest valid one in <run_dir>/checkpoints, or 'if-any' for that or a fresh start when there is none.", valueName: "path|auto|if-any"))
     var resume: String?
 
     @Option(name: .customLong("set"), help: ArgumentHelp("Override a config key, e.g. --set training.epochs=3 (repeatable); recorded in <run_dir>/config.yaml.", valueName: "key=value"))

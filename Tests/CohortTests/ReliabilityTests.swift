@@ -154,3 +154,23 @@ extension ReliabilityTests {
         XCTAssertTrue(continued.output.contains("training data changed since"), continued.output)
     }
 }
+
+extension ReliabilityTests {
+    func test_configsThatExpandWithoutBoundAreDirectoriesOrPipesAreHandled() throws {
+        // 468 bytes of nested aliases stand for 9⁹ values: refused at once.
+        var lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+        for level in 1..<9 { lines.append("a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 9).joined(separator: ", ") + "]") }
+        XCTAssertThrowsError(try TrainConfig.parse(text: lines.joined(separator: "\n"), file: "bomb.yaml")) {
+            XCTAssertEqual("\($0)", "bomb.yaml: the document expands to more than 100,000 values (nested YAML aliases?); a config is far smaller")
+        }
+        XCTAssertThrowsError(try TrainConfig.load(path: directory)) {
+            XCTAssertEqual("\($0)", "\(directory): is a directory, not a config file")
+        }
+        // A config given through a pipe (bash's <(…)) is read like a file.
+        let pipe = Pipe()
+        pipe.fileHandleForWriting.write(Data(smallConfig(train: train, test: nil, runDirectory: "\(directory)/piped").utf8))
+        try pipe.fileHandleForWriting.close()
+        let config = try TrainConfig.load(path: "/dev/fd/\(pipe.fileHandleForReading.fileDescriptor)")
+        XCTAssertEqual(config.data.train, train)
+    }
+}

@@ -48,4 +48,16 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(lines.contains { $0.hasPrefix("early_stopping: train_loss has not improved for 1 epochs") }, lines.joined(separator: "\n"))
         XCTAssertNotNil(Trainer.checkpoints(in: trainer.checkpointDirectory).first, "the last epoch is checkpointed")
     }
+
+    /// What launch/slurm.sbatch passes every time: a fresh start, then a resume once there is a checkpoint.
+    func test_resumeIfAnyStartsAfreshOrResumes() throws {
+        let directory = try temporaryDirectory(self)
+        let (fresh, _) = try trainer(directory, extra: "  max_steps: 3", resume: "if-any")
+        XCTAssertEqual(fresh.position.globalStep, 0)
+        XCTAssertEqual(try fresh.run(), .stepLimit)
+        let (resumed, _) = try trainer(directory, extra: "  max_steps: 5", resume: "if-any")
+        XCTAssertEqual(resumed.position.globalStep, 3)
+        XCTAssertEqual(try resumed.run(), .stepLimit)
+        XCTAssertEqual(resumed.position.globalStep, 5)
+    }
 }

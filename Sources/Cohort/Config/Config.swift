@@ -276,9 +276,18 @@ public enum Initializer: String, Sendable {
 
 extension TrainConfig {
     public static func load(path: String, overrides: [String] = []) throws -> TrainConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CohortError("\(path): no such config file")
         }
+        guard !isDirectory.boolValue else { throw CohortError("\(path): is a directory, not a config file") }
+        // Read through a handle, so that a pipe (`<(…)`, /dev/fd/N) works too; at most 1 MiB.
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw CohortError("\(path): cannot read the config file: \(String(cString: strerror(errno)))")
+        }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: (1 << 20) + 1)) ?? Data()
+        guard data.count <= 1 << 20 else { throw CohortError("\(path): larger than 1 MiB; a config is far smaller") }
         guard let text = String(data: data, encoding: .utf8) else { throw CohortError("\(path): not UTF-8 text") }
         return try parse(text: text, file: path, overrides: overrides)
     }

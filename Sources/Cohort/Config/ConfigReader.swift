@@ -127,6 +127,12 @@ public final class ConfigMap {
 func parseYAML(_ text: String, file: String) throws -> Node {
     do {
         guard let node = try Yams.compose(yaml: text) else { throw CohortError("\(file): the file is empty") }
+        // Aliases are expanded wherever they are used: a few hundred bytes of nested aliases can
+        // stand for millions of values. No config needs more than a few thousand.
+        var budget = 100_000
+        guard withinBudget(node, &budget) else {
+            throw CohortError("\(file): the document expands to more than 100,000 values (nested YAML aliases?); a config is far smaller")
+        }
         try refuseDuplicateKeys(node, file: file, path: "")
         return node
     } catch let error as CohortError {
@@ -136,6 +142,21 @@ func parseYAML(_ text: String, file: String) throws -> Node {
     } catch {
         throw CohortError("\(file): malformed YAML: \(error)")
     }
+}
+
+/// Counts the values of a document down from `budget`, stopping as soon as it is spent.
+private func withinBudget(_ node: Node, _ budget: inout Int) -> Bool {
+    budget -= 1
+    guard budget >= 0 else { return false }
+    switch node {
+    case .mapping(let mapping):
+        for (key, value) in mapping where !withinBudget(key, &budget) || !withinBudget(value, &budget) { return false }
+    case .sequence(let sequence):
+        for item in sequence where !withinBudget(item, &budget) { return false }
+    default:
+        break
+    }
+    return true
 }
 
 /// A key given twice in one mapping (YAML keeps the last without a word) is an error naming both lines.

@@ -99,8 +99,10 @@ extension Trainer {
     }
 
     /// `auto` resolves to the newest checkpoint that verifies; each one skipped is reported.
-    func resolve(_ request: String) throws -> Checkpoint {
-        guard request == "auto" else { return try Checkpoint.read(from: request) }
+    /// `if-any` does the same, or returns nil when the run directory has no checkpoint yet (a
+    /// batch script that resubmits itself passes it every time).
+    func resolve(_ request: String) throws -> Checkpoint? {
+        guard request == "auto" || request == "if-any" else { return try Checkpoint.read(from: request) }
         for candidate in Trainer.checkpoints(in: checkpointDirectory) {
             do {
                 let checkpoint = try Checkpoint.read(from: candidate)
@@ -110,11 +112,15 @@ extension Trainer {
                 if communicator.isRoot { log("skipping \(candidate): \(error.message)") }
             }
         }
+        if request == "if-any" {
+            if communicator.isRoot { log("no checkpoint in \(checkpointDirectory): starting afresh (--resume if-any)") }
+            return nil
+        }
         throw CohortError("\(checkpointDirectory): no checkpoint to resume from (--resume auto)")
     }
 
     func restore(from request: String) throws {
-        let checkpoint = try resolve(request)
+        guard let checkpoint = try resolve(request) else { return }
         let parameters = model.parameters
         // The data a resume continues on: the same file mid-epoch; another at an epoch boundary
         // (fine-tuning on new data) is said and allowed.
