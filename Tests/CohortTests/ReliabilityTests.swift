@@ -174,3 +174,19 @@ extension ReliabilityTests {
         XCTAssertEqual(config.data.train, train)
     }
 }
+
+extension ReliabilityTests {
+    /// Buffers are counted before they are allocated: a model or an evaluation batch beyond what
+    /// the process may use (80 % of the smaller of memory and `ulimit -v`) is refused with the
+    /// bytes, in microseconds, with nothing allocated.
+    func test_aModelOrBatchBeyondMemoryIsRefusedBeforeAllocation() {
+        XCTAssertThrowsError(try Model(inputShape: [784], layers: [.dense(3_000_000), .dense(10)], maxBatch: 64)) {
+            XCTAssertTrue("\($0)".hasPrefix("the model needs "), "\($0)")
+            XCTAssertTrue("\($0)".contains("parameters with their gradients and optimizer state 38.16 GB"), "\($0)")
+        }
+        XCTAssertThrowsError(try Model(inputShape: [784], layers: [.dense(256, activation: .relu), .dense(10)], maxBatch: 40_000_000)) {
+            XCTAssertTrue("\($0)".contains("layer buffers for batches of 40000000 rows"), "\($0)")
+        }
+        XCTAssertNil(Workspace.budget, "the budget is only open while a model is built")
+    }
+}

@@ -92,6 +92,8 @@ public final class LayerBuilder {
     public func declare(_ name: String, shape: [Int], decays: Bool,
                  initialize: @escaping (UnsafeMutablePointer<Float>, inout Generator) -> Void) -> ParameterStore.Entry {
         let entry = parameters.declare(name, shape: shape, decays: decays)
+        // Values, gradients and two optimizer moments, counted before anything is allocated.
+        _ = Workspace.budget?.reserve(bytes: entry.count * MemoryLayout<Float>.size * 4, state: true)
         initializers.append((entry, initialize))
         return entry
     }
@@ -107,10 +109,16 @@ public final class LayerBuilder {
 public final class Workspace {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// While a model is built, every workspace is counted against what this process may use;
+    /// one that does not fit is not allocated, and `Model.init` refuses the model (nothing the
+    /// user asked for reaches a failed allocation).
+    nonisolated(unsafe) static var budget: MemoryBudget?
+
     public init(_ count: Int) {
-        self.count = count
-        pointer = .allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        let fits = Workspace.budget?.reserve(bytes: max(count, 1) * MemoryLayout<Float>.size) ?? true
+        self.count = fits ? count : 1
+        pointer = .allocate(capacity: max(self.count, 1))
+        pointer.initialize(repeating: 0, count: max(self.count, 1))
     }
     deinit { pointer.deallocate() }
 }

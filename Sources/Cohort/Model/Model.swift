@@ -24,7 +24,15 @@ public final class Model {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         builder.fusesPooling = fusePooling
         builder.typeCounts = typeCounts(specs)
+        // Every buffer is counted before it is allocated: a model or batch too large for this
+        // process is refused with the bytes it needs, not met by a failed allocation.
+        let budget = MemoryBudget()
+        Workspace.budget = budget
+        defer { Workspace.budget = nil }
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
+        guard !budget.exceeded else {
+            throw CohortError("the model needs \(MemoryBudget.describe(budget.reserved)) (layer buffers for batches of \(maxBatch) rows \(MemoryBudget.describe(budget.layerBytes)), parameters with their gradients and optimizer state \(MemoryBudget.describe(budget.stateBytes))); this process may use \(MemoryBudget.describe(budget.limit)); lower training.batch_size, training.eval_batch_size or the layer sizes")
+        }
         builder.finish()
         // The first layer with parameters needs no input gradient when only shape-only layers precede it.
         for layer in stack.layers {
