@@ -47,14 +47,20 @@ struct Generate: ParsableCommand {
             if let topP, !(topP > 0 && topP <= 1) { throw CohortError("--top-p must be in (0, 1]") }
             let stored = try Checkpoint.read(from: checkpoint)
             let config = try TrainConfig.parse(text: stored.config, file: "\(checkpoint) (stored config)")
-            let path = data ?? config.data.train
-            guard TokenCorpus.isTokenFile(path) else {
-                throw CohortError("\(path): not a token file; \(checkpoint) is not a language model, or give its token file with --data")
+            // The vocabulary the checkpoint carries, or a token file's (--data, or an older checkpoint's data.train).
+            let corpus: Vocabulary
+            if data == nil, let stored = stored.vocabulary(source: checkpoint) {
+                corpus = stored
+            } else {
+                let path = data ?? config.data.train
+                guard TokenCorpus.isTokenFile(path) else {
+                    throw CohortError("\(path): not a token file; \(checkpoint) is not a language model, or give its token file with --data")
+                }
+                corpus = try TokenCorpus(path: path, cache: false).tokenVocabulary
             }
-            let corpus = try TokenCorpus(path: path)
             let generator = try TextGenerator(layers: config.layers, capacity: config.data.window ?? 1024, seed: config.seed)
-            guard generator.vocabulary == corpus.vocabulary.count else {
-                throw CohortError("\(path): its vocabulary has \(corpus.vocabulary.count) tokens, the model of \(checkpoint) \(generator.vocabulary)")
+            guard generator.vocabulary == corpus.count else {
+                throw CohortError("\(corpus.source): its vocabulary has \(corpus.count) tokens, the model of \(checkpoint) \(generator.vocabulary)")
             }
             try stored.restoreModel(generator.model, source: checkpoint)
             let promptIDs = try prompt.map { try corpus.encode($0) } ?? [0]
@@ -74,7 +80,7 @@ struct Generate: ParsableCommand {
                         pending = []
                     }
                 } else {
-                    output.write(Data(corpus.vocabulary[id].utf8))
+                    output.write(Data(corpus.entries[id].utf8))
                 }
             }
             output.write(Data(pending + [10]))

@@ -202,6 +202,22 @@ final class SequenceTrainingTests: XCTestCase {
         XCTAssertEqual(try checkpointParameters(try newestCheckpoint("sharded-whole")), try checkpointParameters(try newestCheckpoint("sharded-part")))
     }
 
+    /// A language model's checkpoint carries its vocabulary: generation needs nothing else.
+    func test_generationNeedsOnlyTheCheckpoint() throws {
+        let config = try writeConfig("alone", batchSize: 4, maxSteps: 3)
+        _ = try run(ranks: 1, ["train", config])
+        let checkpoint = try newestCheckpoint("alone")
+        XCTAssertEqual(try Checkpoint.read(from: checkpoint).tokenizer, "chars")
+        for split in ["train", "val"] {
+            try FileManager.default.moveItem(atPath: "\(directory)/\(split).h5", toPath: "\(directory)/\(split).moved")
+        }
+        defer {
+            for split in ["train", "val"] { try? FileManager.default.moveItem(atPath: "\(directory)/\(split).moved", toPath: "\(directory)/\(split).h5") }
+        }
+        let text = try run(ranks: 1, ["generate", checkpoint, "--prompt", "the", "--tokens", "10", "--greedy"]).output
+        XCTAssertTrue(text.hasPrefix("the") && text.count > 10, text)
+    }
+
     func test_inspectShowsATokenFile() throws {
         let corpus = try TokenCorpus(path: "\(directory)/train.h5")
         let output = try run(ranks: 1, ["inspect", "\(directory)/train.h5"]).output

@@ -36,6 +36,9 @@ public struct Checkpoint {
     public var config: String
     /// The training data's fingerprint (`SampleSource.fingerprint`), when the trainer wrote it.
     public var dataFingerprint: String? = nil
+    /// The training file's class names, or a language model's vocabulary and its tokenizer.
+    public var classNames: [String]? = nil
+    public var tokenizer: String? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
     public var words: [String: [UInt64]] = [:]
@@ -131,6 +134,8 @@ public struct Checkpoint {
         try file.setAttribute("batch_size", [Int64(batchSize)])
         try file.setAttribute("datasets", names)
         if let dataFingerprint { try file.setAttribute("data_fingerprint", dataFingerprint) }
+        if let classNames { try file.setAttribute("class_names", classNames) }
+        if let tokenizer { try file.setAttribute("tokenizer", tokenizer) }
         checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
@@ -142,6 +147,8 @@ public struct Checkpoint {
         "format_version=\(version)\nepoch=\(position.epoch)\nstep_in_epoch=\(position.stepInEpoch)\nglobal_step=\(position.globalStep)\n"
             + "samples_seen=\(position.samplesSeen)\noptimizer_steps=\(optimizerSteps)\nworld_size=\(worldSize)\nbatch_size=\(batchSize)\nconfig=\(config)"
             + (dataFingerprint.map { "\ndata_fingerprint=\($0)" } ?? "")
+            + (classNames.map { "\nclass_names=" + $0.joined(separator: "\u{1F}") } ?? "")
+            + (tokenizer.map { "\ntokenizer=\($0)" } ?? "")
     }
 
     // MARK: Reading
@@ -171,6 +178,8 @@ public struct Checkpoint {
             config: try file.stringAttribute("config")
         )
         if file.hasAttribute("data_fingerprint") { checkpoint.dataFingerprint = try file.stringAttribute("data_fingerprint") }
+        if file.hasAttribute("class_names") { checkpoint.classNames = try file.stringsAttribute("class_names") }
+        if file.hasAttribute("tokenizer") { checkpoint.tokenizer = try file.stringAttribute("tokenizer") }
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {
             guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }

@@ -34,6 +34,12 @@ extension Checkpoint {
 }
 
 extension Checkpoint {
+    /// A language model's vocabulary, when the checkpoint carries it (written since format 2).
+    public func vocabulary(source: String) -> Vocabulary? {
+        guard let tokenizer, let classNames else { return nil }
+        return Vocabulary(entries: classNames, tokenizer: tokenizer, source: source)
+    }
+
     /// The per-channel mean and std the model was trained with (`normalize: standardize`).
     public var normalization: (mean: [Double], std: [Double])? {
         guard let mean = tensors["normalization/mean"]?.values, let std = tensors["normalization/std"]?.values else { return nil }

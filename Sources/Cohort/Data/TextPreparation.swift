@@ -108,25 +108,41 @@ public enum TextPreparation {
     }
 }
 
-extension TokenCorpus {
+/// A token file's vocabulary and tokenizer: what turns text into ids and back. Stored in a
+/// language model's checkpoints too, so that generation needs nothing but the checkpoint.
+public struct Vocabulary: Sendable, Equatable {
+    public let entries: [String]
+    public let tokenizer: String
+    /// Where it came from, for messages (a token file or a checkpoint).
+    public let source: String
+
+    public init(entries: [String], tokenizer: String, source: String) {
+        (self.entries, self.tokenizer, self.source) = (entries, tokenizer, source)
+    }
+
+    public var count: Int { entries.count }
+
     /// The text of token ids (bytes are gathered and decoded as UTF-8, invalid sequences as U+FFFD).
     public func decode(_ ids: [Int]) -> String {
         if tokenizer == TextTokenizer.bytes.rawValue { return String(decoding: ids.map { UInt8($0) }, as: UTF8.self) }
-        return ids.map { vocabulary[$0] }.joined()
+        return ids.map { entries[$0] }.joined()
     }
-}
 
-extension TokenCorpus {
-    /// The ids of `text` under this file's tokenizer; a character outside the vocabulary is an
-    /// error naming it.
+    /// The ids of `text`; a character outside the vocabulary is an error naming it.
     public func encode(_ text: String) throws -> [Int] {
         if tokenizer == TextTokenizer.bytes.rawValue { return text.utf8.map(Int.init) }
-        let index = Dictionary(vocabulary.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { first, _ in first })
+        let index = Dictionary(entries.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { first, _ in first })
         return try text.unicodeScalars.map { scalar in
             guard let id = index[String(scalar)] else {
-                throw CohortError("the prompt's character \(String(reflecting: String(scalar))) (U+\(String(format: "%04X", scalar.value))) is not in the vocabulary of \(path) (\(vocabulary.count) tokens)")
+                throw CohortError("the prompt's character \(String(reflecting: String(scalar))) (U+\(String(format: "%04X", scalar.value))) is not in the vocabulary of \(source) (\(entries.count) tokens)")
             }
             return id
         }
     }
+}
+
+extension TokenCorpus {
+    public var tokenVocabulary: Vocabulary { Vocabulary(entries: vocabulary, tokenizer: tokenizer, source: path) }
+    public func decode(_ ids: [Int]) -> String { tokenVocabulary.decode(ids) }
+    public func encode(_ text: String) throws -> [Int] { try tokenVocabulary.encode(text) }
 }

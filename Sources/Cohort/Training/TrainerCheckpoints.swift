@@ -58,6 +58,8 @@ extension Trainer {
         var checkpoint = Checkpoint(position: position, worldSize: communicator.size, batchSize: config.training.rowsPerStep,
                                     optimizerSteps: optimizer.stepCount, config: config.text)
         checkpoint.dataFingerprint = dataFingerprint
+        checkpoint.classNames = train.classNames
+        checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
         let parameters = model.parameters
         for entry in parameters.entries {
             let range = entry.offset..<(entry.offset + entry.count)
