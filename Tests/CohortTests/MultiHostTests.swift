@@ -148,4 +148,42 @@ final class MultiHostTests: XCTestCase {
             XCTAssertTrue(left.isEmpty, "processes left in \(namespace): \(left)")
         }
     }
+
+    /// A rank frozen on one simulated host (SIGSTOP): the rank on the other host names it and the
+    /// job ends within the stall timeout and a few seconds.
+    func test_aStoppedRankOnOneHostEndsTheJobNamingIt() throws {
+        let arguments = try w1Config("stalled") + ["--set", "training.max_steps=1000000", "--set", "training.epochs=1000",
+                                                   "--set", "training.log_every=1", "--set", "training.stall_timeout=3"]
+        let job = Process()
+        job.executableURL = URL(fileURLWithPath: hostsScript)
+        job.arguments = ["mpirun", "-np", "2", cohortExecutable(), "train"] + arguments
+        let output = "\(directory)/stalled.out", error = "\(directory)/stalled.err"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: error, contents: nil)
+        job.standardOutput = FileHandle(forWritingAtPath: output)
+        job.standardError = FileHandle(forWritingAtPath: error)
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["COHORT_PROGRESS"] = "lines"
+        job.environment = environment
+        try job.run()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("step 5/") { usleep(50_000) }
+        let pids = try shell(["ip", "netns", "pids", "cohort-host2"]).output.split(separator: "\n").compactMap { pid_t($0) }
+        let executable = URL(fileURLWithPath: cohortExecutable()).resolvingSymlinksInPath().path
+        let ranks = pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe")) == executable }
+        XCTAssertEqual(ranks.count, 1, "one rank on cohort-host2")
+        let stopped = Date()
+        for pid in ranks { kill(pid, SIGSTOP) }
+        while job.isRunning && Date().timeIntervalSince(stopped) < 30 { usleep(50_000) }
+        for pid in ranks { kill(pid, SIGCONT) }
+        XCTAssertFalse(job.isRunning, "the job outlived its stopped rank by 30 s")
+        if job.isRunning { job.terminate() }
+        job.waitUntilExit()
+        XCTAssertNotEqual(job.terminationStatus, 0)
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 3 + 10)
+        let message = (try? String(contentsOfFile: error, encoding: .utf8)) ?? ""
+        XCTAssertTrue(message.contains("cohort: stall: the collectives of step"), message)
+        XCTAssertTrue(message.contains("not arrived: rank 1 (last step "), message)
+        print("job ended \(String(format: "%.2f", Date().timeIntervalSince(stopped))) s after SIGSTOP, status \(job.terminationStatus)")
+    }
 }

@@ -190,3 +190,31 @@ extension ReliabilityTests {
         XCTAssertNil(Workspace.budget, "the budget is only open while a model is built")
     }
 }
+
+extension ReliabilityTests {
+    /// A rank frozen by SIGSTOP: the other rank's watchdog names it and the job ends non-zero
+    /// within the timeout and a few seconds, instead of spinning in the all-reduce for ever.
+    func test_aStoppedRankEndsTheJobNamingIt() throws {
+        let path = "\(directory)/stall.yaml"
+        try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/stall", epochs: 100000,
+                        extra: "  stall_timeout: 2\n  log_every: 1")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let job = try CohortJob(ranks: 2, ["train", path], environment: ["COHORT_PROGRESS": "lines"], directory: directory)
+        XCTAssertTrue(job.waitForOutput("epoch 2/100000 step 3/", seconds: 60), job.output + job.error)
+        let ranks = job.rankProcesses()
+        XCTAssertEqual(ranks.count, 2)
+        // The rank of the process stopped, from its environment.
+        let stopped = try XCTUnwrap(ranks.last)
+        let environment = (try? String(contentsOfFile: "/proc/\(stopped)/environ", encoding: .utf8)) ?? ""
+        let rank = try XCTUnwrap(environment.split(separator: "\0").first { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }?.split(separator: "=").last)
+        let started = Date()
+        kill(stopped, SIGSTOP)
+        let status = job.wait(seconds: 30)
+        kill(stopped, SIGCONT)
+        XCTAssertNotNil(status, "the job ended by itself")
+        XCTAssertNotEqual(status, 0)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2 + 10)
+        XCTAssertTrue(job.error.contains("cohort: stall: the collectives of step"), job.error)
+        XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (last step "), job.error)
+    }
+}

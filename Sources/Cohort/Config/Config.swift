@@ -110,6 +110,8 @@ public struct TrainingConfig: Sendable {
     /// batchSize rows a step, runs forward and backward on them batchSize at a time, and the
     /// gradients are all-reduced once.
     public var accumulateSteps: Int = 1
+    /// Seconds a step's collectives may take before the job is ended as stalled (0: off).
+    public var stallTimeout: Double = 300
     /// Rows each rank takes per optimizer step.
     public var rowsPerStep: Int { batchSize * accumulateSteps }
 }
@@ -384,7 +386,8 @@ extension TrainConfig {
             onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!,
             timingBarrier: try trainingMap.bool("timing_barrier", default: false),
             allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!,
-            accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536)
+            accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536),
+            stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7)
         )
         try trainingMap.finish()
 

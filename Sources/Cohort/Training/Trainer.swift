@@ -206,6 +206,11 @@ public final class Trainer {
     public private(set) var firstStepAt: Double?
     var lastTimedCheckpoint = monotonicNanoseconds()
     let fault = FaultInjection.fromEnvironment()
+    /// Ends the job when a step's collectives do not complete in time (several ranks only).
+    private lazy var watchdog: StallWatchdog? = config.training.stallTimeout > 0 && communicator.size > 1
+        ? StallWatchdog(timeout: config.training.stallTimeout, rank: communicator.rank, size: communicator.size,
+                        runDirectory: config.runDirectory)
+        : nil
 
     /// Epochs of steps until the run ends: its epochs done, a stop signal, `max_steps`, or early
     /// stopping. Checkpoints at the configured moments; evaluation at each epoch's end.
@@ -350,6 +355,7 @@ public final class Trainer {
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
         let stepLoss = computeGradients(batch)
         try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
+        watchdog?.arm(step: position.globalStep + 1)
         let sumFinite = allReduceGradients()
         if firstStepAt == nil { firstStepAt = processUptime() }
 
@@ -360,6 +366,7 @@ public final class Trainer {
             && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
         let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
                                                stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1])
+        watchdog?.disarm()
         if flags[2] >= 0 || flags[3] != 0 {
             let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
             switch config.training.onNonFinite {
