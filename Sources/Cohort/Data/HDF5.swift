@@ -449,6 +449,7 @@ public final class HDF5Dataset {
     public func readAll<T: HDF5Scalar>(as: T.Type = T.self) throws -> [T] {
         hdf5Lock.lock()
         defer { hdf5Lock.unlock() }
+        silenceThisThread()
         let count = shape.reduce(1, *)
         var values = [T](repeating: T.zero, count: count)
         if count > 0 {
@@ -487,6 +488,7 @@ public final class HDF5Dataset {
         // training rows while the main thread may evaluate).
         hdf5Lock.lock()
         defer { hdf5Lock.unlock() }
+        silenceThisThread()
         let fileSpace = H5Dget_space(id)
         defer { H5Sclose(fileSpace) }
         let rank = shape.count
@@ -512,6 +514,10 @@ public final class HDF5Dataset {
 
 /// Serializes HDF5 reads across threads.
 let hdf5Lock = NSLock()
+
+/// HDF5's thread-safe build keeps an error stack, and its printing switch, per thread: reads on
+/// the prefetch thread silence their own (the message goes into our one line instead).
+func silenceThisThread() { H5Eset_auto2(0, nil, nil) }
 
 /// Element types Cohort reads and writes, with their native HDF5 type.
 public protocol HDF5Scalar: Numeric {
