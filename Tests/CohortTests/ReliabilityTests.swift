@@ -218,3 +218,19 @@ extension ReliabilityTests {
         XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (last step "), job.error)
     }
 }
+
+extension ReliabilityTests {
+    /// A bad value from the command line is blamed on the --set that gave it, not on line 1 of the file.
+    func test_aBadSetValueIsBlamedOnTheSet() throws {
+        let text = smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/set")
+        XCTAssertThrowsError(try TrainConfig.parse(text: text, file: "c.yaml", overrides: ["training.epochs=abc"])) {
+            XCTAssertEqual("\($0)", "--set training.epochs: expected an integer, found 'abc'")
+        }
+        XCTAssertThrowsError(try TrainConfig.parse(text: text, file: "c.yaml", overrides: ["training.epochz=3"])) {
+            XCTAssertEqual("\($0)", "--set training.epochz: unknown key 'training.epochz'")
+        }
+        XCTAssertThrowsError(try TrainConfig.parse(text: text + "\n  log_every: -1\n", file: "c.yaml")) {
+            XCTAssertTrue("\($0)".hasPrefix("c.yaml:"), "an error in the file keeps its line: \($0)")
+        }
+    }
+}

@@ -26,9 +26,13 @@ public final class ConfigMap {
         return mapping[key]
     }
 
+    /// Blames the file and line of the value, or the `--set` that gave it (values from the
+    /// command line carry no position).
     public func error(_ key: String, _ message: String) -> CohortError {
-        let line = node(key)?.mark.map { ":\($0.line)" } ?? ""
-        return CohortError("\(file)\(line): \(keyPath(key)): \(message)")
+        guard let node = node(key), let mark = node.mark else {
+            return has(key) ? CohortError("--set \(keyPath(key)): \(message)") : CohortError("\(file): \(keyPath(key)): \(message)")
+        }
+        return CohortError("\(file):\(mark.line): \(keyPath(key)): \(message)")
     }
 
     public func has(_ key: String) -> Bool { mapping[key] != nil }
@@ -111,8 +115,8 @@ public final class ConfigMap {
         for (keyNode, _) in mapping {
             let key = keyNode.string ?? "?"
             if !used.contains(key) {
-                let line = keyNode.mark.map { ":\($0.line)" } ?? ""
-                throw CohortError("\(file)\(line): unknown key '\(keyPath(key))'")
+                guard let mark = keyNode.mark else { throw CohortError("--set \(keyPath(key)): unknown key '\(keyPath(key))'") }
+                throw CohortError("\(file):\(mark.line): unknown key '\(keyPath(key))'")
             }
         }
     }
@@ -180,6 +184,20 @@ private func refuseDuplicateKeys(_ node: Node, file: String, path: String) throw
     }
 }
 
+private func withoutMarks(_ node: Node) -> Node {
+    switch node {
+    case .scalar(var scalar):
+        scalar.mark = nil
+        return .scalar(scalar)
+    case .mapping(var mapping):
+        mapping.mark = nil
+        return .mapping(Node.Mapping(mapping.map { (withoutMarks($0.key), withoutMarks($0.value)) }, mapping.tag, mapping.style))
+    case .sequence(var sequence):
+        sequence.mark = nil
+        return .sequence(Node.Sequence(sequence.map(withoutMarks), sequence.tag, sequence.style))
+    }
+}
+
 /// Applies `--set a.b.c=value` to a parsed config: the value is read as YAML (so `3`, `true`,
 /// `[1, 2]` have their types); missing intermediate mappings are created.
 func applyOverride(_ assignment: String, to root: inout Node) throws {
@@ -188,7 +206,8 @@ func applyOverride(_ assignment: String, to root: inout Node) throws {
     }
     let keys = assignment[..<equals].split(separator: ".").map(String.init)
     let valueText = String(assignment[assignment.index(after: equals)...])
-    let value = (try? Yams.compose(yaml: valueText)).flatMap { $0 } ?? Node("")
+    // Without positions: an error in the value is then blamed on the --set, not on a line of the file.
+    let value = withoutMarks((try? Yams.compose(yaml: valueText)).flatMap { $0 } ?? Node(""))
     func assign(_ node: inout Node, _ keys: ArraySlice<String>) throws {
         guard case .mapping(var mapping) = node else {
             throw CohortError("--set \(assignment): '\(keys.first ?? "")' is not inside a mapping")
