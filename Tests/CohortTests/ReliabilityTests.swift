@@ -234,3 +234,34 @@ extension ReliabilityTests {
         }
     }
 }
+
+extension ReliabilityTests {
+    /// SIGTERM to the launcher (what SLURM or a user sends) stops every rank at the next step
+    /// with a checkpoint, and the launcher's status is 75, as a requeueing script expects.
+    func test_sigtermToTheLauncherEndsWith75AndACheckpoint() throws {
+        let path = "\(directory)/launched.yaml"
+        try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/launched", epochs: 100000, extra: "  log_every: 1")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let launcher = Process()
+        launcher.executableURL = repository.appendingPathComponent("launch/cohort-mpirun")
+        launcher.arguments = ["-n", "2", "train", path]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["COHORT_BIN"] = cohortExecutable()
+        environment["COHORT_PROGRESS"] = "lines"
+        launcher.environment = environment
+        let output = "\(directory)/launched.out"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        launcher.standardOutput = FileHandle(forWritingAtPath: output)
+        launcher.standardError = FileHandle(forWritingAtPath: output)
+        try launcher.run()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("epoch 2/100000 step") { usleep(20_000) }
+        kill(launcher.processIdentifier, SIGTERM)
+        launcher.waitUntilExit()
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        XCTAssertEqual(launcher.terminationStatus, 75, text)
+        XCTAssertTrue(text.contains("stopped by signal at step"), text)
+        XCTAssertFalse(Trainer.checkpoints(in: "\(directory)/runs/launched/checkpoints").isEmpty)
+    }
+}
