@@ -122,6 +122,7 @@ struct Predict: ParsableCommand {
             try file.setAttribute("source", data)
             try file.flush()
             file.close()
+            try FileIntegrity.seal(temporary)
             guard rename(temporary, out) == 0 else {
                 unlink(temporary)
                 throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")

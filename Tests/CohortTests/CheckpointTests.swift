@@ -66,10 +66,14 @@ final class CheckpointTests: XCTestCase {
         let directory = try temporaryDirectory(self)
         let path = "\(directory)/c.h5"
         try sample().writeAtomically(to: path)
-        // Rewrite the version attribute in place with the HDF5 API.
+        // Rewrite the version attribute in place with the HDF5 API, then seal the file again
+        // (its trailer checksum would refuse the edit first).
+        try unsealed(path)
         let file = try HDF5File.openForWriting(path)
         try file.setAttribute("format_version", [Int64(99)])
         try file.flush()
+        file.close()
+        try FileIntegrity.seal(path)
         XCTAssertThrowsError(try Checkpoint.read(from: path)) { error in
             XCTAssertTrue("\(error)".contains("format version 99"), "\(error)")
         }
@@ -86,13 +90,37 @@ final class CheckpointTests: XCTestCase {
             let path = "\(directory)/\(name).h5"
             try sample().writeAtomically(to: path)
             XCTAssertNoThrow(try Checkpoint.read(from: path))
+            // Edited as a tool would and sealed again: the checksum over the attributes refuses it.
+            try unsealed(path)
             let file = try HDF5File.openForWriting(path)
             try edit(file)
             try file.flush()
             file.close()
+            try FileIntegrity.seal(path)
             XCTAssertThrowsError(try Checkpoint.read(from: path), name) { error in
                 XCTAssertTrue("\(error)".contains("checksum mismatch"), "\(name): \(error)")
             }
+        }
+    }
+
+    /// Removes the integrity trailer (what an editing tool that rewrites the file in place does).
+    private func unsealed(_ path: String) throws {
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        XCTAssertEqual(truncate(path, off_t(size - FileIntegrity.trailerSize)), 0)
+    }
+
+    /// Any byte of a checkpoint changed is refused before libhdf5 reads the file; h5py reads a
+    /// sealed file as usual (the trailer lies past HDF5's end of file).
+    func test_aChangedByteAnywhereIsRefusedBeforeHDF5ReadsIt() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/c.h5"
+        try sample().writeAtomically(to: path)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual(Array(bytes.suffix(FileIntegrity.trailerSize).prefix(8)), Array("COHORTCK".utf8))
+        bytes[bytes.count / 3] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Checkpoint.read(from: path)) {
+            XCTAssertTrue("\($0)".contains("checksum mismatch over the file's bytes"), "\($0)")
         }
     }
 }

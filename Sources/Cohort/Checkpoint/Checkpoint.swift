@@ -98,7 +98,6 @@ public struct Checkpoint {
                 truncate(temporary, 4096)
                 kill(getpid(), SIGKILL)
             }
-            try syncFile(temporary)
             try replaceItem(at: path, with: temporary)
             try? syncFile(directory)
         } catch {

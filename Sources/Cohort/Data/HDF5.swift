@@ -26,6 +26,8 @@ public final class HDF5File {
         guard FileManager.default.fileExists(atPath: path) else {
             throw CohortError("\(path): no such file")
         }
+        // A file Cohort wrote carries a checksum of all its bytes: checked before libhdf5 reads any.
+        try FileIntegrity.verify(path)
         guard H5Fis_hdf5(path) > 0 else { throw CohortError("\(path): not an HDF5 file") }
         let id = H5Fopen(path, cohort_h5f_acc_rdonly(), cohort_h5p_default())
         guard id >= 0 else { throw CohortError("\(path): cannot open as HDF5") }

@@ -66,8 +66,16 @@ public struct ImageSet {
     }
 }
 
-/// Atomic replace: rename(2) over the destination, so readers see the old file or the new one.
+/// Puts a finished HDF5 file in place: sealed with a checksum of its bytes (`FileIntegrity`),
+/// synced, then renamed over `path`, so that a reader sees the old file or the whole new one.
 func replaceItem(at path: String, with temporary: String) throws {
+    do {
+        try FileIntegrity.seal(temporary)
+        try syncFile(temporary)
+    } catch {
+        unlink(temporary)
+        throw error
+    }
     guard rename(temporary, path) == 0 else {
         let reason = String(cString: strerror(errno))
         unlink(temporary)

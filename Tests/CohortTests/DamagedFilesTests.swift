@@ -1,0 +1,86 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// The randomized part of the fault catalog: a checkpoint and a data file damaged in 50 seeded
+/// ways (bytes flipped, 4 KiB blocks zeroed, truncated at a random offset). For every variant
+/// `cohort evaluate` must either work or refuse with one line and status 1: never a trap (a
+/// signal), a hang, an HDF5 error stack, or a change to the file it read.
+final class DamagedFilesTests: XCTestCase {
+    private struct Outcome { let status: Int32; let signalled: Bool; let error: String }
+
+    /// Runs the built `cohort` directly (one process, no mpirun), killed after `seconds`.
+    private func cohort(_ arguments: [String], seconds: Double = 30) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: cohortExecutable())
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        let error = FileManager.default.temporaryDirectory.appendingPathComponent("damaged-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: error, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: error) }
+        if ProcessInfo.processInfo.environment["COHORT_KEEP_VARIANTS"] != nil { print("cohort \(arguments.joined(separator: " "))") }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: error)
+        try process.run()
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+            XCTFail("cohort \(arguments.joined(separator: " ")) hung for \(seconds) s")
+        }
+        return Outcome(status: process.terminationStatus, signalled: process.terminationReason == .uncaughtSignal,
+                       error: (try? String(contentsOfFile: error, encoding: .utf8)) ?? "")
+    }
+
+    private func damage(_ original: Data, seed: UInt64) -> (Data, String) {
+        var generator = Generator(seed: seed, streams: 77)
+        var bytes = original
+        switch seed % 3 {
+        case 0:
+            for _ in 0..<8 { bytes[generator.nextIndex(below: bytes.count)] ^= UInt8(1 << generator.nextIndex(below: 8)) }
+            return (bytes, "8 bits flipped")
+        case 1:
+            let start = generator.nextIndex(below: max(bytes.count / 4096, 1)) * 4096
+            bytes.replaceSubrange(start..<min(start + 4096, bytes.count), with: Data(count: min(4096, bytes.count - start)))
+            return (bytes, "4 KiB zeroed at \(start)")
+        default:
+            let length = generator.nextIndex(below: bytes.count)
+            return (bytes.prefix(length), "truncated to \(length) bytes")
+        }
+    }
+
+    func test_fiftyDamagedFilesAreRefusedCleanlyOrWork() throws {
+        let directory = try temporaryDirectory(self)
+        let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 96, seed: 1)
+        let config = "\(directory)/c.yaml"
+        try smallConfig(train: train, test: train, runDirectory: "\(directory)/run", epochs: 1, extra: "  max_steps: 2")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", config], directory: directory).status, 0)
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)
+        let files = [("checkpoint", try Data(contentsOf: URL(fileURLWithPath: checkpoint))),
+                     ("data", try Data(contentsOf: URL(fileURLWithPath: train)))]
+        var refused = 0, worked = 0
+        for seed in UInt64(0)..<50 {
+            let (kind, original) = files[Int(seed % 2)]
+            let (bytes, how) = damage(original, seed: seed)
+            let variant = "\(directory)/variant-\(seed).h5"
+            try bytes.write(to: URL(fileURLWithPath: variant))
+            let arguments = kind == "checkpoint" ? ["evaluate", variant, "--data", train] : ["evaluate", checkpoint, "--data", variant]
+            let outcome = try cohort(arguments)
+            let what = "variant \(seed) (\(kind), \(how))"
+            XCTAssertFalse(outcome.signalled, "\(what): ended by a signal\n\(outcome.error)")
+            XCTAssertTrue(outcome.status == 0 || outcome.status == 1, "\(what): status \(outcome.status)\n\(outcome.error)")
+            XCTAssertFalse(outcome.error.contains("Fatal error") || outcome.error.contains("HDF5-DIAG"), "\(what):\n\(outcome.error)")
+            if outcome.status == 1 {
+                refused += 1
+                XCTAssertEqual(outcome.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }.count, 1, "\(what):\n\(outcome.error)")
+            } else {
+                worked += 1
+            }
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: variant)), bytes, "\(what): the file read was changed")
+        }
+        XCTAssertGreaterThan(refused, 25, "most damage is found (\(refused) refused, \(worked) worked)")
+        print("damaged files: \(refused) refused with one line, \(worked) evaluated")
+    }
+}
