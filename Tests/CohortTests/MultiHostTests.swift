@@ -116,23 +116,38 @@ final class MultiHostTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelativeDifference(try parameters("two-by-two"), try parameters("four")), 1e-4)
     }
 
-    func test_killingTheRankOnOneHostEndsTheJob() throws {
-        let arguments = try w1Config("killed") + ["--set", "training.max_steps=1000000", "--set", "training.epochs=1000",
-                                                  "--set", "training.log_every=1"]
+    /// A 2-host training job started in the background, its step lines in NAME.out; returns once
+    /// step 5 is printed (or after 60 s), with the path of its standard error.
+    private func startAcrossHosts(_ name: String, _ arguments: [String]) throws -> (Process, String) {
         let job = Process()
         job.executableURL = URL(fileURLWithPath: hostsScript)
         job.arguments = ["mpirun", "-np", "2", cohortExecutable(), "train"] + arguments
-        let output = "\(directory)/killed.out"
+        let output = "\(directory)/\(name).out", error = "\(directory)/\(name).err"
         _ = FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: error, contents: nil)
         job.standardOutput = FileHandle(forWritingAtPath: output)
-        job.standardError = FileHandle(forWritingAtPath: "\(directory)/killed.err")
-        job.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        job.standardError = FileHandle(forWritingAtPath: error)
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["COHORT_PROGRESS"] = "lines"
+        job.environment = environment
         try job.run()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("step 5/") { usleep(50_000) }
+        return (job, error)
+    }
+
+    /// The cohort processes running in the second simulated host.
+    private func ranksOnSecondHost() throws -> [pid_t] {
         let pids = try shell(["ip", "netns", "pids", "cohort-host2"]).output.split(separator: "\n").compactMap { pid_t($0) }
         let executable = URL(fileURLWithPath: cohortExecutable()).resolvingSymlinksInPath().path
-        let ranks = pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe")) == executable }
+        return pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe")) == executable }
+    }
+
+    func test_killingTheRankOnOneHostEndsTheJob() throws {
+        let arguments = try w1Config("killed") + ["--set", "training.max_steps=1000000", "--set", "training.epochs=1000",
+                                                  "--set", "training.log_every=1"]
+        let (job, _) = try startAcrossHosts("killed", arguments)
+        let ranks = try ranksOnSecondHost()
         XCTAssertEqual(ranks.count, 1, "one rank on cohort-host2")
         let killed = Date()
         for pid in ranks { kill(pid, SIGKILL) }
@@ -154,23 +169,8 @@ final class MultiHostTests: XCTestCase {
     func test_aStoppedRankOnOneHostEndsTheJobNamingIt() throws {
         let arguments = try w1Config("stalled") + ["--set", "training.max_steps=1000000", "--set", "training.epochs=1000",
                                                    "--set", "training.log_every=1", "--set", "training.stall_timeout=3"]
-        let job = Process()
-        job.executableURL = URL(fileURLWithPath: hostsScript)
-        job.arguments = ["mpirun", "-np", "2", cohortExecutable(), "train"] + arguments
-        let output = "\(directory)/stalled.out", error = "\(directory)/stalled.err"
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        _ = FileManager.default.createFile(atPath: error, contents: nil)
-        job.standardOutput = FileHandle(forWritingAtPath: output)
-        job.standardError = FileHandle(forWritingAtPath: error)
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
-        environment["COHORT_PROGRESS"] = "lines"
-        job.environment = environment
-        try job.run()
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline, !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("step 5/") { usleep(50_000) }
-        let pids = try shell(["ip", "netns", "pids", "cohort-host2"]).output.split(separator: "\n").compactMap { pid_t($0) }
-        let executable = URL(fileURLWithPath: cohortExecutable()).resolvingSymlinksInPath().path
-        let ranks = pids.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe")) == executable }
+        let (job, error) = try startAcrossHosts("stalled", arguments)
+        let ranks = try ranksOnSecondHost()
         XCTAssertEqual(ranks.count, 1, "one rank on cohort-host2")
         let stopped = Date()
         for pid in ranks { kill(pid, SIGSTOP) }

@@ -19,6 +19,7 @@ decay on matrices and embeddings only) as Cohort's schedule computes the rate.
 """
 import math
 import os
+import sys
 
 import h5py
 import numpy as np
@@ -31,48 +32,9 @@ torch.manual_seed(0)
 torch.set_default_dtype(torch.float32)
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, width, heads):
-        super().__init__()
-        self.c_attn = nn.Linear(width, 3 * width)
-        self.c_proj = nn.Linear(width, width)
-        self.heads = heads
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class Block(nn.Module):
-    def __init__(self, width, heads):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, heads)
-        self.ln_2 = nn.LayerNorm(width)
-        self.c_fc = nn.Linear(width, 4 * width)
-        self.c_proj = nn.Linear(4 * width, width)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x))))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocabulary, length, width, heads, layers):
-        super().__init__()
-        self.wte = nn.Embedding(vocabulary, width)
-        self.wpe = nn.Embedding(length, width)
-        self.blocks = nn.ModuleList([Block(width, heads) for _ in range(layers)])
-        self.ln_f = nn.LayerNorm(width)
-
-    def forward(self, ids):
-        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_f(x) @ self.wte.weight.t()
+# The model classes users rebuild checkpoints with: one definition for both scripts.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "Examples", "pytorch"))
+from gpt_from_checkpoint import GPT, Block, CausalSelfAttention  # noqa: E402
 
 
 def linear(prefix, module):
@@ -140,7 +102,7 @@ def main():
     attn = CausalSelfAttention(C, 2)
     randomize(attn)
     write_layer("attention", attn, lambda m: attention("attention_1", m), torch.randn(B, T, C))
-    blk = Block(C, 2)
+    blk = Block(C, 2, 4)
     randomize(blk)
     write_layer("transformer_block", blk, lambda m: block("transformer_block_1", m), torch.randn(B, T, C))
 
@@ -171,7 +133,7 @@ def main():
 
     # A 10-step training trajectory of a tiny GPT on one fixed batch.
     V, T, C, H, L, B = 11, 8, 16, 2, 2, 4
-    model = GPT(V, T, C, H, L)
+    model = GPT(V, T, C, [(H, 4)] * L)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):

@@ -26,9 +26,9 @@ public final class RunDirectoryLock {
             close(descriptor)
             throw CohortError("\(directory): another job is using this run directory (\(holder.isEmpty ? "holder unknown" : holder)); wait for it or choose another run_dir")
         }
-        var host = [CChar](repeating: 0, count: 256)
-        gethostname(&host, host.count)
-        let text = "host \(String(cString: host)) pid \(getpid())\n"
+        var host = [UInt8](repeating: 0, count: 256)
+        gethostname(&host, host.count - 1)
+        let text = "host \(String(decoding: host.prefix { $0 != 0 }, as: UTF8.self)) pid \(getpid())\n"
         ftruncate(descriptor, 0)
         _ = text.withCString { write(descriptor, $0, strlen($0)) }
     }
