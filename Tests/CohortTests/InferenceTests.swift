@@ -53,3 +53,25 @@ final class InferenceTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/mine.json")).count, before.count)
     }
 }
+
+extension InferenceTests {
+    /// A run stopped inside an epoch leaves a metrics row for its steps; its checkpoint is
+    /// evaluated from another directory through the absolute data paths it recorded.
+    func test_aRunStoppedMidEpochLeavesARowAndItsCheckpointWorksFromAnywhere() throws {
+        let directory = try temporaryDirectory(self)
+        try FileManager.default.createDirectory(atPath: "\(directory)/work/data", withIntermediateDirectories: true)
+        try writeSyntheticDataset("\(directory)/work/data/train.h5", rows: 64, seed: 1)
+        let config = "\(directory)/work/relative.yaml"
+        try smallConfig(train: "data/train.h5", test: "data/train.h5", runDirectory: "run", epochs: 2, extra: "  max_steps: 5")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let trained = try runCohort(ranks: 1, ["train", "relative.yaml"], directory: directory, workingDirectory: "\(directory)/work")
+        XCTAssertEqual(trained.status, 0, trained.error)
+        let rows = try String(contentsOfFile: "\(directory)/work/run/metrics.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rows.count, 2, "\(rows)")
+        XCTAssertTrue(rows[1].hasPrefix("1,5,"), "epoch 1 after 5 steps: \(rows)")
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/work/run/checkpoints").first)
+        let elsewhere = try runCohort(ranks: 1, ["evaluate", checkpoint], directory: directory, workingDirectory: directory)
+        XCTAssertEqual(elsewhere.status, 0, elsewhere.error)
+        XCTAssertTrue(elsewhere.output.contains("accuracy"), elsewhere.output)
+    }
+}

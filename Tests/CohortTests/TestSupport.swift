@@ -73,8 +73,10 @@ final class CohortJob {
     let outputPath: String
     let errorPath: String
 
-    init(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:], directory: String) throws {
+    init(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:], directory: String,
+         workingDirectory: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
         if geteuid() == 0 { mpirunArguments.append("--allow-run-as-root") }
         // A job whose ranks exit with an error ends at once instead of after mpirun's 2 s grace
@@ -135,8 +137,8 @@ final class CohortJob {
 /// Runs `cohort ARGUMENTS` under `mpirun -np RANKS` to the end, output to files (PLATFORM.md:
 /// pipes from an MPI job can hang a reader), with the OMPI_/PMIX_ variables of any outer job removed.
 func runCohort(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:],
-               directory: String) throws -> ProcessResult {
-    let job = try CohortJob(ranks: ranks, arguments, environment: extra, directory: directory)
+               directory: String, workingDirectory: String? = nil) throws -> ProcessResult {
+    let job = try CohortJob(ranks: ranks, arguments, environment: extra, directory: directory, workingDirectory: workingDirectory)
     job.process.waitUntilExit()
     return ProcessResult(status: job.process.terminationStatus, output: job.output, error: job.error)
 }

@@ -39,6 +39,9 @@ public struct Checkpoint {
     /// The training file's class names, or a language model's vocabulary and its tokenizer.
     public var classNames: [String]? = nil
     public var tokenizer: String? = nil
+    /// Absolute paths of the training and test files (`train=…`, `test=…`), so that a checkpoint
+    /// evaluated from another directory still finds its data.
+    public var dataFiles: [String]? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
     public var words: [String: [UInt64]] = [:]
@@ -135,6 +138,7 @@ public struct Checkpoint {
         if let dataFingerprint { try file.setAttribute("data_fingerprint", dataFingerprint) }
         if let classNames { try file.setAttribute("class_names", classNames) }
         if let tokenizer { try file.setAttribute("tokenizer", tokenizer) }
+        if let dataFiles { try file.setAttribute("data_files", dataFiles) }
         checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
@@ -148,6 +152,7 @@ public struct Checkpoint {
             + (dataFingerprint.map { "\ndata_fingerprint=\($0)" } ?? "")
             + (classNames.map { "\nclass_names=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (tokenizer.map { "\ntokenizer=\($0)" } ?? "")
+            + (dataFiles.map { "\ndata_files=" + $0.joined(separator: "\u{1F}") } ?? "")
     }
 
     // MARK: Reading
@@ -179,6 +184,7 @@ public struct Checkpoint {
         if file.hasAttribute("data_fingerprint") { checkpoint.dataFingerprint = try file.stringAttribute("data_fingerprint") }
         if file.hasAttribute("class_names") { checkpoint.classNames = try file.stringsAttribute("class_names") }
         if file.hasAttribute("tokenizer") { checkpoint.tokenizer = try file.stringAttribute("tokenizer") }
+        if file.hasAttribute("data_files") { checkpoint.dataFiles = try file.stringsAttribute("data_files") }
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {
             guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }

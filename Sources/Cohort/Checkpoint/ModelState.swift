@@ -1,3 +1,5 @@
+import Foundation
+
 /// Putting a checkpoint's weights into a model, for resuming, evaluating and predicting.
 extension Checkpoint {
     /// Copies parameters and buffers into `model` after checking that every name and shape
@@ -59,8 +61,14 @@ public struct TrainedModel {
                             communicator: Communicator) throws -> TrainedModel {
         let checkpoint = try Checkpoint.read(from: path)
         let config = try TrainConfig.parse(text: checkpoint.config, file: "\(path) (stored config)")
-        guard let file = dataPath ?? config.data.test else {
+        guard var file = dataPath ?? config.data.test else {
             throw CohortError("\(path): its config names no test file; give one with --data")
+        }
+        // A relative path of the stored config is relative to where training ran: from another
+        // directory, the absolute path the checkpoint recorded finds the same file.
+        if dataPath == nil, !FileManager.default.fileExists(atPath: file),
+           let recorded = checkpoint.dataFiles?.first(where: { $0.hasPrefix("test=") })?.dropFirst("test=".count) {
+            file = String(recorded)
         }
         // The normalization the model was trained with, never the data file's own statistics.
         var dataConfig = config.data

@@ -238,12 +238,13 @@ public final class Trainer {
                 if agreed.stop {
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
+                    try recordPartialEpoch(evaluating: false)
                     return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
-                    if train.isLanguageModel { try evaluateAtStepLimit() }
+                    try recordPartialEpoch(evaluating: train.isLanguageModel)
                     return .stepLimit
                 }
                 if midEpoch, agreed.checkpointDue || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
@@ -284,18 +285,22 @@ public final class Trainer {
         try saveCheckpoint()
     }
 
-    /// A language model's recipe is N steps, which rarely end an epoch: evaluate the validation
-    /// file then, and record the epoch so far as a metrics row.
-    private func evaluateAtStepLimit() throws {
-        guard let evaluation = try evaluateTest() else { return }
+    /// A run that stops inside an epoch leaves a metrics row for the steps it took (the epoch's
+    /// number, its global step). A language model's recipe is N steps, which rarely end an epoch:
+    /// it evaluates the validation file then too, for the row and report.json.
+    private func recordPartialEpoch(evaluating: Bool) throws {
+        let evaluation = evaluating ? try evaluateTest() : nil
         let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
-        let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1), trainAccuracy: sums[1] / max(sums[2], 1),
-                                 testLoss: evaluation.loss, testAccuracy: evaluation.accuracy,
+        guard sums[2] > 0 else { return }
+        let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1),
+                                 trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
+                                 testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                                  samplesPerSecond: sums[2] / max(epochTotals.seconds, 1e-9), seconds: epochTotals.seconds)
-        if communicator.isRoot {
+        guard communicator.isRoot else { return }
+        if let evaluation {
             log("evaluation after \(position.globalStep) steps: " + languageModelFigures(loss: evaluation.loss, accuracy: evaluation.accuracy))
-            recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
         }
+        recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
     }
 
     /// The end of an epoch: its figures agreed over the ranks, the test file (and validation

@@ -60,6 +60,8 @@ extension Trainer {
         checkpoint.dataFingerprint = dataFingerprint
         checkpoint.classNames = train.classNames
         checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
+        let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
+        checkpoint.dataFiles = ["train=" + absolute(config.data.train)] + (config.data.test.map { ["test=" + absolute($0)] } ?? [])
         let parameters = model.parameters
         for entry in parameters.entries {
             let range = entry.offset..<(entry.offset + entry.count)
