@@ -20,3 +20,7 @@ if command -v bible >/dev/null && { [ ! -f data/kjv/train.h5 ] || [ ! -f data/kj
     mv data/kjv/kjv.txt.tmp data/kjv/kjv.txt
     "$cohort" prepare text --input data/kjv/kjv.txt --out data/kjv --tokenizer chars --validation 0.1
 fi
+# Byte tokens of the same text, for configs/gpt-100m.yaml.
+if [ -f data/kjv/kjv.txt ] && { [ ! -f data/kjv-bytes/train.h5 ] || [ ! -f data/kjv-bytes/val.h5 ]; }; then
+    "$cohort" prepare text --input data/kjv/kjv.txt --out data/kjv-bytes --tokenizer bytes --validation 0.1
+fi
