@@ -16,13 +16,15 @@ PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
 RUNS = int(os.environ.get("COHORT_BENCH_RUNS", "3"))
 STEPS = int(os.environ.get("COHORT_BENCH_SEQUENCE_STEPS", "200"))
 FULL = os.environ.get("COHORT_BENCH_FULL", "0") == "1"
-WORKLOADS = [w for w in os.environ.get("COHORT_BENCH_WORKLOADS", "W5,W6").split(",") if w in ("W5", "W6")]
+WORKLOADS = [w for w in os.environ.get("COHORT_BENCH_WORKLOADS", "W5,W6").split(",") if w in ("W5", "W6", "W7")]
 COHORT = os.path.join(ROOT, ".build/release/cohort")
 MPIRUN = os.path.join(ROOT, "launch/cohort-mpirun")
-CONFIGS = {"W5": "configs/kjv-char-lstm.yaml", "W6": "configs/kjv-char-gpt.yaml"}
-PARAMETERS = {"W5": 876287, "W6": 809600}
-ATTENTION = {"W5": 0, "W6": 12 * 4 * 64 * 128}
+CONFIGS = {"W5": "configs/kjv-char-lstm.yaml", "W6": "configs/kjv-char-gpt.yaml", "W7": "configs/kjv-char-gpt-medium.yaml"}
+PARAMETERS = {"W5": 876287, "W6": 809600, "W7": 10770048}
+ATTENTION = {"W5": 0, "W6": 12 * 4 * 64 * 128, "W7": 12 * 6 * 256 * 384}
 FLOPS = {w: 6 * PARAMETERS[w] + ATTENTION[w] for w in PARAMETERS}
+# Windows × tokens per rank and step; the full recipes (W7 is for throughput only).
+BATCH = {"W5": (32, 64), "W6": (12, 64), "W7": (8, 256)}
 FULL_STEPS = {"W5": 1000, "W6": 2000}
 LAYOUTS = [("1 rank × 1 thread", 1, 1), ("1 rank × 2 threads", 1, 2), ("2 ranks × 1 thread", 2, 1)]
 LOG = open(os.path.join(ROOT, "Benchmarks/last-run-sequence.log"), "w")
@@ -44,7 +46,7 @@ def cohort(workload, ranks, threads, steps, evaluate=False):
         command += ["--set", "data.test=null"]
     out = run(command, {"OPENBLAS_NUM_THREADS": str(threads), "COHORT_PROGRESS": "lines"})
     rates = {int(s): float(r) for s, r in re.findall(r"step (\d+)/\d+ loss [\d.]+ lr [\d.e-]+ tokens/s (\d+)", out)}
-    tokens_per_step = ranks * (32 if workload == "W5" else 12) * 64
+    tokens_per_step = ranks * BATCH[workload][0] * BATCH[workload][1]
     rate = None
     if 10 in rates and steps in rates:
         # The progress rate is cumulative from the first step: take steps 11 … STEPS apart.
@@ -116,7 +118,7 @@ if "W6" in WORKLOADS:
 
 full = {}
 if FULL:
-    for workload in WORKLOADS:
+    for workload in (w for w in WORKLOADS if w in FULL_STEPS):
         full[workload] = {"cohort": cohort(workload, 2, 1, FULL_STEPS[workload], evaluate=True),
                           "pytorch": pytorch(workload, 2, 1, FULL_STEPS[workload], evaluate=True)}
 
@@ -125,7 +127,7 @@ lines = ["# Sequence workloads: Cohort beside PyTorch", "",
          f"{time.strftime('%Y-%m-%d')}, {(time.time() - started) / 60:.0f} min; "
          f"GEMM peak (1 thread, 1024³, best of {len(peaks)} probes: {', '.join(f'{p:.0f}' for p in peaks)}) {peak:.0f} GFLOP/s. "
          f"Tokens/s over steps 11–{STEPS}, median of {RUNS} rounds (each round: every layout once, Cohort then PyTorch). "
-         f"MFU counts 6 × parameters per token plus attention's 12 · layers · T · width (W5 {FLOPS['W5'] / 1e6:.2f}, W6 {FLOPS['W6'] / 1e6:.2f} MFLOP per token) "
+         f"MFU counts 6 × parameters per token plus attention's 12 · layers · T · width (W5 {FLOPS['W5'] / 1e6:.2f}, W6 {FLOPS['W6'] / 1e6:.2f}, W7 {FLOPS['W7'] / 1e6:.2f} MFLOP per token) "
          "against the 1-thread peak times the threads in use. PyTorch: the same recipes in `Benchmarks/pytorch_sequence.py`, DDP over gloo.", ""]
 for workload in WORKLOADS:
     lines += [f"## {workload} (`{CONFIGS[workload]}`)", "",
@@ -150,6 +152,6 @@ if generation:
     lines += ["## Generation (W6's shape, greedy, batch 1, 500 tokens after a 64-token prompt, 1 thread)", "",
               f"Cohort {fmt(generation['cohort'])} tokens/s, PyTorch {fmt(generation.get('pytorch'))} tokens/s "
               f"(the same loop: key/value cache, newest half kept when the 64-token context is full): {fmt(ratio, 2)}×.", ""]
-with open(os.path.join(ROOT, "Benchmarks/RESULTS-sequence.md"), "w") as f:
+with open(os.path.join(ROOT, os.environ.get("COHORT_BENCH_SEQUENCE_OUTPUT", "Benchmarks/RESULTS-sequence.md")), "w") as f:
     f.write("\n".join(lines))
 print("\n".join(lines))

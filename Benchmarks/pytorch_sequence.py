@@ -26,6 +26,8 @@ def process_uptime():
 RECIPES = {
     "W5": dict(batch=32, window=64, lr=2e-3, clip=5.0),
     "W6": dict(batch=12, window=64, lr=1e-3, clip=1.0, warmup=100, min_lr=1e-4, decay=0.1, betas=(0.9, 0.99)),
+    "W7": dict(batch=8, window=256, lr=1e-3, clip=1.0, warmup=100, min_lr=1e-4, decay=0.1, betas=(0.9, 0.99),
+               width=384, heads=6, layers=6),
 }
 
 
@@ -88,6 +90,9 @@ def build(workload, vocabulary, torch):
         def forward(self, ids):
             return self.head(self.lstm(self.embedding(ids))[0])
 
+    if workload == "W7":
+        recipe = RECIPES["W7"]
+        return GPT(vocabulary, recipe["window"], recipe["width"], recipe["heads"], recipe["layers"])
     return GPT(vocabulary) if workload == "W6" else CharLSTM(vocabulary)
 
 
@@ -105,7 +110,7 @@ def worker(rank, args):
     torch.manual_seed(1)
     train, vocabulary = tokens_of(os.path.join(args.data, "train.h5"), torch, h5py)
     model = build(args.workload, vocabulary, torch)
-    if args.workload == "W6":
+    if args.workload in ("W6", "W7"):
         decay = [p for p in model.parameters() if p.dim() >= 2]
         rest = [p for p in model.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe["decay"]}, {"params": rest, "weight_decay": 0.0}],
@@ -118,7 +123,7 @@ def worker(rank, args):
     timed_from = None
     first_step = None
     for step in range(args.steps):
-        if args.workload == "W6":
+        if args.workload in ("W6", "W7"):
             if step < recipe["warmup"]:
                 rate = recipe["lr"] * step / recipe["warmup"]
             else:
@@ -198,7 +203,7 @@ def generate(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workload", choices=["W5", "W6"], required=True)
+    parser.add_argument("--workload", choices=["W5", "W6", "W7"], required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)

@@ -54,7 +54,7 @@ status=0
 if echo ",$workloads," | grep -qE ",W[123],"; then
     COHORT_BENCH_WORKLOADS="$(echo "$workloads" | tr ',' '\n' | grep -E '^W[123]$' | paste -sd,)" python3 "$here/collect.py" || status=$?
 fi
-if echo ",$workloads," | grep -qE ",W[56],"; then
+if echo ",$workloads," | grep -qE ",W[567],"; then
     python3 "$here/collect_sequence.py" || status=$?
 fi
 exit $status
