@@ -94,7 +94,7 @@ final class LayerStack {
 
     var outputShape: [Int] { layers.last?.outputShape ?? inputShape }
 
-    /// Every layer, including those inside residual blocks.
+    /// Every layer, including those inside containers (residual and Transformer blocks, attention, LSTM stacks).
     var allLayers: [Layer] { layers.flatMap(\.selfAndDescendants) }
 
     init(specs: [LayerSpec], inputShape: [Int], builder: LayerBuilder, prefix: String) throws {
