@@ -182,7 +182,7 @@ final class MultiHostTests: XCTestCase {
         XCTAssertNotEqual(job.terminationStatus, 0)
         XCTAssertLessThan(Date().timeIntervalSince(stopped), 3 + 10)
         let message = (try? String(contentsOfFile: error, encoding: .utf8)) ?? ""
-        XCTAssertTrue(message.contains("cohort: stall: the collectives of step"), message)
+        XCTAssertTrue(message.contains("cohort: stall: step "), message)
         XCTAssertTrue(message.contains("not arrived: rank 1 (last step "), message)
         print("job ended \(String(format: "%.2f", Date().timeIntervalSince(stopped))) s after SIGSTOP, status \(job.terminationStatus)")
     }

@@ -216,7 +216,7 @@ extension ReliabilityTests {
         XCTAssertNotNil(status, "the job ended by itself")
         XCTAssertNotEqual(status, 0)
         XCTAssertLessThan(Date().timeIntervalSince(started), 2 + 10)
-        XCTAssertTrue(job.error.contains("cohort: stall: the collectives of step"), job.error)
+        XCTAssertTrue(job.error.contains("cohort: stall: step "), job.error)
         XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (last step "), job.error)
     }
 }

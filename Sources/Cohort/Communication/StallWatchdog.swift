@@ -7,10 +7,10 @@ import Glibc
 /// descheduled node) instead of letting the others spin in the all-reduce forever, as PyTorch's
 /// gloo/NCCL watchdog and Horovod's stall check do.
 ///
-/// Each rank keeps a record in `<run_dir>/.progress/rank-R` (no collective): the step whose
-/// collectives it has reached, written before the gradient all-reduce, and a heartbeat its
-/// watchdog thread writes every second (a frozen process writes none). The step's last
-/// collective disarms the watchdog. A rank that stays armed for `timeout` seconds reads every
+/// Each rank keeps a record in `<run_dir>/.progress/rank-R` (no collective): the step it has
+/// started (written as the step starts, and again as an epoch's end or a checkpoint starts),
+/// and a heartbeat its watchdog thread writes every second (a frozen process writes none).
+/// The step's last collective (or the epoch's end, the checkpoint) disarms it. A rank that stays armed for `timeout` seconds reads every
 /// record, names the ranks that did not reach this step or show no sign of life, and ends its
 /// process with status 1, so that mpirun ends the job; nothing is written over the last
 /// checkpoint. The lowest rank not named prints the line; the others leave silently.
@@ -85,7 +85,7 @@ final class StallWatchdog: @unchecked Sendable {
             let who = behind.isEmpty
                 ? (unknown ? "ranks whose progress this rank cannot read (\(directory) is not shared?)" : "no rank is behind in its record")
                 : behind.joined(separator: ", ")
-            printError("cohort: stall: the collectives of step \(step) did not complete within \(Int(timeout)) s (training.stall_timeout); "
+            printError("cohort: stall: step \(step) did not complete within \(Int(timeout)) s (training.stall_timeout); "
                        + "not arrived: \(who); ending the job, the last checkpoint untouched")
         }
         _exit(1)

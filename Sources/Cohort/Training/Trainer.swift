@@ -236,12 +236,14 @@ public final class Trainer {
                 if communicator.isRoot { reportStep(started: started) }
                 let midEpoch = position.stepInEpoch < steps
                 if agreed.stop {
+                    watchdog?.arm(step: position.globalStep)
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
                     try recordPartialEpoch(evaluating: false)
                     return .interrupted
                 }
                 if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
+                    watchdog?.arm(step: position.globalStep)
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
                     try recordPartialEpoch(evaluating: train.isLanguageModel)
@@ -250,16 +252,21 @@ public final class Trainer {
                 if midEpoch, agreed.checkpointDue || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
                     let now = monotonicNanoseconds()
                     epochTotals.seconds += Double(now - started) / 1e9
+                    watchdog?.arm(step: position.globalStep)
                     try saveCheckpoint()
+                    watchdog?.disarm()
                     started = monotonicNanoseconds()
                 }
             }
+            // The epoch's end is collectives too (its sums, evaluation, the checkpoint): watched.
+            watchdog?.arm(step: position.globalStep)
             let report = try finishEpoch(started: started, waitAtEpochStart: waitAtEpochStart)
             let stop = runCallbacks(report)
             let last = position.epoch == config.training.epochs || stop
             if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
                 try saveCheckpoint(improved: isBest(report))
             }
+            watchdog?.disarm()
             if stop { return .earlyStopped }
         }
         return .completed
@@ -355,12 +362,13 @@ public final class Trainer {
     /// batch → forward → loss → backward → all-reduce → agree → clip → update.
     private func step(_ batch: BatchLoader.Batch) throws -> StepAgreement {
         let parameters = model.parameters
+        // From here to the step's last collective, a rank that stops arriving ends the job.
+        watchdog?.arm(step: position.globalStep + 1)
         parameters.zeroGradients()
         // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
         let stepLoss = computeGradients(batch)
         try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
-        watchdog?.arm(step: position.globalStep + 1)
         let sumFinite = allReduceGradients()
         if firstStepAt == nil { firstStepAt = processUptime() }
 
