@@ -1,6 +1,8 @@
 """Runs the benchmark matrix for Benchmarks/run.sh and writes Benchmarks/RESULTS.md."""
 import json, os, re, shutil, statistics, subprocess, time
 
+from benchlib import logged_runner
+
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
 RUNS = int(os.environ.get("COHORT_BENCH_RUNS", "3"))
@@ -16,14 +18,7 @@ FLOPS = {w: 6 * m for w, m in MACS.items()}
 PARAMETERS = {"W1": 235146, "W2": 121930, "W3": 3274634}
 LAYOUTS = [("1 rank × 1 thread", 1, 1), ("1 rank × 2 threads", 1, 2), ("2 ranks × 1 thread", 2, 1)]
 DATA = os.path.join(ROOT, "data/fashion-mnist")
-LOG = open(os.path.join(ROOT, "Benchmarks/last-run.log"), "w")
-
-def run(command, env=None):
-    LOG.write("$ " + " ".join(command) + "\n")
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
-    LOG.write(result.stdout + result.stderr + "\n")
-    LOG.flush()
-    return result.stdout + result.stderr
+run = logged_runner(ROOT, os.path.join(ROOT, "Benchmarks/last-run.log"))
 
 def train_arguments(workload, run_name, epochs):
     """`train` of the workload's config, quiet, in a scratch run directory, without checkpoints or TensorBoard."""

@@ -11,6 +11,8 @@ validation loss of the full 2-rank recipe (W5 1,000 steps, W6 2,000) for both.
 """
 import json, os, re, statistics, subprocess, time
 
+from benchlib import logged_runner
+
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
 RUNS = int(os.environ.get("COHORT_BENCH_RUNS", "3"))
@@ -27,15 +29,7 @@ FLOPS = {w: 6 * PARAMETERS[w] + ATTENTION[w] for w in PARAMETERS}
 BATCH = {"W5": (32, 64), "W6": (12, 64), "W7": (8, 256)}
 FULL_STEPS = {"W5": 1000, "W6": 2000}
 LAYOUTS = [("1 rank × 1 thread", 1, 1), ("1 rank × 2 threads", 1, 2), ("2 ranks × 1 thread", 2, 1)]
-LOG = open(os.path.join(ROOT, "Benchmarks/last-run-sequence.log"), "w")
-
-
-def run(command, env=None):
-    LOG.write("$ " + " ".join(command) + "\n")
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True)
-    LOG.write(result.stdout + result.stderr + "\n")
-    LOG.flush()
-    return result.stdout + result.stderr
+run = logged_runner(ROOT, os.path.join(ROOT, "Benchmarks/last-run-sequence.log"))
 
 
 def cohort(workload, ranks, threads, steps, evaluate=False):

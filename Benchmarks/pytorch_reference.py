@@ -8,12 +8,8 @@ Usage: python pytorch_reference.py --workload W1 --data DIR --processes 2 --thre
 """
 import argparse, json, os, resource, time
 
-def process_uptime():
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    with open("/proc/uptime") as f:
-        now = float(f.read().split()[0])
-    return now - float(fields[19]) / os.sysconf("SC_CLK_TCK")
+from benchlib import process_uptime
+
 
 def model_for(name, nn):
     if name == "W1":

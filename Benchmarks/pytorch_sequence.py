@@ -14,13 +14,9 @@ Usage: python pytorch_sequence.py --workload W6 --data data/kjv --processes 2 --
 """
 import argparse, json, math, os, resource, time
 
+from benchlib import process_uptime
 
-def process_uptime():
-    with open("/proc/self/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    with open("/proc/uptime") as f:
-        now = float(f.read().split()[0])
-    return now - float(fields[19]) / os.sysconf("SC_CLK_TCK")
+
 
 
 RECIPES = {
