@@ -2,19 +2,21 @@ import Foundation
 import XCTest
 @testable import Cohort
 
-/// The randomized part of the fault catalog: a checkpoint and a data file damaged in 50 seeded
-/// ways (bytes flipped, 4 KiB blocks zeroed, truncated at a random offset). For every variant
+/// The randomized part of the fault catalog: a checkpoint, a data file and a data file without
+/// Cohort's checksum trailer (as another tool writes it) damaged in 90 seeded ways (bytes
+/// flipped anywhere or in the metadata, 4 KiB blocks zeroed, truncated at a random offset). For every variant
 /// `cohort evaluate` must either work or refuse with one line and status 1: never a trap (a
 /// signal), a hang, an HDF5 error stack, or a change to the file it read.
 final class DamagedFilesTests: XCTestCase {
     private struct Outcome { let status: Int32; let signalled: Bool; let error: String }
 
     /// Runs the built `cohort` directly (one process, no mpirun), killed after `seconds`.
-    private func cohort(_ arguments: [String], seconds: Double = 30) throws -> Outcome {
+    private func cohort(_ arguments: [String], seconds: Double = 30, environment: [String: String] = [:]) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: cohortExecutable())
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+            .merging(environment) { $1 }
         let error = FileManager.default.temporaryDirectory.appendingPathComponent("damaged-\(UUID().uuidString)").path
         _ = FileManager.default.createFile(atPath: error, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: error) }
@@ -36,7 +38,11 @@ final class DamagedFilesTests: XCTestCase {
     private func damage(_ original: Data, seed: UInt64) -> (Data, String) {
         var generator = Generator(seed: seed, streams: 77)
         var bytes = original
-        switch seed % 3 {
+        switch seed % 4 {
+        case 3:
+            // Metadata: the superblock, root group and object headers sit in the first 2 KiB.
+            for _ in 0..<4 { bytes[generator.nextIndex(below: min(2048, bytes.count))] ^= UInt8(1 << generator.nextIndex(below: 8)) }
+            return (bytes, "4 bits flipped in the first 2 KiB")
         case 0:
             for _ in 0..<8 { bytes[generator.nextIndex(below: bytes.count)] ^= UInt8(1 << generator.nextIndex(below: 8)) }
             return (bytes, "8 bits flipped")
@@ -58,15 +64,23 @@ final class DamagedFilesTests: XCTestCase {
             .write(toFile: config, atomically: true, encoding: .utf8)
         XCTAssertEqual(try runCohort(ranks: 1, ["train", config], directory: directory).status, 0)
         let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)
-        let files = [("checkpoint", try Data(contentsOf: URL(fileURLWithPath: checkpoint))),
-                     ("data", try Data(contentsOf: URL(fileURLWithPath: train)))]
+        let data = try Data(contentsOf: URL(fileURLWithPath: train))
+        // A file another tool wrote has no checksum trailer: libhdf5 itself meets the damage.
+        let foreign = data.prefix(data.count - FileIntegrity.trailerSize)
+        let files = [("checkpoint", try Data(contentsOf: URL(fileURLWithPath: checkpoint))), ("data", data),
+                     ("foreign data", foreign)]
         var refused = 0, worked = 0
-        for seed in UInt64(0)..<50 {
-            let (kind, original) = files[Int(seed % 2)]
+        for seed in UInt64(0)..<90 {
+            let (kind, original) = files[Int(seed % 3)]
             let (bytes, how) = damage(original, seed: seed)
             let variant = "\(directory)/variant-\(seed).h5"
             try bytes.write(to: URL(fileURLWithPath: variant))
             let arguments = kind == "checkpoint" ? ["evaluate", variant, "--data", train] : ["evaluate", checkpoint, "--data", variant]
+            if seed == 2 {
+                let intact = "\(directory)/foreign.h5"  // undamaged, without a trailer: read as before
+                try foreign.write(to: URL(fileURLWithPath: intact))
+                XCTAssertEqual(try cohort(["evaluate", checkpoint, "--data", intact]).status, 0, "an intact file without a trailer")
+            }
             let outcome = try cohort(arguments)
             let what = "variant \(seed) (\(kind), \(how))"
             XCTAssertFalse(outcome.signalled, "\(what): ended by a signal\n\(outcome.error)")
@@ -80,7 +94,33 @@ final class DamagedFilesTests: XCTestCase {
             }
             XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: variant)), bytes, "\(what): the file read was changed")
         }
-        XCTAssertGreaterThan(refused, 25, "most damage is found (\(refused) refused, \(worked) worked)")
+        XCTAssertGreaterThan(refused, 45, "most damage is found (\(refused) refused, \(worked) worked)")
         print("damaged files: \(refused) refused with one line, \(worked) evaluated")
+    }
+
+    /// Damage that crashes or hangs libhdf5 1.10 itself, in a file without Cohort's trailer: the
+    /// size of the first object in the global heap (where variable-length strings such as
+    /// `class_names` live). The file is read in a child process first, so it is refused.
+    func test_damageThatBreaksLibHDF5InAForeignFileIsRefused() throws {
+        let directory = try temporaryDirectory(self)
+        let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 96, seed: 1)
+        try smallConfig(train: train, test: nil, runDirectory: "\(directory)/run", epochs: 1, extra: "  max_steps: 1")
+            .write(toFile: "\(directory)/c.yaml", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try runCohort(ranks: 1, ["train", "\(directory)/c.yaml"], directory: directory).status, 0)
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)
+        let data = try Data(contentsOf: URL(fileURLWithPath: train))
+        let foreign = data.prefix(data.count - FileIntegrity.trailerSize)
+        let heap = try XCTUnwrap(foreign.range(of: Data("GCOL".utf8))).lowerBound
+        for (offset, bit, what, printed) in [(28, 7, "crash", "crashed reading this file"), (25, 0, "hang", "did not finish reading this file in 2 s")] {
+            var bytes = Data(foreign)
+            bytes[heap + offset] ^= UInt8(1 << bit)
+            let variant = "\(directory)/\(what).h5"
+            try bytes.write(to: URL(fileURLWithPath: variant))
+            let outcome = try cohort(["evaluate", checkpoint, "--data", variant], environment: ["COHORT_HDF5_PROBE_SECONDS": "2"])
+            XCTAssertFalse(outcome.signalled, "\(what): ended by a signal\n\(outcome.error)")
+            XCTAssertEqual(outcome.status, 1, "\(what)\n\(outcome.error)")
+            XCTAssertEqual(outcome.error.trimmingCharacters(in: .whitespacesAndNewlines),
+                           "cohort: \(variant): the HDF5 library \(printed)\(what == "crash" ? " (signal 11, in a child process)" : ""); the file is damaged")
+        }
     }
 }

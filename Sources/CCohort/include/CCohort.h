@@ -85,6 +85,10 @@ void cohort_lstm_cell_backward(const float *restrict gates, const float *restric
 /// Every destination gets Σ sources in source order; returns 1 when every sum is finite.
 int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
 /// 1 when every x[i] is finite (not ±inf, not NaN).
+/// Reads an HDF5 file Cohort did not write in a forked child, within timeout_ms (every object,
+/// its attributes and the attributes `names` by name, dataset rows): 0 when the child finished
+/// (or could not be started), the signal that ended it, or -1 when it hung.
+int cohort_h5_probe(const char *path, const char *const *names, int name_count, int timeout_ms);
 int cohort_all_finite(const float *restrict x, long n);
 void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).

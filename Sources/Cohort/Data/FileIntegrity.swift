@@ -35,19 +35,28 @@ public enum FileIntegrity {
         }
     }
 
-    /// Checks the trailer of a sealed file; a file without a trailer passes unchecked.
+    /// Checks the trailer of a sealed file. A file without a trailer (written by another tool)
+    /// is first read by libhdf5 in a child process, so that a damaged one that would crash or
+    /// hang the library ends the child, not this process, and is refused here with one line.
     public static func verify(_ path: String) throws {
         var status = stat()
-        guard stat(path, &status) == 0, status.st_size >= trailerSize else { return }
+        guard stat(path, &status) == 0 else { return }
         let key = "\(path)|\(status.st_size)|\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
         if lock.withLock({ verified.contains(key) }) { return }
         let size = Int(status.st_size)
-        let descriptor = open(path, O_RDONLY)
-        guard descriptor >= 0 else { return }
         var trailer = [UInt8](repeating: 0, count: trailerSize)
-        let read = pread(descriptor, &trailer, trailerSize, off_t(size - trailerSize))
-        close(descriptor)
-        guard read == trailerSize, Array(trailer[0..<8]) == magic else { return }
+        if size >= trailerSize {
+            let descriptor = open(path, O_RDONLY)
+            guard descriptor >= 0 else { return }
+            let read = pread(descriptor, &trailer, trailerSize, off_t(size - trailerSize))
+            close(descriptor)
+            if read != trailerSize { trailer = [] }
+        }
+        guard size >= trailerSize, Array(trailer.prefix(8)) == magic else {
+            try probeForeign(path)
+            lock.withLock { _ = verified.insert(key) }
+            return
+        }
         let covered = trailer[8..<16].withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         let stored = trailer[16..<24].withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard covered == size - trailerSize else {
@@ -58,6 +67,24 @@ public enum FileIntegrity {
             throw CohortError("\(path): checksum mismatch over the file's bytes (stored \(stored), computed \(computed)); the file is damaged")
         }
         lock.withLock { _ = verified.insert(key) }
+    }
+
+    /// Seconds the child may take to read a foreign file before it is taken to hang libhdf5
+    /// (`COHORT_HDF5_PROBE_SECONDS` sets it, for tests).
+    static let probeTimeout = ProcessInfo.processInfo.environment["COHORT_HDF5_PROBE_SECONDS"].flatMap { Int($0) } ?? 120
+
+    private static func probeForeign(_ path: String) throws {
+        let names = HDF5File.attributeNames.map { strdup($0) }
+        defer { names.forEach { free($0) } }
+        let outcome = names.map { UnsafePointer($0) }.withUnsafeBufferPointer { pointers in
+            cohort_h5_probe(path, pointers.baseAddress, Int32(pointers.count), Int32(probeTimeout * 1000))
+        }
+        if outcome > 0 {
+            throw CohortError("\(path): the HDF5 library crashed reading this file (signal \(outcome), in a child process); the file is damaged")
+        }
+        if outcome < 0 {
+            throw CohortError("\(path): the HDF5 library did not finish reading this file in \(probeTimeout) s; the file is damaged")
+        }
     }
 
     private static func fileSize(_ path: String) throws -> Int {

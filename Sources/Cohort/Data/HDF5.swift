@@ -16,6 +16,12 @@ public final class HDF5File {
         H5Eset_auto2(0, nil, nil)
     }()
 
+    /// Every attribute Cohort reads by name, from data files and checkpoints: a file from another
+    /// tool is read in a child process first (`FileIntegrity`), these attributes included.
+    static let attributeNames = ["class_names", "config", "data_files", "data_fingerprint", "datasets", "epoch", "format",
+                                 "format_version", "global_step", "layout", "mean", "num_classes", "source", "split", "std",
+                                 "tokenizer", "vocabulary", "world_size"]
+
     private init(path: String, id: hid_t) {
         self.path = path
         self.id = id

@@ -12,6 +12,8 @@ import Foundation
 /// (Fashion-MNIST: 47 MB of uint8 per rank); otherwise each batch reads exactly its rows with
 /// one hyperslab selection, so memory does not grow with the file.
 public final class LabeledData {
+    /// The most classes a labels dataset may count (a larger label is a damaged or wrong file).
+    public static let maximumClasses = 1_000_000
     public let path: String
     public let rows: Int
     /// Per-sample shape fed to the model: [C, H, W] for images, [D] for vectors.
@@ -110,7 +112,15 @@ public final class LabeledData {
             let rawLabels: [Int64] = try labelSet.readAll()
             let names = (try? file.stringsAttribute("class_names")) ?? []
             let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
-            let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(rawLabels.max() ?? 0) + 1 : names.count)
+            let largest = rawLabels.max() ?? 0
+            if expectedClasses == nil, declared == nil, names.isEmpty, largest >= LabeledData.maximumClasses {
+                let row = rawLabels.firstIndex(of: largest) ?? 0
+                throw CohortError("\(path): dataset '\(labelsName)' row \(row) has label \(largest); labels count classes from 0 and at most \(LabeledData.maximumClasses) are taken (damaged file?)")
+            }
+            let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(largest) + 1 : names.count)
+            guard (1...LabeledData.maximumClasses).contains(classes) else {
+                throw CohortError("\(path): \(classes) classes declared; between 1 and \(LabeledData.maximumClasses) are taken")
+            }
             if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
                 throw CohortError("\(path): dataset '\(labelsName)' row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
             }
