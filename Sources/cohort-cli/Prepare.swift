@@ -154,8 +154,7 @@ struct PrepareSubset: ParsableCommand {
         guard !ids.isEmpty, ids.allSatisfy({ $0 != nil }) else { fail("--classes \(classes): expected comma-separated integers") }
         reportingErrors {
             let subset = try ImageSet.read(from: source).subset(classes: ids.compactMap { $0 })
-            try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: out).deletingLastPathComponent().path,
-                                                    withIntermediateDirectories: true)
+            try makeDirectories(URL(fileURLWithPath: out).deletingLastPathComponent().path, for: "the subset")
             try subset.write(to: out)
             printLine("wrote \(out): \(subset.count) rows, classes \(subset.classNames.joined(separator: ", "))")
         }

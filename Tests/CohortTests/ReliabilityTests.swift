@@ -106,6 +106,20 @@ extension ReliabilityTests {
         XCTAssertTrue(result.error.contains("runs/unwritable/checkpoints: is a file, not a directory for checkpoints"), result.error)
         XCTAssertFalse(result.output.contains("epoch 1/"), result.output)
     }
+
+    /// A run directory or an output directory under a file: our one line, not Foundation's error text.
+    func test_directoriesThatCannotBeMadeAreNamedInOneLine() throws {
+        _ = FileManager.default.createFile(atPath: "\(directory)/plain", contents: Data())
+        let train = try runCohort(ranks: 1, ["train", try config("blocked", maxSteps: 1), "--set", "run_dir=\(directory)/plain/run"],
+                                  directory: directory)
+        XCTAssertEqual(train.status, 1)
+        XCTAssertTrue(train.error.contains("cohort: \(directory)/plain: is a file, not a directory (needed for the run)"), train.error)
+        let prepare = try runCohort(ranks: 1, ["prepare", "text", "--input", try config("text", maxSteps: 1), "--out", "\(directory)/plain/tokens"],
+                                    directory: directory)
+        XCTAssertEqual(prepare.status, 1)
+        XCTAssertTrue(prepare.error.contains("cohort: \(directory)/plain: is a file, not a directory (needed for the prepared token files)"), prepare.error)
+        XCTAssertFalse((train.error + prepare.error).contains("NSCocoaErrorDomain"))
+    }
 }
 
 extension ReliabilityTests {

@@ -127,7 +127,7 @@ public enum FashionMNIST {
 
     /// Converts the IDX pairs of the Debian package into `train.h5` and `test.h5` under `outputDirectory`.
     public static func prepare(source: String, outputDirectory: String) throws -> [String] {
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        try makeDirectories(outputDirectory, for: "the prepared data files")
         var written: [String] = []
         for (split, prefix) in [("train", "train"), ("test", "t10k")] {
             let set = try readIDXPair(

@@ -50,7 +50,7 @@ public enum TextPreparation {
         guard trainCount > 1, validation == 0 || validationCount > 1 else {
             throw CohortError("\(inputs.joined(separator: ", ")): \(tokens.count) tokens are too few to split \(validation) off for validation")
         }
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        try makeDirectories(outputDirectory, for: "the prepared token files")
         let source = inputs.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")
         var written = ["\(outputDirectory)/train.h5"]
         try write(tokens[0..<trainCount], to: written[0], vocabulary: vocabulary, tokenizer: tokenizer, source: source, split: "train")

@@ -11,11 +11,7 @@ public final class RunDirectoryLock {
     private let descriptor: Int32
 
     public init(directory: String) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw CohortError("\(directory): cannot create the run directory: \(String(cString: strerror(errno)))")
-        }
+        try makeDirectories(directory, for: "the run")
         path = "\(directory)/.lock"
         descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {

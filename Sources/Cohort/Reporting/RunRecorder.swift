@@ -22,7 +22,7 @@ public final class RunRecorder {
     public init(directory: String, configText: String, tensorBoard: Bool, languageModel: Bool = false) throws {
         self.directory = directory
         self.languageModel = languageModel
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try makeDirectories(directory, for: "the run")
         guard FileManager.default.createFile(atPath: "\(directory)/config.yaml", contents: Data(configText.utf8)) else {
             throw CohortError("\(directory)/config.yaml: cannot write (is the run directory writable?)")
         }

@@ -21,7 +21,7 @@ extension Trainer {
         var failure: CohortError?
         if communicator.isRoot {
             do {
-                try FileManager.default.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+                try makeDirectories(checkpointDirectory, for: "checkpoints")
                 let path = "\(checkpointDirectory)/checkpoint-\(String(format: "%08d", position.globalStep)).h5"
                 guard cohort_sum(model.parameters.values.baseAddress!, model.parameters.count).isFinite else {
                     throw CohortError("step \(position.globalStep): parameters are not finite; no checkpoint written")
