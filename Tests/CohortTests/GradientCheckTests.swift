@@ -13,7 +13,7 @@ final class GradientCheckTests: XCTestCase {
 
     func test_denseGradientsMatchFiniteDifferences() throws {
         try checkModel([.dense(5)], inputShape: [7], batch: 3)
-        try checkModel([LayerSpec(.dense(units: 3, activation: nil, initializer: nil, bias: false))], inputShape: [4], batch: 2)
+        try checkModel([.dense(3, bias: false)], inputShape: [4], batch: 2)
     }
 
     func test_denseOnImageInputFlattensRows() throws {

@@ -212,28 +212,3 @@ public struct Checkpoint {
     }
 }
 
-struct CRC32 {
-    private(set) var value: UInt = crc32(0, nil, 0)
-    mutating func update(attributes text: String) {
-        var bytes = Array(text.utf8)
-        value = crc32(value, &bytes, UInt32(bytes.count))
-    }
-    mutating func update(name: String, bytes: UnsafeRawBufferPointer) {
-        var nameBytes = Array(name.utf8)
-        value = crc32(value, &nameBytes, UInt32(nameBytes.count))
-        // zlib takes at most 4 GiB per call.
-        var offset = 0
-        while offset < bytes.count {
-            let length = min(bytes.count - offset, 1 << 30)
-            value = crc32(value, bytes.baseAddress!.advanced(by: offset).assumingMemoryBound(to: UInt8.self), UInt32(length))
-            offset += length
-        }
-    }
-}
-
-func syncFile(_ path: String) throws {
-    let descriptor = open(path, O_RDONLY)
-    guard descriptor >= 0 else { throw CohortError("\(path): cannot open to sync: \(String(cString: strerror(errno)))") }
-    defer { close(descriptor) }
-    guard fsync(descriptor) == 0 else { throw CohortError("\(path): fsync failed: \(String(cString: strerror(errno)))") }
-}

@@ -85,3 +85,42 @@ public struct TrainedModel {
         return TrainedModel(config: config, model: model, data: data)
     }
 }
+
+/// Probabilities [N × K] and predicted labels for every row of a trained model's data.
+public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabilities: [Float], labels: [Int64], classes: Int) {
+    let data = trained.data
+    guard !data.isLanguageModel else {
+        throw CohortError("\(data.path): predict writes class probabilities per row; for a language model use cohort evaluate or cohort generate")
+    }
+    let loss = trained.config.loss
+    let width = trained.model.outputShape.reduce(1, *)
+    // Regression: the outputs themselves, under the name probabilities' place takes.
+    let classes = data.isRegression ? width : (loss == .binaryCrossEntropy ? 2 : width)
+    let batch = max(1, min(batchSize, trained.model.maxBatch))
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
+    let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
+    defer {
+        x.deallocate()
+        y.deallocate()
+    }
+    var probabilities: [Float] = []
+    var labels: [Int64] = []
+    probabilities.reserveCapacity(data.rows * classes)
+    var start = 0
+    while start < data.rows {
+        let end = min(start + batch, data.rows)
+        try data.load(rows: Array(start..<end)[...], epoch: 0, x: x, y: y)
+        let outputs = trained.model.forward(x, batch: end - start, training: false)
+        for row in 0..<(end - start) {
+            if data.isRegression {
+                probabilities += (0..<width).map { outputs[row * width + $0] }
+                labels.append(0)
+                continue
+            }
+            probabilities += loss.probabilities(outputs + row * width, width: width, classes: classes)
+            labels.append(Int64(loss.predictedClass(outputs + row * width, width: width)))
+        }
+        start = end
+    }
+    return (probabilities, labels, classes)
+}

@@ -51,12 +51,6 @@ extension LabeledData: SampleSource {
     }
 }
 
-/// A layer that reads token ids, and the ids it accepts (the trainer checks them against the data).
-public protocol TokenConsumer: Layer {
-    var vocabulary: Int { get }
-}
-extension Embedding: TokenConsumer {}
-
 /// Opens a data file as the config describes it: a token file (`tokens` dataset) as windows of
 /// `data.window` tokens, any other file as labelled samples.
 public func openSamples(path: String, config data: DataConfig, phase: TokenWindows.Phase, seed: UInt64, cache: Bool,
@@ -70,15 +64,6 @@ public func openSamples(path: String, config data: DataConfig, phase: TokenWindo
     if data.window != nil { throw CohortError("\(path): data.window is for token files (cohort prepare text); this file has no 'tokens' dataset") }
     return try LabeledData(path: path, featuresName: data.features, labelsName: data.labels, normalization: data.normalize,
                            cache: cache, expectedClasses: expectedClasses, mean: data.mean, std: data.std, checkFinite: data.checkFinite)
-}
-
-/// Every layer that reads token ids must accept every id of the data's vocabulary.
-func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
-    for case let consumer as TokenConsumer in model.stack.allLayers where data.isLanguageModel {
-        guard consumer.vocabulary == data.classes else {
-            throw CohortError("\(data.path): its vocabulary has \(data.classes) tokens, but \(consumer.name) has vocabulary \(consumer.vocabulary)")
-        }
-    }
 }
 
 /// A language model's figures from the mean loss in nats per token.

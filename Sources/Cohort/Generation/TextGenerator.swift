@@ -2,16 +2,6 @@
 import Glibc
 #endif
 
-/// A layer whose output at a position depends on the position or on earlier positions.
-/// Generation runs the model one token at a time (a model built for samples of one token) and
-/// tells these layers where the token stands.
-public protocol IncrementalLayer: Layer {
-    /// Forgets the sequence so far; the next row is at `position` (0, or after a re-fill).
-    func startSequence(capacity: Int)
-    /// The absolute position of the next row.
-    func move(to position: Int)
-}
-
 extension PositionalEmbedding: IncrementalLayer {
     public func startSequence(capacity: Int) { offset = 0 }
     public func move(to position: Int) { offset = position }

@@ -2,6 +2,36 @@ import CCohort
 #if canImport(Glibc)
 import Glibc
 #endif
+/// The activations as layers of their own: `{type: relu}`, `{type: tanh}`, `{type: sigmoid}`,
+/// `{type: gelu}`, `{type: leaky_relu, slope: 0.01}`; one family under five types.
+public struct ActivationOptions: LayerOptions {
+    public static let type = "relu"
+    public static var types: [String] { ActivationKind.allCases.map(\.rawValue) }
+    public var kind: ActivationKind
+    public init(_ kind: ActivationKind) { self.kind = kind }
+    public init(config: ConfigMap) throws {
+        let type = try config.requiredString("type")
+        guard let kind = ActivationKind(rawValue: type) else { throw config.error("type", "'\(type)' is not an activation") }
+        if case .leakyRelu = kind {
+            self.kind = .leakyRelu(slope: Float(try config.double("slope", default: 0.01, range: 0...1)))
+        } else {
+            self.kind = kind
+        }
+    }
+    public var typeName: String { kind.rawValue }
+    public var yaml: [String: String] {
+        if case .leakyRelu(let slope) = kind { return ["slope": "\(slope)"] }
+        return [:]
+    }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        Activation(name: name, kind: kind, inputShape: inputShape, maxBatch: builder.maxBatch)
+    }
+    public static var specimen: LayerSpecimen {
+        // Inputs are at least 0.1 from 0 and the step is 0.01: the kinks of leaky_relu (slope 0.2 keeps them that far) and relu are not crossed.
+        LayerSpecimen(layers: [.activation(.leakyRelu(slope: 0.2)), .activation(.relu), .activation(.sigmoid), .activation(.tanh),
+                               .activation(.gelu), .dense(2)], inputShape: [4])
+    }
+}
 
 /// Elementwise activations, y = f(x) and dx = dy · f'(x), same shape in and out.
 ///   relu        max(x, 0)                      f' = 1 if x > 0 else 0 (0 at the kink, as PyTorch)

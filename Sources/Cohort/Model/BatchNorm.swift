@@ -1,6 +1,29 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+/// `batch_norm`: `{type: batch_norm, momentum: 0.1, epsilon: 1e-5, sync: false}` (PyTorch's
+/// momentum convention); `sync: true` takes the statistics over every rank's batch.
+public struct BatchNormOptions: LayerOptions {
+    public static let type = "batch_norm"
+    public var momentum: Float
+    public var epsilon: Float
+    public var sync: Bool
+    public init(momentum: Float = 0.1, epsilon: Float = 1e-5, sync: Bool = false) {
+        (self.momentum, self.epsilon, self.sync) = (momentum, epsilon, sync)
+    }
+    public init(config: ConfigMap) throws {
+        self.init(momentum: Float(try config.double("momentum", default: 0.1, range: 0...1)),
+                  epsilon: Float(try config.double("epsilon", default: 1e-5, range: 0...1)), sync: try config.bool("sync", default: false))
+    }
+    public var yaml: [String: String] { ["momentum": "\(momentum)", "epsilon": "\(epsilon)", "sync": "\(sync)"] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        BatchNorm(name: name, inputShape: inputShape, momentum: momentum, epsilon: epsilon, sync: sync, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        // Training mode: each channel's statistics over the batch's 2 × 2 × 2 values.
+        LayerSpecimen(layers: [.batchNorm(), .conv2d(2, kernel: 1), .batchNorm(momentum: 0.5, epsilon: 1e-3)], inputShape: [3, 2, 2])
+    }
+}
 
 /// Batch normalization over channels of [C, H, W] samples (statistics over B·H·W) or over
 /// features of [F] samples (statistics over B).

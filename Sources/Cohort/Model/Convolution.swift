@@ -1,4 +1,61 @@
 import CCohort
+/// `conv2d`: `{type: conv2d, filters: N, kernel: K, stride: 1, padding: valid|same, activation: relu,
+/// init: glorot_uniform, bias: true}`. A ReLU is fused into the layer, and so is a 2×2 stride-2
+/// `max_pool` right after it (one layer, the same results bit for bit).
+public struct Conv2DOptions: LayerOptions {
+    public static let type = "conv2d"
+    public var filters: Int
+    public var kernel: Int
+    public var stride: Int
+    public var padding: Padding
+    public var activation: ActivationKind?
+    public var initializer: Initializer?
+    public var bias: Bool
+    /// Fused with the 2×2 max pool after it (set by the builder, not a YAML key).
+    var pooled = false
+
+    public init(filters: Int, kernel: Int, stride: Int = 1, padding: Padding = .valid, activation: ActivationKind? = nil,
+                initializer: Initializer? = nil, bias: Bool = true) {
+        (self.filters, self.kernel, self.stride, self.padding) = (filters, kernel, stride, padding)
+        (self.activation, self.initializer, self.bias) = (activation, initializer, bias)
+    }
+    public init(config: ConfigMap) throws {
+        self.init(filters: try config.required("filters", family: Self.type), kernel: try config.required("kernel", 1...64, family: Self.type),
+                  stride: try config.int("stride", default: 1, range: 1...64),
+                  padding: Padding(rawValue: try config.choice("padding", ["valid", "same"], default: "valid"))!,
+                  activation: try config.activation(), initializer: try config.initializer(), bias: try config.bool("bias", default: true))
+    }
+    public var yaml: [String: String] {
+        var keys = ["filters": "\(filters)", "kernel": "\(kernel)", "stride": "\(stride)", "padding": padding.rawValue, "bias": "\(bias)"]
+        keys["activation"] = activation?.rawValue
+        keys["init"] = initializer?.rawValue
+        return keys
+    }
+    public var followingActivation: ActivationKind? { activation == .relu ? nil : activation }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try Conv2D(name: name, inputShape: inputShape, filters: filters, kernel: kernel, stride: stride, padding: padding,
+                   initializer: initializer ?? .glorotUniform, useBias: bias, fusedReLU: activation == .relu, pooled: pooled,
+                   builder: builder)
+    }
+    /// A 2×2 stride-2 max pool after a convolution whose activation is ReLU or none, with an
+    /// output of at least 2×2.
+    public func fused(with next: LayerSpec, inputShape: [Int], builder: LayerBuilder) -> (any LayerOptions)? {
+        guard builder.fusesPooling, !pooled, inputShape.count == 3, activation == nil || activation == .relu,
+              let pool = next.options as? MaxPoolOptions, pool.size == 2, pool.stride == 2,
+              let geometry = try? ConvolutionGeometry(name: "", channels: inputShape[0], height: inputShape[1], width: inputShape[2],
+                                                      kernel: kernel, stride: stride, padding: padding),
+              geometry.outputHeight >= 2, geometry.outputWidth >= 2
+        else { return nil }
+        var fused = self
+        fused.pooled = true
+        return fused
+    }
+    public static var specimen: LayerSpecimen {
+        // The first convolution and its pool run fused (Conv2D.pooled), the second has an activation layer after it.
+        LayerSpecimen(layers: [.conv2d(2, kernel: 3, padding: .same), .maxPool(2), .conv2d(2, kernel: 2, stride: 2, padding: .same, activation: .tanh),
+                               .flatten, .dense(2)], inputShape: [2, 5, 6])
+    }
+}
 
 /// 2-D convolution (cross-correlation, as every framework computes it) over NCHW samples.
 ///

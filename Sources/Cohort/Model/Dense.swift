@@ -1,4 +1,47 @@
 import CCohort
+/// `dense`: `{type: dense, units: N, activation: relu, init: glorot_uniform, bias: true}`.
+/// A ReLU is fused into the layer; another activation follows as a layer of its own.
+public struct DenseOptions: LayerOptions {
+    public static let type = "dense"
+    public var units: Int
+    public var activation: ActivationKind?
+    public var initializer: Initializer?
+    public var bias: Bool
+
+    public init(units: Int, activation: ActivationKind? = nil, initializer: Initializer? = nil, bias: Bool = true) {
+        (self.units, self.activation, self.initializer, self.bias) = (units, activation, initializer, bias)
+    }
+    public init(config: ConfigMap) throws {
+        self.init(units: try config.required("units", family: Self.type), activation: try config.activation(),
+                  initializer: try config.initializer(), bias: try config.bool("bias", default: true))
+    }
+    public var yaml: [String: String] {
+        var keys = ["units": "\(units)", "bias": "\(bias)"]
+        keys["activation"] = activation?.rawValue
+        keys["init"] = initializer?.rawValue
+        return keys
+    }
+    public var followingActivation: ActivationKind? { activation == .relu ? nil : activation }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        Dense(name: name, inputShape: inputShape, units: units, initializer: initializer ?? .glorotUniform, useBias: bias,
+              fusedReLU: activation == .relu, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.dense(4, activation: .gelu), .dense(3, activation: .tanh, bias: false), .dense(2)], inputShape: [5])
+    }
+}
+
+/// `flatten`: `{type: flatten}`, a sample of any shape read as one row (no copy).
+public struct FlattenOptions: LayerOptions {
+    public static let type = "flatten"
+    public init() {}
+    public init(config: ConfigMap) throws {}
+    public var yaml: [String: String] { [:] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        Flatten(name: name, inputShape: inputShape)
+    }
+    public static var specimen: LayerSpecimen { LayerSpecimen(layers: [.flatten, .dense(2)], inputShape: [2, 3]) }
+}
 
 /// Fully connected layer over the last axis: y = x · W + b (then max(y, 0) when a ReLU is fused).
 /// W is [in, out] (as Keras stores kernels), b is [out]. A vector sample [in] gives [out]; a

@@ -1,3 +1,19 @@
+
+/// `dropout`: `{type: dropout, rate: 0.5}`. Each rank draws its own masks from a generator that
+/// checkpoints carry. (The specimen uses rate 0, the identity, since a finite-difference check
+/// needs the same mask on every forward; `GradientCheckTests` checks a real rate's masks.)
+public struct DropoutOptions: LayerOptions {
+    public static let type = "dropout"
+    public var rate: Float
+    public init(rate: Float = 0.5) { self.rate = rate }
+    public init(config: ConfigMap) throws { rate = Float(try config.double("rate", default: 0.5, range: 0...0.999)) }
+    public var yaml: [String: String] { ["rate": "\(rate)"] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        Dropout(name: name, inputShape: inputShape, rate: rate, generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch)
+    }
+    public static var specimen: LayerSpecimen { LayerSpecimen(layers: [.dense(3), .dropout(0), .dense(2)], inputShape: [4]) }
+}
+
 /// Inverted dropout: in training each element is kept with probability 1 − p and scaled by
 /// 1 / (1 − p), so evaluation (where the layer is the identity) needs no rescaling.
 /// Every rank draws its masks from its own generator, derived from (seed, rank, layer); the

@@ -85,3 +85,18 @@ public final class Embedding: Layer {
         return UnsafePointer(zeros.pointer)
     }
 }
+
+/// A layer that reads token ids, and the ids it accepts (the trainer checks them against the data).
+public protocol TokenConsumer: Layer {
+    var vocabulary: Int { get }
+}
+extension Embedding: TokenConsumer {}
+
+/// Every layer that reads token ids must accept every id of the data's vocabulary.
+func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
+    for case let consumer as TokenConsumer in model.stack.allLayers where data.isLanguageModel {
+        guard consumer.vocabulary == data.classes else {
+            throw CohortError("\(data.path): its vocabulary has \(data.classes) tokens, but \(consumer.name) has vocabulary \(consumer.vocabulary)")
+        }
+    }
+}

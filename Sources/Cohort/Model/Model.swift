@@ -102,13 +102,20 @@ final class LayerStack {
         var layers: [Layer] = []
         var index = 0
         while index < specs.count {
-            let pooled = LayerStack.fusesPool(specs, at: index, inputShape: shape, builder: builder)
-            for layer in try LayerStack.makeLayers(specs[index], inputShape: shape, builder: builder, prefix: prefix, pooled: pooled) {
+            var spec = specs[index]
+            // Two entries that one layer does together (a convolution and its 2×2 max pool).
+            let next = index + 1 < specs.count ? specs[index + 1] : nil
+            var fusedNext = false
+            if let next, let fused = spec.options.fused(with: next, inputShape: shape, builder: builder) {
+                spec.options = fused
+                fusedNext = true
+            }
+            for layer in try LayerStack.makeLayers(spec, inputShape: shape, builder: builder, prefix: prefix) {
                 layers.append(layer)
                 shape = layer.outputShape
             }
-            if pooled {
-                _ = builder.uniqueName(specs[index + 1].name, type: "max_pool")  // later pools keep their numbers
+            if let next, fusedNext {
+                _ = builder.uniqueName(next.name, type: next.type)  // later entries keep their numbers
                 index += 1
             }
             index += 1
@@ -118,62 +125,15 @@ final class LayerStack {
         inputs = Array(repeating: UnsafePointer(bitPattern: 1)!, count: layers.count)
     }
 
-    /// A conv2d whose activation is ReLU or none, followed by a 2×2 stride-2 max pool, with an
-    /// output of at least 2×2: the two run as one layer (Conv2D.pooled).
-    static func fusesPool(_ specs: [LayerSpec], at index: Int, inputShape: [Int], builder: LayerBuilder) -> Bool {
-        guard builder.fusesPooling, index + 1 < specs.count, inputShape.count == 3,
-              case .conv2d(_, let kernel, let stride, let padding, let activation, _, _) = specs[index].kind,
-              activation == nil || activation == .relu,
-              case .maxPool(2, 2) = specs[index + 1].kind,
-              let geometry = try? ConvolutionGeometry(name: "", channels: inputShape[0], height: inputShape[1], width: inputShape[2],
-                                                      kernel: kernel, stride: stride, padding: padding)
-        else { return false }
-        return geometry.outputHeight >= 2 && geometry.outputWidth >= 2
-    }
-
-    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder, prefix: String, pooled: Bool = false) throws -> [Layer] {
-        func named(_ type: String) -> String { prefix + builder.uniqueName(spec.name, type: type) }
-        func withActivation(_ layer: Layer, _ activation: ActivationKind?) -> [Layer] {
-            guard let activation else { return [layer] }
-            return [layer, Activation(name: "\(layer.name)/\(activation.rawValue)", kind: activation,
-                                      inputShape: layer.outputShape, maxBatch: builder.maxBatch)]
-        }
-        let maxBatch = builder.maxBatch
-        switch spec.kind {
-        case .flatten:
-            return [Flatten(name: named("flatten"), inputShape: inputShape)]
-        case .dense(let units, let activation, let initializer, let bias):
-            // A ReLU is fused into the layer; other activations follow as their own layer.
-            let dense = Dense(name: named("dense"), inputShape: inputShape, units: units, initializer: initializer ?? .glorotUniform,
-                              useBias: bias, fusedReLU: activation == .relu, builder: builder)
-            return withActivation(dense, activation == .relu ? nil : activation)
-        case .conv2d(let filters, let kernel, let stride, let padding, let activation, let initializer, let bias):
-            let conv = try Conv2D(name: named("conv2d"), inputShape: inputShape, filters: filters, kernel: kernel, stride: stride,
-                                  padding: padding, initializer: initializer ?? .glorotUniform, useBias: bias,
-                                  fusedReLU: activation == .relu, pooled: pooled, builder: builder)
-            return withActivation(conv, activation == .relu ? nil : activation)
-        case .maxPool(let size, let stride):
-            return [try MaxPool2D(name: named("max_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]
-        case .averagePool(let size, let stride):
-            return [try AveragePool2D(name: named("avg_pool"), inputShape: inputShape, size: size, stride: stride, maxBatch: maxBatch)]
-        case .globalAveragePool:
-            return [try GlobalAveragePool(name: named("global_avg_pool"), inputShape: inputShape, maxBatch: maxBatch)]
-        case .dropout(let rate):
-            let name = named("dropout")
-            return [Dropout(name: name, inputShape: inputShape, rate: rate, generator: builder.dropoutGenerator(), maxBatch: maxBatch)]
-        case .batchNorm(let momentum, let epsilon, let sync):
-            return [BatchNorm(name: named("batch_norm"), inputShape: inputShape, momentum: momentum, epsilon: epsilon,
-                              sync: sync, builder: builder)]
-        case .activation(let kind):
-            return [Activation(name: named(kind.rawValue), kind: kind, inputShape: inputShape, maxBatch: maxBatch)]
-        case .residual(let layers, let projection, let activation):
-            return [try Residual(name: named("residual"), inputShape: inputShape, layers: layers, projection: projection,
-                                 activation: activation, builder: builder)]
-        case .family(let family):
-            let layer = try family.options.makeLayer(name: named(family.type), inputShape: inputShape, builder: builder)
-            builder.built.append(layer)
-            return [layer]
-        }
+    /// The layer of one entry, named `<type>_<n>` unless it has a name, and the activation that
+    /// follows it when the family asks for one.
+    static func makeLayers(_ spec: LayerSpec, inputShape: [Int], builder: LayerBuilder, prefix: String) throws -> [Layer] {
+        let layer = try spec.options.makeLayer(name: prefix + builder.uniqueName(spec.name, type: spec.type), inputShape: inputShape,
+                                               builder: builder)
+        builder.built.append(layer)
+        guard let activation = spec.options.followingActivation else { return [layer] }
+        return [layer, Activation(name: "\(layer.name)/\(activation.rawValue)", kind: activation, inputShape: layer.outputShape,
+                                  maxBatch: builder.maxBatch)]
     }
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

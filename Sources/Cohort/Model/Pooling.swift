@@ -1,4 +1,53 @@
 import CCohort
+/// `max_pool`: `{type: max_pool, size: K, stride: K}` over each channel of an image [C, H, W].
+public struct MaxPoolOptions: LayerOptions {
+    public static let type = "max_pool"
+    public var size: Int
+    public var stride: Int
+    public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
+    public init(config: ConfigMap) throws {
+        let size = try config.required("size", 1...64, family: Self.type)
+        self.init(size: size, stride: try config.int("stride", default: size, range: 1...64))
+    }
+    public var yaml: [String: String] { ["size": "\(size)", "stride": "\(stride)"] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try MaxPool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.maxPool(2), .maxPool(2, stride: 1), .flatten, .dense(2)], inputShape: [2, 5, 5])
+    }
+}
+
+/// `avg_pool`: `{type: avg_pool, size: K, stride: K}` over each channel of an image [C, H, W].
+public struct AveragePoolOptions: LayerOptions {
+    public static let type = "avg_pool"
+    public var size: Int
+    public var stride: Int
+    public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
+    public init(config: ConfigMap) throws {
+        let size = try config.required("size", 1...64, family: Self.type)
+        self.init(size: size, stride: try config.int("stride", default: size, range: 1...64))
+    }
+    public var yaml: [String: String] { ["size": "\(size)", "stride": "\(stride)"] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try AveragePool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.averagePool(2), .flatten, .dense(2)], inputShape: [2, 4, 5])
+    }
+}
+
+/// `global_avg_pool`: `{type: global_avg_pool}`, an image [C, H, W] to its channel means [C].
+public struct GlobalAveragePoolOptions: LayerOptions {
+    public static let type = "global_avg_pool"
+    public init() {}
+    public init(config: ConfigMap) throws {}
+    public var yaml: [String: String] { [:] }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try GlobalAveragePool(name: name, inputShape: inputShape, maxBatch: builder.maxBatch)
+    }
+    public static var specimen: LayerSpecimen { LayerSpecimen(layers: [.globalAveragePool, .dense(2)], inputShape: [3, 2, 2]) }
+}
 
 /// Max pooling over NCHW: y[c, oy, ox] = max of the size×size window at (oy·s, ox·s) (valid
 /// windows only). Forward remembers each window's arg-max, and backward routes the whole

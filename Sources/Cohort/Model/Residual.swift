@@ -1,3 +1,41 @@
+
+/// `residual`: `{type: residual, layers: [...], projection: auto, activation: relu}`:
+/// activation(layers(x) + shortcut(x)); the shortcut is the identity, or a 1×1 convolution (stride
+/// and channels to match) then batch norm when `projection` is true, or unset and the shapes differ.
+public struct ResidualOptions: LayerOptions {
+    public static let type = "residual"
+    public var layers: [LayerSpec]
+    public var projection: Bool?
+    public var activation: ActivationKind?
+    public init(layers: [LayerSpec], projection: Bool? = nil, activation: ActivationKind? = .relu) {
+        (self.layers, self.projection, self.activation) = (layers, projection, activation)
+    }
+    public init(config: ConfigMap) throws {
+        guard let nodes = try config.list("layers"), !nodes.isEmpty else {
+            throw CohortError("\(config.file): \(config.path): residual needs a non-empty list of layers")
+        }
+        layers = try nodes.enumerated().map { try LayerRegistry.parse($1, file: config.file, path: "\(config.path).layers[\($0)]") }
+        projection = config.has("projection") ? try config.bool("projection", default: false) : nil
+        activation = try config.activation()
+    }
+    public var yaml: [String: String] {
+        var keys = ["layers": "[" + layers.map(\.yamlFlow).joined(separator: ", ") + "]"]
+        keys["projection"] = projection.map { "\($0)" }
+        keys["activation"] = activation?.rawValue
+        return keys
+    }
+    public var nested: [LayerSpec] { layers }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        try Residual(name: name, inputShape: inputShape, layers: layers, projection: projection, activation: activation, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        LayerSpecimen(layers: [.residual([.conv2d(2, kernel: 3, padding: .same, activation: .tanh), .conv2d(2, kernel: 3, padding: .same)],
+                                         activation: nil),
+                               .residual([.conv2d(3, kernel: 3, stride: 2, padding: .same)], activation: .tanh), .flatten, .dense(2)],
+                      inputShape: [2, 3, 3])
+    }
+}
+
 /// A residual block: y = act(main(x) + shortcut(x)).
 /// The shortcut is x itself when shapes agree, or a 1×1 convolution with the stride and channels
 /// that make them agree, followed by batch norm (the ResNet "projection shortcut").
@@ -27,9 +65,8 @@ public final class Residual: Layer {
             }
             let stride = max(1, (inputShape[1] + outputShape[1] - 1) / outputShape[1])
             shortcut = try LayerStack(specs: [
-                LayerSpec(name: "projection", .conv2d(filters: outputShape[0], kernel: 1, stride: stride, padding: .same,
-                                                      activation: nil, initializer: .heNormal, bias: false)),
-                LayerSpec(name: "projection_bn", .batchNorm(momentum: 0.1, epsilon: 1e-5, sync: false)),
+                .conv2d(outputShape[0], kernel: 1, stride: stride, padding: .same, initializer: .heNormal, bias: false, name: "projection"),
+                LayerSpec(name: "projection_bn", BatchNormOptions()),
             ], inputShape: inputShape, builder: builder, prefix: "\(name)/")
             guard shortcut!.outputShape == outputShape else {
                 throw CohortError("\(name): the projection gives \(shortcut!.outputShape), the block's layers \(outputShape)")

@@ -130,3 +130,21 @@ public final class Adam: Optimizer {
         }
     }
 }
+
+/// The `optimizer:` section of a config.
+public struct OptimizerConfig: Sendable {
+    public enum Kind: String, Sendable { case sgd, adam, adamw }
+    public var kind: Kind
+    public var learningRate: Float
+    public var momentum: Float
+    public var nesterov: Bool
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var weightDecay: Float
+    /// Apply weight decay to biases and batch-norm γ/β too (default: weights only).
+    public var decayBiasAndNorm: Bool
+    /// Clip the averaged gradient to this global L2 norm (0: off).
+    public var clipNorm: Float
+    public var schedule: LearningRateSchedule
+}

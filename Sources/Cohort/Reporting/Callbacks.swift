@@ -92,3 +92,26 @@ func isImprovement(_ value: Double, over best: Double?, by minDelta: Double, low
     guard let best else { return true }
     return lowerIsBetter ? value < best - minDelta : value > best + minDelta
 }
+
+/// A per-epoch figure callbacks and best-checkpoint tracking can watch.
+public enum Metric: String, Sendable, CaseIterable {
+    case testAccuracy = "test_accuracy"
+    case testLoss = "test_loss"
+    case trainAccuracy = "train_accuracy"
+    case trainLoss = "train_loss"
+    case validationAccuracy = "validation_accuracy"
+    case validationLoss = "validation_loss"
+
+    public var lowerIsBetter: Bool { self == .testLoss || self == .trainLoss || self == .validationLoss }
+
+    public func value(in report: EpochReport) -> Double? {
+        switch self {
+        case .testAccuracy: return report.testAccuracy
+        case .testLoss: return report.testLoss
+        case .trainAccuracy: return report.trainAccuracy
+        case .trainLoss: return report.trainLoss
+        case .validationAccuracy: return report.validationAccuracy
+        case .validationLoss: return report.validationLoss
+        }
+    }
+}
