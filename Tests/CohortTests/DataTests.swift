@@ -11,6 +11,59 @@ final class DataTests: XCTestCase {
         _ = FileManager.default.createFile(atPath: path, contents: Data(data + bytes))
     }
 
+    /// `layout = "NTC"`: [N, T, D] features are sequences of T vectors, read as [T, D] samples
+    /// (not one-channel images), standardized per feature, and an LSTM trains on them.
+    func test_sequencesOfVectorsAreReadAsTByD() throws {
+        let directory = try temporaryDirectory(self)
+        let path = "\(directory)/sequences.h5"
+        let (rows, length, width) = (40, 3, 2)
+        let values = (0..<(rows * length * width)).map { Float($0 % 7) + Float($0 % width) * 10 }
+        do {
+            let file = try HDF5File.create(path)
+            try file.write("features", values, shape: [rows, length, width])
+            try file.write("labels", (0..<rows).map { Int64($0 % 2) }, shape: [rows])
+            try file.setAttribute("layout", "NTC")
+            try file.setAttribute("mean", [3.0, 13.0])
+            try file.setAttribute("std", [2.0, 4.0])
+        }
+        let data = try LabeledData(path: path, featuresName: "features", labelsName: "labels", normalization: .standardize, cache: true)
+        XCTAssertEqual(data.sampleShape, [length, width])
+        var x = [Float](repeating: 0, count: 2 * length * width)
+        var y = [Int32](repeating: 0, count: 2)
+        try data.load(rows: [1, 0][...], x: &x, y: &y)
+        let second = (0..<(length * width)).map { index -> Float in
+            let raw = values[length * width + index]
+            return index % width == 0 ? (raw - 3) / 2 : (raw - 13) / 4
+        }
+        XCTAssertEqual(Array(x[0..<(length * width)]), second, "row 1, position-major, each feature with its own mean and std")
+        XCTAssertEqual(y, [1, 0])
+
+        try """
+        name: sequences
+        run_dir: \(directory)/run
+        data: {train: \(path), features: features, normalize: standardize}
+        model:
+          layers:
+            - {type: lstm, hidden: 4, return_sequences: false}
+            - {type: dense, units: 2}
+        training: {epochs: 1, batch_size: 8, max_steps: 3}
+        """.write(toFile: "\(directory)/c.yaml", atomically: true, encoding: .utf8)
+        let run = try runCohort(ranks: 2, ["train", "\(directory)/c.yaml"], directory: directory)
+        XCTAssertEqual(run.status, 0, run.error)
+        XCTAssertTrue(run.output.contains("-> [4]"), run.output)
+
+        let bad = "\(directory)/bad-layout.h5"
+        do {
+            let file = try HDF5File.create(bad)
+            try file.write("features", values, shape: [rows, length, width])
+            try file.write("labels", (0..<rows).map { Int64($0 % 2) }, shape: [rows])
+            try file.setAttribute("layout", "TNC")
+        }
+        XCTAssertThrowsError(try LabeledData(path: bad, featuresName: "features", labelsName: "labels", normalization: .none, cache: false)) {
+            XCTAssertTrue("\($0)".contains("layout 'TNC' is not one of NHWC, NCHW, NTC"), "\($0)")
+        }
+    }
+
     func test_idxPairBecomesHDF5WithLayoutAndAttributes() throws {
         let directory = try temporaryDirectory(self)
         writeIDX("\(directory)/images", dimensions: [3, 2, 2], bytes: Array(0..<12))

@@ -4,8 +4,8 @@ import Foundation
 /// as a Float batch in the model's layout.
 ///
 /// File layout (datasets/README.md): features [N, H, W, C] (NHWC, the default for 4-D data;
-/// an attribute `layout = "NCHW"` on the file says otherwise), [N, H, W] (one channel) or
-/// [N, D]; labels [N] integers in [0, classes), or float targets [N] / [N, T] for regression. Batches come out NCHW ([C, H, W] per sample),
+/// an attribute `layout = "NCHW"` on the file says otherwise), [N, H, W] (one channel), [N, T, D]
+/// sequences of T vectors of D features when the file says `layout = "NTC"`, or [N, D]; labels [N] integers in [0, classes), or float targets [N] / [N, T] for regression. Batches come out NCHW ([C, H, W] per sample),
 /// the layout the convolution kernels use.
 ///
 /// With `cache`, the features are read once into memory in the file's element type
@@ -14,6 +14,8 @@ import Foundation
 public final class LabeledData {
     /// The most classes a labels dataset may count (a larger label is a damaged or wrong file).
     public static let maximumClasses = 1_000_000
+    /// The values of a file's `layout` attribute: images channels-last or -first, sequences of vectors.
+    public static let layouts = ["NHWC", "NCHW", "NTC"]
     public let path: String
     public let rows: Int
     /// Per-sample shape fed to the model: [C, H, W] for images, [D] for vectors.
@@ -30,7 +32,10 @@ public final class LabeledData {
     /// Values per row of `targets` (1 for class labels).
     public let targetWidth: Int
     public var isRegression: Bool { targets != nil }
+    /// The file keeps a sample's channels (features) last.
     private let channelsLast: Bool
+    /// Samples keep channels last for the model too ([T, D] sequences; images become [C, H, W]).
+    private let outputChannelsLast: Bool
     private let channels: Int
     private let scale: Float
     private let channelMean: [Float]
@@ -81,19 +86,25 @@ public final class LabeledData {
             throw CohortError("\(path): '\(featuresName)' has \(rows) rows but '\(labelsName)' has \(labelSet.rows)")
         }
 
-        let layout = (try? file.stringAttribute("layout")) ?? "NHWC"
+        let layout = file.hasAttribute("layout") ? try file.stringAttribute("layout") : "NHWC"
+        guard LabeledData.layouts.contains(layout) else {
+            throw CohortError("\(path): layout '\(layout)' is not one of \(LabeledData.layouts.joined(separator: ", "))")
+        }
         let dims = Array(features.shape.dropFirst())
+        outputChannelsLast = layout == "NTC"
         switch dims.count {
         case 1:
             (sampleShape, channelsLast, channels) = (dims, false, 1)
+        case 2 where layout == "NTC":
+            (sampleShape, channelsLast, channels) = (dims, true, dims[1])
         case 2:
             (sampleShape, channelsLast, channels) = ([1, dims[0], dims[1]], false, 1)
         case 3 where layout == "NCHW":
             (sampleShape, channelsLast, channels) = (dims, false, dims[0])
-        case 3:
+        case 3 where layout == "NHWC":
             (sampleShape, channelsLast, channels) = ([dims[2], dims[0], dims[1]], true, dims[2])
         default:
-            throw CohortError("\(path): dataset '\(featuresName)' has \(dims.count) axes per sample; Cohort reads 1 (vectors), 2 or 3 (images)")
+            throw CohortError("\(path): dataset '\(featuresName)' has \(dims.count) axes per sample with layout \(layout); Cohort reads [D] vectors, [T, D] sequences (NTC), [H, W] or [H, W, C] images (NHWC) and [C, H, W] (NCHW)")
         }
 
         if floatTargets {
@@ -247,7 +258,7 @@ public final class LabeledData {
         }
     }
 
-    /// One sample: scale, per-channel standardization, and NHWC → NCHW where needed.
+    /// One sample: scale, per-channel (per-feature) standardization, and NHWC → NCHW where needed.
     @inline(__always)
     private func decode<T: BinaryFloatingPointConvertible>(_ source: UnsafePointer<T>, into destination: UnsafeMutablePointer<Float>) {
         let count = features.rowElements
@@ -260,7 +271,7 @@ public final class LabeledData {
         for pixel in 0..<pixels {
             for channel in 0..<channels {
                 let sourceIndex = channelsLast ? pixel * channels + channel : channel * pixels + pixel
-                destination[channel * pixels + pixel] = (source[sourceIndex].floatValue * scale - channelMean[channel]) / channelStd[channel]
+                destination[outputChannelsLast ? sourceIndex : channel * pixels + pixel] = (source[sourceIndex].floatValue * scale - channelMean[channel]) / channelStd[channel]
             }
         }
     }
