@@ -40,6 +40,8 @@ let package = Package(
             path: "Sources/cohort-cli",
             swiftSettings: optimize
         ),
+        // The library driven from Swift with typed configs (docs/guide.md, "Training from Swift").
+        .executableTarget(name: "train-fashion-mnist", dependencies: ["Cohort"], path: "Examples/TrainFashionMNIST"),
         .testTarget(name: "CohortTests", dependencies: ["Cohort"]),
     ]
 )

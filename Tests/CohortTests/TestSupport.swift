@@ -74,7 +74,7 @@ final class CohortJob {
     let errorPath: String
 
     init(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:], directory: String,
-         workingDirectory: String? = nil) throws {
+         workingDirectory: String? = nil, executable: String = cohortExecutable()) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         var mpirunArguments = ["mpirun", "-np", "\(ranks)"]
@@ -83,7 +83,7 @@ final class CohortJob {
         // before SIGKILL (most refusal tests end that way).
         mpirunArguments += ["--mca", "odls_base_sigkill_timeout", "0"]
         if ranks > ProcessInfo.processInfo.activeProcessorCount { mpirunArguments.append("--oversubscribe") }
-        mpirunArguments.append(cohortExecutable())
+        mpirunArguments.append(executable)
         process.arguments = mpirunArguments + arguments
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
         environment["OPENBLAS_NUM_THREADS"] = "1"
@@ -137,8 +137,9 @@ final class CohortJob {
 /// Runs `cohort ARGUMENTS` under `mpirun -np RANKS` to the end, output to files (PLATFORM.md:
 /// pipes from an MPI job can hang a reader), with the OMPI_/PMIX_ variables of any outer job removed.
 func runCohort(ranks: Int, _ arguments: [String], environment extra: [String: String] = [:],
-               directory: String, workingDirectory: String? = nil) throws -> ProcessResult {
-    let job = try CohortJob(ranks: ranks, arguments, environment: extra, directory: directory, workingDirectory: workingDirectory)
+               directory: String, workingDirectory: String? = nil, executable: String = cohortExecutable()) throws -> ProcessResult {
+    let job = try CohortJob(ranks: ranks, arguments, environment: extra, directory: directory, workingDirectory: workingDirectory,
+                            executable: executable)
     job.process.waitUntilExit()
     return ProcessResult(status: job.process.terminationStatus, output: job.output, error: job.error)
 }

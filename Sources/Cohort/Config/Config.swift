@@ -1,8 +1,12 @@
 import Foundation
 import Yams
 
-/// A whole training run, as described by a YAML file under `configs/` (keys: configs/README.md).
-public struct TrainConfig: Sendable {
+/// A whole training run, as described by a YAML file under `configs/` (keys: configs/README.md),
+/// or built in Swift with the same defaults:
+///
+///     let config = TrainConfig(name: "mlp", data: DataConfig(train: "data/fashion-mnist/train.h5"),
+///                              layers: [.flatten, .dense(128, activation: .relu), .dense(10)])
+public struct TrainConfig: Equatable, Sendable {
     public var name: String
     public var seed: UInt64
     public var runDirectory: String
@@ -16,10 +20,28 @@ public struct TrainConfig: Sendable {
     /// Write TensorBoard event files into the run directory.
     public var tensorBoard: Bool
     /// The resolved YAML (after `--set` overrides): stored in every checkpoint and run directory.
+    /// A config built in Swift has its own keys written out (`yaml`), which read back equal.
     public var text: String
+
+    public init(name: String, seed: UInt64 = 0, runDirectory: String? = nil, data: DataConfig, layers: [LayerSpec],
+                loss: Loss = .softmaxCrossEntropy(smoothing: 0), optimizer: OptimizerConfig = OptimizerConfig(),
+                training: TrainingConfig = TrainingConfig(), checkpoint: CheckpointConfig = CheckpointConfig(),
+                callbacks: CallbackConfig = CallbackConfig(), tensorBoard: Bool = true, text: String? = nil) {
+        (self.name, self.seed, self.runDirectory, self.data, self.layers) = (name, seed, runDirectory ?? "runs/\(name)", data, layers)
+        (self.loss, self.optimizer, self.training, self.checkpoint) = (loss, optimizer, training, checkpoint)
+        (self.callbacks, self.tensorBoard, self.text) = (callbacks, tensorBoard, "")
+        self.text = text ?? yaml
+    }
+
+    /// Equal settings (the text they were read from aside).
+    public static func == (a: TrainConfig, b: TrainConfig) -> Bool {
+        (a.name, a.seed, a.runDirectory, a.tensorBoard) == (b.name, b.seed, b.runDirectory, b.tensorBoard)
+            && a.data == b.data && a.layers == b.layers && a.loss == b.loss && a.optimizer == b.optimizer
+            && a.training == b.training && a.checkpoint == b.checkpoint && a.callbacks == b.callbacks
+    }
 }
 
-public struct TrainingConfig: Sendable {
+public struct TrainingConfig: Equatable, Sendable {
     public var epochs: Int
     /// Per rank: the global batch is ranks × batchSize, as in PyTorch DDP.
     public var batchSize: Int
@@ -41,6 +63,14 @@ public struct TrainingConfig: Sendable {
     public var stallTimeout: Double = 300
     /// Rows each rank takes per optimizer step.
     public var rowsPerStep: Int { batchSize * accumulateSteps }
+
+    public init(epochs: Int = 1, batchSize: Int = 64, evalBatchSize: Int? = nil, maxSteps: Int? = nil, logEvery: Int = 0,
+                onNonFinite: NonFinitePolicy = .stop, timingBarrier: Bool = false, allReduce: AllReduceMethod = .auto,
+                accumulateSteps: Int = 1, stallTimeout: Double = 300) {
+        (self.epochs, self.batchSize, self.evalBatchSize, self.maxSteps) = (epochs, batchSize, evalBatchSize ?? batchSize, maxSteps)
+        (self.logEvery, self.onNonFinite, self.timingBarrier, self.allReduce) = (logEvery, onNonFinite, timingBarrier, allReduce)
+        (self.accumulateSteps, self.stallTimeout) = (accumulateSteps, stallTimeout)
+    }
 }
 
 /// How the gradients are summed over the ranks.
@@ -60,7 +90,7 @@ public enum NonFinitePolicy: String, Sendable {
     case skipStep = "skip_step"
 }
 
-public struct CheckpointConfig: Sendable {
+public struct CheckpointConfig: Equatable, Sendable {
     public var everyEpochs: Int
     public var everySteps: Int
     /// Also every this many seconds of rank 0's clock (0: off), decided by rank 0 for all.
@@ -69,11 +99,21 @@ public struct CheckpointConfig: Sendable {
     /// Also keep `best.h5`, the epoch checkpoint with the best `monitor` value.
     public var keepBest: Bool
     public var monitor: Metric
+
+    public init(everyEpochs: Int = 1, everySteps: Int = 0, everySeconds: Double = 0, keepLast: Int = 3, keepBest: Bool = false,
+                monitor: Metric = .testAccuracy) {
+        (self.everyEpochs, self.everySteps, self.everySeconds) = (everyEpochs, everySteps, everySeconds)
+        (self.keepLast, self.keepBest, self.monitor) = (keepLast, keepBest, monitor)
+    }
 }
 
-public struct CallbackConfig: Sendable {
+public struct CallbackConfig: Equatable, Sendable {
     public var earlyStopping: EarlyStopping?
     public var reduceOnPlateau: ReduceOnPlateau?
+
+    public init(earlyStopping: EarlyStopping? = nil, reduceOnPlateau: ReduceOnPlateau? = nil) {
+        (self.earlyStopping, self.reduceOnPlateau) = (earlyStopping, reduceOnPlateau)
+    }
 }
 
 extension TrainConfig {

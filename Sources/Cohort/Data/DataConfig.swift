@@ -1,5 +1,5 @@
 /// The `data:` section of a config: which files, how they are read, normalized and sampled.
-public struct DataConfig: Sendable {
+public struct DataConfig: Equatable, Sendable {
     public var train: String
     public var test: String?
     public var features: String
@@ -26,6 +26,16 @@ public struct DataConfig: Sendable {
     public var checkFinite: Bool
     /// Tokens per sample of a token file (`cohort prepare text`): windows of `window` + 1 tokens.
     public var window: Int? = nil
+
+    public init(train: String, test: String? = nil, features: String = "images", labels: String = "labels", cache: Bool = true,
+                normalize: Normalization = .scale, dropRemainder: Bool = false, mean: [Double]? = nil, std: [Double]? = nil,
+                sampling: SamplingMode = .global, blockRows: Int? = nil, shuffleBuffer: Int = 8192, validationSplit: Double = 0,
+                prefetch: Bool = true, augmentation: Augmentation = Augmentation(), checkFinite: Bool = true, window: Int? = nil) {
+        (self.train, self.test, self.features, self.labels, self.cache) = (train, test, features, labels, cache)
+        (self.normalize, self.dropRemainder, self.mean, self.std) = (normalize, dropRemainder, mean, std)
+        (self.sampling, self.blockRows, self.shuffleBuffer, self.validationSplit) = (sampling, blockRows, shuffleBuffer, validationSplit)
+        (self.prefetch, self.augmentation, self.checkFinite, self.window) = (prefetch, augmentation, checkFinite, window)
+    }
 }
 
 public enum SamplingMode: String, Sendable {

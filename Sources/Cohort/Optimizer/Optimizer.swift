@@ -132,7 +132,7 @@ public final class Adam: Optimizer {
 }
 
 /// The `optimizer:` section of a config.
-public struct OptimizerConfig: Sendable {
+public struct OptimizerConfig: Equatable, Sendable {
     public enum Kind: String, Sendable { case sgd, adam, adamw }
     public var kind: Kind
     public var learningRate: Float
@@ -147,4 +147,14 @@ public struct OptimizerConfig: Sendable {
     /// Clip the averaged gradient to this global L2 norm (0: off).
     public var clipNorm: Float
     public var schedule: LearningRateSchedule
+
+    /// Defaults as in YAML: Adam at 1e-3 (SGD at 1e-2), weight decay 0.01 for AdamW only.
+    public init(kind: Kind = .adam, learningRate: Float? = nil, momentum: Float = 0, nesterov: Bool = false, beta1: Float = 0.9,
+                beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float? = nil, decayBiasAndNorm: Bool = false,
+                clipNorm: Float = 0, schedule: LearningRateSchedule? = nil) {
+        let rate = learningRate ?? (kind == .sgd ? 1e-2 : 1e-3)
+        (self.kind, self.learningRate, self.momentum, self.nesterov) = (kind, rate, momentum, nesterov)
+        (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay ?? (kind == .adamw ? 0.01 : 0))
+        (self.decayBiasAndNorm, self.clipNorm, self.schedule) = (decayBiasAndNorm, clipNorm, schedule ?? LearningRateSchedule(baseRate: rate))
+    }
 }
