@@ -8,10 +8,10 @@ import XCTest
 /// `cohort evaluate` must either work or refuse with one line and status 1: never a trap (a
 /// signal), a hang, an HDF5 error stack, or a change to the file it read.
 final class DamagedFilesTests: XCTestCase {
-    private struct Outcome { let status: Int32; let signalled: Bool; let error: String }
+    private struct Outcome { let status: Int32; let signalled: Bool; let error: String; var hung = false }
 
     /// Runs the built `cohort` directly (one process, no mpirun), killed after `seconds`.
-    private func cohort(_ arguments: [String], seconds: Double = 30, environment: [String: String] = [:]) throws -> Outcome {
+    private static func cohort(_ arguments: [String], seconds: Double = 30, environment: [String: String] = [:]) throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: cohortExecutable())
         process.arguments = arguments
@@ -26,16 +26,16 @@ final class DamagedFilesTests: XCTestCase {
         try process.run()
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
+        let hung = process.isRunning
+        if hung {
             process.terminate()
             process.waitUntilExit()
-            XCTFail("cohort \(arguments.joined(separator: " ")) hung for \(seconds) s")
         }
         return Outcome(status: process.terminationStatus, signalled: process.terminationReason == .uncaughtSignal,
-                       error: (try? String(contentsOfFile: error, encoding: .utf8)) ?? "")
+                       error: (try? String(contentsOfFile: error, encoding: .utf8)) ?? "", hung: hung)
     }
 
-    private func damage(_ original: Data, seed: UInt64) -> (Data, String) {
+    private static func damage(_ original: Data, seed: UInt64) -> (Data, String) {
         var generator = Generator(seed: seed, streams: 77)
         var bytes = original
         switch seed % 4 {
@@ -56,7 +56,7 @@ final class DamagedFilesTests: XCTestCase {
         }
     }
 
-    func test_fiftyDamagedFilesAreRefusedCleanlyOrWork() throws {
+    func test_ninetyDamagedFilesAreRefusedCleanlyOrWork() throws {
         let directory = try temporaryDirectory(self)
         let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 96, seed: 1)
         let config = "\(directory)/c.yaml"
@@ -69,20 +69,27 @@ final class DamagedFilesTests: XCTestCase {
         let foreign = data.prefix(data.count - FileIntegrity.trailerSize)
         let files = [("checkpoint", try Data(contentsOf: URL(fileURLWithPath: checkpoint))), ("data", data),
                      ("foreign data", foreign)]
-        var refused = 0, worked = 0
-        for seed in UInt64(0)..<90 {
-            let (kind, original) = files[Int(seed % 3)]
-            let (bytes, how) = damage(original, seed: seed)
+        let intact = "\(directory)/foreign.h5"  // undamaged, without a trailer: read as before
+        try foreign.write(to: URL(fileURLWithPath: intact))
+        XCTAssertEqual(try Self.cohort(["evaluate", checkpoint, "--data", intact]).status, 0, "an intact file without a trailer")
+        // The variants run two at a time (one per core); their outcomes are checked in order.
+        let count = 90
+        nonisolated(unsafe) var outcomes = [(what: String, bytes: Data, outcome: Outcome?, after: Data?)?](repeating: nil, count: count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: count) { index in
+            let seed = UInt64(index)
+            let (kind, original) = files[index % 3]
+            let (bytes, how) = Self.damage(original, seed: seed)
             let variant = "\(directory)/variant-\(seed).h5"
-            try bytes.write(to: URL(fileURLWithPath: variant))
+            try? bytes.write(to: URL(fileURLWithPath: variant))
             let arguments = kind == "checkpoint" ? ["evaluate", variant, "--data", train] : ["evaluate", checkpoint, "--data", variant]
-            if seed == 2 {
-                let intact = "\(directory)/foreign.h5"  // undamaged, without a trailer: read as before
-                try foreign.write(to: URL(fileURLWithPath: intact))
-                XCTAssertEqual(try cohort(["evaluate", checkpoint, "--data", intact]).status, 0, "an intact file without a trailer")
-            }
-            let outcome = try cohort(arguments)
-            let what = "variant \(seed) (\(kind), \(how))"
+            let outcome = try? Self.cohort(arguments)
+            let after = try? Data(contentsOf: URL(fileURLWithPath: variant))
+            lock.withLock { outcomes[index] = ("variant \(seed) (\(kind), \(how))", bytes, outcome, after) }
+        }
+        var refused = 0, worked = 0
+        for case let (what, bytes, outcome?, after)? in outcomes {
+            XCTAssertFalse(outcome.hung, "\(what): hung for 30 s")
             XCTAssertFalse(outcome.signalled, "\(what): ended by a signal\n\(outcome.error)")
             XCTAssertTrue(outcome.status == 0 || outcome.status == 1, "\(what): status \(outcome.status)\n\(outcome.error)")
             XCTAssertFalse(outcome.error.contains("Fatal error") || outcome.error.contains("HDF5-DIAG"), "\(what):\n\(outcome.error)")
@@ -92,8 +99,9 @@ final class DamagedFilesTests: XCTestCase {
             } else {
                 worked += 1
             }
-            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: variant)), bytes, "\(what): the file read was changed")
+            XCTAssertEqual(after, bytes, "\(what): the file read was changed")
         }
+        XCTAssertEqual(refused + worked, count, "every variant ran")
         XCTAssertGreaterThan(refused, 45, "most damage is found (\(refused) refused, \(worked) worked)")
         print("damaged files: \(refused) refused with one line, \(worked) evaluated")
     }
@@ -116,7 +124,7 @@ final class DamagedFilesTests: XCTestCase {
             bytes[heap + offset] ^= UInt8(1 << bit)
             let variant = "\(directory)/\(what).h5"
             try bytes.write(to: URL(fileURLWithPath: variant))
-            let outcome = try cohort(["evaluate", checkpoint, "--data", variant], environment: ["COHORT_HDF5_PROBE_SECONDS": "2"])
+            let outcome = try Self.cohort(["evaluate", checkpoint, "--data", variant], environment: ["COHORT_HDF5_PROBE_SECONDS": "2"])
             XCTAssertFalse(outcome.signalled, "\(what): ended by a signal\n\(outcome.error)")
             XCTAssertEqual(outcome.status, 1, "\(what)\n\(outcome.error)")
             XCTAssertEqual(outcome.error.trimmingCharacters(in: .whitespacesAndNewlines),
