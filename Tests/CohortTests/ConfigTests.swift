@@ -36,18 +36,18 @@ final class ConfigTests: XCTestCase {
 
     func test_unknownKeyNamesTheKeyAndLine() {
         assertError(valid + "\noptimzer:\n  type: sgd\n", contains: ["c.yaml:", "unknown key 'optimzer'"])
-        assertError(valid.replacingOccurrences(of: "batch_size: 8", with: "batch_size: 8\n  batchsize: 9"),
+        assertError(valid.replacingOnce("batch_size: 8", with: "batch_size: 8\n  batchsize: 9"),
                     contains: ["training.batchsize"])
     }
 
     func test_unknownLayerIsNamed() {
-        assertError(valid.replacingOccurrences(of: "type: dense\n      units: 4", with: "type: densse\n      units: 4"),
+        assertError(valid.replacingOnce("type: dense\n      units: 4", with: "type: densse\n      units: 4"),
                     contains: ["model.layers[1].type", "densse"])
     }
 
     func test_wrongTypeNamesTheKey() {
-        assertError(valid.replacingOccurrences(of: "epochs: 2", with: "epochs: two"), contains: ["training.epochs", "integer", "two"])
-        assertError(valid.replacingOccurrences(of: "learning_rate: 0.01", with: "learning_rate: fast"), contains: ["optimizer.learning_rate"])
+        assertError(valid.replacingOnce("epochs: 2", with: "epochs: two"), contains: ["training.epochs", "integer", "two"])
+        assertError(valid.replacingOnce("learning_rate: 0.01", with: "learning_rate: fast"), contains: ["optimizer.learning_rate"])
     }
 
     func test_missingDataSectionIsNamed() {

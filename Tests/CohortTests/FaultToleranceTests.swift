@@ -28,9 +28,9 @@ final class FaultToleranceTests: XCTestCase {
         let path = "\(directory)/\(name).yaml"
         var text = smallConfig(train: train, test: "\(directory)/test.h5", runDirectory: "\(directory)/runs/\(name)", epochs: epochs,
                                batchSize: 8, extra: optimizerExtra, layers: layers)
-        text = text.replacingOccurrences(of: "  learning_rate: 0.01", with: "  learning_rate: 0.01\n  schedule: {type: warmup_cosine, warmup_steps: 10}")
-        text = text.replacingOccurrences(of: "  train: \(train)", with: "  train: \(train)\n  augment: {crop_padding: 1, horizontal_flip: true}")
-        if logEvery > 0 { text = text.replacingOccurrences(of: "  eval_batch_size: 64", with: "  eval_batch_size: 64\n  log_every: \(logEvery)") }
+        text = text.replacingOnce("  learning_rate: 0.01", with: "  learning_rate: 0.01\n  schedule: {type: warmup_cosine, warmup_steps: 10}")
+        text = text.replacingOnce("  train: \(train)", with: "  train: \(train)\n  augment: {crop_padding: 1, horizontal_flip: true}")
+        if logEvery > 0 { text = text.replacingOnce("  eval_batch_size: 64", with: "  eval_batch_size: 64\n  log_every: \(logEvery)") }
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

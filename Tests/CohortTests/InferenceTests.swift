@@ -21,7 +21,7 @@ final class InferenceTests: XCTestCase {
 
         let config = "\(directory)/standardized.yaml"
         try smallConfig(train: train, test: test, runDirectory: "\(directory)/run", epochs: 1, extra: "  max_steps: 4")
-            .replacingOccurrences(of: "  train: \(train)", with: "  train: \(train)\n  normalize: standardize")
+            .replacingOnce("  train: \(train)", with: "  train: \(train)\n  normalize: standardize")
             .write(toFile: config, atomically: true, encoding: .utf8)
         XCTAssertEqual(try runCohort(ranks: 1, ["train", config], directory: directory).status, 0)
         let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/run/checkpoints").first)

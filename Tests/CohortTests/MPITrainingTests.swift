@@ -104,7 +104,7 @@ final class MPITrainingTests: XCTestCase {
 
         // Without sync each rank normalizes by its own half batch: the runs must differ,
         // which shows the test above can fail.
-        let local = layers.replacingOccurrences(of: "sync: true", with: "sync: false")
+        let local = layers.replacingOnce("sync: true", with: "sync: false")
         let localTwo = try writeConfig("bn-local", batchSize: 8, optimizer: "sgd", extra: "  max_steps: 9", layers: local)
         _ = try train(ranks: 2, [localTwo])
         XCTAssertGreaterThan(maxRelativeDifference(try checkpointParameters(try newestCheckpoint("bn-local")),
@@ -266,7 +266,7 @@ final class MPITrainingTests: XCTestCase {
 
     func test_unknownLayerIsReported() throws {
         let config = try writeConfig("layer")
-        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "type: dense\n      units: 4", with: "type: conv9\n      units: 4")
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOnce("type: dense\n      units: 4", with: "type: conv9\n      units: 4")
         try text.write(toFile: config, atomically: true, encoding: .utf8)
         try assertFails(["train", config], mentions: ["model.layers[1].type", "conv9"])
     }
@@ -286,7 +286,7 @@ final class MPITrainingTests: XCTestCase {
         let config = try writeConfig("small-model", epochs: 1)
         _ = try train(ranks: 1, [config])
         let wider = try writeConfig("wider", epochs: 1)
-        let text = try String(contentsOfFile: wider, encoding: .utf8).replacingOccurrences(of: "units: 16", with: "units: 32")
+        let text = try String(contentsOfFile: wider, encoding: .utf8).replacingOnce("units: 16", with: "units: 32")
         try text.write(toFile: wider, atomically: true, encoding: .utf8)
         try assertFails(["train", wider, "--resume", try newestCheckpoint("small-model")],
                         mentions: ["does not fit this model", "dense_1/weight: checkpoint [36, 16], model [36, 32]"])

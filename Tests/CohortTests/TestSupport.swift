@@ -161,3 +161,13 @@ func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]], floor
     }
     return a.count == b.count ? worst : .infinity
 }
+
+extension String {
+    /// The text with `target` replaced, which must occur exactly once: a config edit in a test
+    /// cannot silently do nothing after a key moves.
+    func replacingOnce(_ target: String, with replacement: String, file: StaticString = #filePath, line: UInt = #line) -> String {
+        let occurrences = components(separatedBy: target).count - 1
+        XCTAssertEqual(occurrences, 1, "the config text holds '\(target)' \(occurrences) times", file: file, line: line)
+        return replacingOccurrences(of: target, with: replacement)
+    }
+}

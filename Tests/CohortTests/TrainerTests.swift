@@ -38,7 +38,7 @@ final class TrainerTests: XCTestCase {
         let extra = "callbacks: {early_stopping: {monitor: train_loss, patience: 1}}\n"
         let text = smallConfig(train: try writeSyntheticDataset("\(directory)/train.h5", rows: 96, seed: 3), test: nil,
                                runDirectory: "\(directory)/run", epochs: 5, batchSize: 16, extra: "")
-            .replacingOccurrences(of: "learning_rate: 0.01", with: "learning_rate: 0") + extra
+            .replacingOnce("learning_rate: 0.01", with: "learning_rate: 0") + extra
         let config = try TrainConfig.parse(text: text, file: "early.yaml")
         let trainer = try Trainer(config: config, communicator: SingleProcess())
         var lines: [String] = []
