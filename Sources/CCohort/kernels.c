@@ -83,15 +83,6 @@ void cohort_add_rows(const float *restrict rows, float *restrict sum, long count
 }
 
 VECTORIZED
-void cohort_bias_activate(const float *restrict source, float *restrict target, long n, float bias, int relu) {
-    if (relu) {
-        for (long i = 0; i < n; i++) { float v = source[i] + bias; target[i] = v > 0.0f ? v : 0.0f; }
-    } else {
-        for (long i = 0; i < n; i++) target[i] = source[i] + bias;
-    }
-}
-
-VECTORIZED
 void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n) {
     if (y) {
         // The load of dy is unconditional so the compiler can turn the choice into a vector select.
@@ -115,11 +106,6 @@ float cohort_sum(const float *restrict x, long n) {
         for (int l = 0; l < 8; l++) total += lanes[l];
     }
     return (float)total;
-}
-
-VECTORIZED
-void cohort_add(const float *restrict x, float *restrict y, long n) {
-    for (long i = 0; i < n; i++) y[i] += x[i];
 }
 
 // 1 when every x[i] is finite: x·0 is ±0 for a finite x and NaN for ±inf and NaN, and a sum of

@@ -14,14 +14,11 @@ static inline MPI_Comm cohort_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Datatype cohort_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype cohort_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype cohort_mpi_int32(void) { return MPI_INT32_T; }
-static inline MPI_Datatype cohort_mpi_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype cohort_mpi_uint64(void) { return MPI_UINT64_T; }
 static inline MPI_Datatype cohort_mpi_byte(void) { return MPI_BYTE; }
 static inline MPI_Op cohort_mpi_sum(void) { return MPI_SUM; }
 static inline MPI_Op cohort_mpi_max(void) { return MPI_MAX; }
-static inline MPI_Op cohort_mpi_min(void) { return MPI_MIN; }
 static inline void *cohort_mpi_in_place(void) { return MPI_IN_PLACE; }
-static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 static inline MPI_Info cohort_mpi_info_null(void) { return MPI_INFO_NULL; }
 static inline MPI_Errhandler cohort_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline MPI_Errhandler cohort_mpi_errors_are_fatal(void) { return MPI_ERRORS_ARE_FATAL; }
@@ -29,8 +26,6 @@ static inline MPI_Win cohort_mpi_win_null(void) { return MPI_WIN_NULL; }
 
 // MARK: HDF5
 static inline hid_t cohort_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }
-static inline hid_t cohort_h5t_native_int8(void) { return H5T_NATIVE_INT8; }
-static inline hid_t cohort_h5t_native_int16(void) { return H5T_NATIVE_INT16; }
 static inline hid_t cohort_h5t_native_uint16(void) { return H5T_NATIVE_UINT16; }
 static inline hid_t cohort_h5t_native_int32(void) { return H5T_NATIVE_INT32; }
 static inline hid_t cohort_h5t_native_uint32(void) { return H5T_NATIVE_UINT32; }
@@ -40,7 +35,6 @@ static inline hid_t cohort_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t cohort_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t cohort_h5t_c_s1(void) { return H5T_C_S1; }
 static inline hid_t cohort_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
-static inline hid_t cohort_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t cohort_h5p_default(void) { return H5P_DEFAULT; }
 static inline unsigned cohort_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned cohort_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
@@ -64,14 +58,10 @@ void cohort_relu_backward(const float *restrict x, const float *restrict dy, flo
 /// sum[c] += Σ_r rows[r·width + c]
 void cohort_add_rows(const float *restrict rows, float *restrict sum, long count, long width);
 
-/// target[i] = source[i] + bias, then max(·, 0) when relu.
-void cohort_bias_activate(const float *restrict source, float *restrict target, long n, float bias, int relu);
 /// target[i] = dy[i] where y[i] > 0 (or everywhere when y is NULL), else 0.
 void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n);
 /// Σ x[i], accumulated in double.
 float cohort_sum(const float *restrict x, long n);
-/// y[i] += x[i]
-void cohort_add(const float *restrict x, float *restrict y, long n);
 void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale);
 // Sequence models (kernels.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
 void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);
