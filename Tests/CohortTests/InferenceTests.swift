@@ -70,6 +70,13 @@ extension InferenceTests {
         XCTAssertEqual(rows.count, 2, "\(rows)")
         XCTAssertTrue(rows[1].hasPrefix("1,5,"), "epoch 1 after 5 steps: \(rows)")
         let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/work/run/checkpoints").first)
+        // Self-contained: what the model reads, how, what it was trained with, and the data's names.
+        let stored = try Checkpoint.read(from: checkpoint)
+        XCTAssertEqual(stored.inputShape, [1, 6, 6])
+        XCTAssertEqual(stored.inputLayout, "CHW")
+        XCTAssertEqual(stored.loss, "softmax_cross_entropy")
+        XCTAssertEqual(stored.classNames?.count, 4)
+        XCTAssertTrue(stored.attributeText().contains("\ninput_shape=1,6,6\ninput_layout=CHW\nloss=softmax_cross_entropy"), "in the checksum")
         let elsewhere = try runCohort(ranks: 1, ["evaluate", checkpoint], directory: directory, workingDirectory: directory)
         XCTAssertEqual(elsewhere.status, 0, elsewhere.error)
         XCTAssertTrue(elsewhere.output.contains("accuracy"), elsewhere.output)

@@ -42,6 +42,12 @@ public struct Checkpoint {
     /// Absolute paths of the training and test files (`train=…`, `test=…`), so that a checkpoint
     /// evaluated from another directory still finds its data.
     public var dataFiles: [String]? = nil
+    /// The shape of one sample as the model reads it ([C, H, W] for images, [T] for token
+    /// windows, [T, D] or [D]), how the data file lays it out, and the loss it was trained with
+    /// (`softmax_cross_entropy`, `binary_cross_entropy`, `mean_squared_error`).
+    public var inputShape: [Int]? = nil
+    public var inputLayout: String? = nil
+    public var loss: String? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
     public var words: [String: [UInt64]] = [:]
@@ -139,6 +145,9 @@ public struct Checkpoint {
         if let classNames { try file.setAttribute("class_names", classNames) }
         if let tokenizer { try file.setAttribute("tokenizer", tokenizer) }
         if let dataFiles { try file.setAttribute("data_files", dataFiles) }
+        if let inputShape { try file.setAttribute("input_shape", inputShape.map(Int64.init)) }
+        if let inputLayout { try file.setAttribute("input_layout", inputLayout) }
+        if let loss { try file.setAttribute("loss", loss) }
         checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
         try file.flush()
@@ -153,6 +162,9 @@ public struct Checkpoint {
             + (classNames.map { "\nclass_names=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (tokenizer.map { "\ntokenizer=\($0)" } ?? "")
             + (dataFiles.map { "\ndata_files=" + $0.joined(separator: "\u{1F}") } ?? "")
+            + (inputShape.map { "\ninput_shape=" + $0.map(String.init).joined(separator: ",") } ?? "")
+            + (inputLayout.map { "\ninput_layout=\($0)" } ?? "")
+            + (loss.map { "\nloss=\($0)" } ?? "")
     }
 
     // MARK: Reading
@@ -185,6 +197,9 @@ public struct Checkpoint {
         if file.hasAttribute("class_names") { checkpoint.classNames = try file.stringsAttribute("class_names") }
         if file.hasAttribute("tokenizer") { checkpoint.tokenizer = try file.stringAttribute("tokenizer") }
         if file.hasAttribute("data_files") { checkpoint.dataFiles = try file.stringsAttribute("data_files") }
+        if file.hasAttribute("input_shape") { checkpoint.inputShape = try file.numberAttribute("input_shape", as: Int64.self).map { Int($0) } }
+        if file.hasAttribute("input_layout") { checkpoint.inputLayout = try file.stringAttribute("input_layout") }
+        if file.hasAttribute("loss") { checkpoint.loss = try file.stringAttribute("loss") }
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {
             guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }

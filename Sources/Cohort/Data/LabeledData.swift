@@ -20,6 +20,7 @@ public final class LabeledData {
     public let rows: Int
     /// Per-sample shape fed to the model: [C, H, W] for images, [D] for vectors.
     public let sampleShape: [Int]
+    public var sampleLayout: String { sampleShape.count == 1 ? "D" : outputChannelsLast ? "TD" : "CHW" }
     public let classes: Int
     public let classNames: [String]
     public var sampleSize: Int { sampleShape.reduce(1, *) }

@@ -7,6 +7,9 @@ public protocol SampleSource: AnyObject {
     var rows: Int { get }
     /// Per-sample shape fed to the model: [C, H, W] images, [D] vectors, [T] token ids.
     var sampleShape: [Int] { get }
+    /// The axes of `sampleShape`: `CHW` (images, channels first), `TD` (sequences of vectors),
+    /// `D` (vectors) or `T` (token ids).
+    var sampleLayout: String { get }
     /// Integer targets per row: 1 for a class label, T for a window (one per position).
     var targetsPerRow: Int { get }
     /// Classes of the integer targets (a token file: its vocabulary size), and their names.

@@ -86,6 +86,7 @@ public final class TokenWindows: SampleSource {
 
     public var path: String { corpus.path }
     public var sampleShape: [Int] { [length] }
+    public var sampleLayout: String { "T" }
     public var targetsPerRow: Int { length }
     public var classes: Int { corpus.vocabulary.count }
     public var classNames: [String] { corpus.vocabulary }
