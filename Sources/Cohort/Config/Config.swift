@@ -12,6 +12,8 @@ public struct TrainConfig: Equatable, Sendable {
     public var runDirectory: String
     public var data: DataConfig
     public var layers: [LayerSpec]
+    /// `model.init_from`, `model.freeze`, `model.frozen_batch_norm`.
+    public var fineTuning: FineTuning
     public var loss: Loss
     public var optimizer: OptimizerConfig
     public var training: TrainingConfig
@@ -24,10 +26,11 @@ public struct TrainConfig: Equatable, Sendable {
     public var text: String
 
     public init(name: String, seed: UInt64 = 0, runDirectory: String? = nil, data: DataConfig, layers: [LayerSpec],
-                loss: Loss = .softmaxCrossEntropy(smoothing: 0), optimizer: OptimizerConfig = OptimizerConfig(),
+                fineTuning: FineTuning = FineTuning(), loss: Loss = .softmaxCrossEntropy(smoothing: 0), optimizer: OptimizerConfig = OptimizerConfig(),
                 training: TrainingConfig = TrainingConfig(), checkpoint: CheckpointConfig = CheckpointConfig(),
                 callbacks: CallbackConfig = CallbackConfig(), tensorBoard: Bool = true, text: String? = nil) {
         (self.name, self.seed, self.runDirectory, self.data, self.layers) = (name, seed, runDirectory ?? "runs/\(name)", data, layers)
+        self.fineTuning = fineTuning
         (self.loss, self.optimizer, self.training, self.checkpoint) = (loss, optimizer, training, checkpoint)
         (self.callbacks, self.tensorBoard, self.text) = (callbacks, tensorBoard, "")
         self.text = text ?? yaml
@@ -36,7 +39,7 @@ public struct TrainConfig: Equatable, Sendable {
     /// Equal settings (the text they were read from aside).
     public static func == (a: TrainConfig, b: TrainConfig) -> Bool {
         (a.name, a.seed, a.runDirectory, a.tensorBoard) == (b.name, b.seed, b.runDirectory, b.tensorBoard)
-            && a.data == b.data && a.layers == b.layers && a.loss == b.loss && a.optimizer == b.optimizer
+            && a.data == b.data && a.layers == b.layers && a.fineTuning == b.fineTuning && a.loss == b.loss && a.optimizer == b.optimizer
             && a.training == b.training && a.checkpoint == b.checkpoint && a.callbacks == b.callbacks
     }
 }
@@ -185,6 +188,14 @@ extension TrainConfig {
         let layers = try layerNodes.enumerated().map { index, node in
             try parseLayer(node, file: file, path: "model.layers[\(index)]")
         }
+        var fineTuning = FineTuning(freeze: try modelMap.strings("freeze") ?? [],
+                                    frozenBatchNorm: FineTuning.FrozenBatchNorm(rawValue: try modelMap.choice(
+                                        "frozen_batch_norm", FineTuning.FrozenBatchNorm.allCases.map(\.rawValue), default: "inference"))!)
+        if let map = try modelMap.map("init_from") {
+            fineTuning.initFrom = FineTuning.InitFrom(checkpoint: try map.requiredString("checkpoint"), layers: try map.strings("layers"),
+                                                      skip: try map.strings("skip") ?? [])
+            try map.finish()
+        }
         try modelMap.finish()
 
         let loss = try parseLoss(top, file: file)
@@ -269,7 +280,7 @@ extension TrainConfig {
         try top.finish()
 
         return TrainConfig(
-            name: name, seed: seed, runDirectory: runDirectory, data: data, layers: layers,
+            name: name, seed: seed, runDirectory: runDirectory, data: data, layers: layers, fineTuning: fineTuning,
             loss: loss, optimizer: optimizer, training: training,
             checkpoint: checkpoint, callbacks: callbacks, tensorBoard: tensorBoard, text: resolved
         )

@@ -20,6 +20,13 @@ extension TrainConfig {
         }
         lines += section(data)
         lines += ["model:", "  layers:"] + layers.map { "    - \($0.yamlFlow)" }
+        let names = { (list: [String]) in "[" + list.map(quoted).joined(separator: ", ") + "]" }
+        if let from = fineTuning.initFrom {
+            lines.append("  init_from: {checkpoint: \(quoted(from.checkpoint))" + (from.layers.map { ", layers: \(names($0))" } ?? "")
+                         + ", skip: \(names(from.skip))}")
+        }
+        if !fineTuning.freeze.isEmpty { lines.append("  freeze: \(names(fineTuning.freeze))") }
+        lines.append("  frozen_batch_norm: \(fineTuning.frozenBatchNorm.rawValue)")
         switch loss {
         case .softmaxCrossEntropy(let smoothing): lines.append("loss: {type: softmax_cross_entropy, label_smoothing: \(smoothing)}")
         case .binaryCrossEntropy: lines.append("loss: binary_cross_entropy")

@@ -51,6 +51,12 @@ public final class BatchNorm: Layer {
     private let output: Workspace
     private let inputGradient: Workspace
     private var batchCount = 0
+    /// Frozen (fine-tuning): running statistics in training too, never updated.
+    private var runningStatisticsOnly = false
+    /// Whether the last forward normalized by batch statistics (backward differs).
+    private var usedBatchStatistics = false
+
+    public func useRunningStatistics() { runningStatisticsOnly = true }
 
     init(name: String, inputShape: [Int], momentum: Float, epsilon: Float, sync: Bool, builder: LayerBuilder) {
         self.name = name
@@ -75,7 +81,8 @@ public final class BatchNorm: Layer {
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (gamma, beta) = (parameters.values(of: scale), parameters.values(of: shift))
-        if training {
+        usedBatchStatistics = training && !runningStatisticsOnly
+        if usedBatchStatistics {
             // Per-channel Σx and Σx² in Double, all-reduced for sync.
             var sums = [Double](repeating: 0, count: 2 * channels + 1)
             for sample in 0..<batch {
@@ -151,6 +158,17 @@ public final class BatchNorm: Layer {
         for c in 0..<channels {
             dBeta[c] += Float(sums[c])
             dGamma[c] += Float(sums[channels + c])
+        }
+        guard usedBatchStatistics else {
+            // Fixed statistics: y = γ·(x − μ)·s + β is affine in x, dx = γ·s·dy.
+            for sample in 0..<batch {
+                for c in 0..<channels {
+                    let offset = (sample * channels + c) * spatial
+                    let factor = gamma[c] * inverseStd[c]
+                    for p in 0..<spatial { inputGradient.pointer[offset + p] = factor * outputGradient[offset + p] }
+                }
+            }
+            return UnsafePointer(inputGradient.pointer)
         }
         if sync { sums = communicator.allReduceSum(sums) }
         let n = Float(max(batchCount, 1))

@@ -145,9 +145,12 @@ final class LayerStack {
         return activation
     }
 
+    /// The first layer backward reaches: layers before it (frozen ones) get no gradients.
+    var backwardStart = 0
+
     func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         var gradient = outputGradient
-        for index in layers.indices.reversed() {
+        for index in layers.indices.reversed() where index >= backwardStart {
             gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
         }
         return gradient

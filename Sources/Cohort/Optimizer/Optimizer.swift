@@ -14,8 +14,12 @@ public protocol Optimizer: AnyObject {
 }
 
 /// Builds the optimizer a config names, with state sized for `parameters`.
-public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore) -> Optimizer {
-    let mask = config.decayBiasAndNorm ? [Float](repeating: 1, count: parameters.count) : parameters.decayMask()
+/// Parameters named in `frozen` are never decayed (their gradients are zero, so they never move).
+public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore, frozen: Set<String> = []) -> Optimizer {
+    var mask = config.decayBiasAndNorm ? [Float](repeating: 1, count: parameters.count) : parameters.decayMask()
+    for entry in parameters.entries where frozen.contains(entry.name) {
+        mask.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: repeatElement(0, count: entry.count))
+    }
     switch config.kind {
     case .sgd:
         return SGD(count: parameters.count, momentum: config.momentum, nesterov: config.nesterov,

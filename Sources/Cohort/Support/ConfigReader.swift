@@ -99,6 +99,14 @@ public final class ConfigMap {
         }
     }
 
+    public func strings(_ key: String) throws -> [String]? {
+        guard let nodes = try list(key) else { return nil }
+        return try nodes.map { node in
+            guard case .scalar(let scalar) = node else { throw error(key, "expected a list of names") }
+            return scalar.string
+        }
+    }
+
     public func map(_ key: String) throws -> ConfigMap? {
         guard let node = node(key) else { return nil }
         return try ConfigMap(node, file: file, path: keyPath(key))

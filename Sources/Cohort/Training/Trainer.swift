@@ -15,6 +15,10 @@ public final class Trainer {
     public let dataFingerprint: String
     /// Per-channel mean and std of `normalize: standardize`, from the config or the training file.
     public let normalization: (mean: [Double], std: [Double])?
+    /// Parameters `model.freeze` fixes, and the contiguous ranges of the flat buffer that train
+    /// (nil when nothing is frozen: the whole buffer is all-reduced).
+    public private(set) var frozen: Set<String> = []
+    private var trainableSpans: [Range<Int>]?
     public let test: (any SampleSource)?
     /// Where each step's rows come from (global or sharded sampling, prefetch, augmentation).
     public let loader: BatchLoader
@@ -35,7 +39,16 @@ public final class Trainer {
     public init(config: TrainConfig, communicator: Communicator, resume: String? = nil) throws {
         self.config = config
         self.communicator = communicator
-        let data = config.data
+        var data = config.data
+        // A model started from another run's weights keeps that run's input normalization
+        // unless the config gives its own: the loaded layers expect it.
+        let found = try config.fineTuning.initFrom.map { try Trainer.sourceCheckpoint($0.checkpoint) }
+        let source = found?.checkpoint
+        var startupLines: [String] = found.map { ["init_from: reading \($0.path)"] } ?? []
+        if let from = config.fineTuning.initFrom, let stored = source?.normalization, data.normalize == .standardize, data.mean == nil {
+            (data.mean, data.std) = (stored.mean, stored.std)
+            startupLines.append("init_from \(from.checkpoint): standardizing with its training statistics (mean \(stored.mean), std \(stored.std))")
+        }
         train = try openSamples(path: data.train, config: data, phase: .random, seed: config.seed,
                                 cache: data.cache && data.sampling == .global)
         let classes = train.classes
@@ -106,13 +119,26 @@ public final class Trainer {
         if config.loss == .binaryCrossEntropy, train.classes != 2 {
             throw CohortError("\(config.data.train): binary_cross_entropy needs labels 0 and 1 (2 classes), the file has \(train.classes)")
         }
-        optimizer = makeOptimizer(config.optimizer, parameters: model.parameters)
+        if let from = config.fineTuning.initFrom, let source {
+            startupLines += try Trainer.initialize(model, from: source, as: from)
+        }
+        let names = model.parameters.entries.map(\.name)
+        let frozenNames = try FineTuning.select(config.fineTuning.freeze, from: names, key: "model.freeze")
+        frozen = frozenNames
+        if !frozenNames.isEmpty {
+            model.freeze(frozenNames, batchNormInference: config.fineTuning.frozenBatchNorm == .inference)
+            trainableSpans = Trainer.spans(of: model.parameters.entries.filter { !frozenNames.contains($0.name) })
+            let count = model.parameters.entries.filter { frozenNames.contains($0.name) }.reduce(0) { $0 + $1.count }
+            startupLines.append("frozen: \(count) of \(model.parameters.count) parameters (\(frozenNames.count) tensors); batch norm among them: \(config.fineTuning.frozenBatchNorm == .inference ? "running statistics, fixed" : "batch statistics")")
+        }
+        optimizer = makeOptimizer(config.optimizer, parameters: model.parameters, frozen: frozenNames)
         position = Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0)
         logitGradient = .allocate(capacity: maxBatch * train.targetsPerRow * max(train.classes, train.targetWidth, 1))
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
         fault?.signalDuringStartup(rank: communicator.rank)
         if let resume { try restore(from: resume) }
+        if communicator.isRoot { startupLines.forEach(log) }
         if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
 
@@ -123,7 +149,9 @@ public final class Trainer {
     public func synchronizeInitialState() {
         communicator.broadcast(model.parameters.values, root: 0)
         communicator.broadcast(model.parameters.buffers, root: 0)
-        if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
+        if let trainableSpans {
+            gradientAllReduce = "MPI_Allreduce of the trainable parameters (\(trainableSpans.reduce(0) { $0 + $1.count }) floats in \(trainableSpans.count) span(s))"
+        } else if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
             model.parameters.placeGradients(in: shared.buffer)
             gradientAllReduce = shared.description
         }
@@ -417,6 +445,23 @@ public final class Trainer {
 
     /// Sums the flat gradient buffer over the ranks; true when the sum this rank checked is finite.
     private func allReduceGradients() -> Bool {
+        if let trainableSpans {
+            // Frozen gradients stay zero (no update, no decay); only the trainable spans travel.
+            let gradients = model.parameters.gradients
+            var start = 0
+            for span in trainableSpans + [gradients.count..<gradients.count] {
+                if start < span.lowerBound { (gradients.baseAddress! + start).update(repeating: 0, count: span.lowerBound - start) }
+                start = span.upperBound
+            }
+            let started = monotonicNanoseconds()
+            var finite = true
+            for span in trainableSpans {
+                finite = communicator.allReduceSumCheckingFinite(UnsafeMutableBufferPointer(rebasing: gradients[span])) && finite
+            }
+            allReduceSeconds += seconds(since: started)
+            allReduceCalls += 1
+            return finite
+        }
         if config.training.timingBarrier {
             let barrierStart = monotonicNanoseconds()
             communicator.barrier()
@@ -546,5 +591,64 @@ public final class Trainer {
         guard extremes[0] == -extremes[1] else {
             throw CohortError("rank \(communicator.rank): parameters differ between ranks at step \(position.globalStep)")
         }
+    }
+}
+
+extension Trainer {
+    /// `model.init_from.checkpoint`: a checkpoint file, or a directory of them (its newest that verifies).
+    static func sourceCheckpoint(_ path: String) throws -> (path: String, checkpoint: Checkpoint) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CohortError("model.init_from.checkpoint: \(path): no such file or directory")
+        }
+        guard isDirectory.boolValue else { return (path, try Checkpoint.read(from: path)) }
+        var reasons: [String] = []
+        for candidate in checkpoints(in: path) {
+            do {
+                return (candidate, try Checkpoint.read(from: candidate))
+            } catch let error as CohortError {
+                reasons.append(error.message)
+            }
+        }
+        throw CohortError("model.init_from.checkpoint: \(path): no checkpoint that verifies\(reasons.isEmpty ? "" : " (" + reasons.joined(separator: "; ") + ")")")
+    }
+
+    /// Copies the tensors `from` selects out of `source` into `model` by name and shape;
+    /// returns the lines saying what was loaded, skipped and left freshly initialized.
+    static func initialize(_ model: Model, from source: Checkpoint, as from: FineTuning.InitFrom) throws -> [String] {
+        let parameters = model.parameters
+        let all = parameters.entries.map { ("parameters", $0, parameters.values.baseAddress! + $0.offset) }
+            + parameters.bufferEntries.map { ("buffers", $0, parameters.buffers.baseAddress! + $0.offset) }
+        let names = all.map { $0.1.name }
+        let wanted = try from.layers.map { try FineTuning.select($0, from: names, key: "model.init_from.layers") } ?? Set(names)
+        let skipped = try FineTuning.select(from.skip, from: names, key: "model.init_from.skip")
+        var loaded: [String] = [], mismatched: [String] = [], fresh: [String] = []
+        for (group, entry, pointer) in all {
+            guard wanted.contains(entry.name), !skipped.contains(entry.name) else { fresh.append(entry.name); continue }
+            guard let tensor = source.tensors["\(group)/\(entry.name)"] else { fresh.append("\(entry.name) (not in the checkpoint)"); continue }
+            guard tensor.shape == entry.shape else {
+                mismatched.append("\(entry.name) (\(tensor.shape) there, \(entry.shape) here)")
+                continue
+            }
+            pointer.update(from: tensor.values, count: entry.count)
+            loaded.append(entry.name)
+        }
+        let list = { (items: [String]) in items.isEmpty ? "none" : items.joined(separator: ", ") }
+        return ["init_from \(from.checkpoint): loaded \(loaded.count) tensors: \(list(loaded))",
+                "init_from: skipped for their shape \(mismatched.count): \(list(mismatched)); initialized fresh \(fresh.count): \(list(fresh))"]
+    }
+
+    /// The contiguous ranges of the flat buffer that `entries` (in offset order) cover.
+    static func spans(of entries: [ParameterStore.Entry]) -> [Range<Int>] {
+        var spans: [Range<Int>] = []
+        for entry in entries.sorted(by: { $0.offset < $1.offset }) {
+            let range = entry.offset..<(entry.offset + entry.count)
+            if let last = spans.last, last.upperBound == range.lowerBound {
+                spans[spans.count - 1] = last.lowerBound..<range.upperBound
+            } else {
+                spans.append(range)
+            }
+        }
+        return spans
     }
 }
