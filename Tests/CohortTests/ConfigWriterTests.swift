@@ -40,6 +40,8 @@ final class ConfigWriterTests: XCTestCase {
                      .residual([.conv2d(4, kernel: 3, padding: .same), .batchNorm(momentum: 0.2, epsilon: 1e-3, sync: true)], projection: true),
                      .maxPool(3, stride: 2), .averagePool(2), .dropout(0.3), .activation(.leakyRelu(slope: 0.3)), .globalAveragePool,
                      .dense(10, initializer: .normal)],
+            fineTuning: FineTuning(initFrom: .init(checkpoint: "runs/a b/checkpoints", layers: ["stem", "residual_*"], skip: ["dense_1"]),
+                                   freeze: ["stem"], frozenBatchNorm: .train),
             loss: .softmaxCrossEntropy(smoothing: 0.1),
             optimizer: OptimizerConfig(kind: .sgd, learningRate: 0.05, momentum: 0.9, nesterov: true, weightDecay: 5e-4,
                                        decayBiasAndNorm: true, clipNorm: 1.5, schedule: schedule),
