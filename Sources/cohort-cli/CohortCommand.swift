@@ -15,7 +15,7 @@ struct CohortCommand: ParsableCommand {
         75 training stopped by SIGTERM/SIGUSR1 with a checkpoint written (resume with --resume auto).
         """,
         version: cohortVersion,
-        subcommands: [Train.self, Evaluate.self, Predict.self, Generate.self, Prepare.self, Inspect.self, Profile.self, CheckMPI.self, CheckBLAS.self]
+        subcommands: [Train.self, Evaluate.self, Predict.self, Export.self, Generate.self, Prepare.self, Inspect.self, Profile.self, CheckMPI.self, CheckBLAS.self]
     )
 
     static func main() {

@@ -67,6 +67,7 @@ public final class Dense: Layer, InputGradientOptional {
 
     public var multiplyAddsPerSample: Int { inputSize * outputShape.last! }
     public var summaryTag: String { fusedReLU ? "+relu" : "" }
+    public var transposedForTorch: [String] { ["\(name)/weight"] }
 
     /// `initScale` multiplies the initializer's draws (GPT-2's residual projections: 1/√(2·layers)).
     init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, fusedReLU: Bool = false,

@@ -27,6 +27,9 @@ public protocol Layer: AnyObject {
     /// True for layers that only reshape: the model's first layer that computes needs no input
     /// gradient when only such layers stand before it.
     var isShapeOnly: Bool { get }
+    /// Parameters stored [in, out] (Keras' kernel layout) that PyTorch stores [out, in]: an
+    /// export transposes them. Default: none.
+    var transposedForTorch: [String] { get }
     /// Normalizes with running statistics in training too, and leaves them as they are (a
     /// frozen batch norm when fine-tuning). Default: nothing to do.
     func useRunningStatistics()
@@ -38,6 +41,7 @@ extension Layer {
     public var summaryTag: String { "" }
     public var isShapeOnly: Bool { false }
     public func useRunningStatistics() {}
+    public var transposedForTorch: [String] { [] }
 
     /// This layer and every layer inside it, depth first.
     public var selfAndDescendants: [Layer] { [self] + sublayers.flatMap(\.selfAndDescendants) }
