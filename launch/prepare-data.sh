@@ -27,3 +27,24 @@ fi
 if [ -f data/kjv/kjv.txt ] && { [ ! -f data/kjv-bytes/train.h5 ] || [ ! -f data/kjv-bytes/val.h5 ]; }; then
     "$cohort" prepare text --input data/kjv/kjv.txt --out data/kjv-bytes --tokenizer bytes --validation 0.1
 fi
+# Two real tables as CSV, from the data files Debian's python3-sklearn ships (the package is
+# downloaded and unpacked here, not installed): scikit-learn's diabetes regression table (442
+# rows, 10 features, disease progression after one year) and its breast-cancer table (569 rows,
+# 30 features, malignant or benign). A header row is added; cohort prepare csv does the rest.
+if [ ! -f data/tabular/diabetes/train.h5 ] || [ ! -f data/tabular/breast-cancer/train.h5 ]; then
+    work="$(mktemp -d)"
+    if (cd "$work" && apt-get download python3-sklearn >/dev/null 2>&1); then
+        dpkg-deb -x "$work"/python3-sklearn_*.deb "$work/x"
+        d="$work/x/usr/lib/python3/dist-packages/sklearn/datasets/data"
+        mkdir -p data/tabular
+        { echo "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6,progression"
+          paste -d, <(zcat "$d/diabetes_data_raw.csv.gz" | tr -s ' ' ',') <(zcat "$d/diabetes_target.csv.gz" | awk '{ printf "%g\n", $1 }'); } > data/tabular/diabetes.csv
+        { echo "mean radius,mean texture,mean perimeter,mean area,mean smoothness,mean compactness,mean concavity,mean concave points,mean symmetry,mean fractal dimension,radius error,texture error,perimeter error,area error,smoothness error,compactness error,concavity error,concave points error,symmetry error,fractal dimension error,worst radius,worst texture,worst perimeter,worst area,worst smoothness,worst compactness,worst concavity,worst concave points,worst symmetry,worst fractal dimension,diagnosis"
+          tail -n +2 "$d/breast_cancer.csv" | awk -F, 'BEGIN { OFS = "," } { $NF = ($NF == 0 ? "malignant" : "benign"); print }'; } > data/tabular/breast-cancer.csv
+        "$cohort" prepare csv --input data/tabular/diabetes.csv --label progression --regression --out data/tabular/diabetes
+        "$cohort" prepare csv --input data/tabular/breast-cancer.csv --label diagnosis --out data/tabular/breast-cancer
+    else
+        echo "prepare-data: apt-get download python3-sklearn failed; the tabular configs need data/tabular (skipped)" >&2
+    fi
+    rm -rf "$work"
+fi

@@ -52,6 +52,21 @@ struct Evaluate: ParsableCommand {
                 communicator.finalize()
                 return
             }
+            if let line = result.regressionLine {
+                if communicator.isRoot {
+                    printLine("\(trained.data.path): " + line)
+                    if let json {
+                        let text = String(format: "{\"mse\": %.6f, \"rmse\": %.6f, \"r2\": %.6f, \"rows\": %d}\n",
+                                          result.loss, result.rootMeanSquaredError ?? .nan, result.rSquared ?? .nan, result.rows)
+                        guard FileManager.default.createFile(atPath: json, contents: Data(text.utf8)) else {
+                            throw CohortError("\(json): cannot write the report")
+                        }
+                        printLine("saved \(json)")
+                    }
+                }
+                communicator.finalize()
+                return
+            }
             outcome = .success((result.report(classNames: trained.data.classNames), json))
         } catch let error as CohortError {
             outcome = .failure(error)

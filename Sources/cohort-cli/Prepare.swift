@@ -5,7 +5,7 @@ import Foundation
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
-        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self, PrepareText.self]
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self, PrepareText.self, PrepareCSV.self]
     )
 }
 
@@ -56,6 +56,54 @@ struct PrepareText: ParsableCommand {
                 let corpus = try TokenCorpus(path: path)
                 printLine("wrote \(path): \(corpus.tokens.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
             }
+        }
+    }
+}
+
+struct PrepareCSV: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "csv",
+        abstract: "Write train.h5 and val.h5 from a CSV table with a header row (features [N, D], labels [N]).",
+        discussion: """
+        Rows are shuffled with --seed; the last --validation fraction is val.h5. Classification
+        (the default): the label column's distinct values, sorted, are the classes. --regression:
+        float targets (loss: mean_squared_error). Per-column mean and std of the training rows are
+        stored for normalize: standardize. Layout: datasets/README.md (tables).
+        """
+    )
+
+    @Option(help: "The CSV file.")
+    var input: String
+
+    @Option(help: "The column to predict.")
+    var label: String
+
+    @Option(help: "Comma-separated feature columns (default: every other column).")
+    var features: String?
+
+    @Option(help: "Comma-separated columns of categories, one-hot encoded.")
+    var categorical: String = ""
+
+    @Flag(help: "The label is a number to predict, not a class.")
+    var regression = false
+
+    @Option(help: "Fraction of the rows written to val.h5.")
+    var validation: Double = 0.2
+
+    @Option(help: "Seed of the row shuffle.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Folder to write train.h5 and val.h5 into (created if missing).")
+    var out: String
+
+    func run() throws {
+        reportingErrors {
+            guard (0..<1).contains(validation) else { throw CohortError("--validation \(validation): must be in [0, 1)") }
+            let list = { (text: String) in text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+            let summary = try TablePreparation.prepare(input: input, label: label, features: features.map(list), categorical: list(categorical),
+                                                       regression: regression, validation: validation, seed: seed, outputDirectory: out)
+            let target = summary.classNames.map { "classes \($0.joined(separator: ", "))" } ?? "regression targets"
+            printLine("wrote \(summary.files.joined(separator: ", ")): \(summary.trainRows) + \(summary.validationRows) rows, \(summary.columns.count) feature columns, \(target)")
         }
     }
 }

@@ -135,6 +135,9 @@ struct Train: ParsableCommand {
                 printError("cohort: \(error.message)")
             }
         }
+        if communicator.isRoot, outcome != .interrupted, let line = trainer.finalRegressionLine {
+            printLine("test file: " + line)
+        }
         if communicator.isRoot, outcome != .interrupted, let report = trainer.finalReport {
             printLine("\nclassification report (test file, \(report.macro.support) rows):\n" + report.table())
             do {

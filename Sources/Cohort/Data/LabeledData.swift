@@ -92,10 +92,11 @@ public final class LabeledData {
             throw CohortError("\(path): layout '\(layout)' is not one of \(LabeledData.layouts.joined(separator: ", "))")
         }
         let dims = Array(features.shape.dropFirst())
-        outputChannelsLast = layout == "NTC"
+        outputChannelsLast = layout == "NTC" || dims.count == 1
         switch dims.count {
         case 1:
-            (sampleShape, channelsLast, channels) = (dims, false, 1)
+            // Vectors: each of the D features is a channel (a table's columns standardize one by one).
+            (sampleShape, channelsLast, channels) = (dims, true, dims[0])
         case 2 where layout == "NTC":
             (sampleShape, channelsLast, channels) = (dims, true, dims[1])
         case 2:
@@ -146,9 +147,13 @@ public final class LabeledData {
         scale = (normalization != .none && features.elementType == .integer(bytes: 1, signed: false)) ? 1 / 255 : 1
         if normalization == .standardize {
             // The config's values win over the file's attributes.
-            guard let mean = mean ?? (try? file.numberAttribute("mean", as: Double.self)),
-                  let std = std ?? (try? file.numberAttribute("std", as: Double.self)) else {
+            guard var mean = mean ?? (try? file.numberAttribute("mean", as: Double.self)),
+                  var std = std ?? (try? file.numberAttribute("std", as: Double.self)) else {
                 throw CohortError("\(path): normalize: standardize needs mean and std, as file attributes (cohort prepare writes them) or data.mean/data.std in the config")
+            }
+            // One value for every feature of a vector (a file written before per-feature statistics).
+            if sampleShape.count == 1, mean.count == 1, std.count == 1 {
+                (mean, std) = (Array(repeating: mean[0], count: channels), Array(repeating: std[0], count: channels))
             }
             guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
                 throw CohortError("\(path): mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")

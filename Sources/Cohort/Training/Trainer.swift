@@ -175,6 +175,8 @@ public final class Trainer {
     var bestWeights: [Float]?
     public var progress: Progress?
     public var recorder: RunRecorder?
+    /// A regression model's last evaluation of the test file: RMSE, R², MSE, rows.
+    public private(set) var finalRegressionLine: String?
     /// The report of the last evaluation of the test file.
     public private(set) var finalReport: ClassificationReport?
     /// A language model's last evaluation of the validation file: loss, accuracy, target tokens.
@@ -529,6 +531,7 @@ public final class Trainer {
         let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
                                          batchSize: config.training.evalBatchSize)
         finalReport = test.isRegression || test.isLanguageModel ? nil : result.report(classNames: test.classNames)
+        finalRegressionLine = result.regressionLine
         if test.isLanguageModel { finalLanguageModelFigures = (result.loss, result.accuracy, result.rows * test.targetsPerRow) }
         return (result.loss, result.accuracy)
     }
