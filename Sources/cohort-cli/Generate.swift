@@ -49,7 +49,7 @@ struct Generate: ParsableCommand {
             let config = try TrainConfig.parse(text: stored.config, file: "\(checkpoint) (stored config)")
             // The vocabulary the checkpoint carries, or a token file's (--data, or an older checkpoint's data.train).
             let corpus: Vocabulary
-            if data == nil, let stored = stored.vocabulary(source: checkpoint) {
+            if data == nil, let stored = try stored.vocabulary(source: checkpoint) {
                 corpus = stored
             } else {
                 let path = data ?? config.data.train
@@ -72,9 +72,9 @@ struct Generate: ParsableCommand {
             let sampling = Sampling(temperature: Float(temperature), topK: topK, topP: topP.map(Float.init), greedy: greedy)
             let start = monotonicNanoseconds()
             generator.generate(prompt: promptIDs, count: tokens, sampling: sampling, seed: seed) { id in
-                if corpus.tokenizer == TextTokenizer.bytes.rawValue {
-                    // Print whole UTF-8 characters only.
-                    pending.append(UInt8(id))
+                if corpus.tokenizer != TextTokenizer.chars.rawValue {
+                    // Bytes and BPE tokens: print whole UTF-8 characters only.
+                    pending += corpus.bytes(of: id)
                     if String(validating: pending, as: UTF8.self) != nil || pending.count >= 4 {
                         output.write(Data(pending))
                         pending = []

@@ -26,7 +26,7 @@ struct Inspect: ParsableCommand {
                 let shown = corpus.vocabulary.prefix(96).map { String(reflecting: $0).dropFirst().dropLast() }.joined(separator: " ")
                 printLine("  vocabulary: \(shown)\(corpus.vocabulary.count > 96 ? " …" : "")")
                 let shownCount = min(200, corpus.count)
-                let excerpt = try corpus.withTokens(start: 0, length: shownCount) { ids in corpus.decode((0..<shownCount).map { Int(ids[$0]) }) }
+                let excerpt = try corpus.withTokens(start: 0, length: shownCount) { ids in try corpus.decode((0..<shownCount).map { Int(ids[$0]) }) }
                 printLine("  first \(shownCount) tokens: \(String(reflecting: excerpt))")
             }
             if h5.exists(labels), let dataset = try? h5.dataset(labels), case .integer = dataset.elementType, dataset.shape.count == 1 {

@@ -41,18 +41,31 @@ struct PrepareText: ParsableCommand {
     @Option(help: "Folder to write train.h5 and val.h5 into (created if missing).")
     var out: String
 
-    @Option(help: "chars (one token per Unicode character of the corpus) or bytes (256 byte tokens).")
+    @Option(help: "chars (one token per Unicode character of the corpus), bytes (256 byte tokens) or bpe (byte-level BPE, GPT-2's).")
     var tokenizer: String = "chars"
+
+    @Option(help: "bpe: tokens to learn from the corpus (256 bytes + merges); writes tokenizer.json beside the token files.")
+    var vocab: Int?
+
+    @Option(name: .customLong("tokenizer-file"), help: "bpe: encode with this Hugging Face tokenizer.json (a byte-level BPE) instead of learning one.")
+    var tokenizerFile: String?
 
     @Option(help: "Fraction of the tokens, from the end, written to val.h5.")
     var validation: Double = 0.1
 
     func run() throws {
         reportingErrors {
-            guard let kind = TextTokenizer(rawValue: tokenizer) else {
+            guard let kind = tokenizerFile != nil ? .bpe : TextTokenizer(rawValue: tokenizer) else {
                 throw CohortError("--tokenizer: '\(tokenizer)' is not one of \(TextTokenizer.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            for path in try TextPreparation.prepare(inputs: inputs, outputDirectory: out, tokenizer: kind, validation: validation) {
+            if kind != .bpe, vocab != nil { throw CohortError("--vocab is for --tokenizer bpe") }
+            let started = monotonicNanoseconds()
+            for path in try TextPreparation.prepare(inputs: inputs, outputDirectory: out, tokenizer: kind, validation: validation,
+                                                    bpeVocabulary: vocab, tokenizerFile: tokenizerFile) {
+                guard path.hasSuffix(".h5") else {
+                    printLine(String(format: "wrote \(path) (%.1f s)", seconds(since: started)))
+                    continue
+                }
                 let corpus = try TokenCorpus(path: path)
                 printLine("wrote \(path): \(corpus.tokens.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
             }

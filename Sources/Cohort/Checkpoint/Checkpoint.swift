@@ -39,6 +39,8 @@ public struct Checkpoint {
     /// The training file's class names, or a language model's vocabulary and its tokenizer.
     public var classNames: [String]? = nil
     public var tokenizer: String? = nil
+    /// A byte-level BPE's merges, so that generation encodes prompts from the checkpoint alone.
+    public var merges: [String]? = nil
     /// Absolute paths of the training and test files (`train=…`, `test=…`), so that a checkpoint
     /// evaluated from another directory still finds its data.
     public var dataFiles: [String]? = nil
@@ -144,6 +146,7 @@ public struct Checkpoint {
         if let dataFingerprint { try file.setAttribute("data_fingerprint", dataFingerprint) }
         if let classNames { try file.setAttribute("class_names", classNames) }
         if let tokenizer { try file.setAttribute("tokenizer", tokenizer) }
+        if let merges { try file.setAttribute("merges", merges) }
         if let dataFiles { try file.setAttribute("data_files", dataFiles) }
         if let inputShape { try file.setAttribute("input_shape", inputShape.map(Int64.init)) }
         if let inputLayout { try file.setAttribute("input_layout", inputLayout) }
@@ -161,6 +164,7 @@ public struct Checkpoint {
             + (dataFingerprint.map { "\ndata_fingerprint=\($0)" } ?? "")
             + (classNames.map { "\nclass_names=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (tokenizer.map { "\ntokenizer=\($0)" } ?? "")
+            + (merges.map { "\nmerges=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (dataFiles.map { "\ndata_files=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (inputShape.map { "\ninput_shape=" + $0.map(String.init).joined(separator: ",") } ?? "")
             + (inputLayout.map { "\ninput_layout=\($0)" } ?? "")
@@ -196,6 +200,7 @@ public struct Checkpoint {
         if file.hasAttribute("data_fingerprint") { checkpoint.dataFingerprint = try file.stringAttribute("data_fingerprint") }
         if file.hasAttribute("class_names") { checkpoint.classNames = try file.stringsAttribute("class_names") }
         if file.hasAttribute("tokenizer") { checkpoint.tokenizer = try file.stringAttribute("tokenizer") }
+        if file.hasAttribute("merges") { checkpoint.merges = try file.stringsAttribute("merges") }
         if file.hasAttribute("data_files") { checkpoint.dataFiles = try file.stringsAttribute("data_files") }
         if file.hasAttribute("input_shape") { checkpoint.inputShape = try file.numberAttribute("input_shape", as: Int64.self).map { Int($0) } }
         if file.hasAttribute("input_layout") { checkpoint.inputLayout = try file.stringAttribute("input_layout") }

@@ -37,9 +37,9 @@ extension Checkpoint {
 
 extension Checkpoint {
     /// A language model's vocabulary, when the checkpoint carries it (written since format 2).
-    public func vocabulary(source: String) -> Vocabulary? {
+    public func vocabulary(source: String) throws -> Vocabulary? {
         guard let tokenizer, let classNames else { return nil }
-        return Vocabulary(entries: classNames, tokenizer: tokenizer, source: source)
+        return try Vocabulary(entries: classNames, tokenizer: tokenizer, source: source, merges: merges ?? [])
     }
 
     /// The per-channel mean and std the model was trained with (`normalize: standardize`).

@@ -7,14 +7,20 @@ public enum TextTokenizer: String, CaseIterable, Sendable {
     case chars
     /// One token per byte of the UTF-8 text; the vocabulary is all 256 bytes.
     case bytes
+    /// Byte-level BPE (GPT-2's; `BytePairEncoding`), trained on the corpus or read from a
+    /// Hugging Face `tokenizer.json`.
+    case bpe
 }
 
 public enum TextPreparation {
     /// Reads every input (strict UTF-8), concatenates them in order, tokenizes, and writes the
     /// first (1 − validation) of the tokens to `train.h5` and the rest to `val.h5` (nanoGPT's
     /// split). Each file is written under a temporary name and renamed. Returns the paths.
+    /// With `.bpe`: `bpeVocabulary` tokens are learned from the corpus, or `tokenizerFile` (a
+    /// Hugging Face tokenizer.json) encodes it; either way `tokenizer.json` is written beside the
+    /// token files.
     public static func prepare(inputs: [String], outputDirectory: String, tokenizer: TextTokenizer,
-                               validation: Double) throws -> [String] {
+                               validation: Double, bpeVocabulary: Int? = nil, tokenizerFile: String? = nil) throws -> [String] {
         guard !inputs.isEmpty else { throw CohortError("prepare text: give at least one --input file") }
         guard validation >= 0, validation < 1 else { throw CohortError("prepare text: --validation must be in [0, 1), got \(validation)") }
         var bytes: [UInt8] = []
@@ -31,7 +37,23 @@ public enum TextPreparation {
 
         let tokens: [UInt32]
         let vocabulary: [String]
+        var merges: [String]? = nil
+        var bpeModel: BytePairEncoding? = nil
         switch tokenizer {
+        case .bpe:
+            let text = String(decoding: bytes, as: UTF8.self)
+            let bpe: BytePairEncoding
+            if let tokenizerFile {
+                guard let data = FileManager.default.contents(atPath: tokenizerFile) else { throw CohortError("\(tokenizerFile): cannot read the file") }
+                bpe = try BytePairEncoding(tokenizerJSON: data, source: tokenizerFile)
+            } else {
+                guard let bpeVocabulary else { throw CohortError("prepare text: --tokenizer bpe needs --vocab N (or --tokenizer-file tokenizer.json)") }
+                bpe = try BytePairEncoding.train(text, vocabularySize: bpeVocabulary)
+            }
+            tokens = bpe.encode(text).map(UInt32.init)
+            vocabulary = bpe.vocabulary
+            merges = bpe.merges.map { "\($0.0) \($0.1)" }
+            bpeModel = bpe
         case .bytes:
             tokens = bytes.map(UInt32.init)
             vocabulary = (0..<256).map { byteName(UInt8($0)) }
@@ -53,10 +75,18 @@ public enum TextPreparation {
         try makeDirectories(outputDirectory, for: "the prepared token files")
         let source = inputs.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")
         var written = ["\(outputDirectory)/train.h5"]
-        try write(tokens[0..<trainCount], to: written[0], vocabulary: vocabulary, tokenizer: tokenizer, source: source, split: "train")
+        try write(tokens[0..<trainCount], to: written[0], vocabulary: vocabulary, merges: merges, tokenizer: tokenizer, source: source, split: "train")
         if validationCount > 0 {
             written.append("\(outputDirectory)/val.h5")
-            try write(tokens[trainCount...], to: written[1], vocabulary: vocabulary, tokenizer: tokenizer, source: source, split: "validation")
+            try write(tokens[trainCount...], to: written[1], vocabulary: vocabulary, merges: merges, tokenizer: tokenizer, source: source, split: "validation")
+        }
+        if let bpeModel {
+            let path = "\(outputDirectory)/tokenizer.json"
+            guard FileManager.default.createFile(atPath: path + ".tmp-\(getpid())", contents: Data(bpeModel.tokenizerJSON.utf8)),
+                  rename(path + ".tmp-\(getpid())", path) == 0 else {
+                throw CohortError("\(path): cannot write the tokenizer")
+            }
+            written.append(path)
         }
         return written
     }
@@ -79,8 +109,8 @@ public enum TextPreparation {
         }
     }
 
-    private static func write(_ tokens: ArraySlice<UInt32>, to path: String, vocabulary: [String], tokenizer: TextTokenizer,
-                              source: String, split: String) throws {
+    private static func write(_ tokens: ArraySlice<UInt32>, to path: String, vocabulary: [String], merges: [String]?,
+                              tokenizer: TextTokenizer, source: String, split: String) throws {
         let temporary = path + ".tmp-\(getpid())"
         do {
             let file = try HDF5File.create(temporary)
@@ -94,6 +124,7 @@ public enum TextPreparation {
             }
             try file.setAttribute("vocabulary", vocabulary)
             try file.setAttribute("tokenizer", tokenizer.rawValue)
+            if let merges { try file.setAttribute("merges", merges) }
             try file.setAttribute("format", "cohort-tokens")
             try file.setAttribute("source", source)
             try file.setAttribute("split", split)
@@ -110,26 +141,45 @@ public enum TextPreparation {
 
 /// A token file's vocabulary and tokenizer: what turns text into ids and back. Stored in a
 /// language model's checkpoints too, so that generation needs nothing but the checkpoint.
-public struct Vocabulary: Sendable, Equatable {
+public struct Vocabulary: Sendable {
     public let entries: [String]
     public let tokenizer: String
     /// Where it came from, for messages (a token file or a checkpoint).
     public let source: String
+    /// A byte-level BPE's merges ("left right"), in rank order.
+    public let merges: [String]
+    private let bpe: BytePairEncoding?
 
-    public init(entries: [String], tokenizer: String, source: String) {
-        (self.entries, self.tokenizer, self.source) = (entries, tokenizer, source)
+    public init(entries: [String], tokenizer: String, source: String, merges: [String] = []) throws {
+        (self.entries, self.tokenizer, self.source, self.merges) = (entries, tokenizer, source, merges)
+        bpe = tokenizer == TextTokenizer.bpe.rawValue
+            ? try BytePairEncoding(vocabulary: entries, merges: merges.map { merge in
+                let parts = merge.split(separator: " ", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { throw CohortError("\(source): BPE merge '\(merge)' is not two tokens") }
+                return (parts[0], parts[1])
+            })
+            : nil
+    }
+
+    /// The bytes of one token (a BPE token is several; a character token its UTF-8).
+    public func bytes(of id: Int) -> [UInt8] {
+        if let bpe { return bpe.rawBytes(id) }
+        if tokenizer == TextTokenizer.bytes.rawValue { return [UInt8(id)] }
+        return Array(entries[id].utf8)
     }
 
     public var count: Int { entries.count }
 
     /// The text of token ids (bytes are gathered and decoded as UTF-8, invalid sequences as U+FFFD).
     public func decode(_ ids: [Int]) -> String {
+        if let bpe { return bpe.decode(ids) }
         if tokenizer == TextTokenizer.bytes.rawValue { return String(decoding: ids.map { UInt8($0) }, as: UTF8.self) }
         return ids.map { entries[$0] }.joined()
     }
 
     /// The ids of `text`; a character outside the vocabulary is an error naming it.
     public func encode(_ text: String) throws -> [Int] {
+        if let bpe { return bpe.encode(text) }
         if tokenizer == TextTokenizer.bytes.rawValue { return text.utf8.map(Int.init) }
         let index = Dictionary(entries.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { first, _ in first })
         return try text.unicodeScalars.map { scalar in
@@ -142,7 +192,7 @@ public struct Vocabulary: Sendable, Equatable {
 }
 
 extension TokenCorpus {
-    public var tokenVocabulary: Vocabulary { Vocabulary(entries: vocabulary, tokenizer: tokenizer, source: path) }
-    public func decode(_ ids: [Int]) -> String { tokenVocabulary.decode(ids) }
+    public var tokenVocabulary: Vocabulary { get throws { try Vocabulary(entries: vocabulary, tokenizer: tokenizer, source: path, merges: merges) } }
+    public func decode(_ ids: [Int]) throws -> String { try tokenVocabulary.decode(ids) }
     public func encode(_ text: String) throws -> [Int] { try tokenVocabulary.encode(text) }
 }

@@ -11,6 +11,8 @@ public final class TokenCorpus {
     public let count: Int
     public let vocabulary: [String]
     public let tokenizer: String
+    /// A byte-level BPE's merges ("left right", rank order); empty for chars and bytes.
+    public let merges: [String]
     private let dataset: HDF5Dataset
     private var staging: [UInt32] = []
 
@@ -34,6 +36,7 @@ public final class TokenCorpus {
         }
         self.vocabulary = vocabulary
         tokenizer = (try? file.stringAttribute("tokenizer")) ?? "chars"
+        merges = file.hasAttribute("merges") ? try file.stringsAttribute("merges") : []
         count = dataset.rows
         tokens = cache ? try dataset.readAll(as: UInt32.self) : []
         if let bad = tokens.firstIndex(where: { Int($0) >= vocabulary.count }) {

@@ -60,6 +60,7 @@ extension Trainer {
         checkpoint.dataFingerprint = dataFingerprint
         checkpoint.classNames = train.classNames
         checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
+        if let corpus = (train as? TokenWindows)?.corpus, !corpus.merges.isEmpty { checkpoint.merges = corpus.merges }
         (checkpoint.inputShape, checkpoint.inputLayout, checkpoint.loss) = (train.sampleShape, train.sampleLayout, config.loss.name)
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         checkpoint.dataFiles = ["train=" + absolute(config.data.train)] + (config.data.test.map { ["test=" + absolute($0)] } ?? [])
