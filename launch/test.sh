@@ -7,4 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # Swift Testing is not used here; XCTest reports the count.
 swift test --disable-swift-testing 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]|^Test Case .* (started|passed)'
-exit "${PIPESTATUS[0]}"
+status="${PIPESTATUS[0]}"
+[ "$status" = 0 ] || exit "$status"
+# Every shipped model exported to ONNX and run in onnxruntime against cohort itself.
+"$root/launch/check-export.sh"

@@ -9,14 +9,17 @@ struct Export: ParsableCommand {
         --format safetensors: parameters and batch-norm buffers under PyTorch state_dict names and
         layouts, with the config, input shape, normalization and class names as metadata
         (docs/formats.md, "Export"). Examples/pytorch/cohort_torch.py builds the PyTorch module
-        that load_state_dict(strict=True) accepts. Runs in one process.
+        that load_state_dict(strict=True) accepts.
+        --format onnx: an inference graph (opset 17, dynamic batch) that takes the data file's
+        rows as float32 (token ids as int64) and applies the stored normalization.
+        Runs in one process.
         """
     )
 
     @Argument(help: "A checkpoint file written by cohort train.")
     var checkpoint: String
 
-    @Option(help: "Output format: safetensors.")
+    @Option(help: "Output format: safetensors or onnx.")
     var format: String
 
     @Option(help: "Output file.")
@@ -24,21 +27,32 @@ struct Export: ParsableCommand {
 
     func run() throws {
         reportingErrors {
-            guard format == "safetensors" else {
-                throw CohortError("--format \(format): this version exports safetensors only (ONNX is not built yet)")
+            guard format == "safetensors" || format == "onnx" else {
+                throw CohortError("--format \(format): is not one of safetensors, onnx")
             }
             try refuseOutput(out, namingAnyOf: [checkpoint])
-            let stored = try Checkpoint.read(from: checkpoint)
+            var stored = try Checkpoint.read(from: checkpoint)
             let inputShape: [Int]
-            if let shape = stored.inputShape {
+            if let shape = stored.inputShape, stored.inputScale != nil {
                 inputShape = shape
             } else {
-                // A checkpoint from before input_shape was stored: its training data tells.
+                // A checkpoint from before input_shape and input_scale were stored: its training data tells.
                 let train = stored.dataFiles?.first { $0.hasPrefix("train=") }.map { String($0.dropFirst("train=".count)) }
-                inputShape = try TrainedModel.load(checkpoint: checkpoint, data: train, maxBatch: 1, communicator: SingleProcess()).data.sampleShape
+                let data = try TrainedModel.load(checkpoint: checkpoint, data: train, maxBatch: 1, communicator: SingleProcess()).data
+                inputShape = data.sampleShape
+                stored.inputScale = (data as? LabeledData).map { Double($0.scale) } ?? 1
+                stored.inputLayout = data.sampleLayout
             }
-            let (tensors, metadata) = try SafetensorsExport.tensors(of: stored, inputShape: inputShape)
-            let bytes = try SafetensorsExport.encode(tensors, metadata: metadata)
+            let bytes: Data
+            let what: String
+            if format == "onnx" {
+                bytes = Data(try OnnxExport.model(of: stored, inputShape: inputShape))
+                what = "an ONNX graph (opset 17)"
+            } else {
+                let (tensors, metadata) = try SafetensorsExport.tensors(of: stored, inputShape: inputShape)
+                bytes = try SafetensorsExport.encode(tensors, metadata: metadata)
+                what = "\(tensors.count) tensors (safetensors)"
+            }
             let temporary = URL(fileURLWithPath: out).deletingLastPathComponent().appendingPathComponent(".\(URL(fileURLWithPath: out).lastPathComponent).tmp-\(getpid())").path
             guard FileManager.default.createFile(atPath: temporary, contents: bytes) else {
                 throw CohortError("\(out): cannot write (is the directory writable?)")
@@ -47,7 +61,7 @@ struct Export: ParsableCommand {
                 unlink(temporary)
                 throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
             }
-            printLine("wrote \(out): \(tensors.count) tensors, \(bytes.count) bytes (safetensors)")
+            printLine("wrote \(out): \(what), \(bytes.count) bytes")
         }
     }
 }

@@ -56,8 +56,11 @@ final class ExportTests: XCTestCase {
                        try TrainConfig.load(path: "\(directory)/c.yaml").layers)
 
         let onnx = try runCohort(ranks: 1, ["export", checkpoint, "--format", "onnx", "--out", "\(directory)/m.onnx"], directory: directory)
-        XCTAssertEqual(onnx.status, 1)
-        XCTAssertTrue(onnx.error.contains("exports safetensors only"), onnx.error)
+        XCTAssertEqual(onnx.status, 0, onnx.error)
+        XCTAssertTrue(onnx.output.contains("an ONNX graph (opset 17)"), onnx.output)
+        let unknown = try runCohort(ranks: 1, ["export", checkpoint, "--format", "tflite", "--out", "\(directory)/m.tflite"], directory: directory)
+        XCTAssertEqual(unknown.status, 1)
+        XCTAssertTrue(unknown.error.contains("--format tflite: is not one of safetensors, onnx"), unknown.error)
         let clobber = try runCohort(ranks: 1, ["export", checkpoint, "--format", "safetensors", "--out", checkpoint], directory: directory)
         XCTAssertEqual(clobber.status, 1)
         XCTAssertNoThrow(try Checkpoint.read(from: checkpoint), "the checkpoint survives")

@@ -49,6 +49,9 @@ public struct Checkpoint {
     /// (`softmax_cross_entropy`, `binary_cross_entropy`, `mean_squared_error`).
     public var inputShape: [Int]? = nil
     public var inputLayout: String? = nil
+    /// The factor raw feature values are multiplied by before standardization (1/255 for uint8
+    /// pixels under `normalize: scale` or `standardize`, else 1).
+    public var inputScale: Double? = nil
     public var loss: String? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
@@ -150,6 +153,7 @@ public struct Checkpoint {
         if let dataFiles { try file.setAttribute("data_files", dataFiles) }
         if let inputShape { try file.setAttribute("input_shape", inputShape.map(Int64.init)) }
         if let inputLayout { try file.setAttribute("input_layout", inputLayout) }
+        if let inputScale { try file.setAttribute("input_scale", [inputScale]) }
         if let loss { try file.setAttribute("loss", loss) }
         checksum.update(attributes: attributeText())
         try file.setAttribute("checksum_crc32", [Int64(checksum.value)])
@@ -168,6 +172,7 @@ public struct Checkpoint {
             + (dataFiles.map { "\ndata_files=" + $0.joined(separator: "\u{1F}") } ?? "")
             + (inputShape.map { "\ninput_shape=" + $0.map(String.init).joined(separator: ",") } ?? "")
             + (inputLayout.map { "\ninput_layout=\($0)" } ?? "")
+            + (inputScale.map { "\ninput_scale=\($0)" } ?? "")
             + (loss.map { "\nloss=\($0)" } ?? "")
     }
 
@@ -204,6 +209,7 @@ public struct Checkpoint {
         if file.hasAttribute("data_files") { checkpoint.dataFiles = try file.stringsAttribute("data_files") }
         if file.hasAttribute("input_shape") { checkpoint.inputShape = try file.numberAttribute("input_shape", as: Int64.self).map { Int($0) } }
         if file.hasAttribute("input_layout") { checkpoint.inputLayout = try file.stringAttribute("input_layout") }
+        if file.hasAttribute("input_scale") { checkpoint.inputScale = try file.numberAttribute("input_scale", as: Double.self).first }
         if file.hasAttribute("loss") { checkpoint.loss = try file.stringAttribute("loss") }
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {

@@ -38,7 +38,8 @@ public final class LabeledData {
     /// Samples keep channels last for the model too ([T, D] sequences; images become [C, H, W]).
     private let outputChannelsLast: Bool
     private let channels: Int
-    private let scale: Float
+    /// What raw feature values are multiplied by before standardization (1/255 for uint8 pixels).
+    public let scale: Float
     private let channelMean: [Float]
     private let channelStd: [Float]
     /// Per-channel mean and std this file is standardized with (`normalize: standardize`), else nil.

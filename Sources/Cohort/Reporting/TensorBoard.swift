@@ -106,6 +106,7 @@ struct Protobuf {
     }
 
     mutating func string(_ field: Int, _ value: String) { lengthDelimited(field, Array(value.utf8)) }
+    mutating func data(_ field: Int, _ value: [UInt8]) { lengthDelimited(field, value) }
     mutating func message(_ field: Int, _ value: Protobuf) { lengthDelimited(field, value.bytes) }
 
     private mutating func lengthDelimited(_ field: Int, _ payload: [UInt8]) {

@@ -62,6 +62,7 @@ extension Trainer {
         checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
         if let corpus = (train as? TokenWindows)?.corpus, !corpus.merges.isEmpty { checkpoint.merges = corpus.merges }
         (checkpoint.inputShape, checkpoint.inputLayout, checkpoint.loss) = (train.sampleShape, train.sampleLayout, config.loss.name)
+        checkpoint.inputScale = (train as? LabeledData).map { Double($0.scale) } ?? 1
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         checkpoint.dataFiles = ["train=" + absolute(config.data.train)] + (config.data.test.map { ["test=" + absolute($0)] } ?? [])
         let parameters = model.parameters

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The export check: every shipped model config, trained a few steps on generated data of its
+# shapes, exported to ONNX, run in onnxruntime and compared with cohort itself: image, vector
+# and binary models against `cohort predict` (probabilities within 1e-5), language models
+# against `cohort evaluate`'s validation loss (within 1e-5). onnxruntime, numpy and h5py come
+# from a throw-away virtual environment under /tmp (installed from PyPI when missing; said so);
+# without Python or PyPI the check says it was skipped. Run by launch/test.sh after the tests.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cohort="${COHORT_BIN:-$root/.build/debug/cohort}"
+work="$(mktemp -d /tmp/cohort-export-check.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+python="${COHORT_CHECK_PYTHON:-}"
+if [ -z "$python" ]; then
+    if ! command -v python3 >/dev/null || ! python3 -m venv "$work/venv" >/dev/null 2>&1; then
+        echo "export check: SKIPPED (no python3 with venv)"; exit 0
+    fi
+    python="$work/venv/bin/python"
+    echo "export check: installing numpy, h5py and onnxruntime from PyPI into a throw-away venv ($work/venv)"
+    if ! "$python" -m pip install -q numpy h5py onnxruntime >"$work/pip.log" 2>&1; then
+        echo "export check: SKIPPED (pip could not install onnxruntime: $(tail -1 "$work/pip.log"))"; exit 0
+    fi
+fi
+
+mpirun_args=(-np 1 --mca odls_base_sigkill_timeout 0)
+[ "$(id -u)" = 0 ] && mpirun_args+=(--allow-run-as-root)
+train() { OPENBLAS_NUM_THREADS=1 mpirun "${mpirun_args[@]}" "$cohort" train "$@" --quiet >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }; }
+
+# Data of the shipped configs' shapes: 28×28 images (10 and 2 classes), 30- and 10-column
+# tables, and text over 63 characters.
+"$cohort" prepare synthetic --rows 256 --classes 10 --out "$work/images.h5" >/dev/null
+"$cohort" prepare synthetic --rows 256 --classes 2 --seed 1 --out "$work/binary.h5" >/dev/null
+"$python" - "$work" <<'PY'
+import random, sys
+work = sys.argv[1]
+random.seed(0)
+for name, columns, regression in [("table30", 30, False), ("table10", 10, True)]:
+    with open(f"{work}/{name}.csv", "w") as f:
+        f.write(",".join(f"c{i}" for i in range(columns)) + ",y\n")
+        for _ in range(200):
+            x = [random.gauss(0, 1) for _ in range(columns)]
+            y = sum(x[:3]) * 10 + 100 if regression else int(x[0] + x[1] > 0)
+            f.write(",".join(f"{v:.5f}" for v in x) + f",{y}\n")
+alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 "
+with open(f"{work}/text.txt", "w") as f:
+    f.write(alphabet + "".join(random.choice(alphabet) for _ in range(40000)))
+PY
+"$cohort" prepare csv --input "$work/table30.csv" --label y --out "$work/table30" >/dev/null
+"$cohort" prepare csv --input "$work/table10.csv" --label y --regression --out "$work/table10" >/dev/null
+"$cohort" prepare text --input "$work/text.txt" --out "$work/text" >/dev/null
+
+failures=0
+check_rows() {  # config, train file, test file
+    local name; name="$(basename "$1" .yaml)"
+    train "$root/configs/$1" --set "data.train=$2" --set "data.test=$3" --set training.max_steps=3 --set training.epochs=1 \
+        --set "run_dir=$work/runs/$name" --set tensorboard=false
+    local checkpoint; checkpoint="$(ls "$work/runs/$name/checkpoints/"*.h5 | tail -1)"
+    "$cohort" export "$checkpoint" --format onnx --out "$work/$name.onnx" >/dev/null
+    "$cohort" predict "$checkpoint" --data "$3" --out "$work/$name-predictions.h5" >/dev/null
+    local loss; loss="$(sed -n 's/^loss: *\([a-z_]*\).*/\1/p' "$root/configs/$1")"
+    "$python" "$root/Benchmarks/check_onnx.py" "$work/$name.onnx" "$3" "$work/$name-predictions.h5" "${loss:-softmax_cross_entropy}" || failures=$((failures + 1))
+}
+check_tokens() {  # config
+    local name; name="$(basename "$1" .yaml)"
+    train "$root/configs/$1" --set "data.train=$work/text/train.h5" --set "data.test=$work/text/val.h5" --set training.max_steps=3 \
+        --set "run_dir=$work/runs/$name" --set tensorboard=false
+    local checkpoint; checkpoint="$(ls "$work/runs/$name/checkpoints/"*.h5 | tail -1)"
+    "$cohort" export "$checkpoint" --format onnx --out "$work/$name.onnx" >/dev/null
+    local expected; expected="$("$cohort" evaluate "$checkpoint" | sed -n 's/^loss \([0-9.]*\) nats.*/\1/p')"
+    "$python" "$root/Benchmarks/check_onnx_lm.py" "$work/$name.onnx" "$work/text/val.h5" "$expected" || failures=$((failures + 1))
+}
+for config in fashion-mnist-mlp.yaml fashion-mnist-cnn.yaml fashion-mnist-convnet.yaml fashion-mnist-resnet.yaml; do
+    check_rows "$config" "$work/images.h5" "$work/images.h5"
+done
+check_rows fashion-mnist-binary.yaml "$work/binary.h5" "$work/binary.h5"
+check_rows breast-cancer.yaml "$work/table30/train.h5" "$work/table30/val.h5"
+check_rows diabetes-regression.yaml "$work/table10/train.h5" "$work/table10/val.h5"
+check_tokens kjv-char-lstm.yaml
+check_tokens kjv-char-gpt.yaml
+if [ "$failures" -gt 0 ]; then echo "export check: $failures model(s) differ"; exit 1; fi
+echo "export check: every shipped model's ONNX graph agrees with cohort"
