@@ -271,16 +271,16 @@ public enum OnnxExport {
             let h = options.hidden
             for k in 0..<options.layers {
                 // PyTorch's gate blocks i, f, g, o (rows of W, entries of b) in ONNX's order i, o, f, c.
-                func reorder(_ values: [Float], rows: Int) -> [Float] {
+                func reorder(_ values: [Float]) -> [Float] {
                     let per = values.count / 4
                     let (i, f, g, o) = (values[0..<per], values[per..<(2 * per)], values[(2 * per)..<(3 * per)], values[(3 * per)...])
                     return Array(i) + Array(o) + Array(f) + Array(g)
                 }
                 let wi = try graph.tensor("\(name)/weight_ih_l\(k)"), wh = try graph.tensor("\(name)/weight_hh_l\(k)")
                 let bi = try graph.tensor("\(name)/bias_ih_l\(k)"), bh = try graph.tensor("\(name)/bias_hh_l\(k)")
-                let w = graph.constant("\(name).W_l\(k)", [1] + wi.shape, reorder(wi.values, rows: wi.shape[0]))
-                let r = graph.constant("\(name).R_l\(k)", [1] + wh.shape, reorder(wh.values, rows: wh.shape[0]))
-                let b = graph.constant("\(name).B_l\(k)", [1, 8 * h], reorder(bi.values, rows: 4 * h) + reorder(bh.values, rows: 4 * h))
+                let w = graph.constant("\(name).W_l\(k)", [1] + wi.shape, reorder(wi.values))
+                let r = graph.constant("\(name).R_l\(k)", [1] + wh.shape, reorder(wh.values))
+                let b = graph.constant("\(name).B_l\(k)", [1, 8 * h], reorder(bi.values) + reorder(bh.values))
                 // Sequence-major (layout 0, what onnxruntime runs): X [T, N, C], Y [T, 1, N, H].
                 let timeMajor = graph.node("Transpose", [value], attributes: [.ints("perm", [1, 0, 2])])
                 let y = graph.node("LSTM", [timeMajor, w, r, b], attributes: [.int("hidden_size", h)])

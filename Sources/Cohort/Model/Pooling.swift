@@ -1,15 +1,25 @@
 import CCohort
-/// `max_pool`: `{type: max_pool, size: K, stride: K}` over each channel of an image [C, H, W].
-public struct MaxPoolOptions: LayerOptions {
-    public static let type = "max_pool"
-    public var size: Int
-    public var stride: Int
-    public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
+/// The keys both windowed pools share: `size` (required) and `stride` (default: the size).
+public protocol WindowedPoolOptions: LayerOptions {
+    var size: Int { get }
+    var stride: Int { get }
+    init(size: Int, stride: Int?)
+}
+
+extension WindowedPoolOptions {
     public init(config: ConfigMap) throws {
         let size = try config.required("size", 1...64, family: Self.type)
         self.init(size: size, stride: try config.int("stride", default: size, range: 1...64))
     }
     public var yaml: [String: String] { ["size": "\(size)", "stride": "\(stride)"] }
+}
+
+/// `max_pool`: `{type: max_pool, size: K, stride: K}` over each channel of an image [C, H, W].
+public struct MaxPoolOptions: WindowedPoolOptions {
+    public static let type = "max_pool"
+    public var size: Int
+    public var stride: Int
+    public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
         try MaxPool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
     }
@@ -19,16 +29,11 @@ public struct MaxPoolOptions: LayerOptions {
 }
 
 /// `avg_pool`: `{type: avg_pool, size: K, stride: K}` over each channel of an image [C, H, W].
-public struct AveragePoolOptions: LayerOptions {
+public struct AveragePoolOptions: WindowedPoolOptions {
     public static let type = "avg_pool"
     public var size: Int
     public var stride: Int
     public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
-    public init(config: ConfigMap) throws {
-        let size = try config.required("size", 1...64, family: Self.type)
-        self.init(size: size, stride: try config.int("stride", default: size, range: 1...64))
-    }
-    public var yaml: [String: String] { ["size": "\(size)", "stride": "\(stride)"] }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
         try AveragePool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
     }
