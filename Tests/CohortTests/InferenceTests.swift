@@ -76,7 +76,10 @@ extension InferenceTests {
         XCTAssertEqual(stored.inputLayout, "CHW")
         XCTAssertEqual(stored.loss, "softmax_cross_entropy")
         XCTAssertEqual(stored.classNames?.count, 4)
-        XCTAssertTrue(stored.attributeText().contains("\ninput_shape=1,6,6\ninput_layout=CHW\nloss=softmax_cross_entropy"), "in the checksum")
+        XCTAssertEqual(stored.inputScale.map { Float($0) }, 1 / 255, "uint8 pixels")
+        for line in ["\ninput_shape=1,6,6\n", "\ninput_layout=CHW\n", "\ninput_scale=", "\nloss=softmax_cross_entropy"] {
+            XCTAssertTrue(stored.attributeText().contains(line), "\(line) in the checksum")
+        }
         let elsewhere = try runCohort(ranks: 1, ["evaluate", checkpoint], directory: directory, workingDirectory: directory)
         XCTAssertEqual(elsewhere.status, 0, elsewhere.error)
         XCTAssertTrue(elsewhere.output.contains("accuracy"), elsewhere.output)
