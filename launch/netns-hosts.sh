@@ -3,7 +3,11 @@
 # network namespaces joined by veth pairs on a bridge act as hosts that reach each other only
 # over TCP; OpenMPI starts its daemons in them through launch/netns-agent.sh instead of ssh.
 #
-#   launch/netns-hosts.sh up [N]          create N hosts (default 2) plus a head node for mpirun
+#   launch/netns-hosts.sh up [N] [--rate R] [--delay D]
+#                                         create N hosts (default 2) plus a head node for mpirun;
+#                                         --rate shapes every host's link (tc tbf, e.g. 1gbit,
+#                                         10gbit), --delay adds latency (tc netem, e.g. 100us;
+#                                         needs the kernel's sch_netem)
 #   launch/netns-hosts.sh mpirun ARGS...  run mpirun on the head node over those hosts
 #   launch/netns-hosts.sh down            remove everything (also run on any failure by callers)
 #
@@ -16,7 +20,14 @@ subnet=10.231.7
 bridge=cohort-br0
 
 up() {
-    local count="${1:-2}"
+    local count=2 rate="" delay=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --rate) rate="$2"; shift 2 ;;
+            --delay) delay="$2"; shift 2 ;;
+            *) count="$1"; shift ;;
+        esac
+    done
     down 2>/dev/null || true
     mkdir -p "$state"
     ip link add "$bridge" type bridge
@@ -33,8 +44,20 @@ up() {
         ip -n "$name" link set eth0 up
         ip -n "$name" link set lo up   # ranks reach their local daemon over 127.0.0.1
         echo "$address $name" >> "$state/hosts"
+        # What a host sends leaves through its eth0: shaping each one's egress shapes every link.
+        if [ -n "$delay" ]; then
+            ip netns exec "$name" tc qdisc add dev eth0 root netem delay "$delay" ${rate:+rate "$rate"} 2>"$state/tc.err" || {
+                echo "netns-hosts: --delay needs tc netem, which this kernel lacks ($(cat "$state/tc.err")); --rate alone works" >&2
+                down; exit 1; }
+        elif [ -n "$rate" ]; then
+            # A token bucket at the rate, with a burst of about 1 ms of traffic (at least 64 KiB).
+            local bits burst
+            bits=$(echo "$rate" | awk '{ n = $1 + 0; u = tolower($1); if (u ~ /gbit/) n *= 1e9; else if (u ~ /mbit/) n *= 1e6; else if (u ~ /kbit/) n *= 1e3; printf "%d\n", n }')
+            burst=$(( bits / 8 / 1000 > 65536 ? bits / 8 / 1000 : 65536 ))
+            ip netns exec "$name" tc qdisc add dev eth0 root tbf rate "$rate" burst "$burst" latency 50ms
+        fi
     done
-    echo "netns-hosts: head $subnet.1, hosts $(awk 'NR > 1 { printf "%s ", $1 }' "$state/hosts")"
+    echo "netns-hosts: head $subnet.1, hosts $(awk 'NR > 1 { printf "%s ", $1 }' "$state/hosts")${rate:+, links shaped to $rate}${delay:+ with $delay delay}"
 }
 
 down() {
