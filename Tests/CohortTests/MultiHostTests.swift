@@ -114,6 +114,18 @@ final class MultiHostTests: XCTestCase {
         let local = try runCohort(ranks: 4, ["train"] + (try w1Config("four")), directory: directory)
         XCTAssertEqual(local.status, 0, local.output + local.error)
         XCTAssertLessThanOrEqual(maxRelativeDifference(try parameters("two-by-two"), try parameters("four")), 1e-4)
+
+        // Gradient accumulation across hosts: 2 micro-batches of 32 rows per rank and optimizer
+        // step, one all-reduce, equal within rounding to 64 rows per rank in one batch (SGD, which
+        // does not magnify the rounding of near-zero gradients as Adam's normalization does).
+        let sgd = ["--set", "optimizer.type=sgd", "--set", "optimizer.learning_rate=0.05"]
+        let accumulated = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "train"] + (try w1Config("accumulated"))
+                                    + sgd + ["--set", "training.batch_size=32", "--set", "training.accumulate_steps=2"], slotsPerHost: 2)
+        XCTAssertEqual(accumulated.status, 0, accumulated.output + accumulated.error)
+        XCTAssertTrue(accumulated.output.contains("global batch 256"), accumulated.output)
+        let whole = try runCohort(ranks: 4, ["train"] + (try w1Config("whole")) + sgd, directory: directory)
+        XCTAssertEqual(whole.status, 0, whole.output + whole.error)
+        XCTAssertLessThanOrEqual(maxRelativeDifference(try parameters("accumulated"), try parameters("whole")), 1e-5)
     }
 
     /// A 2-host training job started in the background, its step lines in NAME.out; returns once
