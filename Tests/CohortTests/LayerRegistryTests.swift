@@ -57,6 +57,26 @@ final class LayerRegistryTests: XCTestCase {
         }
     }
 
+    /// Every family has an ONNX form (launch/check-export.sh runs the shipped models' graphs in
+    /// onnxruntime); a family without one would make `cohort export --format onnx` refuse its models.
+    func test_everyFamilyHasAnONNXForm() throws {
+        for family in LayerRegistry.families {
+            let specimen = family.specimen
+            let model = try Model(inputShape: specimen.inputShape, layers: specimen.layers, maxBatch: 1, seed: 1)
+            var tensors: [String: (shape: [Int], values: [Float])] = [:]
+            for entry in model.parameters.entries {
+                tensors[entry.name] = (entry.shape, Array(UnsafeBufferPointer(start: model.parameters.values(of: entry), count: entry.count)))
+            }
+            for entry in model.parameters.bufferEntries {
+                tensors[entry.name] = (entry.shape, Array(model.parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
+            }
+            var graph = OnnxGraph { tensors[$0] }
+            let (_, shape) = try graph.stack(specimen.layers, "input", specimen.inputShape, prefix: "")
+            XCTAssertEqual(shape, model.outputShape, "\(family.type): the ONNX form's output shape")
+            XCTAssertFalse(graph.nodes.isEmpty, "\(family.type)")
+        }
+    }
+
     /// Generators of dropouts inside containers are found through `sublayers`, so they reach
     /// the checkpoint (a mid-epoch resume through them is tested under mpirun in SequenceTrainingTests).
     func test_dropoutsInsideContainersAreFound() throws {

@@ -91,3 +91,9 @@ public final class Activation: Layer {
         return UnsafePointer(dx)
     }
 }
+
+extension ActivationOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        (graph.activation(kind, x), shape)
+    }
+}

@@ -217,3 +217,9 @@ public final class Attention: Layer {
         return qkv.backward(input, outputGradient: dQKV, batch: batch)
     }
 }
+
+extension AttentionOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        (try graph.attention(x, name, heads: heads, bias: bias, length: shape[0], width: shape[1]), shape)
+    }
+}

@@ -187,3 +187,10 @@ public final class BatchNorm: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension BatchNormOptions {
+    /// Inference: the running statistics.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        (try graph.batchNorm(x, name, epsilon: epsilon), shape)
+    }
+}

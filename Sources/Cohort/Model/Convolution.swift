@@ -291,3 +291,11 @@ struct ConvolutionGeometry {
         cohort_col2im(cols, padded, count, channels, kernel, stride, paddedHeight, paddedWidth, outputHeight, outputWidth)
     }
 }
+
+extension Conv2DOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        var (value, out) = try graph.conv(x, name, filters: filters, kernel: kernel, stride: stride, padding: padding, bias: bias, shape: shape)
+        if let activation { value = graph.activation(activation, value) }
+        return (value, out)
+    }
+}

@@ -171,3 +171,19 @@ public final class Flatten: Layer {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> { input }
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> { outputGradient }
 }
+
+extension DenseOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        var (value, shape) = shape.count == 3 ? graph.flatten(x, shape) : (x, shape)  // an image read as its row
+        value = try graph.linear(value, name, bias: bias)
+        if let activation { value = graph.activation(activation, value) }
+        shape = shape.dropLast() + [units]
+        return (value, shape)
+    }
+}
+
+extension FlattenOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        graph.flatten(x, shape)
+    }
+}

@@ -60,3 +60,8 @@ public final class Dropout: Layer, RandomizedLayer {
 public protocol RandomizedLayer: Layer {
     var generator: Generator { get set }
 }
+
+extension DropoutOptions {
+    /// Inference: the identity.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) { (x, shape) }
+}

@@ -100,3 +100,12 @@ func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
         }
     }
 }
+
+extension EmbeddingOptions {
+    /// Int64 ids [N, T] → [N, T, dim] by `Gather`.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let table = try graph.parameter("\(name)/weight")
+        graph.embedding = (table.name, table.shape[0])
+        return (graph.node("Gather", [table.name, x], attributes: [.int("axis", 0)]), shape + [dimension])
+    }
+}

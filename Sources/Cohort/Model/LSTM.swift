@@ -262,3 +262,28 @@ final class LSTMLayer: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension LSTMOptions {
+    /// The `LSTM` operator per layer, sequence-major (what onnxruntime runs), PyTorch's gate
+    /// blocks i, f, g, o reordered to ONNX's i, o, f, c.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        func reorder(_ values: [Float]) -> [Float] {
+            let per = values.count / 4
+            return Array(values[0..<per]) + Array(values[(3 * per)...]) + Array(values[per..<(2 * per)]) + Array(values[(2 * per)..<(3 * per)])
+        }
+        var value = x
+        for k in 0..<layers {
+            let wi = try graph.tensor("\(name)/weight_ih_l\(k)"), wh = try graph.tensor("\(name)/weight_hh_l\(k)")
+            let bi = try graph.tensor("\(name)/bias_ih_l\(k)"), bh = try graph.tensor("\(name)/bias_hh_l\(k)")
+            let w = graph.constant("\(name).W_l\(k)", [1] + wi.shape, reorder(wi.values))
+            let r = graph.constant("\(name).R_l\(k)", [1] + wh.shape, reorder(wh.values))
+            let b = graph.constant("\(name).B_l\(k)", [1, 8 * hidden], reorder(bi.values) + reorder(bh.values))
+            let timeMajor = graph.node("Transpose", [value], attributes: [.ints("perm", [1, 0, 2])])
+            let y = graph.node("LSTM", [timeMajor, w, r, b], attributes: [.int("hidden_size", hidden)])  // [T, 1, N, H]
+            let squeezed = graph.node("Squeeze", [y, graph.constantInt("axis", [1], [1])])
+            value = graph.node("Transpose", [squeezed], attributes: [.ints("perm", [1, 0, 2])])
+        }
+        guard !returnSequences else { return (value, [shape[0], hidden]) }
+        return (graph.node("Gather", [value, graph.constantInt("last", [], [Int64(shape[0] - 1)])], attributes: [.int("axis", 1)]), [hidden])
+    }
+}

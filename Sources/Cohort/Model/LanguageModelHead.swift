@@ -88,3 +88,12 @@ public final class TiedHead: Layer, InputGradientOptional {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension LanguageModelHeadOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        guard tied else { return (try graph.linear(x, name, bias: false), shape.dropLast() + [units ?? 0]) }
+        guard let embedding = graph.embedding else { throw CohortError("\(name): a tied head needs the embedding before it") }
+        let transposed = graph.node("Transpose", [embedding.name], attributes: [.ints("perm", [1, 0])])
+        return (graph.node("MatMul", [x, transposed]), shape.dropLast() + [embedding.vocabulary])
+    }
+}

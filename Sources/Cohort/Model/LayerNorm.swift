@@ -108,3 +108,9 @@ public final class LayerNorm: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension LayerNormOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        (try graph.layerNorm(x, name, epsilon: epsilon), shape)
+    }
+}

@@ -27,6 +27,10 @@ public protocol LayerOptions: Sendable {
     /// can be fused for samples of `inputShape` (a convolution and the 2×2 max pool after it);
     /// default nil. The fused layer takes this entry's name; `next` keeps its number.
     func fused(with next: LayerSpec, inputShape: [Int], builder: LayerBuilder) -> (any LayerOptions)?
+    /// The family's inference form in an ONNX graph, over `x` of per-sample `shape` (the batch
+    /// axis first, dynamic); returns the output and its per-sample shape. Default: none, and an
+    /// export says so (the registry tests require one of every family).
+    func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int])
     /// A small model using the family, and its input, for the registry tests.
     static var specimen: LayerSpecimen { get }
 }

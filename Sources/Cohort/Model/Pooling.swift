@@ -234,3 +234,22 @@ func pooledShape(name: String, type: String, inputShape: [Int], size: Int, strid
     }
     return [inputShape[0], (inputShape[1] - size) / stride + 1, (inputShape[2] - size) / stride + 1]
 }
+
+extension MaxPoolOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        graph.pool("MaxPool", x, size: size, stride: stride, shape: shape)
+    }
+}
+
+extension AveragePoolOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        graph.pool("AveragePool", x, size: size, stride: stride, shape: shape)
+    }
+}
+
+extension GlobalAveragePoolOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let pooled = graph.node("GlobalAveragePool", [x])
+        return (graph.flatten(pooled, shape).0, [shape[0]])
+    }
+}

@@ -72,3 +72,12 @@ public final class PositionalEmbedding: Layer {
         return outputGradient
     }
 }
+
+extension PositionalEmbeddingOptions {
+    /// Adds the table's first T rows.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let table = try graph.tensor("\(name)/weight")
+        let used = graph.constant("\(name).weight", [shape[0], shape[1]], Array(table.values.prefix(shape[0] * shape[1])))
+        return (graph.node("Add", [x, used]), shape)
+    }
+}

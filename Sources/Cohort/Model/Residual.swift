@@ -102,3 +102,19 @@ public final class Residual: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension ResidualOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let (main, out) = try graph.stack(layers, x, shape, prefix: "\(name)/")
+        var shortcut = x
+        if projection ?? (out != shape) {
+            let stride = max(1, (shape[1] + out[1] - 1) / out[1])
+            (shortcut, _) = try graph.conv(x, "\(name)/projection", filters: out[0], kernel: 1, stride: stride, padding: .same,
+                                           bias: false, shape: shape)
+            shortcut = try graph.batchNorm(shortcut, "\(name)/projection_bn", epsilon: 1e-5)
+        }
+        var value = graph.node("Add", [main, shortcut])
+        if let activation { value = graph.activation(activation, value) }
+        return (value, out)
+    }
+}

@@ -118,3 +118,14 @@ public final class TransformerBlock: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 }
+
+extension TransformerBlockOptions {
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let attended = try graph.attention(try graph.layerNorm(x, "\(name)/ln_1", epsilon: 1e-5), "\(name)/attention",
+                                           heads: heads, bias: bias, length: shape[0], width: shape[1])
+        let h = graph.node("Add", [x, attended])
+        let inner = try graph.linear(try graph.layerNorm(h, "\(name)/ln_2", epsilon: 1e-5), "\(name)/fc", bias: bias)
+        let mlp = try graph.linear(graph.activation(.gelu, inner), "\(name)/proj", bias: bias)
+        return (graph.node("Add", [h, mlp]), shape)
+    }
+}

@@ -52,7 +52,6 @@ public final class EventWriter {
     }
 }
 
-func littleEndianBytes(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8((value >> (8 * $0)) & 0xFF) } }
 
 /// TFRecord's mask: rotate right by 15 and add a constant, so CRCs of CRCs stay well spread.
 public func maskedCRC32C(_ bytes: [UInt8]) -> UInt32 {
@@ -75,43 +74,3 @@ private let crc32cTable: [UInt32] = (0..<256).map { index in
     return value
 }
 
-/// The few protocol-buffer wire types an Event needs.
-struct Protobuf {
-    private(set) var bytes: [UInt8] = []
-
-    mutating func varint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(value & 0x7F) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
-    }
-
-    mutating func key(_ field: Int, _ wireType: UInt64) { varint(UInt64(field) << 3 | wireType) }
-
-    mutating func int(_ field: Int, _ value: Int64) {
-        key(field, 0)
-        varint(UInt64(bitPattern: value))
-    }
-
-    mutating func double(_ field: Int, _ value: Double) {
-        key(field, 1)
-        bytes += (0..<8).map { UInt8((value.bitPattern >> (8 * UInt64($0))) & 0xFF) }
-    }
-
-    mutating func float(_ field: Int, _ value: Float) {
-        key(field, 5)
-        bytes += littleEndianBytes(value.bitPattern)
-    }
-
-    mutating func string(_ field: Int, _ value: String) { lengthDelimited(field, Array(value.utf8)) }
-    mutating func data(_ field: Int, _ value: [UInt8]) { lengthDelimited(field, value) }
-    mutating func message(_ field: Int, _ value: Protobuf) { lengthDelimited(field, value.bytes) }
-
-    private mutating func lengthDelimited(_ field: Int, _ payload: [UInt8]) {
-        key(field, 2)
-        varint(UInt64(payload.count))
-        bytes += payload
-    }
-}
