@@ -2,7 +2,9 @@
 # The export check: every shipped model config, trained a few steps on generated data of its
 # shapes, exported to ONNX, run in onnxruntime and compared with cohort itself: image, vector
 # and binary models against `cohort predict` (probabilities within 1e-5), language models
-# against `cohort evaluate`'s validation loss (within 1e-5). onnxruntime, numpy and h5py come
+# against `cohort evaluate`'s validation loss (within 1e-5). Where PyTorch is installed
+# (COHORT_TORCH_PYTHON, or Benchmarks/.venv), the safetensors export of each is loaded with
+# load_state_dict(strict=True) and checked the same way. onnxruntime, numpy and h5py come
 # from a throw-away virtual environment under /tmp (installed from PyPI when missing; said so);
 # without Python or PyPI the check says it was skipped. Run by launch/test.sh after the tests.
 set -euo pipefail
@@ -50,6 +52,14 @@ PY
 "$cohort" prepare csv --input "$work/table10.csv" --label y --regression --out "$work/table10" >/dev/null
 "$cohort" prepare text --input "$work/text.txt" --out "$work/text" >/dev/null
 
+torch="${COHORT_TORCH_PYTHON:-$root/Benchmarks/.venv/bin/python}"
+if [ -x "$torch" ] && "$torch" -c "import torch, yaml, h5py" 2>/dev/null; then
+    echo "export check: PyTorch found ($torch): safetensors files are loaded strictly and compared too"
+else
+    torch=""
+    echo "export check: no PyTorch (COHORT_TORCH_PYTHON or Benchmarks/.venv): the safetensors strict-load check is skipped"
+fi
+
 failures=0
 check_rows() {  # config, train file, test file
     local name; name="$(basename "$1" .yaml)"
@@ -60,6 +70,10 @@ check_rows() {  # config, train file, test file
     "$cohort" predict "$checkpoint" --data "$3" --out "$work/$name-predictions.h5" >/dev/null
     local loss; loss="$(sed -n 's/^loss: *\([a-z_]*\).*/\1/p' "$root/configs/$1")"
     "$python" "$root/Benchmarks/check_onnx.py" "$work/$name.onnx" "$3" "$work/$name-predictions.h5" "${loss:-softmax_cross_entropy}" || failures=$((failures + 1))
+    if [ -n "$torch" ] && [ "$loss" != mean_squared_error ]; then
+        "$cohort" export "$checkpoint" --format safetensors --out "$work/$name.safetensors" >/dev/null
+        "$torch" "$root/Examples/pytorch/check_export.py" "$work/$name.safetensors" "$3" "$work/$name-predictions.h5" | tail -1 || failures=$((failures + 1))
+    fi
 }
 check_tokens() {  # config
     local name; name="$(basename "$1" .yaml)"
@@ -69,6 +83,10 @@ check_tokens() {  # config
     "$cohort" export "$checkpoint" --format onnx --out "$work/$name.onnx" >/dev/null
     local expected; expected="$("$cohort" evaluate "$checkpoint" | sed -n 's/^loss \([0-9.]*\) nats.*/\1/p')"
     "$python" "$root/Benchmarks/check_onnx_lm.py" "$work/$name.onnx" "$work/text/val.h5" "$expected" || failures=$((failures + 1))
+    if [ -n "$torch" ]; then
+        "$cohort" export "$checkpoint" --format safetensors --out "$work/$name.safetensors" >/dev/null
+        "$torch" "$root/Examples/pytorch/check_export.py" "$work/$name.safetensors" "$work/text/val.h5" "$expected" || failures=$((failures + 1))
+    fi
 }
 for config in fashion-mnist-mlp.yaml fashion-mnist-cnn.yaml fashion-mnist-convnet.yaml fashion-mnist-resnet.yaml; do
     check_rows "$config" "$work/images.h5" "$work/images.h5"

@@ -9,6 +9,7 @@ into the module cohort_torch builds, then
     cohort export CKPT --format safetensors --out /tmp/m.safetensors
     cohort predict CKPT --data data/fashion-mnist/test.h5 --out /tmp/p.h5
     python Examples/pytorch/check_export.py /tmp/m.safetensors data/fashion-mnist/test.h5 /tmp/p.h5
+    python Examples/pytorch/check_export.py /tmp/gpt.safetensors data/kjv/val.h5 [EXPECTED_LOSS]
 
 Needs torch, numpy, pyyaml and h5py. Exits 1 when a difference exceeds 1e-4 or a prediction differs.
 """
@@ -44,7 +45,10 @@ def main():
                     y = torch.stack([tokens[r * window + 1:(r + 1) * window + 1] for r in rows])
                     logits = model(x).double()
                     total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
-            print(f"{sys.argv[1]}: strict load ok; validation loss {total / (count * window):.6f} nats/token over {count} windows")
+            loss = total / (count * window)
+            print(f"{sys.argv[1]}: strict load ok; validation loss {loss:.6f} nats/token over {count} windows")
+            if len(sys.argv) > 3 and abs(loss - float(sys.argv[3])) > 1e-5:
+                raise SystemExit(1)
             return
         features = data[config["data"].get("features", "images")][:]
         labels = data[config["data"].get("labels", "labels")][:]

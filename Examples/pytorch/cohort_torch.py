@@ -239,16 +239,20 @@ def load(path):
     return model.eval(), metadata
 
 
-def prepare(images, metadata):
-    """Images as stored in a Cohort data file (NHWC, uint8 or float) to the model's input:
-    scaled and standardized as the model was trained, NCHW."""
+def prepare(features, metadata):
+    """Rows as stored in a Cohort data file to the model's input: scaled (uint8 pixels / 255)
+    and standardized as the model was trained; images NHWC become NCHW."""
     config = yaml.safe_load(metadata["config"])
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 3:
+    raw = np.asarray(features)
+    x = raw.astype(np.float32)
+    layout = metadata.get("input_layout", "CHW" if x.ndim >= 3 else "D")
+    if layout == "CHW" and x.ndim == 3:
         x = x[..., None]
     normalize = config["data"].get("normalize", "scale")
-    if normalize != "none" and np.asarray(images).dtype == np.uint8:
-        x = x / np.float32(255)
+    default_scale = 1 / 255 if normalize != "none" and raw.dtype == np.uint8 else 1
+    x = x * np.float32(float(metadata.get("input_scale", default_scale)))
     if normalize == "standardize":
         x = (x - np.array(json.loads(metadata["normalization_mean"]), np.float32)) / np.array(json.loads(metadata["normalization_std"]), np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    if layout == "CHW":
+        x = x.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x))

@@ -54,6 +54,7 @@ public enum SafetensorsExport {
         var metadata = ["format": "cohort", "config": checkpoint.config, "input_shape": json(inputShape),
                         "global_step": "\(checkpoint.position.globalStep)"]
         metadata["input_layout"] = checkpoint.inputLayout
+        metadata["input_scale"] = checkpoint.inputScale.map { "\($0)" }
         metadata["loss"] = checkpoint.loss ?? config.loss.name
         metadata["class_names"] = checkpoint.classNames.map(json)
         metadata["tokenizer"] = checkpoint.tokenizer
