@@ -239,4 +239,22 @@ final class ReportingTests: XCTestCase {
         XCTAssertEqual(profile.rows[1].forwardFLOPs, 0)
         XCTAssertTrue(profile.table().contains("total (batch 4)"))
     }
+
+    /// Containers are taken apart: each sublayer's time under its container, indented, and
+    /// `(rest)` for what the container does itself (attention's batched products and softmax).
+    func test_layerProfileTakesContainersApart() throws {
+        let model = try Model(inputShape: [6, 8], layers: [.family(TransformerBlockOptions(heads: 2)), .dense(3)], maxBatch: 2)
+        let profile = LayerProfile.measure(model, batch: 2, steps: 2)
+        XCTAssertEqual(profile.rows.map(\.name), [
+            "transformer_block_1", "transformer_block_1/ln_1", "transformer_block_1/attention", "transformer_block_1/attention/qkv",
+            "transformer_block_1/attention/proj", "transformer_block_1/attention/(rest)", "transformer_block_1/ln_2",
+            "transformer_block_1/fc", "transformer_block_1/gelu", "transformer_block_1/proj", "transformer_block_1/(rest)", "dense_1",
+        ])
+        XCTAssertEqual(profile.rows.map(\.depth), [0, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 0])
+        let inner = profile.rows.filter { $0.depth == 1 }
+        XCTAssertTrue(inner.allSatisfy { $0.forwardSeconds > 0 || $0.name.hasSuffix("(rest)") }, "\(inner)")
+        let table = profile.table()
+        XCTAssertTrue(table.contains("\n    qkv "), table)
+        XCTAssertFalse(SublayerTimes.recording, "recording ends with the measurement")
+    }
 }

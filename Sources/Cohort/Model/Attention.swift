@@ -112,7 +112,7 @@ public final class Attention: Layer {
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        let projected = qkv.forward(input, batch: batch, training: training)
+        let projected = qkv.timedForward(input, batch: batch, training: training)
         self.projected = projected
         if let cache {
             precondition(batch == 1 && length == 1, "\(name): the key/value cache serves one row at a time")
@@ -120,9 +120,9 @@ public final class Attention: Layer {
         } else {
             attend(projected, batch: batch, training: training)
         }
-        let out = proj.forward(headOutputs.pointer, batch: batch, training: training)
+        let out = proj.timedForward(headOutputs.pointer, batch: batch, training: training)
         projectionOutput = out
-        return outputDropout?.forward(out, batch: batch, training: training) ?? out
+        return outputDropout?.timedForward(out, batch: batch, training: training) ?? out
     }
 
     private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
@@ -137,7 +137,7 @@ public final class Attention: Layer {
                 for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
             }
         }
-        let used = weightDropout?.forward(probabilities.pointer, batch: batch, training: training) ?? UnsafePointer(probabilities.pointer)
+        let used = weightDropout?.timedForward(probabilities.pointer, batch: batch, training: training) ?? UnsafePointer(probabilities.pointer)
         usedProbabilities = used
         for b in 0..<batch {
             for h in 0..<heads {
@@ -175,8 +175,8 @@ public final class Attention: Layer {
         let scale = 1 / Float(D).squareRoot()
         let projected = self.projected!
         let used = usedProbabilities!
-        let dOut = outputDropout?.backward(projectionOutput!, outputGradient: outputGradient, batch: batch) ?? outputGradient
-        let dY = proj.backward(headOutputs.pointer, outputGradient: dOut, batch: batch)
+        let dOut = outputDropout?.timedBackward(projectionOutput!, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dY = proj.timedBackward(headOutputs.pointer, outputGradient: dOut, batch: batch)
         let dQKV = qkvGradient.pointer
         for b in 0..<batch {
             for h in 0..<heads {
@@ -191,7 +191,7 @@ public final class Attention: Layer {
                             1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
             }
         }
-        let dP = weightDropout?.backward(probabilities.pointer, outputGradient: probabilityGradient.pointer, batch: batch)
+        let dP = weightDropout?.timedBackward(probabilities.pointer, outputGradient: probabilityGradient.pointer, batch: batch)
             ?? UnsafePointer(probabilityGradient.pointer)
         for b in 0..<batch {
             for h in 0..<heads {
@@ -214,7 +214,7 @@ public final class Attention: Layer {
                             scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
             }
         }
-        return qkv.backward(input, outputGradient: dQKV, batch: batch)
+        return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
     }
 }
 

@@ -92,8 +92,8 @@ public final class LSTM: Layer, IncrementalLayer {
         cellInputs = []
         for (k, cell) in cells.enumerated() {
             cellInputs.append(x)
-            x = cell.forward(x, batch: batch, training: training)
-            if k < dropouts.count { x = dropouts[k].forward(x, batch: batch, training: training) }
+            x = cell.timedForward(x, batch: batch, training: training)
+            if k < dropouts.count { x = dropouts[k].timedForward(x, batch: batch, training: training) }
         }
         guard outputShape.count == 1 else { return x }
         let (length, hidden) = (inputShape[0], outputShape[0])
@@ -113,8 +113,8 @@ public final class LSTM: Layer, IncrementalLayer {
             gradient = UnsafePointer(lastGradient.pointer)
         }
         for k in cells.indices.reversed() {
-            if k < dropouts.count { gradient = dropouts[k].backward(cells[k].output, outputGradient: gradient, batch: batch) }
-            gradient = cells[k].backward(cellInputs[k], outputGradient: gradient, batch: batch)
+            if k < dropouts.count { gradient = dropouts[k].timedBackward(cells[k].output, outputGradient: gradient, batch: batch) }
+            gradient = cells[k].timedBackward(cellInputs[k], outputGradient: gradient, batch: batch)
         }
         return gradient
     }

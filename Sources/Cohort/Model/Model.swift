@@ -140,7 +140,7 @@ final class LayerStack {
         var activation = x
         for (index, layer) in layers.enumerated() {
             inputs[index] = activation
-            activation = layer.forward(activation, batch: batch, training: training)
+            activation = layer.timedForward(activation, batch: batch, training: training)
         }
         return activation
     }
@@ -151,7 +151,7 @@ final class LayerStack {
     func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         var gradient = outputGradient
         for index in layers.indices.reversed() where index >= backwardStart {
-            gradient = layers[index].backward(inputs[index], outputGradient: gradient, batch: batch)
+            gradient = layers[index].timedBackward(inputs[index], outputGradient: gradient, batch: batch)
         }
         return gradient
     }

@@ -91,11 +91,11 @@ public final class Residual: Layer {
         let y = main.forward(input, batch: batch, training: training)
         let s = shortcut?.forward(input, batch: batch, training: training) ?? input
         for i in 0..<count { sum.pointer[i] = y[i] + s[i] }
-        return activation?.forward(sum.pointer, batch: batch, training: training) ?? UnsafePointer(sum.pointer)
+        return activation?.timedForward(sum.pointer, batch: batch, training: training) ?? UnsafePointer(sum.pointer)
     }
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        let dy = activation?.backward(sum.pointer, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dy = activation?.timedBackward(sum.pointer, outputGradient: outputGradient, batch: batch) ?? outputGradient
         let dMain = main.backward(outputGradient: dy, batch: batch)
         let dShortcut = shortcut?.backward(outputGradient: dy, batch: batch) ?? dy
         for i in 0..<(batch * inputSize) { inputGradient.pointer[i] = dMain[i] + dShortcut[i] }

@@ -89,14 +89,14 @@ public final class TransformerBlock: Layer {
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let count = batch * inputSize
-        let normed1 = norm1.forward(input, batch: batch, training: training)
-        let attended = attention.forward(normed1, batch: batch, training: training)
+        let normed1 = norm1.timedForward(input, batch: batch, training: training)
+        let attended = attention.timedForward(normed1, batch: batch, training: training)
         for i in 0..<count { hidden.pointer[i] = input[i] + attended[i] }
-        let normed2 = norm2.forward(hidden.pointer, batch: batch, training: training)
-        let expanded = fc.forward(normed2, batch: batch, training: training)
-        let activated = gelu.forward(expanded, batch: batch, training: training)
-        let projected = proj.forward(activated, batch: batch, training: training)
-        let mlp = mlpDropout?.forward(projected, batch: batch, training: training) ?? projected
+        let normed2 = norm2.timedForward(hidden.pointer, batch: batch, training: training)
+        let expanded = fc.timedForward(normed2, batch: batch, training: training)
+        let activated = gelu.timedForward(expanded, batch: batch, training: training)
+        let projected = proj.timedForward(activated, batch: batch, training: training)
+        let mlp = mlpDropout?.timedForward(projected, batch: batch, training: training) ?? projected
         for i in 0..<count { output.pointer[i] = hidden.pointer[i] + mlp[i] }
         (self.normed1, self.normed2, self.expanded, self.activated, self.projected) = (normed1, normed2, expanded, activated, projected)
         return UnsafePointer(output.pointer)
@@ -105,15 +105,15 @@ public final class TransformerBlock: Layer {
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let count = batch * inputSize
         // The MLP branch, then the residual: dh = dy + d(mlp branch)/dh.
-        let dProjected = mlpDropout?.backward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
-        let dActivated = proj.backward(activated!, outputGradient: dProjected, batch: batch)
-        let dExpanded = gelu.backward(expanded!, outputGradient: dActivated, batch: batch)
-        let dNormed2 = fc.backward(normed2!, outputGradient: dExpanded, batch: batch)
-        let dHiddenBranch = norm2.backward(hidden.pointer, outputGradient: dNormed2, batch: batch)
+        let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dActivated = proj.timedBackward(activated!, outputGradient: dProjected, batch: batch)
+        let dExpanded = gelu.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
+        let dNormed2 = fc.timedBackward(normed2!, outputGradient: dExpanded, batch: batch)
+        let dHiddenBranch = norm2.timedBackward(hidden.pointer, outputGradient: dNormed2, batch: batch)
         for i in 0..<count { hiddenGradient.pointer[i] = outputGradient[i] + dHiddenBranch[i] }
         // The attention branch, then the residual: dx = dh + d(attention branch)/dx.
-        let dNormed1 = attention.backward(normed1!, outputGradient: hiddenGradient.pointer, batch: batch)
-        let dInputBranch = norm1.backward(input, outputGradient: dNormed1, batch: batch)
+        let dNormed1 = attention.timedBackward(normed1!, outputGradient: hiddenGradient.pointer, batch: batch)
+        let dInputBranch = norm1.timedBackward(input, outputGradient: dNormed1, batch: batch)
         for i in 0..<count { inputGradient.pointer[i] = hiddenGradient.pointer[i] + dInputBranch[i] }
         return UnsafePointer(inputGradient.pointer)
     }
