@@ -96,6 +96,7 @@ struct Train: ParsableCommand {
             throw ExitCode(1)
         }
         let memory = trainer.peakResidentMemory()
+        let perNode = trainer.memoryPerNode()
         let steps = Double(max(trainer.allReduceCalls, 1))
         let reduce = communicator.allReduceMax([trainer.allReduceSeconds / steps])[0]
         // Per-rank step phases in ms, to see a straggler: compute (forward, loss, backward),
@@ -125,6 +126,10 @@ struct Train: ParsableCommand {
             let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) }
                 ?? (trainer.trainingSeconds > 0 ? String(format: "; loader wait %.1f%% of step time", trainer.loader.waitSeconds / trainer.trainingSeconds * 100) : "")
             printLine("peak resident memory per rank: " + memory.map { String(format: "%.0f MB", $0 / 1e6) }.joined(separator: ", ") + loaderWait)
+            if let perNode {
+                printLine(String(format: "memory per node at the end (PSS, shared pages counted once): model state %.1f MB (%@), processes %.1f MB",
+                                 perNode.modelState / 1e6, trainer.config.training.state.rawValue, perNode.processes / 1e6))
+            }
         }
         if communicator.isRoot, outcome != .interrupted, let figures = trainer.finalLanguageModelFigures {
             do {

@@ -59,8 +59,8 @@ final class OptimizerTests: XCTestCase {
         }
         let after = run(adamw, theta: start, gradients: gradients, learningRate: lr)
         XCTAssertEqual(after, theta)
-        XCTAssertEqual(Array(adamw.firstMoment), m)
-        XCTAssertEqual(Array(adamw.secondMoment), v)
+        XCTAssertEqual(Array(adamw.slots[0].buffer), m)
+        XCTAssertEqual(Array(adamw.slots[1].buffer), v)
     }
 
     func test_sgdMomentumFollowsPyTorchsRule() {
@@ -79,5 +79,34 @@ final class OptimizerTests: XCTestCase {
     func test_plainSGD() {
         let sgd = SGD(count: 2, momentum: 0, nesterov: false, weightDecay: 0, decayMask: [1, 1])
         XCTAssertEqual(run(sgd, theta: [1, -1], gradients: [[1, 2]], learningRate: 0.5), [0.5, -2])
+    }
+}
+
+/// Node-shared optimizer state: two optimizers that each update half of shared arrays (the
+/// slices two ranks own) compute what one optimizer updating all of it computes, bit for bit.
+final class SharedOptimizerStateTests: XCTestCase {
+    func test_slicesOfSharedStateUpdateAsTheWhole() {
+        let count = 37
+        let mask = (0..<count).map { Float($0 % 3 == 0 ? 0 : 1) }
+        let make = { Adam(count: count, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, decayMask: mask, decoupled: true) }
+        let whole = make()
+        var wholeParameters = (0..<count).map { Float($0) * 0.1 - 1 }
+        var sharedParameters = wholeParameters
+        let storage = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: count) }
+        defer { storage.forEach { $0.deallocate() } }
+        let halves = [make(), make()]
+        halves[0].share(storage, updating: 0..<16)
+        halves[1].share(storage, updating: 16..<count)
+        for step in 1...3 {
+            let gradients = (0..<count).map { Float(($0 * 7 + step * 3) % 11) - 5 }
+            gradients.withUnsafeBufferPointer { g in
+                wholeParameters.withUnsafeMutableBufferPointer { whole.step(parameters: $0, gradients: g, learningRate: 0.01) }
+                sharedParameters.withUnsafeMutableBufferPointer { p in halves.forEach { $0.step(parameters: p, gradients: g, learningRate: 0.01) } }
+            }
+        }
+        XCTAssertEqual(wholeParameters.map(\.bitPattern), sharedParameters.map(\.bitPattern))
+        XCTAssertEqual(Array(whole.slots[0].buffer).map(\.bitPattern), Array(storage[0]).map(\.bitPattern))
+        XCTAssertEqual(Array(whole.slots[1].buffer).map(\.bitPattern), Array(storage[1]).map(\.bitPattern))
+        XCTAssertEqual(halves[1].slots[1].buffer.baseAddress, storage[1].baseAddress)
     }
 }

@@ -5,6 +5,8 @@ import CCohort
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
+    /// Ranks of the job on this rank's node (that can share memory with it), itself included.
+    var ranksOnNode: Int { get }
     /// In place: every rank ends with the element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>)
     func allReduceSum(_ values: [Double]) -> [Double]
@@ -22,6 +24,10 @@ public protocol Communicator: AnyObject {
     /// other, or nil when there is none (one process; ranks that share no memory). Each call
     /// makes a new one, which lives until the communicator is finalized.
     func makeReductionBuffer(count: Int) -> ReductionBuffer?
+    /// Collective: `arrays` flat arrays of `count` floats stored once per node, which every rank
+    /// of the node reads and each rank writes in its own slice only; nil when there is no such
+    /// memory (one process). Lives until the communicator is finalized.
+    func makeSharedState(count: Int, arrays: Int) -> SharedState?
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never
 }
@@ -33,8 +39,19 @@ public struct ReductionBuffer {
     public let description: String
 }
 
+/// Model state kept once per node (`Communicator.makeSharedState`).
+public struct SharedState {
+    public let arrays: [UnsafeMutableBufferPointer<Float>]
+    /// The indices this rank writes; the slices of a node's ranks cover every index.
+    public let ownSlice: Range<Int>
+    public let ranksPerNode: Int
+    /// Publishes every rank's writes to the node (a barrier of the node's ranks).
+    public let synchronize: () -> Void
+}
+
 extension Communicator {
     public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
+    public func makeSharedState(count: Int, arrays: Int) -> SharedState? { nil }
 
     public func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {
         allReduceSum(buffer)
@@ -59,6 +76,7 @@ public final class SingleProcess: Communicator {
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
+    public var ranksOnNode: Int { 1 }
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {}
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func allReduceMax(_ values: [Double]) -> [Double] { values }

@@ -6,8 +6,10 @@ import Foundation
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
+    public let ranksOnNode: Int
     private let world: MPI_Comm
     private var reductions: [NodeSharedReduction] = []
+    private var states: [NodeSharedState] = []
 
     public init() {
         Self.chooseTransportWithoutFabric()
@@ -20,6 +22,14 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(world, &size)
         self.rank = Int(rank)
         self.size = Int(size)
+        var node: MPI_Comm?
+        MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), rank, cohort_mpi_info_null(), &node)
+        var nodeSize: Int32 = 1
+        if node != nil {
+            MPI_Comm_size(node, &nodeSize)
+            MPI_Comm_free(&node)
+        }
+        ranksOnNode = Int(nodeSize)
     }
 
     /// Without a high-speed fabric OpenMPI can only use its ob1 layer (shared memory, TCP), but
@@ -46,7 +56,8 @@ public final class MPICommunicator: Communicator {
 
     public func finalize() {
         for reduction in reductions { reduction.free() }
-        reductions = []
+        for state in states { state.free() }
+        (reductions, states) = ([], [])
         MPI_Finalize()
     }
 
@@ -54,6 +65,12 @@ public final class MPICommunicator: Communicator {
         guard size > 1, let reduction = NodeSharedReduction.make(world: world, count: count) else { return nil }
         reductions.append(reduction)
         return ReductionBuffer(buffer: reduction.gradients, description: reduction.description)
+    }
+
+    public func makeSharedState(count: Int, arrays: Int) -> SharedState? {
+        guard size > 1, let state = NodeSharedState.make(world: world, count: count, arrays: arrays) else { return nil }
+        states.append(state)
+        return SharedState(arrays: state.arrays, ownSlice: state.ownSlice, ranksPerNode: state.ranksPerNode, synchronize: state.synchronize)
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {

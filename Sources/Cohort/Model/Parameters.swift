@@ -24,6 +24,8 @@ public final class ParameterStore {
     private var sealed = false
     /// False once the gradients live in memory a communicator owns (`placeGradients(in:)`).
     private var ownsGradients = true
+    /// False once the values live in memory a communicator owns (`placeValues(in:copying:)`).
+    private var ownsValues = true
 
     public init() {
         values = .allocate(capacity: 0)
@@ -32,7 +34,7 @@ public final class ParameterStore {
     }
 
     deinit {
-        values.deallocate()
+        if ownsValues { values.deallocate() }
         if ownsGradients { gradients.deallocate() }
         buffers.deallocate()
     }
@@ -80,6 +82,17 @@ public final class ParameterStore {
         if ownsGradients { gradients.deallocate() }
         gradients = storage
         ownsGradients = false
+    }
+
+    /// Moves the values into `storage` (same count), which the store uses but does not free:
+    /// memory the ranks of a node share (`Communicator.makeSharedState`). This rank copies only
+    /// `slice`; the other ranks copy theirs, and their synchronization publishes the whole.
+    public func placeValues(in storage: UnsafeMutableBufferPointer<Float>, copying slice: Range<Int>) {
+        precondition(sealed && storage.count == values.count, "values are placed in storage of their size after sealing")
+        (storage.baseAddress! + slice.lowerBound).update(from: values.baseAddress! + slice.lowerBound, count: slice.count)
+        if ownsValues { values.deallocate() }
+        values = storage
+        ownsValues = false
     }
 
     public func buffer(of entry: Entry) -> UnsafeMutablePointer<Float> { buffers.baseAddress! + entry.offset }

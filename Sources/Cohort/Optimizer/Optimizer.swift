@@ -10,6 +10,10 @@ public protocol Optimizer: AnyObject {
     var stepCount: Int { get set }
     /// Named flat state buffers (same layout as the parameters), for checkpoints.
     var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] { get }
+    /// Moves the state into `storage` (one array per slot, in `slots` order: memory the ranks
+    /// of a node share), copying only `range`, and from then on updates only `range` of the
+    /// parameters and of the state: `training.state: node_shared`.
+    func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>)
     func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float)
 }
 
@@ -56,29 +60,30 @@ public final class SGD: Optimizer {
     let momentum: Float
     let nesterov: Bool
     let weightDecay: Float
-    let decayMask: [Float]
-    let velocity: UnsafeMutableBufferPointer<Float>
+    let state: UpdateState
 
     public init(count: Int, momentum: Float, nesterov: Bool, weightDecay: Float, decayMask: [Float]) {
         self.momentum = momentum
         self.nesterov = nesterov
         self.weightDecay = weightDecay
-        self.decayMask = decayMask
-        velocity = .allocate(capacity: count)
-        velocity.initialize(repeating: 0)
+        state = UpdateState(count: count, arrays: 1, mask: decayMask)
     }
 
-    deinit { velocity.deallocate() }
-
     public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
-        momentum > 0 ? [("momentum", velocity)] : []
+        momentum > 0 ? [("momentum", state.arrays[0])] : []
+    }
+
+    public func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>) {
+        // Without momentum the velocity is scratch that is never saved: each rank keeps its own.
+        momentum > 0 ? state.share(storage, updating: range) : state.restrict(to: range)
     }
 
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
         stepCount += 1
-        decayMask.withUnsafeBufferPointer { mask in
-            cohort_sgd_update(parameters.baseAddress!, gradients.baseAddress!, velocity.baseAddress!, mask.baseAddress!,
-                              parameters.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+        let start = state.range.lowerBound
+        state.mask.withUnsafeBufferPointer { mask in
+            cohort_sgd_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
+                              mask.baseAddress!, state.range.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
         }
     }
 }
@@ -91,29 +96,21 @@ public final class SGD: Optimizer {
 public final class Adam: Optimizer {
     public var stepCount = 0
     let beta1, beta2, epsilon, weightDecay: Float
-    let decayMask: [Float]
-    let firstMoment: UnsafeMutableBufferPointer<Float>
-    let secondMoment: UnsafeMutableBufferPointer<Float>
-
+    let state: UpdateState
     let decoupled: Bool
 
     public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decayMask: [Float], decoupled: Bool = false) {
         (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay)
         self.decoupled = decoupled
-        self.decayMask = decayMask
-        firstMoment = .allocate(capacity: count)
-        secondMoment = .allocate(capacity: count)
-        firstMoment.initialize(repeating: 0)
-        secondMoment.initialize(repeating: 0)
-    }
-
-    deinit {
-        firstMoment.deallocate()
-        secondMoment.deallocate()
+        state = UpdateState(count: count, arrays: 2, mask: decayMask)
     }
 
     public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
-        [("adam_m", firstMoment), ("adam_v", secondMoment)]
+        [("adam_m", state.arrays[0]), ("adam_v", state.arrays[1])]
+    }
+
+    public func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>) {
+        state.share(storage, updating: range)
     }
 
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
@@ -127,11 +124,56 @@ public final class Adam: Optimizer {
         let epsilonHat = epsilon * correction2.squareRoot()
         // AdamW's decay θ·(1 − lr·λ·mask) is applied by the kernel in the same pass over memory.
         let shrink = decoupled ? learningRate * weightDecay : 0
-        decayMask.withUnsafeBufferPointer { mask in
-            cohort_adam_update(parameters.baseAddress!, gradients.baseAddress!, firstMoment.baseAddress!,
-                               secondMoment.baseAddress!, mask.baseAddress!, parameters.count,
+        let start = state.range.lowerBound
+        state.mask.withUnsafeBufferPointer { mask in
+            cohort_adam_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
+                               state.arrays[1].baseAddress! + start, mask.baseAddress!, state.range.count,
                                beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay, shrink)
         }
+    }
+}
+
+/// An optimizer's per-parameter arrays (momentum, Adam's moments), its weight-decay mask and the
+/// range of parameters it updates: all of them, or with `training.state: node_shared` the
+/// slice of the parameters this rank owns on its node, with the arrays in the node's shared
+/// memory and the mask cut to the slice.
+final class UpdateState {
+    private(set) var arrays: [UnsafeMutableBufferPointer<Float>]
+    private(set) var range: Range<Int>
+    /// 1 where weight decay applies, over `range` only.
+    private(set) var mask: [Float]
+    private var owned = true
+
+    init(count: Int, arrays: Int, mask: [Float]) {
+        self.arrays = (0..<arrays).map { _ in
+            let array = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+            array.initialize(repeating: 0)
+            return array
+        }
+        (range, self.mask) = (0..<count, mask)
+    }
+
+    deinit {
+        if owned { arrays.forEach { $0.deallocate() } }
+    }
+
+    /// Updates only `range` from now on.
+    func restrict(to range: Range<Int>) {
+        precondition(range.clamped(to: self.range) == range, "an optimizer is restricted to a part of what it updates")
+        mask = Array(mask[(range.lowerBound - self.range.lowerBound)..<(range.upperBound - self.range.lowerBound)])
+        self.range = range
+    }
+
+    /// Copies `range` of each array into `storage` (the same count each) and uses `storage` from now on.
+    func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>) {
+        precondition(storage.count == arrays.count && storage.allSatisfy { $0.count == arrays.first?.count },
+                     "shared optimizer state has one array per slot, each the parameters' size")
+        for (target, source) in zip(storage, arrays) {
+            (target.baseAddress! + range.lowerBound).update(from: source.baseAddress! + range.lowerBound, count: range.count)
+        }
+        if owned { arrays.forEach { $0.deallocate() } }
+        (arrays, owned) = (storage, false)
+        restrict(to: range)
     }
 }
 

@@ -155,6 +155,37 @@ public final class Trainer {
             model.parameters.placeGradients(in: shared.buffer)
             gradientAllReduce = shared.description
         }
+        if config.training.state == .nodeShared,
+           let shared = communicator.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
+            model.parameters.placeValues(in: shared.arrays[0], copying: shared.ownSlice)
+            optimizer.share(Array(shared.arrays.dropFirst()), updating: shared.ownSlice)
+            shared.synchronize()
+            sharedState = shared
+        }
+    }
+
+    /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
+    private var sharedState: SharedState?
+
+    /// Overwrites the parameters with `weights` on every rank (each writes its own slice where they are shared).
+    private func setParameters(_ weights: [Float]) {
+        let slice = sharedState?.ownSlice ?? 0..<weights.count
+        weights.withUnsafeBufferPointer {
+            (model.parameters.values.baseAddress! + slice.lowerBound).update(from: $0.baseAddress! + slice.lowerBound, count: slice.count)
+        }
+        sharedState?.synchronize()
+    }
+
+    /// Memory per node (PSS) of the model state (parameters, gradients, optimizer state) and
+    /// of the whole processes, in bytes. Collective.
+    public func memoryPerNode() -> (modelState: Double, processes: Double)? {
+        let parameters = model.parameters
+        let regions = ([parameters.values, parameters.gradients] + optimizer.slots.map(\.buffer)).map { UnsafeRawBufferPointer($0) }
+        let mine = [ProportionalMemory.mappings(holding: regions) ?? .nan, ProportionalMemory.process() ?? .nan,
+                    1 / Double(communicator.ranksOnNode)]
+        let sums = communicator.allReduceSum(mine)
+        guard sums[0].isFinite, sums[1].isFinite else { return nil }
+        return (sums[0] / sums[2], sums[1] / sums[2])
     }
 
     /// How the gradients are summed, for the run's first line.
@@ -296,7 +327,8 @@ public final class Trainer {
             + "\(stepsThisEpoch) steps per epoch; \(model.parameters.count) parameters; \(trainingRows) training rows"
             + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
-            + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : ""))
+            + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : "")
+            + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? ""))
         for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
     }
 
@@ -408,6 +440,8 @@ public final class Trainer {
             let updateStart = monotonicNanoseconds()
             if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
             optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
+            // Every slice of the node's one copy is updated before any rank reads it again.
+            sharedState?.synchronize()
             updateSeconds += seconds(since: updateStart)
         }
         position.stepInEpoch += 1
@@ -519,7 +553,7 @@ public final class Trainer {
             log("early_stopping: \(callback.monitor.rawValue) has not improved for \(callback.patience) epochs; best \(String(format: "%.4f", callback.best ?? .nan)) at epoch \(callback.bestEpoch)")
         }
         if callback.restoreBestWeights, let bestWeights {
-            bestWeights.withUnsafeBufferPointer { model.parameters.values.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+            setParameters(bestWeights)
             if communicator.isRoot { log("early_stopping: restored the weights of epoch \(callback.bestEpoch)") }
         }
         return true

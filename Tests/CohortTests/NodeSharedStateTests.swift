@@ -1,0 +1,82 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// `training.state: node_shared`: the parameters and optimizer moments live once per node in
+/// shared memory and each rank updates its own slice. The arithmetic is the replicas' own (every
+/// rank still clips the whole summed gradient; each element is updated by the same kernel), so
+/// a run equals the `replicated` run bit for bit.
+final class NodeSharedStateTests: XCTestCase {
+    private var directory = ""
+    private var train = ""
+
+    override func setUpWithError() throws {
+        directory = try temporaryDirectory(self)
+        train = try writeSyntheticDataset("\(directory)/train.h5", rows: 203, seed: 1)
+    }
+
+    private let layers = """
+        - {type: dense, units: 24, activation: relu}
+        - {type: dropout, rate: 0.2}
+        - {type: dense, units: 16}
+        - {type: batch_norm}
+        - {type: relu}
+        - {type: dense, units: 4}
+    """
+
+    /// Trains on `ranks` ranks and returns the newest checkpoint's tensors and the run's output.
+    private func run(_ name: String, ranks: Int, state: String, optimizer: String = "adamw", extra: String = "",
+                     arguments: [String] = []) throws -> (tensors: [String: [Float]], output: String) {
+        let path = "\(directory)/\(name).yaml"
+        let config = smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 2, batchSize: 8,
+                                 optimizer: optimizer, extra: "  state: \(state)\n  accumulate_steps: 2\n\(extra)", layers: layers)
+            .replacingOnce("  learning_rate: 0.01\n", with: "  learning_rate: 0.01\n  clip_grad_norm: 0.5\n  momentum: 0.9\n")
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try runCohort(ranks: ranks, ["train", path] + arguments, directory: directory)
+        XCTAssertEqual(result.status, 0, result.output + result.error)
+        let newest = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints").first)
+        let checkpoint = try Checkpoint.read(from: newest)
+        return (checkpoint.tensors.mapValues(\.values), result.output)
+    }
+
+    private func assertBitwiseEqual(_ a: [String: [Float]], _ b: [String: [Float]], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(Set(a.keys), Set(b.keys), file: file, line: line)
+        XCTAssertTrue(a.keys.contains { $0.hasPrefix("optimizer/") }, "the optimizer state is compared too", file: file, line: line)
+        for (name, values) in a {
+            XCTAssertEqual(values.map(\.bitPattern), b[name]?.map(\.bitPattern), "\(name) differs", file: file, line: line)
+        }
+    }
+
+    /// 3 ranks: slices of unequal length; AdamW with clipping, dropout, batch norm, 2 micro-batches.
+    func test_sharedStateEqualsReplicasBitwiseWithAdamWAndSGD() throws {
+        let shared = try run("shared", ranks: 3, state: "node_shared")
+        XCTAssertTrue(shared.output.contains("model state once per node (3 ranks, each updating a slice)"), shared.output)
+        XCTAssertTrue(shared.output.contains("memory per node at the end (PSS, shared pages counted once): model state"), shared.output)
+        let replicated = try run("replicated", ranks: 3, state: "replicated")
+        XCTAssertFalse(replicated.output.contains("model state once per node"), replicated.output)
+        assertBitwiseEqual(shared.tensors, replicated.tensors)
+
+        let sgdShared = try run("sgd-shared", ranks: 2, state: "node_shared", optimizer: "sgd")
+        let sgdReplicated = try run("sgd-replicated", ranks: 2, state: "replicated", optimizer: "sgd")
+        XCTAssertNotNil(sgdShared.tensors.keys.first { $0.hasPrefix("optimizer/momentum/") })
+        assertBitwiseEqual(sgdShared.tensors, sgdReplicated.tensors)
+    }
+
+    /// A run stopped and resumed in node_shared mode, at another rank count, ends where an
+    /// uninterrupted replicated run ends.
+    func test_resumeIntoSharedStateIsBitwise() throws {
+        let whole = try run("whole", ranks: 2, state: "replicated", extra: "  max_steps: 9")
+        _ = try run("part", ranks: 2, state: "node_shared", extra: "  max_steps: 5")
+        let resumed = try run("part", ranks: 2, state: "node_shared", extra: "  max_steps: 9", arguments: ["--resume", "auto"])
+        XCTAssertTrue(resumed.output.contains("resumed at epoch 1, step 5"), resumed.output)
+        assertBitwiseEqual(whole.tensors, resumed.tensors)
+    }
+
+    /// With one process there is nothing to share: the run says nothing of it and trains as always.
+    func test_oneRankKeepsItsOwnState() throws {
+        let one = try run("one", ranks: 1, state: "node_shared")
+        XCTAssertFalse(one.output.contains("model state once per node"), one.output)
+        let replicated = try run("one-replicated", ranks: 1, state: "replicated")
+        assertBitwiseEqual(one.tensors, replicated.tensors)
+    }
+}
