@@ -63,7 +63,7 @@ public struct TrainingConfig: Equatable, Sendable {
     /// gradients are all-reduced once.
     public var accumulateSteps: Int = 1
     /// Where the parameters and optimizer state live: a copy per rank, or one per node.
-    public var state: StateMode = .replicated
+    public var state: StateMode = .nodeShared
     /// Seconds a step's collectives may take before the job is ended as stalled (0: off).
     public var stallTimeout: Double = 300
     /// Rows each rank takes per optimizer step.
@@ -71,7 +71,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     public init(epochs: Int = 1, batchSize: Int = 64, evalBatchSize: Int? = nil, maxSteps: Int? = nil, logEvery: Int = 0,
                 onNonFinite: NonFinitePolicy = .stop, timingBarrier: Bool = false, allReduce: AllReduceMethod = .auto,
-                accumulateSteps: Int = 1, state: StateMode = .replicated, stallTimeout: Double = 300) {
+                accumulateSteps: Int = 1, state: StateMode = .nodeShared, stallTimeout: Double = 300) {
         (self.epochs, self.batchSize, self.evalBatchSize, self.maxSteps) = (epochs, batchSize, evalBatchSize ?? batchSize, maxSteps)
         (self.logEvery, self.onNonFinite, self.timingBarrier, self.allReduce) = (logEvery, onNonFinite, timingBarrier, allReduce)
         (self.accumulateSteps, self.state, self.stallTimeout) = (accumulateSteps, state, stallTimeout)
@@ -248,7 +248,7 @@ extension TrainConfig {
             timingBarrier: try trainingMap.bool("timing_barrier", default: false),
             allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!,
             accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536),
-            state: StateMode(rawValue: try trainingMap.choice("state", ["replicated", "node_shared"], default: "replicated"))!,
+            state: StateMode(rawValue: try trainingMap.choice("state", ["replicated", "node_shared"], default: "node_shared"))!,
             stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7)
         )
         try trainingMap.finish()

@@ -23,6 +23,7 @@ public enum TextPreparation {
                                validation: Double, bpeVocabulary: Int? = nil, tokenizerFile: String? = nil) throws -> [String] {
         guard !inputs.isEmpty else { throw CohortError("prepare text: give at least one --input file") }
         guard validation >= 0, validation < 1 else { throw CohortError("prepare text: --validation must be in [0, 1), got \(validation)") }
+        if tokenizer == .bytes { return try streamBytes(inputs: inputs, outputDirectory: outputDirectory, validation: validation) }
         var bytes: [UInt8] = []
         for input in inputs {
             guard let data = FileManager.default.contents(atPath: input) else {
@@ -89,6 +90,74 @@ public enum TextPreparation {
             written.append(path)
         }
         return written
+    }
+
+    /// `--tokenizer bytes`: every byte is its own token, so the inputs are copied through in
+    /// 8 MiB pieces and never held whole; a corpus of any size (the Linux sources of W8, about a
+    /// gigabyte) takes 8 MiB of memory. Any bytes are accepted, UTF-8 or not.
+    private static func streamBytes(inputs: [String], outputDirectory: String, validation: Double) throws -> [String] {
+        var sizes: [Int] = []
+        for input in inputs {
+            var status = stat()
+            guard stat(input, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+                throw CohortError("\(input): cannot read the file (missing, unreadable or not a regular file)")
+            }
+            sizes.append(Int(status.st_size))
+        }
+        let total = sizes.reduce(0, +)
+        guard total > 0 else { throw CohortError("\(inputs.joined(separator: ", ")): the corpus is empty") }
+        let validationCount = Int((Double(total) * validation).rounded())
+        let trainCount = total - validationCount
+        guard trainCount > 1, validation == 0 || validationCount > 1 else {
+            throw CohortError("\(inputs.joined(separator: ", ")): \(total) tokens are too few to split \(validation) off for validation")
+        }
+        try makeDirectories(outputDirectory, for: "the prepared token files")
+        let source = inputs.count <= 8 ? inputs.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ") : "\(inputs.count) files"
+        let splits = [("train", "\(outputDirectory)/train.h5", 0..<trainCount), ("validation", "\(outputDirectory)/val.h5", trainCount..<total)]
+            .filter { !$0.2.isEmpty }
+        let temporaries = splits.map { $0.1 + ".tmp-\(getpid())" }
+        defer { temporaries.forEach { unlink($0) } }
+        var files: [HDF5File] = []
+        for ((split, _, range), temporary) in zip(splits, temporaries) {
+            let file = try HDF5File.create(temporary)
+            try file.createDataset("tokens", of: UInt8.self, shape: [range.count], chunkRows: min(range.count, 1 << 16))
+            try file.setAttribute("vocabulary", (0..<256).map { byteName(UInt8($0)) })
+            try file.setAttribute("tokenizer", TextTokenizer.bytes.rawValue)
+            try file.setAttribute("format", "cohort-tokens")
+            try file.setAttribute("source", source)
+            try file.setAttribute("split", split)
+            try file.setAttribute("tokens_count", [Int64(range.count)])
+            files.append(file)
+        }
+        var piece = [UInt8](repeating: 0, count: 8 << 20)
+        var position = 0
+        for (input, size) in zip(inputs, sizes) {
+            let descriptor = open(input, O_RDONLY)
+            guard descriptor >= 0 else { throw CohortError("\(input): cannot open the file (\(String(cString: strerror(errno))))") }
+            defer { close(descriptor) }
+            var left = size
+            while left > 0 {
+                let count = piece.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, min($0.count, left)) }
+                guard count > 0 else { throw CohortError("\(input): the file ended or failed after \(size - left) of its \(size) bytes") }
+                // The piece may straddle the train/validation boundary.
+                for (index, (_, _, range)) in splits.enumerated() {
+                    let overlap = range.clamped(to: position..<(position + count))
+                    guard !overlap.isEmpty else { continue }
+                    try piece.withUnsafeBufferPointer {
+                        try files[index].writeRows("tokens", start: overlap.lowerBound - range.lowerBound, count: overlap.count,
+                                                   from: $0.baseAddress! + (overlap.lowerBound - position))
+                    }
+                }
+                position += count
+                left -= count
+            }
+        }
+        for file in files {
+            try file.flush()
+            file.close()
+        }
+        for ((_, path, _), temporary) in zip(splits, temporaries) { try replaceItem(at: path, with: temporary) }
+        return splits.map(\.1)
     }
 
     /// A byte's vocabulary entry: printable ASCII as itself, anything else as `<0xNN>`.

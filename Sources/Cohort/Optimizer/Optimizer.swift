@@ -14,6 +14,8 @@ public protocol Optimizer: AnyObject {
     /// of a node share), copying only `range`, and from then on updates only `range` of the
     /// parameters and of the state: `training.state: node_shared`.
     func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>)
+    /// Every buffer of the optimizer's state (slots and decay mask), for the memory report.
+    var stateRegions: [UnsafeRawBufferPointer] { get }
     func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float)
 }
 
@@ -78,13 +80,13 @@ public final class SGD: Optimizer {
         momentum > 0 ? state.share(storage, updating: range) : state.restrict(to: range)
     }
 
+    public var stateRegions: [UnsafeRawBufferPointer] { state.regions }
+
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
         stepCount += 1
         let start = state.range.lowerBound
-        state.mask.withUnsafeBufferPointer { mask in
-            cohort_sgd_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
-                              mask.baseAddress!, state.range.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
-        }
+        cohort_sgd_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
+                          state.mask.baseAddress!, state.range.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
     }
 }
 
@@ -113,6 +115,8 @@ public final class Adam: Optimizer {
         state.share(storage, updating: range)
     }
 
+    public var stateRegions: [UnsafeRawBufferPointer] { state.regions }
+
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
         stepCount += 1
         let t = Float(stepCount)
@@ -125,11 +129,9 @@ public final class Adam: Optimizer {
         // AdamW's decay θ·(1 − lr·λ·mask) is applied by the kernel in the same pass over memory.
         let shrink = decoupled ? learningRate * weightDecay : 0
         let start = state.range.lowerBound
-        state.mask.withUnsafeBufferPointer { mask in
-            cohort_adam_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
-                               state.arrays[1].baseAddress! + start, mask.baseAddress!, state.range.count,
-                               beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay, shrink)
-        }
+        cohort_adam_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
+                           state.arrays[1].baseAddress! + start, state.mask.baseAddress!, state.range.count,
+                           beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay, shrink)
     }
 }
 
@@ -141,27 +143,36 @@ final class UpdateState {
     private(set) var arrays: [UnsafeMutableBufferPointer<Float>]
     private(set) var range: Range<Int>
     /// 1 where weight decay applies, over `range` only.
-    private(set) var mask: [Float]
+    private(set) var mask: UnsafeMutableBufferPointer<Float>
     private var owned = true
 
     init(count: Int, arrays: Int, mask: [Float]) {
+        precondition(mask.count == count, "the decay mask covers every parameter")
         self.arrays = (0..<arrays).map { _ in
             let array = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
             array.initialize(repeating: 0)
             return array
         }
-        (range, self.mask) = (0..<count, mask)
+        self.mask = .allocate(capacity: count)
+        _ = self.mask.initialize(from: mask)
+        range = 0..<count
     }
 
     deinit {
         if owned { arrays.forEach { $0.deallocate() } }
+        mask.deallocate()
     }
+
+    /// The memory this state holds (for the memory report).
+    var regions: [UnsafeRawBufferPointer] { (arrays + [mask]).map { UnsafeRawBufferPointer($0) } }
 
     /// Updates only `range` from now on.
     func restrict(to range: Range<Int>) {
         precondition(range.clamped(to: self.range) == range, "an optimizer is restricted to a part of what it updates")
-        mask = Array(mask[(range.lowerBound - self.range.lowerBound)..<(range.upperBound - self.range.lowerBound)])
-        self.range = range
+        let kept = UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count)
+        _ = kept.initialize(from: mask[(range.lowerBound - self.range.lowerBound)..<(range.upperBound - self.range.lowerBound)])
+        mask.deallocate()
+        (mask, self.range) = (kept, range)
     }
 
     /// Copies `range` of each array into `storage` (the same count each) and uses `storage` from now on.

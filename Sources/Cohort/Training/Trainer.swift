@@ -180,8 +180,8 @@ public final class Trainer {
     /// of the whole processes, in bytes. Collective.
     public func memoryPerNode() -> (modelState: Double, processes: Double)? {
         let parameters = model.parameters
-        let regions = ([parameters.values, parameters.gradients] + optimizer.slots.map(\.buffer)).map { UnsafeRawBufferPointer($0) }
-        let mine = [ProportionalMemory.mappings(holding: regions) ?? .nan, ProportionalMemory.process() ?? .nan,
+        let regions = [parameters.values, parameters.gradients].map { UnsafeRawBufferPointer($0) } + optimizer.stateRegions
+        let mine = [ProportionalMemory.resident(holding: regions) ?? .nan, ProportionalMemory.process() ?? .nan,
                     1 / Double(communicator.ranksOnNode)]
         let sums = communicator.allReduceSum(mine)
         guard sums[0].isFinite, sums[1].isFinite else { return nil }
