@@ -3,10 +3,29 @@
 # Fashion-MNIST from Debian's dataset-fashion-mnist, its sneaker-vs-ankle-boot subset and its
 # other eight classes, and the
 # King James Bible character corpus from Debian's bible-kjv (data/kjv/).
+#
+# `launch/prepare-data.sh linux` (not part of the quickstart) builds only W8's corpus instead:
+# the C and header sources of Debian's linux-source-6.1 tarball as byte tokens (data/linux/),
+# streamed from the tarball through tar into cohort prepare text, which copies 8 MiB at a time.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cohort="${COHORT_BIN:-.build/release/cohort}"
+if [ "${1:-}" = linux ]; then
+    if [ -f data/linux/train.h5 ] && [ -f data/linux/val.h5 ]; then echo "prepare-data: data/linux is there"; exit 0; fi
+    work="$(mktemp -d "${TMPDIR:-/tmp}/cohort-linux.XXXXXX")"
+    trap 'rm -rf "$work"' EXIT
+    chmod 755 "$work"  # apt-get download runs as _apt where it can
+    (cd "$work" && apt-get download linux-source-6.1 >/dev/null) \
+        || { echo "prepare-data: apt-get download linux-source-6.1 failed" >&2; exit 1; }
+    # The .deb holds usr/src/linux-source-6.1.tar.xz; tar writes the matching members' bytes in
+    # archive order. The generated AMD GPU register headers (asic_reg, ~300 MB of #defines) are
+    # left out, as the corpus of char-rnn left out generated code.
+    dpkg-deb --fsys-tarfile "$work"/linux-source-6.1_*.deb | tar -xO ./usr/src/linux-source-6.1.tar.xz \
+        | tar -xJO --wildcards --exclude='*/drivers/gpu/drm/amd/include/asic_reg/*' '*.c' '*.h' > "$work/linux.txt"
+    "$cohort" prepare text --input "$work/linux.txt" --out data/linux --tokenizer bytes --validation 0.005
+    exit 0
+fi
 if [ ! -f data/fashion-mnist/train.h5 ] || [ ! -f data/fashion-mnist/test.h5 ]; then
     "$cohort" prepare fashion-mnist --out data/fashion-mnist
 fi
