@@ -1,2 +1,40 @@
 // The wrappers live in include/CCohort.h; this file gives SwiftPM a source to compile.
 #include "CCohort.h"
+#include <string.h>
+#include <stdint.h>
+
+static inline uint16_t cohort_bf16_of(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) return (uint16_t)((bits >> 16) | 0x0040u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float cohort_float_of(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+void cohort_float_to_bf16(const float *restrict x, uint16_t *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = cohort_bf16_of(x[i]);
+}
+
+void cohort_bf16_to_float(const uint16_t *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = cohort_float_of(x[i]);
+}
+
+static void cohort_bf16_sum_function(void *in, void *inout, int *length, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    for (int i = 0; i < *length; i++) b[i] = cohort_bf16_of(cohort_float_of(a[i]) + cohort_float_of(b[i]));
+}
+
+MPI_Op cohort_mpi_bf16_sum(void) {
+    static MPI_Op op = MPI_OP_NULL;
+    if (op == MPI_OP_NULL) MPI_Op_create(cohort_bf16_sum_function, 1, &op);
+    return op;
+}

@@ -128,6 +128,39 @@ final class MultiHostTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxRelativeDifference(try parameters("accumulated"), try parameters("whole")), 1e-5)
     }
 
+    /// Between hosts: the overlapped all-reduce equals the blocking one bitwise (2 ranks), and
+    /// bfloat16 compression stays near the exact sum while every replica stays identical; on
+    /// 2 hosts × 2 ranks the node-shared state and compressed across-node step train too.
+    func test_overlapAndCompressionAcrossHosts() throws {
+        let overlapped = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "train"] + (try w1Config("overlapped"))
+                                   + ["--set", "training.overlap_all_reduce=true", "--set", "training.bucket_mb=0.1"])
+        XCTAssertEqual(overlapped.status, 0, overlapped.output + overlapped.error)
+        XCTAssertTrue(overlapped.output.contains("MPI_Iallreduce of 2 buckets started during backward"), overlapped.output)
+        let blocking = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "train"] + (try w1Config("blocking")))
+        XCTAssertEqual(blocking.status, 0, blocking.output + blocking.error)
+        XCTAssertTrue(try parameters("overlapped") == parameters("blocking"), "overlapped differs from blocking")
+
+        let compressed = try shell([hostsScript, "mpirun", "-np", "2", cohortExecutable(), "train"] + (try w1Config("bf16"))
+                                   + ["--set", "training.compress=bf16", "--set", "training.overlap_all_reduce=true"])
+        XCTAssertEqual(compressed.status, 0, compressed.output + compressed.error)
+        XCTAssertTrue(compressed.output.contains("bfloat16 between nodes"), compressed.output)
+        // Adam turns a rounded near-zero gradient into a full step, so single weights can move
+        // apart; the weights as a whole stay close: Σ|a − b| / Σ|b| after 60 steps.
+        let (bf16, exact) = (try parameters("bf16"), try parameters("blocking"))
+        var (apart, size) = (0.0, 0.0)
+        for (name, values) in exact {
+            for (a, b) in zip(bf16[name] ?? [], values) { (apart, size) = (apart + Double(abs(a - b)), size + Double(abs(b))) }
+        }
+        XCTAssertGreaterThan(apart, 0, "bfloat16 sums are not the float32 sums")
+        XCTAssertLessThan(apart / size, 0.02, "but the weights stay near them")
+
+        let fourRanks = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "train"] + (try w1Config("bf16-2x2"))
+                                  + ["--set", "training.compress=bf16"], slotsPerHost: 2)
+        XCTAssertEqual(fourRanks.status, 0, fourRanks.output + fourRanks.error)
+        XCTAssertTrue(fourRanks.output.contains("node shared memory, 2 ranks per node × 2 nodes, MPI_Allreduce across nodes, bfloat16 between nodes; model state once per node (2 ranks"),
+                      fourRanks.output)
+    }
+
     /// A 2-host training job started in the background, its step lines in NAME.out; returns once
     /// step 5 is printed (or after 60 s), with the path of its standard error.
     private func startAcrossHosts(_ name: String, _ arguments: [String]) throws -> (Process, String) {

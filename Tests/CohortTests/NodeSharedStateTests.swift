@@ -80,3 +80,35 @@ final class NodeSharedStateTests: XCTestCase {
         assertBitwiseEqual(one.tensors, replicated.tensors)
     }
 }
+
+/// `training.overlap_all_reduce`: buckets of the gradient buffer, from the last layers' to the
+/// first's, summed with `MPI_Iallreduce` as backward finishes them. The same sums as one
+/// `MPI_Allreduce` (2 ranks: a + b in any order), so the run is bit for bit the blocking one.
+final class OverlappedAllReduceTests: XCTestCase {
+    func test_bucketsFollowLayerBoundariesFromTheEnd() {
+        // Layers' parameter starts: 0 (embedding), none (an activation), 100, 400, none (a tied head).
+        let plan = Trainer.OverlapPlan(starts: [0, nil, 100, 400, nil], count: 1000, bucket: 500)
+        XCTAssertEqual(plan.buckets, [400..<1000, 0..<400])
+        XCTAssertEqual(plan.finalFrom, [0, 100, 100, 400, 1000])
+        let fine = Trainer.OverlapPlan(starts: [0, nil, 100, 400, nil], count: 1000, bucket: 1)
+        XCTAssertEqual(fine.buckets, [400..<1000, 100..<400, 0..<100])
+    }
+
+    func test_overlappedRunEqualsTheBlockingRunBitwise() throws {
+        let directory = try temporaryDirectory(self)
+        let train = try writeSyntheticDataset("\(directory)/train.h5", rows: 203, seed: 1)
+        func run(_ name: String, overlap: Bool) throws -> [String: [UInt32]] {
+            let path = "\(directory)/\(name).yaml"
+            try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 2, batchSize: 8, optimizer: "adamw",
+                            extra: "  all_reduce: mpi\n  overlap_all_reduce: \(overlap)\n  bucket_mb: 0.001\n  accumulate_steps: 2\n",
+                            layers: "    - {type: dense, units: 24, activation: relu}\n    - {type: dense, units: 16, activation: tanh}\n    - {type: dense, units: 4}\n")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let result = try runCohort(ranks: 2, ["train", path], directory: directory)
+            XCTAssertEqual(result.status, 0, result.output + result.error)
+            XCTAssertEqual(result.output.contains("gradient all-reduce: MPI_Iallreduce of 2 buckets started during backward"), overlap, result.output)
+            let newest = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints").first)
+            return try checkpointParameters(newest).mapValues { $0.map(\.bitPattern) }
+        }
+        XCTAssertEqual(try run("overlapped", overlap: true), try run("blocking", overlap: false))
+    }
+}

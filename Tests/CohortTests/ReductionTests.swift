@@ -71,3 +71,24 @@ final class ReductionTests: XCTestCase {
         }
     }
 }
+
+/// bfloat16 gradient compression (`training.compress: bf16`): the top 16 bits of a float32,
+/// rounded to nearest even, NaN kept NaN.
+final class BFloat16Tests: XCTestCase {
+    func test_roundsToNearestEvenAndKeepsNaN() {
+        let values: [Float] = [1, 1 + 1.0 / 256, 1 + 3.0 / 256, 1 + 1.0 / 512, -2.5, .infinity, .nan, 3.0e38, 1e-30]
+        var packed = [UInt16](repeating: 0, count: values.count)
+        var back = [Float](repeating: 0, count: values.count)
+        cohort_float_to_bf16(values, &packed, values.count)
+        cohort_bf16_to_float(packed, &back, values.count)
+        XCTAssertEqual(back[0], 1)
+        XCTAssertEqual(back[1], 1, "a tie rounds to the even mantissa (down here)")
+        XCTAssertEqual(back[2], 1 + 1.0 / 64, "another tie, rounded up to even")
+        XCTAssertEqual(back[3], 1, "below half an ulp rounds down")
+        XCTAssertEqual(back[4], -2.5)
+        XCTAssertEqual(back[5], .infinity)
+        XCTAssertTrue(back[6].isNaN)
+        XCTAssertEqual(back[7] / 3.0e38, 1, accuracy: 1.0 / 128)
+        XCTAssertEqual(back[8] / 1e-30, 1, accuracy: 1.0 / 128)
+    }
+}

@@ -8,6 +8,7 @@
 #include <hdf5.h>
 #include <cblas.h>
 #include <zlib.h>
+#include <stdint.h>
 
 // MARK: MPI
 static inline MPI_Comm cohort_mpi_comm_world(void) { return MPI_COMM_WORLD; }
@@ -23,6 +24,17 @@ static inline MPI_Info cohort_mpi_info_null(void) { return MPI_INFO_NULL; }
 static inline MPI_Errhandler cohort_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline MPI_Errhandler cohort_mpi_errors_are_fatal(void) { return MPI_ERRORS_ARE_FATAL; }
 static inline MPI_Win cohort_mpi_win_null(void) { return MPI_WIN_NULL; }
+static inline MPI_Request cohort_mpi_request_null(void) { return MPI_REQUEST_NULL; }
+static inline MPI_Datatype cohort_mpi_uint16(void) { return MPI_UINT16_T; }
+static inline MPI_Status *cohort_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
+static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+
+/// bfloat16 (the top 16 bits of a float32), rounded to nearest even; NaN stays NaN.
+void cohort_float_to_bf16(const float *restrict x, uint16_t *restrict y, long n);
+void cohort_bf16_to_float(const uint16_t *restrict x, float *restrict y, long n);
+/// An MPI_Op on MPI_UINT16_T buffers of bfloat16: each pair summed in float32, rounded back.
+/// Made on first use (after MPI_Init); commutative.
+MPI_Op cohort_mpi_bf16_sum(void);
 
 // MARK: HDF5
 static inline hid_t cohort_h5t_native_uint8(void) { return H5T_NATIVE_UINT8; }

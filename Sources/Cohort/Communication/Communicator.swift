@@ -15,6 +15,17 @@ public protocol Communicator: AnyObject {
     /// when the sum is made in slices), so agree on the answer with `allReduceMax`.
     func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool
     func allReduceMax(_ values: [Double]) -> [Double]
+    /// Starts summing `buffer` over the ranks without waiting (`MPI_Iallreduce`); the buffer is
+    /// not to be touched until `completeSums()`. Buckets of an overlapped gradient all-reduce.
+    func startSum(_ buffer: UnsafeMutableBufferPointer<Float>)
+    /// Lets the started sums advance (MPI moves a non-blocking collective only inside MPI calls).
+    func progressSums()
+    /// Waits for every started sum.
+    func completeSums()
+    /// Gradient sums that cross between nodes travel as bfloat16 (`training.compress: bf16`):
+    /// the across-nodes step of a node-shared sum, or the whole sum when every rank is alone on
+    /// its node. Sums within a node are never compressed.
+    var compressesAcrossNodes: Bool { get set }
     /// In place: every rank ends with root's bytes.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
     /// Root receives every rank's words (rank order); other ranks receive [].
@@ -52,6 +63,9 @@ public struct SharedState {
 extension Communicator {
     public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
     public func makeSharedState(count: Int, arrays: Int) -> SharedState? { nil }
+    public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) { allReduceSum(buffer) }
+    public func progressSums() {}
+    public func completeSums() {}
 
     public func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {
         allReduceSum(buffer)
@@ -77,6 +91,7 @@ public final class SingleProcess: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public var ranksOnNode: Int { 1 }
+    public var compressesAcrossNodes = false
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {}
     public func allReduceSum(_ values: [Double]) -> [Double] { values }
     public func allReduceMax(_ values: [Double]) -> [Double] { values }

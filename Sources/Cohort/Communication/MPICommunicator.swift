@@ -10,6 +10,17 @@ public final class MPICommunicator: Communicator {
     private let world: MPI_Comm
     private var reductions: [NodeSharedReduction] = []
     private var states: [NodeSharedState] = []
+    public var compressesAcrossNodes = false {
+        didSet { reductions.forEach { $0.compressesAcrossNodes = compressesAcrossNodes } }
+    }
+    /// Whether every rank of the job is alone on its node (so the whole sum crosses between nodes).
+    private let everyRankAlone: Bool
+    private struct PendingSum {
+        var request: MPI_Request?
+        let buffer: UnsafeMutableBufferPointer<Float>
+        let compressed: UnsafeMutableBufferPointer<UInt16>?
+    }
+    private var pending: [PendingSum] = []
 
     public init() {
         Self.chooseTransportWithoutFabric()
@@ -30,6 +41,9 @@ public final class MPICommunicator: Communicator {
             MPI_Comm_free(&node)
         }
         ranksOnNode = Int(nodeSize)
+        var largestNode = nodeSize
+        MPI_Allreduce(cohort_mpi_in_place(), &largestNode, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
+        everyRankAlone = largestNode == 1
     }
 
     /// Without a high-speed fabric OpenMPI can only use its ob1 layer (shared memory, TCP), but
@@ -63,12 +77,13 @@ public final class MPICommunicator: Communicator {
 
     public func makeReductionBuffer(count: Int) -> ReductionBuffer? {
         guard size > 1, let reduction = NodeSharedReduction.make(world: world, count: count) else { return nil }
+        reduction.compressesAcrossNodes = compressesAcrossNodes
         reductions.append(reduction)
         return ReductionBuffer(buffer: reduction.gradients, description: reduction.description)
     }
 
     public func makeSharedState(count: Int, arrays: Int) -> SharedState? {
-        guard size > 1, let state = NodeSharedState.make(world: world, count: count, arrays: arrays) else { return nil }
+        guard size > 1, !everyRankAlone, let state = NodeSharedState.make(world: world, count: count, arrays: arrays) else { return nil }
         states.append(state)
         return SharedState(arrays: state.arrays, ownSlice: state.ownSlice, ranksPerNode: state.ranksPerNode, synchronize: state.synchronize)
     }
@@ -87,8 +102,46 @@ public final class MPICommunicator: Communicator {
         if let reduction = reductions.first(where: { $0.gradients.baseAddress == buffer.baseAddress && $0.gradients.count == buffer.count }) {
             return reduction.allReduceSum()
         }
+        if compressesAcrossNodes && everyRankAlone {
+            startSum(buffer)
+            completeSums()
+            return nil
+        }
         MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(), world)
         return nil
+    }
+
+    public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
+        guard size > 1, buffer.count > 0 else { return }
+        var sum = PendingSum(request: cohort_mpi_request_null(), buffer: buffer,
+                             compressed: compressesAcrossNodes && everyRankAlone ? .allocate(capacity: buffer.count) : nil)
+        if let compressed = sum.compressed {
+            cohort_float_to_bf16(buffer.baseAddress, compressed.baseAddress, buffer.count)
+            MPI_Iallreduce(cohort_mpi_in_place(), compressed.baseAddress, Int32(buffer.count), cohort_mpi_uint16(),
+                           cohort_mpi_bf16_sum(), world, &sum.request)
+        } else {
+            MPI_Iallreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(),
+                           world, &sum.request)
+        }
+        pending.append(sum)
+    }
+
+    public func progressSums() {
+        for index in pending.indices where pending[index].request != cohort_mpi_request_null() {
+            var done: Int32 = 0
+            MPI_Test(&pending[index].request, &done, cohort_mpi_status_ignore())
+        }
+    }
+
+    public func completeSums() {
+        for index in pending.indices {
+            MPI_Wait(&pending[index].request, cohort_mpi_status_ignore())
+            if let compressed = pending[index].compressed {
+                cohort_bf16_to_float(compressed.baseAddress, pending[index].buffer.baseAddress, compressed.count)
+                compressed.deallocate()
+            }
+        }
+        pending = []
     }
 
     public func allReduceSum(_ values: [Double]) -> [Double] { allReduce(values, cohort_mpi_sum()) }

@@ -32,6 +32,9 @@ final class NodeSharedReduction {
     private let ownSlice: [UnsafeMutablePointer<Float>?]
     private let peerSlices: [UnsafeMutablePointer<Float>?]
     private let everySlice: [UnsafeMutablePointer<Float>?]
+    /// The across-nodes step sends bfloat16 (`training.compress: bf16`).
+    var compressesAcrossNodes = false
+    private lazy var compressed = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: slices[nodeRank].count)
 
     /// Collective over `world`; nil (on every rank alike) where the ranks cannot share memory.
     static func make(world: MPI_Comm, count: Int) -> NodeSharedReduction? {
@@ -128,7 +131,13 @@ final class NodeSharedReduction {
         if let across {
             _ = sum(into: ownSlice)
             let slice = gradients.baseAddress! + mine.lowerBound
-            MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(mine.count), cohort_mpi_float(), cohort_mpi_sum(), across)
+            if compressesAcrossNodes {
+                cohort_float_to_bf16(slice, compressed.baseAddress, mine.count)
+                MPI_Allreduce(cohort_mpi_in_place(), compressed.baseAddress, Int32(mine.count), cohort_mpi_uint16(), cohort_mpi_bf16_sum(), across)
+                cohort_bf16_to_float(compressed.baseAddress, slice, mine.count)
+            } else {
+                MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(mine.count), cohort_mpi_float(), cohort_mpi_sum(), across)
+            }
             for case let target? in peerSlices { memcpy(target, slice, mine.count * MemoryLayout<Float>.stride) }
             finite = cohort_all_finite(slice, mine.count) != 0
         } else {

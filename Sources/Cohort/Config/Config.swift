@@ -64,6 +64,12 @@ public struct TrainingConfig: Equatable, Sendable {
     public var accumulateSteps: Int = 1
     /// Where the parameters and optimizer state live: a copy per rank, or one per node.
     public var state: StateMode = .nodeShared
+    /// Start summing each bucket of gradients as soon as backward has finished it (`MPI_Iallreduce`).
+    public var overlapAllReduce: Bool = false
+    /// Megabytes of gradients per bucket of the overlapped all-reduce.
+    public var bucketMegabytes: Double = 4
+    /// What gradient sums between nodes travel as.
+    public var compress: GradientCompression = .none
     /// Seconds a step's collectives may take before the job is ended as stalled (0: off).
     public var stallTimeout: Double = 300
     /// Rows each rank takes per optimizer step.
@@ -71,10 +77,12 @@ public struct TrainingConfig: Equatable, Sendable {
 
     public init(epochs: Int = 1, batchSize: Int = 64, evalBatchSize: Int? = nil, maxSteps: Int? = nil, logEvery: Int = 0,
                 onNonFinite: NonFinitePolicy = .stop, timingBarrier: Bool = false, allReduce: AllReduceMethod = .auto,
-                accumulateSteps: Int = 1, state: StateMode = .nodeShared, stallTimeout: Double = 300) {
+                accumulateSteps: Int = 1, state: StateMode = .nodeShared, overlapAllReduce: Bool = false,
+                bucketMegabytes: Double = 4, compress: GradientCompression = .none, stallTimeout: Double = 300) {
         (self.epochs, self.batchSize, self.evalBatchSize, self.maxSteps) = (epochs, batchSize, evalBatchSize ?? batchSize, maxSteps)
         (self.logEvery, self.onNonFinite, self.timingBarrier, self.allReduce) = (logEvery, onNonFinite, timingBarrier, allReduce)
         (self.accumulateSteps, self.state, self.stallTimeout) = (accumulateSteps, state, stallTimeout)
+        (self.overlapAllReduce, self.bucketMegabytes, self.compress) = (overlapAllReduce, bucketMegabytes, compress)
     }
 }
 
@@ -93,6 +101,13 @@ public enum StateMode: String, Sendable {
     case replicated
     /// One copy per node in shared memory; each rank of a node updates its slice of it.
     case nodeShared = "node_shared"
+}
+
+/// What gradient sums between nodes travel as.
+public enum GradientCompression: String, Sendable {
+    case none
+    /// bfloat16: half the bytes, 8 bits of mantissa; each partial sum rounded to it.
+    case bf16
 }
 
 /// What a non-finite loss or gradient does to a run.
@@ -249,6 +264,9 @@ extension TrainConfig {
             allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!,
             accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536),
             state: StateMode(rawValue: try trainingMap.choice("state", ["replicated", "node_shared"], default: "node_shared"))!,
+            overlapAllReduce: try trainingMap.bool("overlap_all_reduce", default: false),
+            bucketMegabytes: try trainingMap.double("bucket_mb", default: 4, range: 0.001...1e6),
+            compress: GradientCompression(rawValue: try trainingMap.choice("compress", ["none", "bf16"], default: "none"))!,
             stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7)
         )
         try trainingMap.finish()

@@ -62,8 +62,17 @@ public final class Model {
     /// returns dL/d(input) (not computed when the first layer is a Dense or Conv2D, unless
     /// `computeInputGradient()` was called).
     @discardableResult
-    public func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        stack.backward(outputGradient: outputGradient, batch: batch)
+    /// `finished(i)` runs after layer i's backward (last layer first): from then on no later
+    /// call writes the gradients of layers i and above (an overlapped all-reduce starts them).
+    public func backward(outputGradient: UnsafePointer<Float>, batch: Int,
+                         finished: ((Int) -> Void)? = nil) -> UnsafePointer<Float> {
+        stack.backward(outputGradient: outputGradient, batch: batch, finished: finished)
+    }
+
+    /// Where each top-level layer's parameters begin in the flat gradient buffer (its nested
+    /// layers' included), nil for a layer without any.
+    public var parameterStarts: [Int?] {
+        layers.map { layer in parameters.entries.filter { $0.name.hasPrefix(layer.name + "/") }.map(\.offset).min() }
     }
 
     /// Makes `backward` return a true dL/d(input) (gradient checks of the input).
@@ -148,10 +157,11 @@ final class LayerStack {
     /// The first layer backward reaches: layers before it (frozen ones) get no gradients.
     var backwardStart = 0
 
-    func backward(outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+    func backward(outputGradient: UnsafePointer<Float>, batch: Int, finished: ((Int) -> Void)? = nil) -> UnsafePointer<Float> {
         var gradient = outputGradient
         for index in layers.indices.reversed() where index >= backwardStart {
             gradient = layers[index].timedBackward(inputs[index], outputGradient: gradient, batch: batch)
+            finished?(index)
         }
         return gradient
     }

@@ -147,6 +147,7 @@ public final class Trainer {
     /// Then, with `training.all_reduce: auto`, the gradients move into memory the communicator
     /// sums fastest (on a node: a shared-memory window), also collectively.
     public func synchronizeInitialState() {
+        communicator.compressesAcrossNodes = config.training.compress == .bf16
         communicator.broadcast(model.parameters.values, root: 0)
         communicator.broadcast(model.parameters.buffers, root: 0)
         if let trainableSpans {
@@ -155,6 +156,12 @@ public final class Trainer {
             model.parameters.placeGradients(in: shared.buffer)
             gradientAllReduce = shared.description
         }
+        if config.training.overlapAllReduce, communicator.size > 1, trainableSpans == nil, gradientAllReduce == "MPI_Allreduce", fault == nil {
+            overlap = OverlapPlan(starts: model.parameterStarts, count: model.parameters.count,
+                                  bucket: max(1, Int(config.training.bucketMegabytes * 1e6) / MemoryLayout<Float>.stride))
+            gradientAllReduce = "MPI_Iallreduce of \(overlap!.buckets.count) buckets started during backward"
+        }
+        if config.training.compress == .bf16 { gradientAllReduce += ", bfloat16 between nodes" }
         if config.training.state == .nodeShared,
            let shared = communicator.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
             model.parameters.placeValues(in: shared.arrays[0], copying: shared.ownSlice)
@@ -162,6 +169,49 @@ public final class Trainer {
             shared.synchronize()
             sharedState = shared
         }
+    }
+
+    /// The buckets of an overlapped all-reduce (`training.overlap_all_reduce`), in the order
+    /// they are started: from the end of the flat gradient buffer (the last layers, whose
+    /// backward ends first) to its start. Bucket bounds fall between layers, so they depend on
+    /// the model alone and every rank starts the same collectives in the same order.
+    struct OverlapPlan {
+        let buckets: [Range<Int>]
+        /// After top-level layer i's backward, gradients from `finalFrom[i]` on are final.
+        let finalFrom: [Int]
+        var started = 0
+
+        init(starts: [Int?], count: Int, bucket: Int) {
+            var buckets: [Range<Int>] = []
+            var high = count
+            var floor = count
+            var finalFrom = [Int](repeating: count, count: starts.count)
+            for index in starts.indices.reversed() {
+                if let start = starts[index] { floor = min(floor, start) }
+                finalFrom[index] = floor
+                if high - floor >= bucket {
+                    buckets.append(floor..<high)
+                    high = floor
+                }
+            }
+            if high > 0 { buckets.append(0..<high) }
+            (self.buckets, self.finalFrom) = (buckets, finalFrom)
+        }
+    }
+    private var overlap: OverlapPlan?
+
+    /// Starts every bucket that is final after layer `index`'s backward; lets the others advance.
+    private func startFinishedBuckets(after index: Int) {
+        guard var plan = overlap else { return }
+        let gradients = model.parameters.gradients
+        var started = false
+        while plan.started < plan.buckets.count, plan.buckets[plan.started].lowerBound >= plan.finalFrom[index] {
+            communicator.startSum(UnsafeMutableBufferPointer(rebasing: gradients[plan.buckets[plan.started]]))
+            plan.started += 1
+            started = true
+        }
+        if !started { communicator.progressSums() }
+        overlap = plan
     }
 
     /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
@@ -474,7 +524,9 @@ public final class Trainer {
             epochTotals.correct += Double(totals.correct)
             epochTotals.rows += Double(rows * positions)
             lossSum += totals.lossSum
-            model.backward(outputGradient: logitGradient, batch: rows)
+            let last = first + config.training.batchSize >= batch.count
+            model.backward(outputGradient: logitGradient, batch: rows,
+                           finished: last && overlap != nil ? { [unowned self] in self.startFinishedBuckets(after: $0) } : nil)
         }
         return lossSum
     }
@@ -504,7 +556,18 @@ public final class Trainer {
             barrierSeconds += seconds(since: barrierStart)
         }
         let started = monotonicNanoseconds()
-        let finite = communicator.allReduceSumCheckingFinite(model.parameters.gradients)
+        let finite: Bool
+        if var plan = overlap {
+            // Buckets backward did not start (all of them on a rank without rows this step).
+            let gradients = model.parameters.gradients
+            for bucket in plan.buckets[plan.started...] { communicator.startSum(UnsafeMutableBufferPointer(rebasing: gradients[bucket])) }
+            communicator.completeSums()
+            plan.started = 0
+            overlap = plan
+            finite = cohort_all_finite(gradients.baseAddress, gradients.count) != 0
+        } else {
+            finite = communicator.allReduceSumCheckingFinite(model.parameters.gradients)
+        }
         let elapsed = seconds(since: started)
         allReduceSeconds += elapsed
         allReduceCalls += 1
