@@ -101,8 +101,10 @@ struct Train: ParsableCommand {
         let reduce = communicator.allReduceMax([trainer.allReduceSeconds / steps])[0]
         // Per-rank step phases in ms, to see a straggler: compute (forward, loss, backward),
         // the optimizer update, and the all-reduce (with the barrier wait when timing_barrier is on).
+        let split = communicator.reductionPhaseSeconds
         let perStep = [trainer.computeSeconds / steps, trainer.updateSeconds / steps, trainer.allReduceSeconds / steps,
-                       median(trainer.allReduceTimes), trainer.barrierSeconds / steps]
+                       median(trainer.allReduceTimes), trainer.barrierSeconds / steps,
+                       (split?.wait ?? 0) / steps, (split?.node ?? 0) / steps, (split?.across ?? 0) / steps]
         let phases = communicator.gather(perStep.map { ($0 * 1e3).bitPattern }, root: 0).map { $0.map(Double.init(bitPattern:)) }
         if communicator.isRoot {
             if let seconds = trainer.lastCheckpointSeconds {
@@ -120,6 +122,9 @@ struct Train: ParsableCommand {
                     line += " (median \(column(3)), after a barrier that waited \(column(4)))"
                 } else if communicator.size > 1 {
                     line += " (including the wait for the slowest rank)"
+                }
+                if split != nil {
+                    line += "; of which waiting for the node's ranks \(column(5)), summing within the node \(column(6)), across nodes \(column(7))"
                 }
                 printLine(line)
             }

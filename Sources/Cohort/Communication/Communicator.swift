@@ -26,6 +26,9 @@ public protocol Communicator: AnyObject {
     /// the across-nodes step of a node-shared sum, or the whole sum when every rank is alone on
     /// its node. Sums within a node are never compressed.
     var compressesAcrossNodes: Bool { get set }
+    /// Seconds the node shared-memory gradient sums spent waiting for the node's ranks, summing
+    /// within the node, and all-reducing across nodes; nil when there is no such sum.
+    var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { get }
     /// In place: every rank ends with root's bytes.
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)
     /// Root receives every rank's words (rank order); other ranks receive [].
@@ -65,6 +68,7 @@ extension Communicator {
     public func makeSharedState(count: Int, arrays: Int) -> SharedState? { nil }
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) { allReduceSum(buffer) }
     public func progressSums() {}
+    public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { nil }
     public func completeSums() {}
 
     public func allReduceSumCheckingFinite(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {

@@ -111,6 +111,8 @@ public final class MPICommunicator: Communicator {
         return nil
     }
 
+    public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { reductions.first?.phaseSeconds }
+
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard size > 1, buffer.count > 0 else { return }
         var sum = PendingSum(request: cohort_mpi_request_null(), buffer: buffer,

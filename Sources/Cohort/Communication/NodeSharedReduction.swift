@@ -32,6 +32,9 @@ final class NodeSharedReduction {
     private let ownSlice: [UnsafeMutablePointer<Float>?]
     private let peerSlices: [UnsafeMutablePointer<Float>?]
     private let everySlice: [UnsafeMutablePointer<Float>?]
+    /// Seconds spent so far in each phase: waiting for the node's ranks to arrive, summing
+    /// within the node (and handing the sums back), and the all-reduce across nodes.
+    private(set) var phaseSeconds: (wait: Double, node: Double, across: Double) = (0, 0, 0)
     /// The across-nodes step sends bfloat16 (`training.compress: bf16`).
     var compressesAcrossNodes = false
     private lazy var compressed = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: slices[nodeRank].count)
@@ -125,12 +128,17 @@ final class NodeSharedReduction {
     /// Returns whether this rank's slice of the sum is finite: the slices of the node's ranks
     /// cover the buffer.
     func allReduceSum() -> Bool {
+        let arrived = monotonicNanoseconds()
         synchronizeNode()  // every rank of the node has written its gradients
+        let summing = monotonicNanoseconds()
+        phaseSeconds.wait += Double(summing - arrived) / 1e9
+        defer { phaseSeconds.node += seconds(since: summing) }
         let mine = slices[nodeRank]
         let finite: Bool
         if let across {
             _ = sum(into: ownSlice)
             let slice = gradients.baseAddress! + mine.lowerBound
+            let crossing = monotonicNanoseconds()
             if compressesAcrossNodes {
                 cohort_float_to_bf16(slice, compressed.baseAddress, mine.count)
                 MPI_Allreduce(cohort_mpi_in_place(), compressed.baseAddress, Int32(mine.count), cohort_mpi_uint16(), cohort_mpi_bf16_sum(), across)
@@ -138,6 +146,8 @@ final class NodeSharedReduction {
             } else {
                 MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(mine.count), cohort_mpi_float(), cohort_mpi_sum(), across)
             }
+            let crossed = seconds(since: crossing)
+            (phaseSeconds.across, phaseSeconds.node) = (phaseSeconds.across + crossed, phaseSeconds.node - crossed)
             for case let target? in peerSlices { memcpy(target, slice, mine.count * MemoryLayout<Float>.stride) }
             finite = cohort_all_finite(slice, mine.count) != 0
         } else {

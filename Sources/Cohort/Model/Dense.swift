@@ -104,8 +104,15 @@ public final class Dense: Layer, InputGradientOptional {
             let b = parameters.values(of: bias)
             for row in 0..<rows { (output.pointer + row * Int(outCount)).update(from: b, count: Int(outCount)) }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
-                    1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
+        if rows == 1 {
+            // One row (generation, a token at a time): a matrix-vector product. OpenBLAS's GEMM
+            // would first pack all of W, which costs as much as the product itself.
+            cblas_sgemv(CblasRowMajor, CblasTrans, inCount, outCount, 1, parameters.values(of: weight), outCount,
+                        input, 1, bias == nil ? 0 : 1, output.pointer, 1)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
+                        1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
+        }
         if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
         return UnsafePointer(output.pointer)
     }

@@ -71,8 +71,13 @@ public final class TiedHead: Layer, InputGradientOptional {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (width, vocabulary) = (embedding.dimension, embedding.vocabulary)
         let rows = batch * inputSize / width
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vocabulary), Int32(width),
-                    1, input, Int32(width), embedding.parameters.values(of: embedding.weight), Int32(width), 0, output.pointer, Int32(vocabulary))
+        let table = embedding.parameters.values(of: embedding.weight)
+        if rows == 1 {  // generation: logits = E·x without packing E (see Dense.forward)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(vocabulary), Int32(width), 1, table, Int32(width), input, 1, 0, output.pointer, 1)
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vocabulary), Int32(width),
+                        1, input, Int32(width), table, Int32(width), 0, output.pointer, Int32(vocabulary))
+        }
         return UnsafePointer(output.pointer)
     }
 
