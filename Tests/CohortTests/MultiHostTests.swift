@@ -159,6 +159,16 @@ final class MultiHostTests: XCTestCase {
         XCTAssertEqual(fourRanks.status, 0, fourRanks.output + fourRanks.error)
         XCTAssertTrue(fourRanks.output.contains("node shared memory, 2 ranks per node × 2 nodes, MPI_Allreduce across nodes, bfloat16 between nodes; model state once per node (2 ranks"),
                       fourRanks.output)
+        XCTAssertTrue(fourRanks.output.contains("of which waiting for the node's ranks"), fourRanks.output)
+
+        // One copy of the model state per host equals a copy per rank, bit for bit, across hosts too.
+        let shared = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "train"] + (try w1Config("shared-2x2"))
+                               + ["--set", "training.state=node_shared"], slotsPerHost: 2)
+        XCTAssertEqual(shared.status, 0, shared.output + shared.error)
+        let replicated = try shell([hostsScript, "mpirun", "-np", "4", cohortExecutable(), "train"] + (try w1Config("replicated-2x2"))
+                                   + ["--set", "training.state=replicated"], slotsPerHost: 2)
+        XCTAssertEqual(replicated.status, 0, replicated.output + replicated.error)
+        XCTAssertTrue(try parameters("shared-2x2") == parameters("replicated-2x2"), "node_shared differs from replicated across hosts")
     }
 
     /// A 2-host training job started in the background, its step lines in NAME.out; returns once
