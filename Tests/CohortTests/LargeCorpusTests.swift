@@ -13,10 +13,15 @@ final class LargeCorpusTests: XCTestCase {
 
     override func setUpWithError() throws {
         guard geteuid() == 0 else { throw XCTSkip("the memory cap needs root for a cgroup") }
-        guard FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-                || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
-                || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/unified/cgroup.controllers") else {
-            throw XCTSkip("no cgroup memory controller here")
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: capScript)
+        probe.arguments = ["--check"]
+        let reason = Pipe()
+        probe.standardError = reason
+        try probe.run()
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else {
+            throw XCTSkip(String(decoding: reason.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         }
         directory = try temporaryDirectory(self)
     }

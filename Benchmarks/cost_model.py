@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Step time and memory per node of Cohort's data parallelism at cluster scale, from figures
+measured on this machine (2 cores, simulated hosts over veth pairs shaped with tc).
+
+    python3 Benchmarks/cost_model.py > /tmp/table.md
+
+Every input below names the command that measured it (Benchmarks/RESULTS-sequence.md has the
+runs). The model, per optimizer step on n nodes x r ranks per node:
+
+  compute       C: forward, loss and backward of one rank's micro-batches (measured, 1 thread)
+                plus the optimizer update (measured; divided by r with node_shared)
+  node sum      every rank sums its 1/r slice out of the node's r gradient segments and writes
+                the sum back: 8N bytes of memory traffic per rank, at the per-core memory
+                bandwidth measured here (b_core), so the time does not grow with r
+  across nodes  the r ranks of a node all-reduce their slices with the other nodes' (a ring):
+                2(n-1) alpha + 2(n-1)/n * gradient bytes / beta, the r slices sharing the
+                node's link; gradient bytes = 4N (2N with compress: bf16)
+  overlap       none: the node shared-memory sum starts after backward (Cohort overlaps only
+                the plain MPI_Allreduce path, one rank per node)
+
+Memory per node for model state (parameters, gradients, AdamW moments, weight-decay mask):
+  replicated   r x 20N bytes;  node_shared   16N + 4N r bytes (one gradient buffer per rank).
+"""
+
+# Link figures: `launch/netns-hosts.sh up 2 [--rate 1gbit]`, then
+# `launch/netns-hosts.sh mpirun -np 2 $PWD/.build/release/cohort check-mpi --repeats 20`:
+# alpha from the 4 KiB all-reduce (time / 2 messages), beta from the 16 MiB one's bus bandwidth.
+LINKS = {
+    "1 Gbit/s": dict(alpha=None, beta=None),
+    "unshaped veth (~8 Gbit/s)": dict(alpha=None, beta=None),
+}
+
+# Per-core memory bandwidth of the node sum: W7 on 2 ranks of one node, "summing within the
+# node" per step from the run's last lines, 8N bytes per rank.
+NODE_SUM = dict(parameters=10_770_048, seconds=None)
+
+# Per-rank figures at 1 thread, batch as shipped (measured in this session, see RESULTS-sequence.md).
+WORKLOADS = {
+    # name: parameters, compute seconds per step per rank, update seconds per step (replicated, 1 rank)
+    "W2": dict(parameters=None, compute=None, update=None, unit="samples", per_step=64),
+    "W6": dict(parameters=809_600, compute=None, update=None, unit="tokens", per_step=12 * 64),
+    "W7": dict(parameters=10_770_048, compute=None, update=None, unit="tokens", per_step=8 * 256),
+    "gpt-100m": dict(parameters=85_449_216, compute=None, update=None, unit="tokens", per_step=8 * 256),
+}
+
+NODES = [8, 64, 512]
+RANKS_PER_NODE = 64
+
+
+def step_time(workload, nodes, link, compress):
+    w, l = WORKLOADS[workload], LINKS[link]
+    n = w["parameters"]
+    b_core = 8 * NODE_SUM["parameters"] / NODE_SUM["seconds"]
+    node_sum = 8 * n / b_core
+    gradient_bytes = (2 if compress else 4) * n
+    across = 2 * (nodes - 1) * l["alpha"] + 2 * (nodes - 1) / nodes * gradient_bytes / l["beta"]
+    compute = w["compute"] + w["update"] / RANKS_PER_NODE
+    return compute, node_sum, across
+
+
+def main():
+    missing = [name for name, link in LINKS.items() if None in link.values()] + \
+              [name for name, w in WORKLOADS.items() if None in w.values()] + (["node sum"] if NODE_SUM["seconds"] is None else [])
+    if missing:
+        raise SystemExit(f"cost_model: measure these first: {', '.join(missing)}")
+    print(f"| workload | nodes × {RANKS_PER_NODE} ranks | link | compute ms | node sum ms | across nodes ms (fp32 / bf16) | "
+          "step ms (fp32 / bf16) | communication share (fp32 / bf16) | global batch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for workload, w in WORKLOADS.items():
+        for nodes in NODES:
+            for link in LINKS:
+                compute, node_sum, across = step_time(workload, nodes, link, False)
+                _, _, across16 = step_time(workload, nodes, link, True)
+                step, step16 = compute + node_sum + across, compute + node_sum + across16
+                print(f"| {workload} | {nodes} | {link} | {compute * 1e3:.1f} | {node_sum * 1e3:.2f} | "
+                      f"{across * 1e3:.1f} / {across16 * 1e3:.1f} | {step * 1e3:.1f} / {step16 * 1e3:.1f} | "
+                      f"{(node_sum + across) / step:.0%} / {(node_sum + across16) / step16:.0%} | "
+                      f"{nodes * RANKS_PER_NODE * w['per_step']:,} {w['unit']} |")
+    print()
+    print(f"| workload | parameters | model state per node, replicated ({RANKS_PER_NODE} ranks) | node_shared | ratio |")
+    print("|---|---|---|---|---|")
+    for workload, w in WORKLOADS.items():
+        n, r = w["parameters"], RANKS_PER_NODE
+        replicated, shared = r * 20 * n, 16 * n + 4 * n * r
+        print(f"| {workload} | {n:,} | {replicated / 1e9:.2f} GB | {shared / 1e9:.2f} GB | {shared / replicated:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
