@@ -34,6 +34,7 @@ public final class Model {
             throw CohortError("the model needs \(MemoryBudget.describe(budget.reserved)) (layer buffers for batches of \(maxBatch) rows \(MemoryBudget.describe(budget.layerBytes)), parameters with their gradients and optimizer state \(MemoryBudget.describe(budget.stateBytes))); this process may use \(MemoryBudget.describe(budget.limit)); lower training.batch_size, training.eval_batch_size or the layer sizes")
         }
         builder.finish()
+        layerBufferBytes = budget.layerBytes
         // The first layer with parameters needs no input gradient when only shape-only layers precede it.
         for layer in stack.layers {
             if let optional = layer as? InputGradientOptional {
@@ -84,13 +85,17 @@ public final class Model {
     public var randomizedLayers: [RandomizedLayer] { stack.allLayers.compactMap { $0 as? RandomizedLayer } }
 
     /// A one-line-per-layer description, printed at the start of training.
+    /// Bytes of every layer's buffers (activations kept for backward, gradients, scratch),
+    /// sized for the largest batch.
+    public private(set) var layerBufferBytes = 0
+
     public func summary() -> String {
         var lines = ["input \(inputShape)"]
         for layer in layers {
             let count = parameters.entries.filter { $0.name.hasPrefix(layer.name + "/") }.reduce(0) { $0 + $1.count }
             lines.append("\((layer.name + layer.summaryTag).padding(toLength: 20, withPad: " ", startingAt: 0)) -> \(layer.outputShape)\(count > 0 ? "  \(count) parameters" : "")")
         }
-        lines.append("total \(parameters.count) parameters")
+        lines.append("total \(parameters.count) parameters; layer buffers \(String(format: "%.1f", Double(layerBufferBytes) / 1e6)) MB for batches of \(maxBatch) rows")
         return lines.joined(separator: "\n")
     }
 }
