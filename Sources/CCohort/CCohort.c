@@ -1,3 +1,5 @@
+#define _GNU_SOURCE
+#include <sched.h>
 // The wrappers live in include/CCohort.h; this file gives SwiftPM a source to compile.
 #include "CCohort.h"
 #include <string.h>
@@ -37,4 +39,12 @@ MPI_Op cohort_mpi_bf16_sum(void) {
     static MPI_Op op = MPI_OP_NULL;
     if (op == MPI_OP_NULL) MPI_Op_create(cohort_bf16_sum_function, 1, &op);
     return op;
+}
+
+int cohort_bound_cores(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int count = CPU_COUNT(&set);
+    return count > 0 ? count : 1;
 }

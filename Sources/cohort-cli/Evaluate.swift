@@ -27,6 +27,7 @@ struct Evaluate: ParsableCommand {
     var batchSize: Int = 500
 
     func run() throws {
+        LayerThreads.use(LayerThreads.boundCores())
         let communicator = MPICommunicator()
         let outcome: Result<(ClassificationReport, String?), CohortError>
         do {
@@ -119,6 +120,7 @@ struct Predict: ParsableCommand {
     var batchSize: Int = 500
 
     func run() throws {
+        LayerThreads.use(LayerThreads.boundCores())
         reportingErrors {
             try refuseOutput(out, namingAnyOf: [checkpoint, data])
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())

@@ -40,6 +40,7 @@ struct Generate: ParsableCommand {
     var data: String?
 
     func run() throws {
+        LayerThreads.use(LayerThreads.boundCores())
         reportingErrors {
             guard tokens >= 0 else { throw CohortError("--tokens must be 0 or more") }
             guard temperature >= 0, temperature.isFinite else { throw CohortError("--temperature must be 0 or more") }

@@ -26,6 +26,7 @@ struct Profile: ParsableCommand {
     var overrides: [String] = []
 
     func run() throws {
+        LayerThreads.use(LayerThreads.boundCores())
         reportingErrors {
             let trainConfig = try TrainConfig.load(path: config, overrides: overrides)
             let batchSize = batch ?? trainConfig.training.batchSize

@@ -29,6 +29,8 @@ static inline MPI_Datatype cohort_mpi_uint16(void) { return MPI_UINT16_T; }
 static inline MPI_Status *cohort_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 
+/// CPUs this process may run on (its affinity mask), at least 1.
+int cohort_bound_cores(void);
 /// bfloat16 (the top 16 bits of a float32), rounded to nearest even; NaN stays NaN.
 void cohort_float_to_bf16(const float *restrict x, uint16_t *restrict y, long n);
 void cohort_bf16_to_float(const uint16_t *restrict x, float *restrict y, long n);

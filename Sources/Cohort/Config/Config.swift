@@ -70,6 +70,8 @@ public struct TrainingConfig: Equatable, Sendable {
     public var bucketMegabytes: Double = 4
     /// What gradient sums between nodes travel as.
     public var compress: GradientCompression = .none
+    /// Threads of this rank for layer work (nil: the cores the rank is bound to).
+    public var threads: Int? = nil
     /// Seconds a step's collectives may take before the job is ended as stalled (0: off).
     public var stallTimeout: Double = 300
     /// Rows each rank takes per optimizer step.
@@ -78,11 +80,11 @@ public struct TrainingConfig: Equatable, Sendable {
     public init(epochs: Int = 1, batchSize: Int = 64, evalBatchSize: Int? = nil, maxSteps: Int? = nil, logEvery: Int = 0,
                 onNonFinite: NonFinitePolicy = .stop, timingBarrier: Bool = false, allReduce: AllReduceMethod = .auto,
                 accumulateSteps: Int = 1, state: StateMode = .nodeShared, overlapAllReduce: Bool = false,
-                bucketMegabytes: Double = 4, compress: GradientCompression = .none, stallTimeout: Double = 300) {
+                bucketMegabytes: Double = 4, compress: GradientCompression = .none, threads: Int? = nil, stallTimeout: Double = 300) {
         (self.epochs, self.batchSize, self.evalBatchSize, self.maxSteps) = (epochs, batchSize, evalBatchSize ?? batchSize, maxSteps)
         (self.logEvery, self.onNonFinite, self.timingBarrier, self.allReduce) = (logEvery, onNonFinite, timingBarrier, allReduce)
         (self.accumulateSteps, self.state, self.stallTimeout) = (accumulateSteps, state, stallTimeout)
-        (self.overlapAllReduce, self.bucketMegabytes, self.compress) = (overlapAllReduce, bucketMegabytes, compress)
+        (self.overlapAllReduce, self.bucketMegabytes, self.compress, self.threads) = (overlapAllReduce, bucketMegabytes, compress, threads)
     }
 }
 
@@ -267,6 +269,10 @@ extension TrainConfig {
             overlapAllReduce: try trainingMap.bool("overlap_all_reduce", default: false),
             bucketMegabytes: try trainingMap.double("bucket_mb", default: 4, range: 0.001...1e6),
             compress: GradientCompression(rawValue: try trainingMap.choice("compress", ["none", "bf16"], default: "none"))!,
+            threads: try trainingMap.int("threads").map { threads in
+                guard (1...1024).contains(threads) else { throw trainingMap.error("threads", "must be in 1...1024, got \(threads)") }
+                return threads
+            },
             stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7)
         )
         try trainingMap.finish()

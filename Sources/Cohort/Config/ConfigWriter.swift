@@ -49,6 +49,7 @@ extension TrainConfig {
                             "state": training.state.rawValue, "overlap_all_reduce": "\(training.overlapAllReduce)",
                             "bucket_mb": "\(training.bucketMegabytes)", "compress": training.compress.rawValue, "stall_timeout": "\(training.stallTimeout)"]
         trainingKeys["max_steps"] = training.maxSteps.map { "\($0)" }
+        trainingKeys["threads"] = training.threads.map { "\($0)" }
         lines.append("training:")
         lines += section(trainingKeys)
         lines.append("checkpoint:")

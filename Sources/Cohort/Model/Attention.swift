@@ -105,7 +105,7 @@ public final class Attention: Layer {
                       generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
         probabilities = Workspace(maxBatch * heads * length * length)
         probabilityGradient = Workspace(maxBatch * heads * length * length)
-        scoreGradient = Workspace(length * length)
+        scoreGradient = Workspace(LayerThreads.count * length * length)
         headOutputs = Workspace(maxBatch * length * width)
         qkvGradient = Workspace(maxBatch * length * 3 * width)
         cacheScores = Workspace(length == 1 ? 1 << 16 : 1)
@@ -125,27 +125,28 @@ public final class Attention: Layer {
         return outputDropout?.timedForward(out, batch: batch, training: training) ?? out
     }
 
+    /// Each (row, head) pair is one part on `LayerThreads` (its products single-threaded).
     private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
         let (T, C, D) = (length, width, width / heads)
         let scale = 1 / Float(D).squareRoot()
-        for b in 0..<batch {
-            for h in 0..<heads {
-                let base = projected + b * T * 3 * C
-                let scores = probabilities.pointer + (b * heads + h) * T * T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
-                            scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
-                for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
-            }
+        let (heads, probabilities) = (heads, probabilities.pointer)
+        LayerThreads.run(parts: batch * heads) { pair, _ in
+            let (b, h) = (pair / heads, pair % heads)
+            let base = projected + b * T * 3 * C
+            let scores = probabilities + pair * T * T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                        scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
+            for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
         }
-        let used = weightDropout?.timedForward(probabilities.pointer, batch: batch, training: training) ?? UnsafePointer(probabilities.pointer)
+        let used = weightDropout?.timedForward(probabilities, batch: batch, training: training) ?? UnsafePointer(probabilities)
         usedProbabilities = used
-        for b in 0..<batch {
-            for h in 0..<heads {
-                let base = projected + b * T * 3 * C
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                            1, used + (b * heads + h) * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
-                            0, headOutputs.pointer + b * T * C + h * D, Int32(C))
-            }
+        let outputs = headOutputs.pointer
+        LayerThreads.run(parts: batch * heads) { pair, _ in
+            let (b, h) = (pair / heads, pair % heads)
+            let base = projected + b * T * 3 * C
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                        1, used + pair * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
+                        0, outputs + b * T * C + h * D, Int32(C))
         }
     }
 
@@ -178,41 +179,42 @@ public final class Attention: Layer {
         let dOut = outputDropout?.timedBackward(projectionOutput!, outputGradient: outputGradient, batch: batch) ?? outputGradient
         let dY = proj.timedBackward(headOutputs.pointer, outputGradient: dOut, batch: batch)
         let dQKV = qkvGradient.pointer
-        for b in 0..<batch {
-            for h in 0..<heads {
-                let base = projected + b * T * 3 * C
-                let dBase = dQKV + b * T * 3 * C
-                let offset = (b * heads + h) * T * T
-                // dP_used = dY_h · V_hᵀ;  dV_h = P_usedᵀ · dY_h
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
-                            1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0,
-                            probabilityGradient.pointer + offset, Int32(T))
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                            1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
-            }
+        let (heads, probabilities, probabilityGradient) = (heads, probabilities.pointer, probabilityGradient.pointer)
+        LayerThreads.run(parts: batch * heads) { pair, _ in
+            let (b, h) = (pair / heads, pair % heads)
+            let base = projected + b * T * 3 * C
+            let dBase = dQKV + b * T * 3 * C
+            let offset = pair * T * T
+            // dP_used = dY_h · V_hᵀ;  dV_h = P_usedᵀ · dY_h
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                        1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0,
+                        probabilityGradient + offset, Int32(T))
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                        1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
         }
-        let dP = weightDropout?.timedBackward(probabilities.pointer, outputGradient: probabilityGradient.pointer, batch: batch)
-            ?? UnsafePointer(probabilityGradient.pointer)
-        for b in 0..<batch {
-            for h in 0..<heads {
-                let base = projected + b * T * 3 * C
-                let dBase = dQKV + b * T * 3 * C
-                let offset = (b * heads + h) * T * T
-                let p = probabilities.pointer + offset
-                let dp = dP + offset
-                let dS = scoreGradient.pointer
-                for i in 0..<T {
-                    var dot: Float = 0
-                    for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
-                    for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
-                    for j in (i + 1)..<T { dS[i * T + j] = 0 }
-                }
-                // dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                            scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                            scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
+        let dP = weightDropout?.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
+            ?? UnsafePointer(probabilityGradient)
+        let (scratch, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
+        LayerThreads.run(parts: batch * heads) { pair, worker in
+            precondition(worker < workers, "attention scratch was sized for fewer threads")
+            let (b, h) = (pair / heads, pair % heads)
+            let base = projected + b * T * 3 * C
+            let dBase = dQKV + b * T * 3 * C
+            let offset = pair * T * T
+            let p = probabilities + offset
+            let dp = dP + offset
+            let dS = scratch + worker * T * T
+            for i in 0..<T {
+                var dot: Float = 0
+                for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
+                for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
+                for j in (i + 1)..<T { dS[i * T + j] = 0 }
             }
+            // dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                        scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                        scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
     }

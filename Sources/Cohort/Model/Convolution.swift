@@ -174,7 +174,7 @@ public final class Conv2D: Layer, InputGradientOptional {
             geometry.pack(input + first * inputSize, count: count, sampleSize: inputSize, into: packedChunk(first: first))
             geometry.im2col(packedChunk(first: first), count: count, columns.pointer)
             // Yt[K, P·S] = W[K, CKK] · cols[CKK, P·S]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(chunkPixels), Int32(patch),
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(chunkPixels), Int32(patch),
                         1, parameters.values(of: weight), Int32(patch), columns.pointer, Int32(chunkPixels), 0, transposed.pointer, Int32(chunkPixels))
             if pooled {
                 let (height, width, planeSize) = (outputShape[1], outputShape[2], outputShape[1] * outputShape[2])
@@ -227,11 +227,11 @@ public final class Conv2D: Layer, InputGradientOptional {
             }
             geometry.im2col(packedChunk(first: first), count: count, columns.pointer)
             // dW[K, CKK] += dYt[K, P·S] · colsᵀ[P·S, CKK]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(chunkPixels),
+            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(chunkPixels),
                         1, transposed.pointer, Int32(chunkPixels), columns.pointer, Int32(chunkPixels), 1, dW, Int32(patch))
             guard computesInputGradient else { continue }
             // dcols[CKK, P·S] = Wᵀ[CKK, K] · dYt[K, P·S], over the cols just used, then folded back
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(patch), Int32(chunkPixels), Int32(filters),
+            gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(patch), Int32(chunkPixels), Int32(filters),
                         1, parameters.values(of: weight), Int32(patch), transposed.pointer, Int32(chunkPixels), 0,
                         columns.pointer, Int32(chunkPixels))
             geometry.col2im(columns.pointer, count: count, packedGradient.pointer)

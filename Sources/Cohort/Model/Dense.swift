@@ -110,7 +110,7 @@ public final class Dense: Layer, InputGradientOptional {
             cblas_sgemv(CblasRowMajor, CblasTrans, inCount, outCount, 1, parameters.values(of: weight), outCount,
                         input, 1, bias == nil ? 0 : 1, output.pointer, 1)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
                         1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
         }
         if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
@@ -127,13 +127,13 @@ public final class Dense: Layer, InputGradientOptional {
             outputGradient = UnsafePointer(maskedGradient.pointer)
         }
         // dW[in, out] += xᵀ[in, rows] · dy[rows, out]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(rows),
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(rows),
                     1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
         // db[out] += Σ_rows dy[rows, out]
         if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), rows, Int(outCount)) }
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
         // dx[rows, in] = dy[rows, out] · Wᵀ[out, in]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), inCount, outCount,
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), inCount, outCount,
                     1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)
         return UnsafePointer(inputGradient.pointer)
     }

@@ -196,7 +196,7 @@ final class LSTMLayer: Layer {
         // gates[rows, 4H] = b_ih + b_hh, then += x[rows, in] · W_ihᵀ
         let (bi, bh) = (parameters.values(of: biasInput), parameters.values(of: biasHidden))
         for row in 0..<rows { for j in 0..<G { gates.pointer[row * G + j] = bi[j] + bh[j] } }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
                     1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 1, gates.pointer, Int32(G))
         let recurrent = carry.pointer  // [B, 4H]: h_{t−1} · W_hhᵀ
         for t in 0..<T {
@@ -205,7 +205,7 @@ final class LSTMLayer: Layer {
                 // Row b of the previous state: h[b, t−1] (stride T·H), or the carried state.
                 let previous: UnsafePointer<Float> = t > 0 ? UnsafePointer(hiddenStates.pointer + (t - 1) * H) : UnsafePointer(savedHidden.pointer)
                 let stride = t > 0 ? T * H : H
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(G), Int32(H),
+                gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(G), Int32(H),
                             1, previous, Int32(stride), parameters.values(of: weightHidden), Int32(H), 0, recurrent, Int32(G))
             }
             for b in 0..<batch {
@@ -240,7 +240,7 @@ final class LSTMLayer: Layer {
             }
             // dh_{t−1} = dgates_t · W_hh  [B, 4H] · [4H, H] (rows of step t: stride T·4H)
             if t > 0 {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), Int32(H), Int32(G),
+                gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), Int32(H), Int32(G),
                             1, gateGradient.pointer + t * G, Int32(T * G), parameters.values(of: weightHidden), Int32(H),
                             0, dHidden, Int32(H))
             }
@@ -250,14 +250,14 @@ final class LSTMLayer: Layer {
             (previousHidden.pointer + b * T * H).update(repeating: 0, count: H)
             (previousHidden.pointer + (b * T + 1) * H).update(from: hiddenStates.pointer + b * T * H, count: (T - 1) * H)
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(H), Int32(rows),
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(H), Int32(rows),
                     1, gateGradient.pointer, Int32(G), previousHidden.pointer, Int32(H), 1, parameters.gradients(of: weightHidden), Int32(H))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(inputWidth), Int32(rows),
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(inputWidth), Int32(rows),
                     1, gateGradient.pointer, Int32(G), input, Int32(inputWidth), 1, parameters.gradients(of: weightInput), Int32(inputWidth))
         cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasInput), rows, G)
         cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasHidden), rows, G)
         // dx = dgates · W_ih  [rows, 4H] · [4H, in]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inputWidth), Int32(G),
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inputWidth), Int32(G),
                     1, gateGradient.pointer, Int32(G), parameters.values(of: weightInput), Int32(inputWidth), 0, inputGradient.pointer, Int32(inputWidth))
         return UnsafePointer(inputGradient.pointer)
     }

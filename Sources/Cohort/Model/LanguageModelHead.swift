@@ -75,7 +75,7 @@ public final class TiedHead: Layer, InputGradientOptional {
         if rows == 1 {  // generation: logits = E·x without packing E (see Dense.forward)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(vocabulary), Int32(width), 1, table, Int32(width), input, 1, 0, output.pointer, 1)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vocabulary), Int32(width),
+            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vocabulary), Int32(width),
                         1, input, Int32(width), table, Int32(width), 0, output.pointer, Int32(vocabulary))
         }
         return UnsafePointer(output.pointer)
@@ -84,10 +84,10 @@ public final class TiedHead: Layer, InputGradientOptional {
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (width, vocabulary) = (embedding.dimension, embedding.vocabulary)
         let rows = batch * inputSize / width
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vocabulary), Int32(width), Int32(rows),
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vocabulary), Int32(width), Int32(rows),
                     1, outputGradient, Int32(vocabulary), input, Int32(width), 1, embedding.parameters.gradients(of: embedding.weight), Int32(width))
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(width), Int32(vocabulary),
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(width), Int32(vocabulary),
                     1, outputGradient, Int32(vocabulary), embedding.parameters.values(of: embedding.weight), Int32(width), 0,
                     inputGradient.pointer, Int32(width))
         return UnsafePointer(inputGradient.pointer)

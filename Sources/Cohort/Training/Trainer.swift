@@ -96,6 +96,7 @@ public final class Trainer {
             ? Augmenter(augmentation: data.augmentation, shape: train.sampleShape, seed: config.seed, rank: communicator.rank) : nil
         loader = BatchLoader(data: train, plan: plan, batchSize: rowsPerStep, augmenter: augmenter, prefetch: data.prefetch)
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
+        LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator)
         try checkTokenVocabulary(model: model, data: train)

@@ -1,0 +1,86 @@
+import CCohort
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Threads inside a rank (`training.threads`). Work is cut into parts by the shape of the
+/// problem alone (`LayerThreads.parts`, `gemm`): the same parts, each computed by one thread
+/// with single-threaded OpenBLAS, whatever the number of threads, so results are bit for bit
+/// the same for any thread count. (OpenBLAS's own threads cut GEMMs by their thread count:
+/// W6 trained 5 steps with 1 and with 2 OpenBLAS threads ended with 44 of its 52 tensors
+/// different, so Cohort keeps OpenBLAS at one thread and runs the parts itself.)
+public enum LayerThreads {
+    nonisolated(unsafe) public private(set) static var count = 1
+
+    /// Uses `threads` threads from now on (at least 1), and one OpenBLAS thread per call.
+    public static func use(_ threads: Int) {
+        count = max(1, threads)
+        openblas_set_num_threads(1)
+    }
+
+    /// The CPUs this process may run on (what mpirun or taskset bound it to).
+    public static func boundCores() -> Int { Int(cohort_bound_cores()) }
+
+    /// Runs `body(part, worker)` for every part in 0..<parts, parts spread over the threads;
+    /// `worker` (0..<min(count, parts)) indexes per-thread scratch.
+    static func run(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
+        let workers = min(count, parts)
+        guard workers > 1 else {
+            for part in 0..<parts { body(part, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeSendable(body)
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                var part = worker
+                while part < parts {
+                    box.value(part, worker)
+                    part += workers
+                }
+            }
+        }
+    }
+}
+
+private struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, row-major, as `cblas_sgemm`; a
+/// product of more than 8 MFLOP is cut into up to 8 parts along its longer output side (never
+/// along k, so every element is one dot product as before), the parts fixed by the shape and
+/// run on `LayerThreads`.
+func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+          _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    let (ta, tb) = (transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans)
+    let parts = min(8, 2 * m * n * k / (8 << 20), m >= n ? m / 16 : n / 16)
+    guard parts > 1 else {
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        return
+    }
+    let side = m >= n ? m : n
+    let step = (side + parts - 1) / parts
+    LayerThreads.run(parts: parts) { part, _ in
+        let start = part * step
+        let count = min(step, side - start)
+        guard count > 0 else { return }
+        if m >= n {  // rows start..<start+count of C and of op(A)
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(count), Int32(n), Int32(k), alpha, a + (transposeA ? start : start * lda), Int32(lda),
+                        b, Int32(ldb), beta, c + start * ldc, Int32(ldc))
+        } else {  // columns start..<start+count of C and of op(B)
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(count), Int32(k), alpha, a, Int32(lda),
+                        b + (transposeB ? start * ldb : start), Int32(ldb), beta, c + start, Int32(ldc))
+        }
+    }
+}
+
+/// `gemm` with `cblas_sgemm`'s arguments (row-major only), so a call site reads as before.
+func gemm(_ order: CBLAS_ORDER, _ transposeA: CBLAS_TRANSPOSE, _ transposeB: CBLAS_TRANSPOSE, _ m: Int32, _ n: Int32, _ k: Int32,
+          _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int32, _ b: UnsafePointer<Float>, _ ldb: Int32,
+          _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int32) {
+    precondition(order == CblasRowMajor, "gemm is row-major")
+    gemm(transposeA == CblasTrans, transposeB == CblasTrans, Int(m), Int(n), Int(k), alpha, a, Int(lda), b, Int(ldb), beta, c, Int(ldc))
+}
