@@ -43,6 +43,7 @@ public struct AttentionOptions: LayerOptions {
 /// ([B, H, T, T]) for backward. While generating, `cache` holds every earlier position's keys
 /// and values, and a forward of one row attends to all of them.
 public final class Attention: Layer {
+    public var threading: LayerThreading { .heads }
     public let name: String
     public let inputShape: [Int]
     public var outputShape: [Int] { inputShape }

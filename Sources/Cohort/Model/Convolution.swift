@@ -81,6 +81,7 @@ public struct Conv2DOptions: LayerOptions {
 /// and backward rebuilds dYt from the pool's winners and the pooled outputs (the ReLU mask of
 /// a winner is its pooled value > 0). The results are those of the two layers, bit for bit.
 public final class Conv2D: Layer, InputGradientOptional {
+    public var threading: LayerThreading { .products }
     public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]

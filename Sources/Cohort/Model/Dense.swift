@@ -50,6 +50,7 @@ public struct FlattenOptions: LayerOptions {
 /// before `flatten` was required; prefer an explicit flatten). Every product is one SGEMM over
 /// all B·T rows.
 public final class Dense: Layer, InputGradientOptional {
+    public var threading: LayerThreading { .products }
     public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]

@@ -130,6 +130,7 @@ public final class LSTM: Layer, IncrementalLayer {
 /// Backward runs the steps in reverse carrying dh and dc; the weight gradients are then one
 /// SGEMM each over all steps.
 final class LSTMLayer: Layer {
+    var threading: LayerThreading { .products }
     let name: String
     let inputShape: [Int]
     let outputShape: [Int]

@@ -49,6 +49,7 @@ public struct LanguageModelHeadOptions: LayerOptions {
 
 /// logits[rows, V] = x[rows, C] · Wᵀ; dW[V, C] += dyᵀ · x; dx = dy · W. W is the embedding's.
 public final class TiedHead: Layer, InputGradientOptional {
+    public var threading: LayerThreading { .products }
     public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]

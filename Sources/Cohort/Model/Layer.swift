@@ -7,6 +7,8 @@
 /// returns the gradient with respect to its input.
 public protocol Layer: AnyObject {
     var name: String { get }
+    /// How its own work (not its sublayers') uses `training.threads`, for `cohort profile`.
+    var threading: LayerThreading { get }
     var inputShape: [Int] { get }
     var outputShape: [Int] { get }
 
@@ -35,7 +37,18 @@ public protocol Layer: AnyObject {
     func useRunningStatistics()
 }
 
+/// How a layer's work spreads over `LayerThreads`.
+public enum LayerThreading: String, Sendable {
+    /// One thread: element-wise and row-wise work (layer norm, GELU, softmax, embeddings, pooling, batch norm, dropout).
+    case single = "1"
+    /// Its matrix products above 8 MFLOP, cut into parts (`gemm`).
+    case products = "products"
+    /// Attention's per-(row, head) products and softmax.
+    case heads = "rows × heads"
+}
+
 extension Layer {
+    public var threading: LayerThreading { .single }
     public var sublayers: [Layer] { [] }
     public var multiplyAddsPerSample: Int { 0 }
     public var summaryTag: String { "" }

@@ -16,6 +16,8 @@ public struct LayerProfile {
         public let forwardFLOPs: Double
         /// Backward FLOPs: the weight gradient, plus the input gradient when the layer computes it.
         public let backwardFLOPs: Double
+        /// How its own work uses `training.threads` (a container's: its `(rest)` row's).
+        public var threading: LayerThreading = .single
     }
 
     public let batch: Int
@@ -68,7 +70,8 @@ public struct LayerProfile {
             let work = multiplyAdds(layer)
             let inputGradient = (layer as? InputGradientOptional)?.computesInputGradient ?? true
             return Row(name: layer.name, depth: depth, forwardSeconds: forward, backwardSeconds: backward,
-                       forwardFLOPs: 2 * Double(batch * work), backwardFLOPs: 2 * Double(batch * work) * (inputGradient ? 2 : 1))
+                       forwardFLOPs: 2 * Double(batch * work), backwardFLOPs: 2 * Double(batch * work) * (inputGradient ? 2 : 1),
+                       threading: layer.threading)
         }
         /// A container's sublayers, depth first, then what the container does itself (`(rest)`).
         func inner(_ layer: Layer, forward: Double, backward: Double, depth: Int) -> [Row] {
@@ -83,7 +86,7 @@ public struct LayerProfile {
             }
             rows.append(Row(name: "\(layer.name)/(rest)", depth: depth, forwardSeconds: max(forward - childForward, 0),
                             backwardSeconds: max(backward - childBackward, 0), forwardFLOPs: 2 * Double(batch * layer.multiplyAddsPerSample),
-                            backwardFLOPs: 4 * Double(batch * layer.multiplyAddsPerSample)))
+                            backwardFLOPs: 4 * Double(batch * layer.multiplyAddsPerSample), threading: layer.threading))
             return rows
         }
         var rows: [Row] = []
@@ -108,14 +111,15 @@ public struct LayerProfile {
         }
         let top = rows.filter { $0.depth == 0 }
         let total = top.reduce(0) { $0 + $1.forwardSeconds + $1.backwardSeconds }
-        var lines = ["layer                   forward ms  GFLOP/s  backward ms  GFLOP/s   share"]
+        var lines = ["layer                   forward ms  GFLOP/s  backward ms  GFLOP/s   share  on \(LayerThreads.count) thread(s)"]
         for row in rows {
             let share = total > 0 ? (row.forwardSeconds + row.backwardSeconds) / total * 100 : 0
             let label = String(repeating: "  ", count: row.depth) + (row.depth == 0 ? row.name : String(row.name.split(separator: "/").last ?? ""))
             lines.append(label.padding(toLength: 22, withPad: " ", startingAt: 0)
                          + "  \(ms(row.forwardSeconds)) \(rate(row.forwardFLOPs, row.forwardSeconds))"
                          + "    \(ms(row.backwardSeconds)) \(rate(row.backwardFLOPs, row.backwardSeconds))"
-                         + String(format: "  %5.1f%%", share))
+                         + String(format: "  %5.1f%%", share)
+                         + "  " + (rows.contains { $0.name == row.name + "/(rest)" } ? "(see below)" : row.threading.rawValue))
         }
         let flops = top.reduce(0) { $0 + $1.forwardFLOPs + $1.backwardFLOPs }
         lines.append("total (batch \(batch)): " + String(format: "%.3f ms, %.1f GFLOP/s, %.0f samples/s (layers only)",

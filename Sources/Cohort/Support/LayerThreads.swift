@@ -19,8 +19,13 @@ public enum LayerThreads {
         openblas_set_num_threads(1)
     }
 
-    /// The CPUs this process may run on (what mpirun or taskset bound it to).
-    public static func boundCores() -> Int { Int(cohort_bound_cores()) }
+    /// The default thread count: `OPENBLAS_NUM_THREADS` where it is set (`launch/cohort-mpirun`
+    /// sets it to cores / ranks and binds each rank to that many cores), otherwise the CPUs this
+    /// process may run on (what mpirun or taskset bound it to).
+    public static func boundCores() -> Int {
+        if let value = getenv("OPENBLAS_NUM_THREADS").flatMap({ Int(String(cString: $0)) }), value > 0 { return value }
+        return Int(cohort_bound_cores())
+    }
 
     /// Runs `body(part, worker)` for every part in 0..<parts, parts spread over the threads;
     /// `worker` (0..<min(count, parts)) indexes per-thread scratch.
