@@ -25,22 +25,26 @@ Memory per node for model state (parameters, gradients, AdamW moments, weight-de
 # Link figures: `launch/netns-hosts.sh up 2 [--rate 1gbit]`, then
 # `launch/netns-hosts.sh mpirun -np 2 $PWD/.build/release/cohort check-mpi --repeats 20`:
 # alpha from the 4 KiB all-reduce (time / 2 messages), beta from the 16 MiB one's bus bandwidth.
+# Measured 2026-12-04 (release build of 10d7c88's tree): 1 Gbit/s: 4 KiB in 30.5 µs, 16 MiB in
+# 209.6 ms (bus bandwidth 0.08 GB/s); unshaped: 4 KiB in 35.0 µs, 16 MiB in 10.2 ms (1.64 GB/s).
 LINKS = {
-    "1 Gbit/s": dict(alpha=None, beta=None),
-    "unshaped veth (~8 Gbit/s)": dict(alpha=None, beta=None),
+    "1 Gbit/s": dict(alpha=15.3e-6, beta=0.080e9),
+    "unshaped veth (1.6 GB/s)": dict(alpha=17.5e-6, beta=1.64e9),
 }
 
-# Per-core memory bandwidth of the node sum: W7 on 2 ranks of one node, "summing within the
-# node" per step from the run's last lines, 8N bytes per rank.
-NODE_SUM = dict(parameters=10_770_048, seconds=None)
+# Per-core memory bandwidth of the node sum: gpt-100m on 2 ranks of one node, "summing within
+# the node" 24.8 ms per step from the run's last lines (8N bytes per rank: 27.6 GB/s).
+NODE_SUM = dict(parameters=85_449_216, seconds=0.0248)
 
 # Per-rank figures at 1 thread, batch as shipped (measured in this session, see RESULTS-sequence.md).
 WORKLOADS = {
     # name: parameters, compute seconds per step per rank, update seconds per step (replicated, 1 rank)
-    "W2": dict(parameters=None, compute=None, update=None, unit="samples", per_step=64),
-    "W6": dict(parameters=809_600, compute=None, update=None, unit="tokens", per_step=12 * 64),
-    "W7": dict(parameters=10_770_048, compute=None, update=None, unit="tokens", per_step=8 * 256),
-    "gpt-100m": dict(parameters=85_449_216, compute=None, update=None, unit="tokens", per_step=8 * 256),
+    # 2 hosts × 1 rank at 1 Gbit/s (the "per step by rank" line): W2 300 steps, W6 100, W7 12;
+    # gpt-100m from its 3-step replicated run on 2 ranks (2 micro-batches of 4 windows).
+    "W2": dict(parameters=121_930, compute=11.8e-3, update=0.05e-3, unit="samples", per_step=64),
+    "W6": dict(parameters=809_600, compute=48.8e-3, update=1.0e-3, unit="tokens", per_step=12 * 64),
+    "W7": dict(parameters=10_770_048, compute=1.407, update=18.5e-3, unit="tokens", per_step=8 * 256),
+    "gpt-100m": dict(parameters=85_449_216, compute=10.51, update=0.130, unit="tokens", per_step=8 * 256),
 }
 
 NODES = [8, 64, 512]

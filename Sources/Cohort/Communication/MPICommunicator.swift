@@ -18,7 +18,7 @@ public final class MPICommunicator: Communicator {
     private struct PendingSum {
         var request: MPI_Request?
         let buffer: UnsafeMutableBufferPointer<Float>
-        let compressed: UnsafeMutableBufferPointer<UInt16>?
+        let compressed: Bool
     }
     private var pending: [PendingSum] = []
 
@@ -103,8 +103,7 @@ public final class MPICommunicator: Communicator {
             return reduction.allReduceSum()
         }
         if compressesAcrossNodes && everyRankAlone {
-            startSum(buffer)
-            completeSums()
+            _ = cohort_allreduce_bf16(buffer.baseAddress, buffer.count, world)
             return nil
         }
         MPI_Allreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(), world)
@@ -115,13 +114,10 @@ public final class MPICommunicator: Communicator {
 
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard size > 1, buffer.count > 0 else { return }
-        var sum = PendingSum(request: cohort_mpi_request_null(), buffer: buffer,
-                             compressed: compressesAcrossNodes && everyRankAlone ? .allocate(capacity: buffer.count) : nil)
-        if let compressed = sum.compressed {
-            cohort_float_to_bf16(buffer.baseAddress, compressed.baseAddress, buffer.count)
-            MPI_Iallreduce(cohort_mpi_in_place(), compressed.baseAddress, Int32(buffer.count), cohort_mpi_uint16(),
-                           cohort_mpi_bf16_sum(), world, &sum.request)
-        } else {
+        // A compressed sum runs as a reduce-scatter and an all-gather (`cohort_allreduce_bf16`),
+        // which cannot start before its predecessor ends: it is made, in order, at completion.
+        var sum = PendingSum(request: cohort_mpi_request_null(), buffer: buffer, compressed: compressesAcrossNodes && everyRankAlone)
+        if !sum.compressed {
             MPI_Iallreduce(cohort_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), cohort_mpi_float(), cohort_mpi_sum(),
                            world, &sum.request)
         }
@@ -137,10 +133,10 @@ public final class MPICommunicator: Communicator {
 
     public func completeSums() {
         for index in pending.indices {
-            MPI_Wait(&pending[index].request, cohort_mpi_status_ignore())
-            if let compressed = pending[index].compressed {
-                cohort_bf16_to_float(compressed.baseAddress, pending[index].buffer.baseAddress, compressed.count)
-                compressed.deallocate()
+            if pending[index].compressed {
+                _ = cohort_allreduce_bf16(pending[index].buffer.baseAddress, pending[index].buffer.count, world)
+            } else {
+                MPI_Wait(&pending[index].request, cohort_mpi_status_ignore())
             }
         }
         pending = []

@@ -37,7 +37,6 @@ final class NodeSharedReduction {
     private(set) var phaseSeconds: (wait: Double, node: Double, across: Double) = (0, 0, 0)
     /// The across-nodes step sends bfloat16 (`training.compress: bf16`).
     var compressesAcrossNodes = false
-    private lazy var compressed = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: slices[nodeRank].count)
 
     /// Collective over `world`; nil (on every rank alike) where the ranks cannot share memory.
     static func make(world: MPI_Comm, count: Int) -> NodeSharedReduction? {
@@ -140,9 +139,7 @@ final class NodeSharedReduction {
             let slice = gradients.baseAddress! + mine.lowerBound
             let crossing = monotonicNanoseconds()
             if compressesAcrossNodes {
-                cohort_float_to_bf16(slice, compressed.baseAddress, mine.count)
-                MPI_Allreduce(cohort_mpi_in_place(), compressed.baseAddress, Int32(mine.count), cohort_mpi_uint16(), cohort_mpi_bf16_sum(), across)
-                cohort_bf16_to_float(compressed.baseAddress, slice, mine.count)
+                _ = cohort_allreduce_bf16(slice, mine.count, across)
             } else {
                 MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(mine.count), cohort_mpi_float(), cohort_mpi_sum(), across)
             }

@@ -284,6 +284,8 @@ public final class Trainer {
     /// Sums of the epoch in progress, kept across a mid-epoch checkpoint so that the epoch's
     /// report after a resume covers the whole epoch.
     var epochTotals = (loss: 0.0, correct: 0.0, rows: 0.0, seconds: 0.0)
+    /// Rows of every rank in the part of this epoch before a resume (held by rank 0 alone).
+    var resumedRows = 0.0
     /// Time in the gradient all-reduce (this rank), for the benchmarks: it includes waiting for
     /// slower ranks unless `training.timing_barrier` puts that wait in `barrierSeconds`.
     public private(set) var allReduceSeconds = 0.0
@@ -416,6 +418,7 @@ public final class Trainer {
         let seconds = epochTotals.seconds
         finishedEpochSeconds += seconds
         epochTotals = (0, 0, 0, 0)
+        resumedRows = 0
         let waited = loader.waitSeconds - waitAtEpochStart
         loader.endEpoch()
         let evaluation = try evaluateTest()
@@ -590,7 +593,8 @@ public final class Trainer {
     private func reportStep(started: UInt64) {
         let elapsed = epochTotals.seconds + seconds(since: started)
         let loss = epochTotals.loss / max(epochTotals.rows, 1)
-        let rate = epochTotals.rows * Double(communicator.size) / max(elapsed, 1e-9)
+        // Rank 0's own rows stand for every rank's; those before a resume are every rank's already.
+        let rate = ((epochTotals.rows - resumedRows) * Double(communicator.size) + resumedRows) / max(elapsed, 1e-9)
         progress?.update(Progress.Snapshot(epoch: position.epoch + 1, epochs: config.training.epochs, step: position.stepInEpoch,
                                            steps: stepsThisEpoch, loss: loss, learningRate: Double(learningRate),
                                            samplesPerSecond: rate, elapsed: elapsed))

@@ -169,6 +169,7 @@ extension Trainer {
         // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
         if let partial = checkpoint.metrics["epoch_in_progress"], partial.count == 4, position.stepInEpoch > 0 {
             epochTotals = communicator.isRoot ? (partial[0], partial[1], partial[2], partial[3]) : (0, 0, 0, partial[3])
+            resumedRows = communicator.isRoot ? partial[2] : 0
         }
         // Another rank count or batch size: continue from the same number of samples seen in the epoch.
         let savedGlobalBatch = checkpoint.worldSize * checkpoint.batchSize
