@@ -42,7 +42,8 @@ if command -v bible >/dev/null && { [ ! -f data/kjv/train.h5 ] || [ ! -f data/kj
     mv data/kjv/kjv.txt.tmp data/kjv/kjv.txt
     "$cohort" prepare text --input data/kjv/kjv.txt --out data/kjv --tokenizer chars --validation 0.1
 fi
-# Byte tokens of the same text, for configs/gpt-100m.yaml.
+# Byte tokens of the same text (byte-level configs and the PyTorch gpt-100m reference read them;
+# configs/gpt-100m.yaml itself trains on W8's corpus: launch/prepare-data.sh linux).
 if [ -f data/kjv/kjv.txt ] && { [ ! -f data/kjv-bytes/train.h5 ] || [ ! -f data/kjv-bytes/val.h5 ]; }; then
     "$cohort" prepare text --input data/kjv/kjv.txt --out data/kjv-bytes --tokenizer bytes --validation 0.1
 fi

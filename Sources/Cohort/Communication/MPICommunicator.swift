@@ -33,13 +33,10 @@ public final class MPICommunicator: Communicator {
         MPI_Comm_size(world, &size)
         self.rank = Int(rank)
         self.size = Int(size)
-        var node: MPI_Comm?
-        MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), rank, cohort_mpi_info_null(), &node)
-        var nodeSize: Int32 = 1
-        if node != nil {
-            MPI_Comm_size(node, &nodeSize)
-            MPI_Comm_free(&node)
-        }
+        let split = splitByNode(world)
+        var node: MPI_Comm? = split.node
+        MPI_Comm_free(&node)
+        let nodeSize = split.size
         ranksOnNode = Int(nodeSize)
         var largestNode = nodeSize
         MPI_Allreduce(cohort_mpi_in_place(), &largestNode, 1, cohort_mpi_int32(), cohort_mpi_max(), world)

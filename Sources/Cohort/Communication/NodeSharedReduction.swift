@@ -43,13 +43,8 @@ final class NodeSharedReduction {
         guard count > 0 else { return nil }
         var worldRank: Int32 = 0
         MPI_Comm_rank(world, &worldRank)
-        var nodeHandle: MPI_Comm?
-        MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), worldRank, cohort_mpi_info_null(), &nodeHandle)
-        guard let node = nodeHandle else { preconditionFailure("MPI_Comm_split_type gave no communicator") }
-        var nodeSize: Int32 = 0
-        var nodeRank: Int32 = 0
-        MPI_Comm_size(node, &nodeSize)
-        MPI_Comm_rank(node, &nodeRank)
+        let (node, nodeSize, nodeRank) = splitByNode(world)
+        var nodeHandle: MPI_Comm? = node
         // Every node alike and more than one rank on each: the smallest and largest node agree.
         var sizes: [Int32] = [nodeSize, -nodeSize]
         MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
@@ -178,4 +173,19 @@ final class NodeSharedReduction {
         MPI_Comm_free(&handles.1)
         if across != nil { MPI_Comm_free(&handles.2) }
     }
+}
+
+/// The ranks of `world` that can share memory with this one (`MPI_Comm_split_type`), their
+/// number and this rank's place among them. Collective over `world`; the caller frees `node`.
+func splitByNode(_ world: MPI_Comm) -> (node: MPI_Comm, size: Int32, rank: Int32) {
+    var worldRank: Int32 = 0
+    MPI_Comm_rank(world, &worldRank)
+    var handle: MPI_Comm?
+    MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), worldRank, cohort_mpi_info_null(), &handle)
+    guard let node = handle else { preconditionFailure("MPI_Comm_split_type gave no communicator") }
+    var size: Int32 = 0
+    var rank: Int32 = 0
+    MPI_Comm_size(node, &size)
+    MPI_Comm_rank(node, &rank)
+    return (node, size, rank)
 }

@@ -24,15 +24,8 @@ final class NodeSharedState {
     /// Collective over `world`; nil on every rank alike when some node could not allocate the window.
     static func make(world: MPI_Comm, count: Int, arrays: Int) -> NodeSharedState? {
         guard count > 0, arrays > 0 else { return nil }
-        var worldRank: Int32 = 0
-        MPI_Comm_rank(world, &worldRank)
-        var nodeHandle: MPI_Comm?
-        MPI_Comm_split_type(world, Int32(MPI_COMM_TYPE_SHARED), worldRank, cohort_mpi_info_null(), &nodeHandle)
-        guard let node = nodeHandle else { preconditionFailure("MPI_Comm_split_type gave no communicator") }
-        var nodeSize: Int32 = 0
-        var nodeRank: Int32 = 0
-        MPI_Comm_size(node, &nodeSize)
-        MPI_Comm_rank(node, &nodeRank)
+        let (node, nodeSize, nodeRank) = splitByNode(world)
+        var nodeHandle: MPI_Comm? = node
 
         // Node rank 0 allocates the whole window; the others map it.
         let bytes = nodeRank == 0 ? count * arrays * MemoryLayout<Float>.stride : 0
