@@ -81,7 +81,7 @@ public struct Conv2DOptions: LayerOptions {
 /// and backward rebuilds dYt from the pool's winners and the pooled outputs (the ReLU mask of
 /// a winner is its pooled value > 0). The results are those of the two layers, bit for bit.
 public final class Conv2D: Layer, InputGradientOptional {
-    public var threading: LayerThreading { .products }
+    public var threading: LayerThreading { .chunks }
     public var computesInputGradient = true
     public let name: String
     public let inputShape: [Int]
@@ -98,11 +98,15 @@ public final class Conv2D: Layer, InputGradientOptional {
     public var summaryTag: String { (fusedReLU ? "+relu" : "") + (pooled ? "+max_pool" : "") }
     /// Each chunk's packed input, padded[C, Hp, Wp, S], from forward for backward.
     private let packed: Workspace
-    /// A chunk's padded input gradient, before unpacking.
-    private let packedGradient: Workspace
-    /// cols in forward and in backward until dW is accumulated, then dcols.
-    private let columns: Workspace
-    private let transposed: Workspace
+    /// Per group of chunks (`groupRanges`): a chunk's padded input gradient, before unpacking;
+    /// cols in forward and in backward until dW is accumulated, then dcols; the GEMM's output.
+    private let scratch: [(packedGradient: Workspace, columns: Workspace, transposed: Workspace)]
+    /// Per group: its chunks' share of dW and db, added to the gradients in group order.
+    private let weightPartials: Workspace
+    private let biasPartials: Workspace
+    /// At most this many groups of consecutive chunks, fixed by the batch alone: a group's chunks
+    /// run in order on one thread, so the bits do not depend on the thread count.
+    static let groups = 4
     private let output: Workspace
     private let inputGradient: Workspace
     /// With `pooled`: which input of each 2×2 window won.
@@ -135,9 +139,13 @@ public final class Conv2D: Layer, InputGradientOptional {
         let chunkPixels = chunk * geometry.outputPixels
         let chunks = (builder.maxBatch + chunk - 1) / chunk
         packed = Workspace(chunks * chunk * geometry.paddedPlaneSize * geometry.channels)
-        packedGradient = Workspace(chunk * geometry.paddedPlaneSize * geometry.channels)
-        columns = Workspace(geometry.patchSize * chunkPixels)
-        transposed = Workspace(filters * chunkPixels)
+        let groups = min(Conv2D.groups, chunks)
+        let (samples, plane) = (chunk, geometry.paddedPlaneSize * geometry.channels)
+        scratch = (0..<groups).map { _ in
+            (Workspace(samples * plane), Workspace(geometry.patchSize * chunkPixels), Workspace(filters * chunkPixels))
+        }
+        weightPartials = Workspace(groups * filters * geometry.patchSize)
+        biasPartials = Workspace(groups * filters)
         output = Workspace(builder.maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
         winners = [UInt8](repeating: 0, count: pooled ? builder.maxBatch * outputShape.reduce(1, *) : 0)
@@ -166,79 +174,118 @@ public final class Conv2D: Layer, InputGradientOptional {
         packed.pointer + first * geometry.paddedPlaneSize * geometry.channels
     }
 
+    /// The chunks of a batch in at most `groups` contiguous groups.
+    private func groupRanges(batch: Int) -> [Range<Int>] {
+        let chunks = (batch + chunk - 1) / chunk
+        let groups = min(scratch.count, chunks)
+        return (0..<groups).map { (chunks * $0 / groups)..<(chunks * ($0 + 1) / groups) }
+    }
+
+    /// C = A·B for one chunk: on this thread inside a group, or cut into parts when there is one group.
+    private func product(_ grouped: Bool, _ transposeA: CBLAS_TRANSPOSE, _ transposeB: CBLAS_TRANSPOSE, _ m: Int32, _ n: Int32, _ k: Int32,
+                         _ a: UnsafePointer<Float>, _ lda: Int32, _ b: UnsafePointer<Float>, _ ldb: Int32, _ beta: Float,
+                         _ c: UnsafeMutablePointer<Float>, _ ldc: Int32) {
+        if grouped {
+            cblas_sgemm(CblasRowMajor, transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+        } else {
+            gemm(CblasRowMajor, transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+        }
+    }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (filters, patch, pixels) = (outputShape[0], geometry.patchSize, geometry.outputPixels)
         let b = bias.map { parameters.values(of: $0) }
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let count = min(chunk, batch - first)
-            let chunkPixels = count * pixels
-            geometry.pack(input + first * inputSize, count: count, sampleSize: inputSize, into: packedChunk(first: first))
-            geometry.im2col(packedChunk(first: first), count: count, columns.pointer)
-            // Yt[K, P·S] = W[K, CKK] · cols[CKK, P·S]
-            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(chunkPixels), Int32(patch),
-                        1, parameters.values(of: weight), Int32(patch), columns.pointer, Int32(chunkPixels), 0, transposed.pointer, Int32(chunkPixels))
-            if pooled {
-                let (height, width, planeSize) = (outputShape[1], outputShape[2], outputShape[1] * outputShape[2])
-                winners.withUnsafeMutableBufferPointer { winners in
+        let w = parameters.values(of: weight)
+        let groups = groupRanges(batch: batch)
+        let (chunk, output, pooled, fusedReLU, geometry, inputSize) = (chunk, output.pointer, pooled, fusedReLU, geometry, inputSize)
+        winners.withUnsafeMutableBufferPointer { winners in
+            LayerThreads.run(parts: groups.count) { group, _ in
+                let (columns, transposed) = (scratch[group].columns.pointer, scratch[group].transposed.pointer)
+                for index in groups[group] {
+                    let first = index * chunk
+                    let count = min(chunk, batch - first)
+                    let chunkPixels = count * pixels
+                    geometry.pack(input + first * inputSize, count: count, sampleSize: inputSize, into: packedChunk(first: first))
+                    geometry.im2col(packedChunk(first: first), count: count, columns)
+                    // Yt[K, P·S] = W[K, CKK] · cols[CKK, P·S]
+                    product(groups.count > 1, CblasNoTrans, CblasNoTrans, Int32(filters), Int32(chunkPixels), Int32(patch),
+                            w, Int32(patch), columns, Int32(chunkPixels), 0, transposed, Int32(chunkPixels))
+                    if pooled {
+                        let (height, width, planeSize) = (outputShape[1], outputShape[2], outputShape[1] * outputShape[2])
+                        for k in 0..<filters {
+                            let plane = (first * filters + k) * planeSize
+                            cohort_bias_activate_max_pool_2x2(transposed + k * chunkPixels, b?[k] ?? 0, fusedReLU ? 1 : 0,
+                                                              output + plane, winners.baseAddress! + plane,
+                                                              count, filters * planeSize, geometry.outputWidth, height, width)
+                        }
+                        continue
+                    }
                     for k in 0..<filters {
-                        let plane = (first * filters + k) * planeSize
-                        cohort_bias_activate_max_pool_2x2(transposed.pointer + k * chunkPixels, b?[k] ?? 0, fusedReLU ? 1 : 0,
-                                                          output.pointer + plane, winners.baseAddress! + plane,
-                                                          count, filters * planeSize, geometry.outputWidth, height, width)
+                        cohort_bias_activate_deinterleave(transposed + k * chunkPixels, output + (first * filters + k) * pixels,
+                                                          pixels, count, filters * pixels, b?[k] ?? 0, fusedReLU ? 1 : 0)
                     }
                 }
-                continue
-            }
-            for k in 0..<filters {
-                cohort_bias_activate_deinterleave(transposed.pointer + k * chunkPixels, output.pointer + (first * filters + k) * pixels,
-                                                  pixels, count, filters * pixels, b?[k] ?? 0, fusedReLU ? 1 : 0)
             }
         }
-        return UnsafePointer(output.pointer)
+        return UnsafePointer(output)
     }
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (filters, patch, pixels) = (outputShape[0], geometry.patchSize, geometry.outputPixels)
-        let db = bias.map { parameters.gradients(of: $0) }
-        let dW = parameters.gradients(of: weight)
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let count = min(chunk, batch - first)
-            let chunkPixels = count * pixels
-            // dYt[K, P·S] from dy[B, K, P], masked where the fused ReLU was off; db[k] = Σ dYt[k, :].
-            if pooled {
-                let planeSize = outputShape[1] * outputShape[2]
-                winners.withUnsafeBufferPointer { winners in
-                    for k in 0..<filters {
-                        let plane = (first * filters + k) * planeSize
-                        cohort_max_pool_2x2_backward_interleaved(outputGradient + plane, winners.baseAddress! + plane,
-                                                                 fusedReLU ? UnsafePointer(output.pointer + plane) : nil,
-                                                                 transposed.pointer + k * chunkPixels, count, filters * planeSize,
-                                                                 geometry.outputHeight, geometry.outputWidth, outputShape[1], outputShape[2])
+        let groups = groupRanges(batch: batch)
+        let w = parameters.values(of: weight)
+        let (chunk, output, pooled, fusedReLU, geometry, inputSize) = (chunk, output.pointer, pooled, fusedReLU, geometry, inputSize)
+        let (weightPartials, biasPartials, inputGradient) = (weightPartials.pointer, biasPartials.pointer, inputGradient.pointer)
+        let (hasBias, computesInputGradient) = (bias != nil, computesInputGradient)
+        winners.withUnsafeBufferPointer { winners in
+            LayerThreads.run(parts: groups.count) { group, _ in
+                let (columns, transposed, packedGradient) = (scratch[group].columns.pointer, scratch[group].transposed.pointer,
+                                                             scratch[group].packedGradient.pointer)
+                let dW = weightPartials + group * filters * patch
+                let db = biasPartials + group * filters
+                dW.update(repeating: 0, count: filters * patch)
+                db.update(repeating: 0, count: filters)
+                for index in groups[group] {
+                    let first = index * chunk
+                    let count = min(chunk, batch - first)
+                    let chunkPixels = count * pixels
+                    // dYt[K, P·S] from dy[B, K, P], masked where the fused ReLU was off; db[k] = Σ dYt[k, :].
+                    if pooled {
+                        let planeSize = outputShape[1] * outputShape[2]
+                        for k in 0..<filters {
+                            let plane = (first * filters + k) * planeSize
+                            cohort_max_pool_2x2_backward_interleaved(outputGradient + plane, winners.baseAddress! + plane,
+                                                                     fusedReLU ? UnsafePointer(output + plane) : nil,
+                                                                     transposed + k * chunkPixels, count, filters * planeSize,
+                                                                     geometry.outputHeight, geometry.outputWidth, outputShape[1], outputShape[2])
+                        }
+                    } else {
+                        for k in 0..<filters {
+                            let offset = (first * filters + k) * pixels
+                            cohort_mask_interleave(outputGradient + offset, fusedReLU ? UnsafePointer(output + offset) : nil,
+                                                   transposed + k * chunkPixels, pixels, count, filters * pixels)
+                        }
                     }
-                }
-            } else {
-                for k in 0..<filters {
-                    let offset = (first * filters + k) * pixels
-                    cohort_mask_interleave(outputGradient + offset, fusedReLU ? UnsafePointer(output.pointer + offset) : nil,
-                                           transposed.pointer + k * chunkPixels, pixels, count, filters * pixels)
+                    if hasBias {
+                        for k in 0..<filters { db[k] += cohort_sum(transposed + k * chunkPixels, chunkPixels) }
+                    }
+                    geometry.im2col(packedChunk(first: first), count: count, columns)
+                    // dW[K, CKK] += dYt[K, P·S] · colsᵀ[P·S, CKK]
+                    product(groups.count > 1, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(chunkPixels),
+                            transposed, Int32(chunkPixels), columns, Int32(chunkPixels), 1, dW, Int32(patch))
+                    guard computesInputGradient else { continue }
+                    // dcols[CKK, P·S] = Wᵀ[CKK, K] · dYt[K, P·S], over the cols just used, then folded back
+                    product(groups.count > 1, CblasTrans, CblasNoTrans, Int32(patch), Int32(chunkPixels), Int32(filters),
+                            w, Int32(patch), transposed, Int32(chunkPixels), 0, columns, Int32(chunkPixels))
+                    geometry.col2im(columns, count: count, packedGradient)
+                    geometry.unpack(packedGradient, count: count, sampleSize: inputSize, into: inputGradient + first * inputSize)
                 }
             }
-            if let db {
-                for k in 0..<filters { db[k] += cohort_sum(transposed.pointer + k * chunkPixels, chunkPixels) }
-            }
-            geometry.im2col(packedChunk(first: first), count: count, columns.pointer)
-            // dW[K, CKK] += dYt[K, P·S] · colsᵀ[P·S, CKK]
-            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(filters), Int32(patch), Int32(chunkPixels),
-                        1, transposed.pointer, Int32(chunkPixels), columns.pointer, Int32(chunkPixels), 1, dW, Int32(patch))
-            guard computesInputGradient else { continue }
-            // dcols[CKK, P·S] = Wᵀ[CKK, K] · dYt[K, P·S], over the cols just used, then folded back
-            gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(patch), Int32(chunkPixels), Int32(filters),
-                        1, parameters.values(of: weight), Int32(patch), transposed.pointer, Int32(chunkPixels), 0,
-                        columns.pointer, Int32(chunkPixels))
-            geometry.col2im(columns.pointer, count: count, packedGradient.pointer)
-            geometry.unpack(packedGradient.pointer, count: count, sampleSize: inputSize, into: inputGradient.pointer + first * inputSize)
         }
-        return UnsafePointer(inputGradient.pointer)
+        // The groups' shares, in group order.
+        cohort_add_rows(weightPartials, parameters.gradients(of: weight), groups.count, filters * patch)
+        if let bias { cohort_add_rows(biasPartials, parameters.gradients(of: bias), groups.count, filters) }
+        return UnsafePointer(inputGradient)
     }
 }
 

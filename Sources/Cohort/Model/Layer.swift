@@ -45,6 +45,8 @@ public enum LayerThreading: String, Sendable {
     case products = "products"
     /// Attention's per-(row, head) products and softmax.
     case heads = "rows × heads"
+    /// Convolution: groups of batch chunks (im2col, product, epilogue, col2im), fixed by the batch.
+    case chunks = "batch chunks"
 }
 
 extension Layer {
