@@ -50,6 +50,21 @@ final class ConfigTests: XCTestCase {
         assertError(valid.replacingOnce("learning_rate: 0.01", with: "learning_rate: fast"), contains: ["optimizer.learning_rate"])
     }
 
+    /// The scale-out and threading keys refuse what they cannot mean, naming the key.
+    func test_scaleOutAndThreadKeysRefuseBadValues() throws {
+        assertError(valid, contains: ["training.threads", "1...1024", "0"], overrides: ["training.threads=0"])
+        assertError(valid, contains: ["training.state", "node_local"], overrides: ["training.state=node_local"])
+        assertError(valid, contains: ["training.compress", "fp8"], overrides: ["training.compress=fp8"])
+        assertError(valid, contains: ["training.bucket_mb"], overrides: ["training.bucket_mb=0"])
+        assertError(valid, contains: ["training.overlap_all_reduce"], overrides: ["training.overlap_all_reduce=maybe"])
+        let parsed = try TrainConfig.parse(text: valid, file: "c.yaml",
+                                           overrides: ["training.threads=3", "training.state=replicated", "training.compress=bf16"])
+        XCTAssertEqual(parsed.training.threads, 3)
+        XCTAssertEqual(parsed.training.state, .replicated)
+        XCTAssertEqual(parsed.training.compress, .bf16)
+        XCTAssertEqual(try TrainConfig.parse(text: valid, file: "c.yaml").training.state, .nodeShared, "node_shared is the default")
+    }
+
     func test_missingDataSectionIsNamed() {
         assertError("model:\n  layers:\n    - type: relu\n", contains: ["missing key data"])
     }
