@@ -72,6 +72,16 @@ final class NodeSharedStateTests: XCTestCase {
         assertBitwiseEqual(whole.tensors, resumed.tensors)
     }
 
+    /// Early stopping that puts back the best epoch's weights writes them into the node's one
+    /// copy (each rank its slice, then a node barrier): the same bits as replicas.
+    func test_restoringTheBestWeightsIntoSharedState() throws {
+        let stop = "callbacks: {early_stopping: {monitor: train_loss, patience: 1, min_delta: 100, restore_best_weights: true}}\n"
+        let shared = try run("best-shared", ranks: 2, state: "node_shared", extra: stop)
+        XCTAssertTrue(shared.output.contains("early_stopping: restored the weights of epoch 1"), shared.output)
+        let replicated = try run("best-replicated", ranks: 2, state: "replicated", extra: stop)
+        assertBitwiseEqual(shared.tensors, replicated.tensors)
+    }
+
     /// With one process there is nothing to share: the run says nothing of it and trains as always.
     func test_oneRankKeepsItsOwnState() throws {
         let one = try run("one", ranks: 1, state: "node_shared")
