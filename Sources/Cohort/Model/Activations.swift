@@ -52,7 +52,7 @@ public final class Activation: Layer {
         self.kind = kind
         self.inputShape = inputShape
         output = Workspace(maxBatch * inputShape.reduce(1, *))
-        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        inputGradient = Workspace(gradient: maxBatch * inputShape.reduce(1, *))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -105,10 +105,10 @@ public final class Attention: Layer {
             ? Dropout(name: "\(name)/output_dropout", inputShape: inputShape, rate: dropout,
                       generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
         probabilities = Workspace(maxBatch * heads * length * length)
-        probabilityGradient = Workspace(maxBatch * heads * length * length)
-        scoreGradient = Workspace(LayerThreads.count * length * length)
+        probabilityGradient = Workspace(gradient: maxBatch * heads * length * length)
+        scoreGradient = Workspace(gradient: LayerThreads.count * length * length)
         headOutputs = Workspace(maxBatch * length * width)
-        qkvGradient = Workspace(maxBatch * length * 3 * width)
+        qkvGradient = Workspace(gradient: maxBatch * length * 3 * width)
         cacheScores = Workspace(length == 1 ? 1 << 16 : 1)
     }
 

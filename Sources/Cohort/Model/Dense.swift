@@ -93,8 +93,8 @@ public final class Dense: Layer, InputGradientOptional {
             pointer.initialize(repeating: 0, count: units)
         } : nil
         output = Workspace(builder.maxBatch * positions * units)
-        inputGradient = Workspace(builder.maxBatch * positions * fanIn)
-        maskedGradient = Workspace(fusedReLU ? builder.maxBatch * positions * units : 0)
+        inputGradient = Workspace(gradient: builder.maxBatch * positions * fanIn)
+        maskedGradient = Workspace(gradient: fusedReLU ? builder.maxBatch * positions * units : 0)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

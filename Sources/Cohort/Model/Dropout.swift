@@ -36,7 +36,7 @@ public final class Dropout: Layer, RandomizedLayer {
         let count = maxBatch * inputShape.reduce(1, *)
         mask = Workspace(count)
         output = Workspace(count)
-        inputGradient = Workspace(count)
+        inputGradient = Workspace(gradient: count)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

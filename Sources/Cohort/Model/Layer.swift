@@ -128,22 +128,99 @@ public final class LayerBuilder {
     }
 }
 
-/// An owned, fixed-size Float buffer for activations and workspaces.
+/// A fixed-size Float buffer for activations and workspaces: owned, or lent by the model's
+/// `BlockGradients` when it holds a gradient only while its Transformer block runs backward.
 public final class Workspace {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// The shared buffer this workspace is a view of; nil when the workspace owns `pointer`.
+    private let lender: SharedBuffer?
     /// While a model is built, every workspace is counted against what this process may use;
     /// one that does not fit is not allocated, and `Model.init` refuses the model (nothing the
     /// user asked for reaches a failed allocation).
     nonisolated(unsafe) static var budget: MemoryBudget?
+    /// The model's shared backward buffers while it is built (nil: every workspace is owned).
+    nonisolated(unsafe) static var blockGradients: BlockGradients?
 
-    public init(_ count: Int) {
-        let fits = Workspace.budget?.reserve(bytes: max(count, 1) * MemoryLayout<Float>.size) ?? true
-        self.count = fits ? count : 1
-        pointer = .allocate(capacity: max(self.count, 1))
-        pointer.initialize(repeating: 0, count: max(self.count, 1))
+    public convenience init(_ count: Int) {
+        let buffer = Workspace.allocate(count)
+        self.init(pointer: buffer.pointer, count: buffer.count, lender: nil)
     }
+
+    /// A buffer for a gradient that nothing reads after the backward call of the Transformer
+    /// block being built (its sublayers' input gradients and scratch): the blocks of a model
+    /// share one such buffer per position. `leavesBlock` marks the block's own input gradient,
+    /// which the previous block reads: blocks alternate between two of those.
+    convenience init(gradient count: Int, leavesBlock: Bool = false) {
+        if let shared = Workspace.blockGradients?.lend(count, leavesBlock: leavesBlock) {
+            self.init(pointer: shared.pointer, count: shared.count, lender: shared)
+        } else {
+            self.init(count)
+        }
+    }
+
+    private init(pointer: UnsafeMutablePointer<Float>, count: Int, lender: SharedBuffer?) {
+        (self.pointer, self.count, self.lender) = (pointer, count, lender)
+    }
+
+    deinit { if lender == nil { pointer.deallocate() } }
+
+    /// Zeroed memory for `count` floats, counted against the budget (one float when it does not fit).
+    static func allocate(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, count: Int) {
+        let fits = budget?.reserve(bytes: max(count, 1) * MemoryLayout<Float>.size) ?? true
+        let count = fits ? count : 1
+        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+        return (pointer, count)
+    }
+}
+
+/// A buffer that several workspaces view; freed with the last of them.
+final class SharedBuffer {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+    init(_ count: Int) { (pointer, self.count) = Workspace.allocate(count) }
     deinit { pointer.deallocate() }
+}
+
+/// The backward buffers of a model's Transformer blocks, allocated once instead of once per
+/// block. Backward runs the blocks one after another, and inside a block every buffer a
+/// sublayer's backward writes is dead when the block's backward returns, except the block's
+/// own input gradient, which the block before it reads as its output gradient. So the k-th
+/// gradient buffer requested while a block is built is shared by the k-th of every block (of
+/// the same size), and the blocks' input gradients alternate between two buffers. Forward
+/// activations stay owned: backward reads them.
+final class BlockGradients {
+    private struct Key: Hashable {
+        let slot: Int
+        let count: Int
+    }
+    private var buffers: [Key: SharedBuffer] = [:]
+    private var building = false
+    private var ordinal = 0
+    private var blocks = 0
+
+    /// Builds one block: gradient workspaces requested in `body` are lent from the shared set.
+    func block<T>(_ body: () throws -> T) rethrows -> T {
+        (building, ordinal) = (true, 0)
+        defer { (building, blocks) = (false, blocks + 1) }
+        return try body()
+    }
+
+    func lend(_ count: Int, leavesBlock: Bool) -> SharedBuffer? {
+        guard building, count > 0 else { return nil }
+        let slot: Int
+        if leavesBlock {
+            slot = -1 - blocks % 2
+        } else {
+            slot = ordinal
+            ordinal += 1
+        }
+        if let buffer = buffers[Key(slot: slot, count: count)] { return buffer }
+        let buffer = SharedBuffer(count)
+        buffers[Key(slot: slot, count: count)] = buffer
+        return buffer
+    }
 }
 
 /// A layer whose output at a position depends on the position or on earlier positions.

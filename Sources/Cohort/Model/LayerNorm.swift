@@ -55,7 +55,7 @@ public final class LayerNorm: Layer {
         output = Workspace(rows * width)
         mean = Workspace(rows)
         inverseStd = Workspace(rows)
-        inputGradient = Workspace(rows * width)
+        inputGradient = Workspace(gradient: rows * width)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -18,9 +18,11 @@ public final class Model {
     /// serves synchronized batch norm and gives each rank its own dropout streams.
     /// `fusePooling` folds a 2×2 max pool into the convolution before it (one layer, the same
     /// results bit for bit, and the full-size activation never leaves the cache); false keeps
-    /// them as two layers.
+    /// them as two layers. `shareBlockGradients` gives all Transformer blocks one set of
+    /// backward buffers (`BlockGradients`; the same results bit for bit); false gives each its own.
     public init(inputShape: [Int], layers specs: [LayerSpec], maxBatch: Int = 64, seed: UInt64 = 0,
-                communicator: Communicator = SingleProcess(), fusePooling: Bool = true) throws {
+                communicator: Communicator = SingleProcess(), fusePooling: Bool = true,
+                shareBlockGradients: Bool = true) throws {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         builder.fusesPooling = fusePooling
         builder.typeCounts = typeCounts(specs)
@@ -28,7 +30,8 @@ public final class Model {
         // process is refused with the bytes it needs, not met by a failed allocation.
         let budget = MemoryBudget()
         Workspace.budget = budget
-        defer { Workspace.budget = nil }
+        Workspace.blockGradients = shareBlockGradients ? BlockGradients() : nil
+        defer { (Workspace.budget, Workspace.blockGradients) = (nil, nil) }
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         guard !budget.exceeded else {
             throw CohortError("the model needs \(MemoryBudget.describe(budget.reserved)) (layer buffers for batches of \(maxBatch) rows \(MemoryBudget.describe(budget.layerBytes)), parameters with their gradients and optimizer state \(MemoryBudget.describe(budget.stateBytes))); this process may use \(MemoryBudget.describe(budget.limit)); lower training.batch_size, training.eval_batch_size or the layer sizes")

@@ -71,20 +71,30 @@ public final class TransformerBlock: Layer {
         let (length, width) = (inputShape[0], inputShape[1])
         let blocks = max(builder.typeCounts[TransformerBlockOptions.type] ?? 1, 1)
         let residualScale = 1 / Float(2 * blocks).squareRoot()
-        norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: 1e-5, builder: builder)
-        attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads, dropout: options.dropout,
-                                  bias: options.bias, projectionScale: residualScale, builder: builder)
-        norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: 1e-5, builder: builder)
-        let inner = options.mlpRatio * width
-        fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias, builder: builder)
-        gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch)
-        proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: options.bias,
-                     initScale: residualScale, builder: builder)
-        mlpDropout = options.dropout > 0
-            ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
-                      maxBatch: builder.maxBatch) : nil
         let count = builder.maxBatch * length * width
-        (hidden, output, hiddenGradient, inputGradient) = (Workspace(count), Workspace(count), Workspace(count), Workspace(count))
+        (hidden, output) = (Workspace(count), Workspace(count))
+        // The sublayers' gradient buffers, and this block's, are shared with the model's other
+        // blocks (`BlockGradients`): nothing reads them once the block's backward has returned.
+        typealias Parts = (LayerNorm, Attention, LayerNorm, Dense, Activation, Dense, Dropout?, Workspace, Workspace)
+        func build() throws -> Parts {
+            let norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+            let attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads,
+                                          dropout: options.dropout, bias: options.bias, projectionScale: residualScale, builder: builder)
+            let norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+            let inner = options.mlpRatio * width
+            let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias,
+                           builder: builder)
+            let gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch)
+            let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal,
+                             useBias: options.bias, initScale: residualScale, builder: builder)
+            let mlpDropout = options.dropout > 0
+                ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout,
+                          generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch) : nil
+            return (norm1, attention, norm2, fc, gelu, proj, mlpDropout,
+                    Workspace(gradient: count), Workspace(gradient: count, leavesBlock: true))
+        }
+        (norm1, attention, norm2, fc, gelu, proj, mlpDropout, hiddenGradient, inputGradient) =
+            try Workspace.blockGradients?.block(build) ?? build()
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
