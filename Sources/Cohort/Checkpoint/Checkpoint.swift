@@ -55,6 +55,10 @@ public struct Checkpoint {
     public var loss: String? = nil
     /// name → (shape, values) for /parameters and /optimizer.
     public var tensors: [String: (shape: [Int], values: [Float])] = [:]
+    /// More tensors to write, read in place from memory the caller keeps alive and unchanged
+    /// until the write returns (a trainer's parameters and moments: no copy of the model state
+    /// while rank 0 writes). Written and checksummed exactly as `tensors`; reading gives `tensors`.
+    public var views: [String: (shape: [Int], values: UnsafeBufferPointer<Float>)] = [:]
     public var words: [String: [UInt64]] = [:]
     public var metrics: [String: [Double]] = [:]
 
@@ -125,14 +129,21 @@ public struct Checkpoint {
         var checksum = CRC32()
         var names: [String] = []
         // Every dataset is written and added to the checksum the same way, in a fixed order.
-        func store<T: HDF5Scalar>(_ path: String, _ values: [T], shape: [Int]) throws {
-            try values.withUnsafeBufferPointer { buffer in
-                try file.write(path, buffer, shape: shape)
-                checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
-            }
+        func store<T: HDF5Scalar>(_ path: String, _ buffer: UnsafeBufferPointer<T>, shape: [Int]) throws {
+            try file.write(path, buffer, shape: shape)
+            checksum.update(name: path, bytes: UnsafeRawBufferPointer(buffer))
             names.append(path)
         }
-        for name in tensors.keys.sorted() { try store(name, tensors[name]!.values, shape: tensors[name]!.shape) }
+        func store<T: HDF5Scalar>(_ path: String, _ values: [T], shape: [Int]) throws {
+            try values.withUnsafeBufferPointer { try store(path, $0, shape: shape) }
+        }
+        for name in Set(tensors.keys).union(views.keys).sorted() {
+            if let view = views[name] {
+                try store(name, view.values, shape: view.shape)
+            } else if let tensor = tensors[name] {
+                try store(name, tensor.values, shape: tensor.shape)
+            }
+        }
         for name in words.keys.sorted() { try store("state/\(name)", words[name]!, shape: [words[name]!.count]) }
         for name in metrics.keys.sorted() { try store("metrics/\(name)", metrics[name]!, shape: [metrics[name]!.count]) }
         try file.setAttribute("format", "cohort-checkpoint")

@@ -65,12 +65,14 @@ extension Trainer {
         checkpoint.inputScale = (train as? LabeledData).map { Double($0.scale) } ?? 1
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
         checkpoint.dataFiles = ["train=" + absolute(config.data.train)] + (config.data.test.map { ["test=" + absolute($0)] } ?? [])
+        // Views, not copies: rank 0 writes between steps, and no rank of its node updates the
+        // shared state before rank 0 has joined the next gradient sum.
         let parameters = model.parameters
         for entry in parameters.entries {
             let range = entry.offset..<(entry.offset + entry.count)
-            checkpoint.tensors["parameters/\(entry.name)"] = (entry.shape, Array(parameters.values[range]))
+            checkpoint.views["parameters/\(entry.name)"] = (entry.shape, UnsafeBufferPointer(rebasing: parameters.values[range]))
             for slot in optimizer.slots {
-                checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, Array(slot.buffer[range]))
+                checkpoint.views["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, UnsafeBufferPointer(rebasing: slot.buffer[range]))
             }
         }
         for entry in parameters.bufferEntries {
