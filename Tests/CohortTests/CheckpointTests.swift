@@ -54,6 +54,26 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.read(from: path))
     }
 
+    /// Tensors written from memory in place (`views`, how the trainer writes its state) give the
+    /// same file as copies: the same datasets, values and checksum, read back as `tensors`.
+    func test_viewsAreWrittenAsTensors() throws {
+        let directory = try temporaryDirectory(self)
+        try sample().writeAtomically(to: "\(directory)/copied.h5")
+        let weights: [Float] = [1, 2, 3, 4, 5, 6]
+        try weights.withUnsafeBufferPointer { buffer in
+            var viewed = sample()
+            viewed.tensors["parameters/dense_1/weight"] = nil
+            viewed.views["parameters/dense_1/weight"] = ([2, 3], buffer)
+            try viewed.writeAtomically(to: "\(directory)/viewed.h5")
+        }
+        let (copied, viewed) = (try Checkpoint.read(from: "\(directory)/copied.h5"), try Checkpoint.read(from: "\(directory)/viewed.h5"))
+        XCTAssertEqual(viewed.tensors.keys.sorted(), copied.tensors.keys.sorted())
+        XCTAssertEqual(viewed.tensors["parameters/dense_1/weight"]?.values, weights)
+        XCTAssertEqual(viewed.tensors["parameters/dense_1/weight"]?.shape, [2, 3])
+        let checksum = { (path: String) throws -> [Int64] in try HDF5File.open(path).numberAttribute("checksum_crc32", as: Int64.self) }
+        XCTAssertEqual(try checksum("\(directory)/viewed.h5"), try checksum("\(directory)/copied.h5"))
+    }
+
     func test_failedWriteLeavesThePreviousCheckpoint() throws {
         let directory = try temporaryDirectory(self)
         let path = "\(directory)/c.h5"
