@@ -26,9 +26,11 @@ Memory per node for model state (parameters, gradients, AdamW moments, weight-de
 # `launch/netns-hosts.sh mpirun -np 2 $PWD/.build/release/cohort check-mpi --repeats 20`:
 # alpha from the 4 KiB all-reduce (time / 2 messages), beta from the 16 MiB one's bus bandwidth.
 # Measured 2026-12-04 (release build of 10d7c88's tree): 1 Gbit/s: 4 KiB in 30.5 µs, 16 MiB in
-# 209.6 ms (bus bandwidth 0.08 GB/s); unshaped: 4 KiB in 35.0 µs, 16 MiB in 10.2 ms (1.64 GB/s).
+# 209.6 ms (bus bandwidth 0.08 GB/s); unshaped: 4 KiB in 35.0 µs, 16 MiB in 10.2 ms (1.64 GB/s);
+# 10 Gbit/s (release build of 1b1c546's tree): 4 KiB in 25.5 µs, 16 MiB in 17.8 ms (0.94 GB/s).
 LINKS = {
     "1 Gbit/s": dict(alpha=15.3e-6, beta=0.080e9),
+    "10 Gbit/s": dict(alpha=12.8e-6, beta=0.94e9),
     "unshaped veth (1.6 GB/s)": dict(alpha=17.5e-6, beta=1.64e9),
 }
 
