@@ -84,9 +84,13 @@ public final class SGD: Optimizer {
 
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
         stepCount += 1
-        let start = state.range.lowerBound
-        cohort_sgd_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
-                          state.mask.baseAddress!, state.range.count, learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+        let (momentum, nesterov, weightDecay) = (momentum, nesterov, weightDecay)
+        let (start, velocity, mask) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.mask.baseAddress!)
+        LayerThreads.elementwise(state.range.count) { offset, count in
+            let at = start + offset
+            cohort_sgd_update(parameters.baseAddress! + at, gradients.baseAddress! + at, velocity + at, mask + offset, count,
+                              learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+        }
     }
 }
 
@@ -128,10 +132,13 @@ public final class Adam: Optimizer {
         let epsilonHat = epsilon * correction2.squareRoot()
         // AdamW's decay θ·(1 − lr·λ·mask) is applied by the kernel in the same pass over memory.
         let shrink = decoupled ? learningRate * weightDecay : 0
-        let start = state.range.lowerBound
-        cohort_adam_update(parameters.baseAddress! + start, gradients.baseAddress! + start, state.arrays[0].baseAddress! + start,
-                           state.arrays[1].baseAddress! + start, state.mask.baseAddress!, state.range.count,
-                           beta1, beta2, stepSize, epsilonHat, decoupled ? 0 : weightDecay, shrink)
+        let (beta1, beta2, decay) = (beta1, beta2, decoupled ? 0 : weightDecay)
+        let (start, m, v, mask) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.arrays[1].baseAddress!, state.mask.baseAddress!)
+        LayerThreads.elementwise(state.range.count) { offset, count in
+            let at = start + offset
+            cohort_adam_update(parameters.baseAddress! + at, gradients.baseAddress! + at, m + at, v + at, mask + offset, count,
+                               beta1, beta2, stepSize, epsilonHat, decay, shrink)
+        }
     }
 }
 

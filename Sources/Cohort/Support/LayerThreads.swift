@@ -48,6 +48,20 @@ public enum LayerThreads {
     }
 }
 
+extension LayerThreads {
+    /// Runs an element-wise pass over `count` elements as `body(start, count)` calls spread over
+    /// the threads (an optimizer's update). Every element is computed alone, so any cut gives the
+    /// same bits; parts of at least 64K elements, starting on 64-byte boundaries.
+    static func elementwise(_ count: Int, _ body: (_ start: Int, _ count: Int) -> Void) {
+        let parts = max(1, min(LayerThreads.count, count / 65_536))
+        run(parts: parts) { part, _ in
+            let lower = part == 0 ? 0 : (count * part / parts) & ~15
+            let upper = part == parts - 1 ? count : (count * (part + 1) / parts) & ~15
+            body(lower, upper - lower)
+        }
+    }
+}
+
 private struct UnsafeSendable<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
