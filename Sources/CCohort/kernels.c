@@ -4,6 +4,7 @@
 #include "CCohort.h"
 #include <math.h>
 #include <signal.h>
+#include <sched.h>
 #include <string.h>
 
 // Each hot loop is compiled twice, for x86-64-v3 (AVX2, the vector width every x86 server of
@@ -541,4 +542,22 @@ void cohort_lstm_cell_backward(const float *restrict gates, const float *restric
         dgates[3 * H + j] = dh * tc * o * (1.0f - o);
         dc_next[j] = dc * f;
     }
+}
+
+void cohort_sum_turn(float *restrict target, const float *restrict source, long n, int first) {
+    if (source) {
+        if (first) memcpy(target, source, (size_t)n * sizeof(float));
+        else for (long i = 0; i < n; i++) target[i] += source[i];
+    } else {
+        if (first) memset(target, 0, (size_t)n * sizeof(float));
+        else for (long i = 0; i < n; i++) target[i] += 0.0f;
+    }
+}
+
+void cohort_counter_wait(const long long *counter, long long target) {
+    while (__atomic_load_n(counter, __ATOMIC_ACQUIRE) < target) sched_yield();
+}
+
+void cohort_counter_store(long long *counter, long long value) {
+    __atomic_store_n(counter, value, __ATOMIC_RELEASE);
 }

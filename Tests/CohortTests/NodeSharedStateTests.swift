@@ -26,10 +26,10 @@ final class NodeSharedStateTests: XCTestCase {
 
     /// Trains on `ranks` ranks and returns the newest checkpoint's tensors and the run's output.
     private func run(_ name: String, ranks: Int, state: String, optimizer: String = "adamw", extra: String = "",
-                     arguments: [String] = []) throws -> (tensors: [String: [Float]], output: String) {
+                     accumulate: Int = 2, arguments: [String] = [], config text: String? = nil) throws -> (tensors: [String: [Float]], output: String) {
         let path = "\(directory)/\(name).yaml"
-        let config = smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 2, batchSize: 8,
-                                 optimizer: optimizer, extra: "  state: \(state)\n  accumulate_steps: 2\n\(extra)", layers: layers)
+        let config = text ?? smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 2, batchSize: 8,
+                                         optimizer: optimizer, extra: "  state: \(state)\n  accumulate_steps: \(accumulate)\n\(extra)", layers: layers)
             .replacingOnce("  learning_rate: 0.01\n", with: "  learning_rate: 0.01\n  clip_grad_norm: 0.5\n  momentum: 0.9\n")
         try config.write(toFile: path, atomically: true, encoding: .utf8)
         let result = try runCohort(ranks: ranks, ["train", path] + arguments, directory: directory)
@@ -60,6 +60,47 @@ final class NodeSharedStateTests: XCTestCase {
         let sgdReplicated = try run("sgd-replicated", ranks: 2, state: "replicated", optimizer: "sgd")
         XCTAssertNotNil(sgdShared.tensors.keys.first { $0.hasPrefix("optimizer/momentum/") })
         assertBitwiseEqual(sgdShared.tensors, sgdReplicated.tensors)
+    }
+
+    /// With one micro-batch per step the node's ranks add into one gradient sum during backward,
+    /// bucket by bucket in node-rank order (`NodeGradientSum`): the same bits as replicas'
+    /// gradients summed after backward, with 3 ranks (one without rows in the last step),
+    /// clipping scaled slice by slice, dropout and batch norm; and for a GPT whose output head
+    /// writes its tied embedding's gradient first and the embedding last.
+    func test_oneGradientSumPerNodeEqualsReplicasBitwise() throws {
+        let shared = try run("sum-shared", ranks: 3, state: "node_shared", accumulate: 1)
+        XCTAssertTrue(shared.output.contains("; gradients once per node (each rank adds its own in turn during backward)"), shared.output)
+        let replicated = try run("sum-replicated", ranks: 3, state: "replicated", accumulate: 1)
+        XCTAssertFalse(replicated.output.contains("gradients once per node"), replicated.output)
+        assertBitwiseEqual(shared.tensors, replicated.tensors)
+
+        let text = (0..<600).map { "in the beginning \($0 % 37) was the word " }.joined()
+        try text.write(toFile: "\(directory)/corpus.txt", atomically: true, encoding: .utf8)
+        _ = try TextPreparation.prepare(inputs: ["\(directory)/corpus.txt"], outputDirectory: "\(directory)/tokens", tokenizer: .chars, validation: 0)
+        let vocabulary = try TokenCorpus(path: "\(directory)/tokens/train.h5").vocabulary.count
+        func gpt(_ name: String, _ state: String) -> String {
+            """
+            name: t
+            seed: 5
+            run_dir: \(directory)/runs/\(name)
+            data: {train: \(directory)/tokens/train.h5, window: 16}
+            model:
+              layers:
+                - {type: embedding, vocabulary: \(vocabulary), dim: 32}
+                - {type: positional_embedding, max_length: 16}
+                - {type: transformer_block, heads: 2, dropout: 0.1}
+                - {type: transformer_block, heads: 2}
+                - {type: layer_norm}
+                - {type: lm_head, tie_embeddings: true}
+            loss: softmax_cross_entropy
+            optimizer: {type: adamw, learning_rate: 0.003, weight_decay: 0.1, clip_grad_norm: 0.05}
+            training: {epochs: 1, batch_size: 4, max_steps: 6, state: \(state)}
+            """
+        }
+        let gptShared = try run("gpt-shared", ranks: 3, state: "node_shared", config: gpt("gpt-shared", "node_shared"))
+        XCTAssertTrue(gptShared.output.contains("gradients once per node"), gptShared.output)
+        let gptReplicated = try run("gpt-replicated", ranks: 3, state: "replicated", config: gpt("gpt-replicated", "replicated"))
+        assertBitwiseEqual(gptShared.tensors, gptReplicated.tensors)
     }
 
     /// A run stopped and resumed in node_shared mode, at another rank count, ends where an

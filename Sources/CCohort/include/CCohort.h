@@ -100,6 +100,13 @@ int cohort_sum_sources(const float *const *sources, int count, float *const *des
 /// (or could not be started), the signal that ended it, or -1 when it hung.
 int cohort_h5_probe(const char *path, const char *const *names, int name_count, int timeout_ms);
 int cohort_all_finite(const float *restrict x, long n);
+/// target[i] = source[i] (first) or target[i] + source[i] (not first), or the same with zeros
+/// for a null source: one rank's turn in a node's ordered gradient sum.
+void cohort_sum_turn(float *restrict target, const float *restrict source, long n, int first);
+/// Waits (yielding the core) until *counter >= target; the loads acquire.
+void cohort_counter_wait(const long long *counter, long long target);
+/// *counter = value, releasing every write before it.
+void cohort_counter_store(long long *counter, long long value);
 void cohort_relu_inplace(float *x, long n);
 /// 2×2, stride 2 max pooling of `planes` planes; code holds which of each window's four inputs won (0–3, row-major).
 void cohort_max_pool_2x2(const float *restrict x, float *restrict y, unsigned char *restrict code, long planes,

@@ -42,6 +42,9 @@ public protocol Communicator: AnyObject {
     /// of the node reads and each rank writes in its own slice only; nil when there is no such
     /// memory (one process). Lives until the communicator is finalized.
     func makeSharedState(count: Int, arrays: Int) -> SharedState?
+    /// Collective: one gradient sum per node that the node's ranks add into during backward,
+    /// bucket by bucket (`NodeGradientSum`); nil where ranks cannot share memory.
+    func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum?
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never
 }
@@ -66,6 +69,7 @@ public struct SharedState {
 extension Communicator {
     public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
     public func makeSharedState(count: Int, arrays: Int) -> SharedState? { nil }
+    public func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum? { nil }
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) { allReduceSum(buffer) }
     public func progressSums() {}
     public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { nil }

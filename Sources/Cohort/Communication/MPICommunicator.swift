@@ -10,8 +10,12 @@ public final class MPICommunicator: Communicator {
     private let world: MPI_Comm
     private var reductions: [NodeSharedReduction] = []
     private var states: [NodeSharedState] = []
+    private var gradientSums: [NodeGradientSum] = []
     public var compressesAcrossNodes = false {
-        didSet { reductions.forEach { $0.compressesAcrossNodes = compressesAcrossNodes } }
+        didSet {
+            reductions.forEach { $0.compressesAcrossNodes = compressesAcrossNodes }
+            gradientSums.forEach { $0.compressesAcrossNodes = compressesAcrossNodes }
+        }
     }
     /// Whether every rank of the job is alone on its node (so the whole sum crosses between nodes).
     private let everyRankAlone: Bool
@@ -68,7 +72,8 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         for reduction in reductions { reduction.free() }
         for state in states { state.free() }
-        (reductions, states) = ([], [])
+        for sum in gradientSums { sum.free() }
+        (reductions, states, gradientSums) = ([], [], [])
         MPI_Finalize()
     }
 
@@ -83,6 +88,13 @@ public final class MPICommunicator: Communicator {
         guard size > 1, !everyRankAlone, let state = NodeSharedState.make(world: world, count: count, arrays: arrays) else { return nil }
         states.append(state)
         return SharedState(arrays: state.arrays, ownSlice: state.ownSlice, ranksPerNode: state.ranksPerNode, synchronize: state.synchronize)
+    }
+
+    public func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum? {
+        guard size > 1, !everyRankAlone, let sum = NodeGradientSum.make(world: world, count: count, buckets: buckets) else { return nil }
+        sum.compressesAcrossNodes = compressesAcrossNodes
+        gradientSums.append(sum)
+        return sum
     }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
@@ -107,7 +119,9 @@ public final class MPICommunicator: Communicator {
         return nil
     }
 
-    public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { reductions.first?.phaseSeconds }
+    public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? {
+        reductions.first?.phaseSeconds ?? gradientSums.first?.phaseSeconds
+    }
 
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) {
         guard size > 1, buffer.count > 0 else { return }

@@ -98,7 +98,22 @@ public final class ParameterStore {
     public func buffer(of entry: Entry) -> UnsafeMutablePointer<Float> { buffers.baseAddress! + entry.offset }
 
     public func values(of entry: Entry) -> UnsafeMutablePointer<Float> { values.baseAddress! + entry.offset }
-    public func gradients(of entry: Entry) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + entry.offset }
+    public func gradients(of entry: Entry) -> UnsafeMutablePointer<Float> {
+        gradientRoute?(entry.offset) ?? gradients.baseAddress! + entry.offset
+    }
+
+    /// Where backward writes the gradient at a flat offset instead of `gradients`: a rank's
+    /// scratch while a node's ranks add into one gradient sum (`NodeGradientSum.route`).
+    public var gradientRoute: ((Int) -> UnsafeMutablePointer<Float>)?
+
+    /// Uses `storage` (same count) as the gradients from now on, without copying into it: memory
+    /// the store does not own and that others write (a node's one gradient sum).
+    public func useGradients(_ storage: UnsafeMutableBufferPointer<Float>) {
+        precondition(sealed && storage.count == gradients.count, "gradients are placed in storage of their size after sealing")
+        if ownsGradients { gradients.deallocate() }
+        gradients = storage
+        ownsGradients = false
+    }
 
     public func zeroGradients() {
         gradients.update(repeating: 0)

@@ -43,13 +43,17 @@ public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore,
 /// factor maxNorm / (norm + 1e-6) when below 1). Run after the all-reduce, so every rank
 /// clips the same averaged gradient identically. Returns the norm before clipping.
 @discardableResult
-public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
+public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float, scaling range: Range<Int>? = nil,
+                             afterReading: () -> Void = {}) -> Float {
     var sum: Double = 0
     for g in gradients { sum += Double(g) * Double(g) }
     let norm = Float(sum.squareRoot())
     let factor = maxNorm / (norm + 1e-6)
+    // Where a node's ranks share one gradient sum, each scales only the slice it updates, and
+    // only after every rank has read the whole sum (`afterReading`: a node barrier).
+    afterReading()
     if factor < 1 {
-        for index in gradients.indices { gradients[index] *= factor }
+        for index in range ?? gradients.indices { gradients[index] *= factor }
     }
     return norm
 }

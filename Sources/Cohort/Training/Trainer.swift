@@ -153,6 +153,14 @@ public final class Trainer {
         communicator.broadcast(model.parameters.buffers, root: 0)
         if let trainableSpans {
             gradientAllReduce = "MPI_Allreduce of the trainable parameters (\(trainableSpans.reduce(0) { $0 + $1.count }) floats in \(trainableSpans.count) span(s))"
+        } else if config.training.allReduce == .auto, config.training.state == .nodeShared, config.training.accumulateSteps == 1,
+                  !config.training.overlapAllReduce, fault == nil,
+                  let sum = communicator.makeNodeGradientSum(count: model.parameters.count, buckets: GradientBuckets(model: model).ranges) {
+            // One gradient buffer per node, added into during backward (bitwise the sum below).
+            model.parameters.useGradients(sum.sum)
+            model.parameters.gradientRoute = sum.route
+            gradientSum = (sum, GradientBuckets(model: model).finalFrom)
+            gradientAllReduce = sum.description
         } else if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
             model.parameters.placeGradients(in: shared.buffer)
             gradientAllReduce = shared.description
@@ -169,6 +177,28 @@ public final class Trainer {
             optimizer.share(Array(shared.arrays.dropFirst()), updating: shared.ownSlice)
             shared.synchronize()
             sharedState = shared
+        }
+    }
+
+    /// One bucket per top-level layer with parameters (its range of the flat gradient buffer),
+    /// and per top-level layer the offset from which gradients are final once its backward has
+    /// run (a tied output head writes its embedding's gradient long before the embedding's turn).
+    struct GradientBuckets {
+        let ranges: [Range<Int>]
+        let finalFrom: [Int]
+
+        init(model: Model) {
+            let starts = model.parameterStarts
+            let count = model.parameters.count
+            let sorted = starts.compactMap { $0 }.sorted()
+            ranges = sorted.indices.map { sorted[$0]..<($0 + 1 < sorted.count ? sorted[$0 + 1] : count) }.filter { !$0.isEmpty }
+            var floor = count
+            var finalFrom = [Int](repeating: count, count: starts.count)
+            for index in starts.indices.reversed() {
+                if let start = starts[index] { floor = min(floor, start) }
+                finalFrom[index] = floor
+            }
+            self.finalFrom = finalFrom
         }
     }
 
@@ -217,6 +247,9 @@ public final class Trainer {
 
     /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
     private var sharedState: SharedState?
+    /// The node's one gradient sum (`node_shared` with one micro-batch per step) and, per
+    /// top-level layer, the offset from which gradients are final after its backward; or nil.
+    private var gradientSum: (sum: NodeGradientSum, finalFrom: [Int])?
 
     /// Overwrites the parameters with `weights` on every rank (each writes its own slice where they are shared).
     private func setParameters(_ weights: [Float]) {
@@ -232,6 +265,7 @@ public final class Trainer {
     public func memoryPerNode() -> (modelState: Double, processes: Double)? {
         let parameters = model.parameters
         let regions = [parameters.values, parameters.gradients].map { UnsafeRawBufferPointer($0) } + optimizer.stateRegions
+            + (gradientSum?.sum.scratchRegions ?? [])
         let mine = [ProportionalMemory.resident(holding: regions) ?? .nan, ProportionalMemory.process() ?? .nan,
                     1 / Double(communicator.ranksOnNode)]
         let sums = communicator.allReduceSum(mine)
@@ -381,7 +415,8 @@ public final class Trainer {
             + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
             + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : "")
-            + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? ""))
+            + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? "")
+            + (gradientSum != nil ? "; gradients once per node (each rank adds its own in turn during backward)" : ""))
         for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
     }
 
@@ -465,7 +500,7 @@ public final class Trainer {
         let parameters = model.parameters
         // From here to the step's last collective, a rank that stops arriving ends the job.
         watchdog?.arm(step: position.globalStep + 1)
-        parameters.zeroGradients()
+        if gradientSum == nil { parameters.zeroGradients() }  // else each bucket's scratch is zeroed as it opens
         // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
         let stepLoss = computeGradients(batch)
@@ -492,7 +527,10 @@ public final class Trainer {
             }
         } else {
             let updateStart = monotonicNanoseconds()
-            if config.optimizer.clipNorm > 0 { clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm) }
+            if config.optimizer.clipNorm > 0 {
+                clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm, scaling: gradientSum?.sum.ownSlice,
+                                 afterReading: { gradientSum?.sum.synchronizeNode() })
+            }
             optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
             // Every slice of the node's one copy is updated before any rank reads it again.
             sharedState?.synchronize()
@@ -529,8 +567,13 @@ public final class Trainer {
             epochTotals.rows += Double(rows * positions)
             lossSum += totals.lossSum
             let last = first + config.training.batchSize >= batch.count
-            model.backward(outputGradient: logitGradient, batch: rows,
-                           finished: last && overlap != nil ? { [unowned self] in self.startFinishedBuckets(after: $0) } : nil)
+            let finished: ((Int) -> Void)?
+            if let gradientSum {
+                finished = { gradientSum.sum.finish(from: gradientSum.finalFrom[$0]) }
+            } else {
+                finished = last && overlap != nil ? { [unowned self] in self.startFinishedBuckets(after: $0) } : nil
+            }
+            model.backward(outputGradient: logitGradient, batch: rows, finished: finished)
         }
         return lossSum
     }
@@ -561,7 +604,9 @@ public final class Trainer {
         }
         let started = monotonicNanoseconds()
         let finite: Bool
-        if var plan = overlap {
+        if let gradientSum {
+            finite = gradientSum.sum.complete()
+        } else if var plan = overlap {
             // Buckets backward did not start (all of them on a rank without rows this step).
             let gradients = model.parameters.gradients
             for bucket in plan.buckets[plan.started...] { communicator.startSum(UnsafeMutableBufferPointer(rebasing: gradients[bucket])) }

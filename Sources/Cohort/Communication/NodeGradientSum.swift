@@ -1,0 +1,206 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CCohort
+
+/// The gradient sum of a node, held once (`training.state: node_shared` with one micro-batch per
+/// step): the ranks of the node add their gradients into one shared buffer while backward runs,
+/// instead of each keeping a full gradient buffer of its own for a sum after backward.
+///
+/// The buffer is cut into buckets, one per top-level layer with parameters. Backward writes a
+/// bucket's gradients into a scratch buffer of this rank (`route`, through
+/// `ParameterStore.gradientRoute`, opened at the bucket's first write); once no later layer
+/// writes it (`finish`), the rank takes its turn: node rank 0 copies its scratch into the
+/// shared bucket, then rank 1 adds its own, and so on, each waiting on the bucket's counter for
+/// the rank before it. So every element is ((g₀ + g₁) + g₂) + …, the order and the bits of
+/// `NodeSharedReduction`'s sum, and a node holds one gradient buffer plus a few buckets of
+/// scratch per rank instead of one buffer per rank. `complete()` takes the turns of buckets
+/// backward did not write (zeros), then sums each rank's slice across nodes as
+/// `NodeSharedReduction` does.
+public final class NodeGradientSum {
+    /// The node's gradient sum: every rank reads all of it after `complete()`.
+    public let sum: UnsafeMutableBufferPointer<Float>
+    /// The slice this rank sums across nodes (and updates, with `node_shared` state).
+    public let ownSlice: Range<Int>
+    public let description: String
+    private let buckets: [Range<Int>]
+    private let counters: UnsafeMutablePointer<Int64>
+    private let node: MPI_Comm
+    private let across: MPI_Comm?
+    private let window: MPI_Win
+    private let nodeRank: Int
+    private let nodeSize: Int
+    private var steps: Int64 = 0
+    /// Scratch of the buckets backward has opened this step, by bucket index.
+    private var open: [Int: UnsafeMutableBufferPointer<Float>] = [:]
+    private var done: [Bool]
+    /// Scratch buffers of the largest bucket's size, reused step after step.
+    private var pool: [UnsafeMutableBufferPointer<Float>] = []
+    private var allocated: [UnsafeMutableBufferPointer<Float>] = []
+    private let largest: Int
+    var compressesAcrossNodes = false
+    /// Seconds waiting for the node's other ranks (their turns and the barriers), adding, and across nodes.
+    private(set) var phaseSeconds: (wait: Double, node: Double, across: Double) = (0, 0, 0)
+
+    /// Collective over `world`; nil on every rank alike where the node's ranks cannot share
+    /// memory (one rank per node, nodes of different sizes, no window).
+    static func make(world: MPI_Comm, count: Int, buckets: [Range<Int>]) -> NodeGradientSum? {
+        guard count > 0, !buckets.isEmpty else { return nil }
+        var worldRank: Int32 = 0
+        MPI_Comm_rank(world, &worldRank)
+        let (node, nodeSize, nodeRank) = splitByNode(world)
+        var nodeHandle: MPI_Comm? = node
+        var sizes: [Int32] = [nodeSize, -nodeSize]
+        MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
+        guard sizes[0] == -sizes[1], nodeSize > 1 else {
+            MPI_Comm_free(&nodeHandle)
+            return nil
+        }
+        // Node rank 0 allocates the counters (one cache line each) and then the sum.
+        let counterBytes = buckets.count * 64
+        let bytes = nodeRank == 0 ? counterBytes + count * MemoryLayout<Float>.stride : 0
+        MPI_Comm_set_errhandler(node, cohort_mpi_errors_return())
+        var base: UnsafeMutableRawPointer?
+        var windowHandle: MPI_Win? = cohort_mpi_win_null()
+        let status = MPI_Win_allocate_shared(MPI_Aint(bytes), 1, cohort_mpi_info_null(), node, &base, &windowHandle)
+        MPI_Comm_set_errhandler(node, cohort_mpi_errors_are_fatal())
+        var start: UnsafeMutableRawPointer?
+        if status == MPI_SUCCESS, let window = windowHandle {
+            var size: MPI_Aint = 0
+            var unit: Int32 = 0
+            MPI_Win_shared_query(window, 0, &size, &unit, &start)
+            if Int(size) < counterBytes + count * MemoryLayout<Float>.stride { start = nil }
+        }
+        var failed: Int32 = start == nil ? 1 : 0
+        MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
+        guard failed == 0, let window = windowHandle, let start else {
+            if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
+            MPI_Comm_free(&nodeHandle)
+            return nil
+        }
+        var acrossHandle: MPI_Comm?
+        MPI_Comm_split(world, nodeRank, worldRank, &acrossHandle)
+        guard let across = acrossHandle else { preconditionFailure("MPI_Comm_split gave no communicator") }
+        var nodes: Int32 = 0
+        MPI_Comm_size(across, &nodes)
+        if nodes == 1 { MPI_Comm_free(&acrossHandle) }
+        MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
+        let counters = start.assumingMemoryBound(to: Int64.self)
+        if nodeRank == 0 {
+            for bucket in buckets.indices { counters[bucket * 8] = 0 }
+        }
+        let sum = UnsafeMutableBufferPointer(start: (start + counterBytes).assumingMemoryBound(to: Float.self), count: count)
+        let reduction = NodeGradientSum(sum: sum, buckets: buckets, counters: counters, node: node, across: nodes > 1 ? across : nil,
+                                        nodes: Int(nodes), window: window, nodeRank: Int(nodeRank), nodeSize: Int(nodeSize))
+        reduction.synchronizeNode()
+        return reduction
+    }
+
+    private init(sum: UnsafeMutableBufferPointer<Float>, buckets: [Range<Int>], counters: UnsafeMutablePointer<Int64>, node: MPI_Comm,
+                 across: MPI_Comm?, nodes: Int, window: MPI_Win, nodeRank: Int, nodeSize: Int) {
+        (self.sum, self.buckets, self.counters, self.node, self.across) = (sum, buckets, counters, node, across)
+        (self.window, self.nodeRank, self.nodeSize) = (window, nodeRank, nodeSize)
+        ownSlice = NodeSharedReduction.slices(count: sum.count, parts: nodeSize)[nodeRank]
+        done = Array(repeating: false, count: buckets.count)
+        largest = buckets.map(\.count).max() ?? 0
+        description = "node shared memory, \(nodeSize) ranks per node"
+            + (across != nil ? " × \(nodes) nodes, MPI_Allreduce across nodes" : "")
+    }
+
+    /// Where backward writes the gradient at `offset` of the flat buffer: this rank's scratch
+    /// for the offset's bucket (zeroed when the bucket opens).
+    public func route(_ offset: Int) -> UnsafeMutablePointer<Float> {
+        let bucket = index(of: offset)
+        if let scratch = open[bucket] { return scratch.baseAddress! + (offset - buckets[bucket].lowerBound) }
+        precondition(!done[bucket], "a layer wrote gradients of bucket \(bucket) after it was summed")
+        let scratch: UnsafeMutableBufferPointer<Float>
+        if let reused = pool.popLast() {
+            scratch = reused
+        } else {
+            scratch = .allocate(capacity: largest)
+            allocated.append(scratch)
+        }
+        scratch.baseAddress!.update(repeating: 0, count: buckets[bucket].count)
+        open[bucket] = scratch
+        return scratch.baseAddress! + (offset - buckets[bucket].lowerBound)
+    }
+
+    /// Takes this rank's turn for every bucket from `floor` on that is not summed yet: no later
+    /// call of this step writes gradients there (`Model.backward`'s `finished`).
+    public func finish(from floor: Int) {
+        for bucket in buckets.indices.reversed() where buckets[bucket].lowerBound >= floor && !done[bucket] {
+            takeTurn(bucket)
+        }
+    }
+
+    /// This rank's turn for `bucket`: wait for the rank before it, add (or copy) the scratch, pass on.
+    private func takeTurn(_ bucket: Int) {
+        let counter = counters + bucket * 8
+        let waiting = monotonicNanoseconds()
+        cohort_counter_wait(counter, steps * Int64(nodeSize) + Int64(nodeRank))
+        let adding = monotonicNanoseconds()
+        let range = buckets[bucket]
+        cohort_sum_turn(sum.baseAddress! + range.lowerBound, open[bucket].map { UnsafePointer($0.baseAddress!) }, range.count,
+                        nodeRank == 0 ? 1 : 0)
+        cohort_counter_store(counter, steps * Int64(nodeSize) + Int64(nodeRank) + 1)
+        phaseSeconds.wait += Double(adding - waiting) / 1e9
+        phaseSeconds.node += seconds(since: adding)
+        if let scratch = open.removeValue(forKey: bucket) { pool.append(scratch) }
+        done[bucket] = true
+    }
+
+    /// Ends the step's sum: the turns backward has not taken, then (with several nodes) this
+    /// rank's slice summed across nodes. Returns whether that slice is finite. Collective over the world.
+    public func complete() -> Bool {
+        finish(from: 0)
+        let arrived = monotonicNanoseconds()
+        synchronizeNode()  // every rank's turn for every bucket is in the sum
+        phaseSeconds.wait += seconds(since: arrived)
+        let slice = sum.baseAddress! + ownSlice.lowerBound
+        if let across {
+            let crossing = monotonicNanoseconds()
+            if compressesAcrossNodes {
+                _ = cohort_allreduce_bf16(slice, ownSlice.count, across)
+            } else {
+                MPI_Allreduce(cohort_mpi_in_place(), slice, Int32(ownSlice.count), cohort_mpi_float(), cohort_mpi_sum(), across)
+            }
+            phaseSeconds.across += seconds(since: crossing)
+        }
+        let finite = cohort_all_finite(slice, ownSlice.count) != 0
+        synchronizeNode()  // every slice summed across nodes before any rank reads the sum
+        steps += 1
+        done = Array(repeating: false, count: buckets.count)
+        return finite
+    }
+
+    /// Publishes every rank's writes to the node (a node barrier between memory syncs): after
+    /// clipping read the whole sum and before any rank scales its slice.
+    public func synchronizeNode() {
+        MPI_Win_sync(window)
+        MPI_Barrier(node)
+        MPI_Win_sync(window)
+    }
+
+    /// This rank's scratch, for the memory report.
+    public var scratchRegions: [UnsafeRawBufferPointer] { allocated.map { UnsafeRawBufferPointer($0) } }
+
+    private func index(of offset: Int) -> Int {
+        var (low, high) = (0, buckets.count - 1)
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if buckets[middle].lowerBound <= offset { low = middle } else { high = middle - 1 }
+        }
+        precondition(buckets[low].contains(offset), "gradient offset \(offset) is in no bucket")
+        return low
+    }
+
+    /// Collective over the world, before `MPI_Finalize`.
+    func free() {
+        MPI_Win_unlock_all(window)
+        var handles: (MPI_Win?, MPI_Comm?, MPI_Comm?) = (window, node, across)
+        MPI_Win_free(&handles.0)
+        MPI_Comm_free(&handles.1)
+        if across != nil { MPI_Comm_free(&handles.2) }
+        allocated.forEach { $0.deallocate() }
+    }
+}
