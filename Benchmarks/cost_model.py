@@ -19,7 +19,10 @@ runs). The model, per optimizer step on n nodes x r ranks per node:
                 the plain MPI_Allreduce path, one rank per node)
 
 Memory per node for model state (parameters, gradients, AdamW moments, weight-decay mask):
-  replicated   r x 20N bytes;  node_shared   16N + 4N r bytes (one gradient buffer per rank).
+  replicated   r x 20N bytes
+  node_shared  20N + 4L r bytes with one micro-batch per step (one gradient sum per node, each
+               rank's scratch for its largest layer's L parameters); 16N + 4N r with
+               accumulation (one gradient buffer per rank).
 """
 
 # Link figures: `launch/netns-hosts.sh up 2 [--rate 1gbit]`, then
@@ -43,10 +46,11 @@ WORKLOADS = {
     # name: parameters, compute seconds per step per rank, update seconds per step (replicated, 1 rank)
     # 2 hosts × 1 rank at 1 Gbit/s (the "per step by rank" line): W2 300 steps, W6 100, W7 12;
     # gpt-100m from its 3-step replicated run on 2 ranks (2 micro-batches of 4 windows).
-    "W2": dict(parameters=121_930, compute=11.8e-3, update=0.05e-3, unit="samples", per_step=64),
-    "W6": dict(parameters=809_600, compute=48.8e-3, update=1.0e-3, unit="tokens", per_step=12 * 64),
-    "W7": dict(parameters=10_770_048, compute=1.407, update=18.5e-3, unit="tokens", per_step=8 * 256),
-    "gpt-100m": dict(parameters=85_449_216, compute=10.51, update=0.130, unit="tokens", per_step=8 * 256),
+    # largest: the parameters of the largest top-level layer (W2's first dense layer, a transformer block).
+    "W2": dict(parameters=121_930, compute=11.8e-3, update=0.05e-3, unit="samples", per_step=64, largest=102_464),
+    "W6": dict(parameters=809_600, compute=48.8e-3, update=1.0e-3, unit="tokens", per_step=12 * 64, largest=198_272),
+    "W7": dict(parameters=10_770_048, compute=1.407, update=18.5e-3, unit="tokens", per_step=8 * 256, largest=1_774_464),
+    "gpt-100m": dict(parameters=85_449_216, compute=10.51, update=0.130, unit="tokens", per_step=8 * 256, largest=7_087_872),
 }
 
 NODES = [8, 64, 512]
@@ -83,12 +87,14 @@ def main():
                       f"{(node_sum + across) / step:.0%} / {(node_sum + across16) / step16:.0%} | "
                       f"{nodes * RANKS_PER_NODE * w['per_step']:,} {w['unit']} |")
     print()
-    print(f"| workload | parameters | model state per node, replicated ({RANKS_PER_NODE} ranks) | node_shared | ratio |")
-    print("|---|---|---|---|---|")
+    print(f"| workload | parameters | model state per node, replicated ({RANKS_PER_NODE} ranks) | node_shared, one micro-batch | ratio | "
+          "node_shared, accumulating | ratio |")
+    print("|---|---|---|---|---|---|---|")
     for workload, w in WORKLOADS.items():
         n, r = w["parameters"], RANKS_PER_NODE
-        replicated, shared = r * 20 * n, 16 * n + 4 * n * r
-        print(f"| {workload} | {n:,} | {replicated / 1e9:.2f} GB | {shared / 1e9:.2f} GB | {shared / replicated:.0%} |")
+        replicated, summed, accumulating = r * 20 * n, 20 * n + 4 * w["largest"] * r, 16 * n + 4 * n * r
+        print(f"| {workload} | {n:,} | {replicated / 1e9:.2f} GB | {summed / 1e9:.2f} GB | {summed / replicated:.1%} | "
+              f"{accumulating / 1e9:.2f} GB | {accumulating / replicated:.0%} |")
 
 
 if __name__ == "__main__":
