@@ -46,52 +46,24 @@ public final class NodeGradientSum {
     /// memory (one rank per node, nodes of different sizes, no window).
     static func make(world: MPI_Comm, count: Int, buckets: [Range<Int>]) -> NodeGradientSum? {
         guard count > 0, !buckets.isEmpty else { return nil }
-        var worldRank: Int32 = 0
-        MPI_Comm_rank(world, &worldRank)
         let (node, nodeSize, nodeRank) = splitByNode(world)
         var nodeHandle: MPI_Comm? = node
-        var sizes: [Int32] = [nodeSize, -nodeSize]
-        MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
-        guard sizes[0] == -sizes[1], nodeSize > 1 else {
-            MPI_Comm_free(&nodeHandle)
-            return nil
-        }
-        // Node rank 0 allocates the counters (one cache line each) and then the sum.
+        // Node rank 0 allocates the counters (one cache line each), then the sum.
         let counterBytes = buckets.count * 64
-        let bytes = nodeRank == 0 ? counterBytes + count * MemoryLayout<Float>.stride : 0
-        MPI_Comm_set_errhandler(node, cohort_mpi_errors_return())
-        var base: UnsafeMutableRawPointer?
-        var windowHandle: MPI_Win? = cohort_mpi_win_null()
-        let status = MPI_Win_allocate_shared(MPI_Aint(bytes), 1, cohort_mpi_info_null(), node, &base, &windowHandle)
-        MPI_Comm_set_errhandler(node, cohort_mpi_errors_are_fatal())
-        var start: UnsafeMutableRawPointer?
-        if status == MPI_SUCCESS, let window = windowHandle {
-            var size: MPI_Aint = 0
-            var unit: Int32 = 0
-            MPI_Win_shared_query(window, 0, &size, &unit, &start)
-            if Int(size) < counterBytes + count * MemoryLayout<Float>.stride { start = nil }
-        }
-        var failed: Int32 = start == nil ? 1 : 0
-        MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
-        guard failed == 0, let window = windowHandle, let start else {
-            if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
+        guard everyNodeHasSeveralRanks(world, nodeSize: nodeSize),
+              let (window, start) = allocateNodeWindow(world: world, node: node, nodeRank: nodeRank,
+                                                       bytes: counterBytes + count * MemoryLayout<Float>.stride) else {
             MPI_Comm_free(&nodeHandle)
             return nil
         }
-        var acrossHandle: MPI_Comm?
-        MPI_Comm_split(world, nodeRank, worldRank, &acrossHandle)
-        guard let across = acrossHandle else { preconditionFailure("MPI_Comm_split gave no communicator") }
-        var nodes: Int32 = 0
-        MPI_Comm_size(across, &nodes)
-        if nodes == 1 { MPI_Comm_free(&acrossHandle) }
-        MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
+        let (across, nodes) = splitAcrossNodes(world, nodeRank: nodeRank)
         let counters = start.assumingMemoryBound(to: Int64.self)
         if nodeRank == 0 {
             for bucket in buckets.indices { counters[bucket * 8] = 0 }
         }
         let sum = UnsafeMutableBufferPointer(start: (start + counterBytes).assumingMemoryBound(to: Float.self), count: count)
-        let reduction = NodeGradientSum(sum: sum, buckets: buckets, counters: counters, node: node, across: nodes > 1 ? across : nil,
-                                        nodes: Int(nodes), window: window, nodeRank: Int(nodeRank), nodeSize: Int(nodeSize))
+        let reduction = NodeGradientSum(sum: sum, buckets: buckets, counters: counters, node: node, across: across,
+                                        nodes: nodes, window: window, nodeRank: Int(nodeRank), nodeSize: Int(nodeSize))
         reduction.synchronizeNode()
         return reduction
     }
@@ -196,11 +168,7 @@ public final class NodeGradientSum {
 
     /// Collective over the world, before `MPI_Finalize`.
     func free() {
-        MPI_Win_unlock_all(window)
-        var handles: (MPI_Win?, MPI_Comm?, MPI_Comm?) = (window, node, across)
-        MPI_Win_free(&handles.0)
-        MPI_Comm_free(&handles.1)
-        if across != nil { MPI_Comm_free(&handles.2) }
+        freeNodeWindow(window, node: node, across: across)
         allocated.forEach { $0.deallocate() }
     }
 }

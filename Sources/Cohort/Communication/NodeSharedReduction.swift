@@ -41,22 +41,13 @@ final class NodeSharedReduction {
     /// Collective over `world`; nil (on every rank alike) where the ranks cannot share memory.
     static func make(world: MPI_Comm, count: Int) -> NodeSharedReduction? {
         guard count > 0 else { return nil }
-        var worldRank: Int32 = 0
-        MPI_Comm_rank(world, &worldRank)
         let (node, nodeSize, nodeRank) = splitByNode(world)
         var nodeHandle: MPI_Comm? = node
-        // Every node alike and more than one rank on each: the smallest and largest node agree.
-        var sizes: [Int32] = [nodeSize, -nodeSize]
-        MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
-        guard sizes[0] == -sizes[1], nodeSize > 1 else {
+        guard everyNodeHasSeveralRanks(world, nodeSize: nodeSize) else {
             MPI_Comm_free(&nodeHandle)
             return nil
         }
-        var acrossHandle: MPI_Comm?
-        MPI_Comm_split(world, nodeRank, worldRank, &acrossHandle)
-        guard let across = acrossHandle else { preconditionFailure("MPI_Comm_split gave no communicator") }
-        var nodes: Int32 = 0
-        MPI_Comm_size(across, &nodes)
+        var (acrossHandle, nodes) = splitAcrossNodes(world, nodeRank: nodeRank)
 
         // Each segment on its own pages (close to the rank that writes it).
         var info: MPI_Info? = cohort_mpi_info_null()
@@ -73,7 +64,7 @@ final class NodeSharedReduction {
         MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
         guard failed == 0, let window = windowHandle else {
             if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
-            MPI_Comm_free(&acrossHandle)
+            if acrossHandle != nil { MPI_Comm_free(&acrossHandle) }
             MPI_Comm_free(&nodeHandle)
             return nil
         }
@@ -88,9 +79,8 @@ final class NodeSharedReduction {
         }
         // Passive-target epoch for the window's lifetime; MPI_Win_sync orders memory around barriers.
         MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
-        if nodes == 1 { MPI_Comm_free(&acrossHandle) }
-        return NodeSharedReduction(count: count, node: node, across: nodes > 1 ? across : nil, window: window,
-                                   nodeRank: Int(nodeRank), segments: segments, nodes: Int(nodes))
+        return NodeSharedReduction(count: count, node: node, across: acrossHandle, window: window,
+                                   nodeRank: Int(nodeRank), segments: segments, nodes: nodes)
     }
 
     private init(count: Int, node: MPI_Comm, across: MPI_Comm?, window: MPI_Win, nodeRank: Int,
@@ -167,11 +157,7 @@ final class NodeSharedReduction {
 
     /// Collective over the world, before `MPI_Finalize`.
     func free() {
-        MPI_Win_unlock_all(window)
-        var handles: (MPI_Win?, MPI_Comm?, MPI_Comm?) = (window, node, across)
-        MPI_Win_free(&handles.0)
-        MPI_Comm_free(&handles.1)
-        if across != nil { MPI_Comm_free(&handles.2) }
+        freeNodeWindow(window, node: node, across: across)
     }
 }
 
@@ -188,4 +174,64 @@ func splitByNode(_ world: MPI_Comm) -> (node: MPI_Comm, size: Int32, rank: Int32
     MPI_Comm_size(node, &size)
     MPI_Comm_rank(node, &rank)
     return (node, size, rank)
+}
+
+/// Whether every node of `world` runs the same number of ranks, more than one (the smallest and
+/// the largest node agree). Collective over `world`.
+func everyNodeHasSeveralRanks(_ world: MPI_Comm, nodeSize: Int32) -> Bool {
+    var sizes: [Int32] = [nodeSize, -nodeSize]
+    MPI_Allreduce(cohort_mpi_in_place(), &sizes, 2, cohort_mpi_int32(), cohort_mpi_max(), world)
+    return sizes[0] == -sizes[1] && nodeSize > 1
+}
+
+/// The ranks of `world` with this rank's node rank, one per node (they sum a slice across
+/// nodes), and the number of nodes; no communicator when there is one node. Collective over `world`.
+func splitAcrossNodes(_ world: MPI_Comm, nodeRank: Int32) -> (across: MPI_Comm?, nodes: Int) {
+    var worldRank: Int32 = 0
+    MPI_Comm_rank(world, &worldRank)
+    var handle: MPI_Comm?
+    MPI_Comm_split(world, nodeRank, worldRank, &handle)
+    guard let across = handle else { preconditionFailure("MPI_Comm_split gave no communicator") }
+    var nodes: Int32 = 0
+    MPI_Comm_size(across, &nodes)
+    if nodes == 1 {
+        MPI_Comm_free(&handle)  // sets the handle to MPI_COMM_NULL, which is not nil
+        return (nil, 1)
+    }
+    return (across, Int(nodes))
+}
+
+/// `bytes` of memory that node rank 0 allocates in an `MPI_Win_allocate_shared` window and every
+/// rank of the node maps, in a passive-target epoch for the window's lifetime; nil on every rank
+/// of `world` alike when some node could not allocate it. Collective over `world`.
+func allocateNodeWindow(world: MPI_Comm, node: MPI_Comm, nodeRank: Int32, bytes: Int) -> (window: MPI_Win, start: UnsafeMutableRawPointer)? {
+    MPI_Comm_set_errhandler(node, cohort_mpi_errors_return())
+    var base: UnsafeMutableRawPointer?
+    var windowHandle: MPI_Win? = cohort_mpi_win_null()
+    let status = MPI_Win_allocate_shared(MPI_Aint(nodeRank == 0 ? bytes : 0), 1, cohort_mpi_info_null(), node, &base, &windowHandle)
+    MPI_Comm_set_errhandler(node, cohort_mpi_errors_are_fatal())
+    var start: UnsafeMutableRawPointer?
+    if status == MPI_SUCCESS, let window = windowHandle {
+        var size: MPI_Aint = 0
+        var unit: Int32 = 0
+        MPI_Win_shared_query(window, 0, &size, &unit, &start)
+        if Int(size) < bytes { start = nil }
+    }
+    var failed: Int32 = start == nil ? 1 : 0
+    MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
+    guard failed == 0, let window = windowHandle, let start else {
+        if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
+        return nil
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
+    return (window, start)
+}
+
+/// Ends a node window's epoch and frees it with its communicators. Collective over the world.
+func freeNodeWindow(_ window: MPI_Win, node: MPI_Comm, across: MPI_Comm?) {
+    MPI_Win_unlock_all(window)
+    var handles: (MPI_Win?, MPI_Comm?, MPI_Comm?) = (window, node, across)
+    MPI_Win_free(&handles.0)
+    MPI_Comm_free(&handles.1)
+    if across != nil { MPI_Comm_free(&handles.2) }
 }

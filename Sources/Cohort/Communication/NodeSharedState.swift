@@ -28,28 +28,11 @@ final class NodeSharedState {
         var nodeHandle: MPI_Comm? = node
 
         // Node rank 0 allocates the whole window; the others map it.
-        let bytes = nodeRank == 0 ? count * arrays * MemoryLayout<Float>.stride : 0
-        MPI_Comm_set_errhandler(node, cohort_mpi_errors_return())
-        var base: UnsafeMutableRawPointer?
-        var windowHandle: MPI_Win? = cohort_mpi_win_null()
-        let status = MPI_Win_allocate_shared(MPI_Aint(bytes), Int32(MemoryLayout<Float>.stride), cohort_mpi_info_null(),
-                                             node, &base, &windowHandle)
-        MPI_Comm_set_errhandler(node, cohort_mpi_errors_are_fatal())
-        var start: UnsafeMutableRawPointer?
-        if status == MPI_SUCCESS, let window = windowHandle {
-            var size: MPI_Aint = 0
-            var unit: Int32 = 0
-            MPI_Win_shared_query(window, 0, &size, &unit, &start)
-            if Int(size) < count * arrays * MemoryLayout<Float>.stride { start = nil }
-        }
-        var failed: Int32 = start == nil ? 1 : 0
-        MPI_Allreduce(cohort_mpi_in_place(), &failed, 1, cohort_mpi_int32(), cohort_mpi_max(), world)
-        guard failed == 0, let window = windowHandle, let start else {
-            if status == MPI_SUCCESS { MPI_Win_free(&windowHandle) }
+        guard let (window, start) = allocateNodeWindow(world: world, node: node, nodeRank: nodeRank,
+                                                       bytes: count * arrays * MemoryLayout<Float>.stride) else {
             MPI_Comm_free(&nodeHandle)
             return nil
         }
-        MPI_Win_lock_all(MPI_MODE_NOCHECK, window)
         let floats = start.assumingMemoryBound(to: Float.self)
         return NodeSharedState(arrays: (0..<arrays).map { UnsafeMutableBufferPointer(start: floats + $0 * count, count: count) },
                                ownSlice: NodeSharedReduction.slices(count: count, parts: Int(nodeSize))[Int(nodeRank)],

@@ -192,13 +192,16 @@ public final class Trainer {
             let count = model.parameters.count
             let sorted = starts.compactMap { $0 }.sorted()
             ranges = sorted.indices.map { sorted[$0]..<($0 + 1 < sorted.count ? sorted[$0 + 1] : count) }.filter { !$0.isEmpty }
+            finalFrom = Self.finalFrom(starts: starts, count: count)
+        }
+
+        /// Per top-level layer: the lowest start among it and the layers after it.
+        static func finalFrom(starts: [Int?], count: Int) -> [Int] {
             var floor = count
-            var finalFrom = [Int](repeating: count, count: starts.count)
-            for index in starts.indices.reversed() {
-                if let start = starts[index] { floor = min(floor, start) }
-                finalFrom[index] = floor
-            }
-            self.finalFrom = finalFrom
+            return Array(starts.reversed().map { start in
+                if let start { floor = min(floor, start) }
+                return floor
+            }.reversed())
         }
     }
 
@@ -213,17 +216,12 @@ public final class Trainer {
         var started = 0
 
         init(starts: [Int?], count: Int, bucket: Int) {
+            let finalFrom = GradientBuckets.finalFrom(starts: starts, count: count)
             var buckets: [Range<Int>] = []
             var high = count
-            var floor = count
-            var finalFrom = [Int](repeating: count, count: starts.count)
-            for index in starts.indices.reversed() {
-                if let start = starts[index] { floor = min(floor, start) }
-                finalFrom[index] = floor
-                if high - floor >= bucket {
-                    buckets.append(floor..<high)
-                    high = floor
-                }
+            for floor in finalFrom.reversed() where high - floor >= bucket {
+                buckets.append(floor..<high)
+                high = floor
             }
             if high > 0 { buckets.append(0..<high) }
             (self.buckets, self.finalFrom) = (buckets, finalFrom)
