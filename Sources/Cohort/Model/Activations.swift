@@ -47,11 +47,14 @@ public final class Activation: Layer {
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, kind: ActivationKind, inputShape: [Int], maxBatch: Int) {
+    /// `recomputedOutput`: the caller runs `forward` again before a backward that reads the
+    /// output (the output's memory is then shared, `Workspace(recomputed:)`).
+    init(name: String, kind: ActivationKind, inputShape: [Int], maxBatch: Int, recomputedOutput: Bool = false) {
         self.name = name
         self.kind = kind
         self.inputShape = inputShape
-        output = Workspace(maxBatch * inputShape.reduce(1, *))
+        let count = maxBatch * inputShape.reduce(1, *)
+        output = recomputedOutput ? Workspace(recomputed: count) : Workspace(count)
         inputGradient = Workspace(gradient: maxBatch * inputShape.reduce(1, *))
     }
 

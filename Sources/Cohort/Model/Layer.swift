@@ -152,7 +152,17 @@ public final class Workspace {
     /// share one such buffer per position. `leavesBlock` marks the block's own input gradient,
     /// which the previous block reads: blocks alternate between two of those.
     convenience init(gradient count: Int, leavesBlock: Bool = false) {
-        if let shared = Workspace.blockGradients?.lend(count, leavesBlock: leavesBlock) {
+        if let shared = Workspace.blockGradients?.lend(count, leavesBlock ? .leavesBlock : .gradient) {
+            self.init(pointer: shared.pointer, count: shared.count, lender: shared)
+        } else {
+            self.init(count)
+        }
+    }
+
+    /// A forward output that its layer computes again in backward before anything reads it
+    /// there (a Transformer block's GELU output): shared by the blocks of a model like gradients.
+    convenience init(recomputed count: Int) {
+        if let shared = Workspace.blockGradients?.lend(count, .recomputed) {
             self.init(pointer: shared.pointer, count: shared.count, lender: shared)
         } else {
             self.init(count)
@@ -189,8 +199,11 @@ final class SharedBuffer {
 /// own input gradient, which the block before it reads as its output gradient. So the k-th
 /// gradient buffer requested while a block is built is shared by the k-th of every block (of
 /// the same size), and the blocks' input gradients alternate between two buffers. Forward
-/// activations stay owned: backward reads them.
+/// activations stay owned: backward reads them; except those a block computes again in its
+/// backward (`Workspace(recomputed:)`), which are shared like gradients but apart from them.
 final class BlockGradients {
+    enum Use { case gradient, leavesBlock, recomputed }
+
     private struct Key: Hashable {
         let slot: Int
         let count: Int
@@ -198,23 +211,28 @@ final class BlockGradients {
     private var buffers: [Key: SharedBuffer] = [:]
     private var building = false
     private var ordinal = 0
+    private var recomputedOrdinal = 0
     private var blocks = 0
 
     /// Builds one block: gradient workspaces requested in `body` are lent from the shared set.
     func block<T>(_ body: () throws -> T) rethrows -> T {
-        (building, ordinal) = (true, 0)
+        (building, ordinal, recomputedOrdinal) = (true, 0, 0)
         defer { (building, blocks) = (false, blocks + 1) }
         return try body()
     }
 
-    func lend(_ count: Int, leavesBlock: Bool) -> SharedBuffer? {
+    func lend(_ count: Int, _ use: Use) -> SharedBuffer? {
         guard building, count > 0 else { return nil }
         let slot: Int
-        if leavesBlock {
+        switch use {
+        case .leavesBlock:
             slot = -1 - blocks % 2
-        } else {
+        case .gradient:
             slot = ordinal
             ordinal += 1
+        case .recomputed:
+            slot = -3 - recomputedOrdinal
+            recomputedOrdinal += 1
         }
         if let buffer = buffers[Key(slot: slot, count: count)] { return buffer }
         let buffer = SharedBuffer(count)

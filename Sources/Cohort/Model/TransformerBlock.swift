@@ -57,7 +57,6 @@ public final class TransformerBlock: Layer {
     private var normed1: UnsafePointer<Float>?
     private var normed2: UnsafePointer<Float>?
     private var expanded: UnsafePointer<Float>?
-    private var activated: UnsafePointer<Float>?
     private var projected: UnsafePointer<Float>?
 
     public var sublayers: [Layer] { [norm1, attention, norm2, fc, gelu, proj] + (mlpDropout.map { [$0] } ?? []) }
@@ -84,7 +83,9 @@ public final class TransformerBlock: Layer {
             let inner = options.mlpRatio * width
             let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias,
                            builder: builder)
-            let gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch)
+            // Its output is computed again in backward (one GELU pass) instead of kept per block.
+            let gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch,
+                                  recomputedOutput: true)
             let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal,
                              useBias: options.bias, initScale: residualScale, builder: builder)
             let mlpDropout = options.dropout > 0
@@ -108,7 +109,7 @@ public final class TransformerBlock: Layer {
         let projected = proj.timedForward(activated, batch: batch, training: training)
         let mlp = mlpDropout?.timedForward(projected, batch: batch, training: training) ?? projected
         for i in 0..<count { output.pointer[i] = hidden.pointer[i] + mlp[i] }
-        (self.normed1, self.normed2, self.expanded, self.activated, self.projected) = (normed1, normed2, expanded, activated, projected)
+        (self.normed1, self.normed2, self.expanded, self.projected) = (normed1, normed2, expanded, projected)
         return UnsafePointer(output.pointer)
     }
 
@@ -116,7 +117,8 @@ public final class TransformerBlock: Layer {
         let count = batch * inputSize
         // The MLP branch, then the residual: dh = dy + d(mlp branch)/dh.
         let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
-        let dActivated = proj.timedBackward(activated!, outputGradient: dProjected, batch: batch)
+        let activated = gelu.timedForward(expanded!, batch: batch, training: true)  // the blocks share its memory
+        let dActivated = proj.timedBackward(activated, outputGradient: dProjected, batch: batch)
         let dExpanded = gelu.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dNormed2 = fc.timedBackward(normed2!, outputGradient: dExpanded, batch: batch)
         let dHiddenBranch = norm2.timedBackward(hidden.pointer, outputGradient: dNormed2, batch: batch)
