@@ -104,7 +104,8 @@ struct Train: ParsableCommand {
         let split = communicator.reductionPhaseSeconds
         let perStep = [trainer.computeSeconds / steps, trainer.updateSeconds / steps, trainer.allReduceSeconds / steps,
                        median(trainer.allReduceTimes), trainer.barrierSeconds / steps,
-                       (split?.wait ?? 0) / steps, (split?.node ?? 0) / steps, (split?.across ?? 0) / steps]
+                       (split?.wait ?? 0) / steps, (split?.node ?? 0) / steps, (split?.across ?? 0) / steps,
+                       (trainer.gradientTurnSeconds ?? 0) / steps]
         let phases = communicator.gather(perStep.map { ($0 * 1e3).bitPattern }, root: 0).map { $0.map(Double.init(bitPattern:)) }
         if communicator.isRoot {
             if let seconds = trainer.lastCheckpointSeconds {
@@ -125,6 +126,9 @@ struct Train: ParsableCommand {
                 }
                 if split != nil {
                     line += "; of which waiting for the node's ranks \(column(5)), summing within the node \(column(6)), across nodes \(column(7))"
+                }
+                if trainer.gradientTurnSeconds != nil {
+                    line += "; turns on the node's gradient sum during backward (part of compute) \(column(8))"
                 }
                 printLine(line)
             }

@@ -39,8 +39,13 @@ public final class NodeGradientSum {
     private var allocated: [UnsafeMutableBufferPointer<Float>] = []
     private let largest: Int
     var compressesAcrossNodes = false
-    /// Seconds waiting for the node's other ranks (their turns and the barriers), adding, and across nodes.
+    /// Seconds of `complete()`: waiting for the node's other ranks, the turns backward left
+    /// (zeros), and across nodes.
     private(set) var phaseSeconds: (wait: Double, node: Double, across: Double) = (0, 0, 0)
+    /// Seconds of the turns taken during backward (waiting for the rank before, adding): part
+    /// of the step's compute time, not of the sum after it.
+    public private(set) var turnSeconds = 0.0
+    private var completing = false
 
     /// Collective over `world`; nil on every rank alike where the node's ranks cannot share
     /// memory (one rank per node, nodes of different sizes, no window).
@@ -115,8 +120,12 @@ public final class NodeGradientSum {
         cohort_sum_turn(sum.baseAddress! + range.lowerBound, open[bucket].map { UnsafePointer($0.baseAddress!) }, range.count,
                         nodeRank == 0 ? 1 : 0)
         cohort_counter_store(counter, steps * Int64(nodeSize) + Int64(nodeRank) + 1)
-        phaseSeconds.wait += Double(adding - waiting) / 1e9
-        phaseSeconds.node += seconds(since: adding)
+        if completing {
+            phaseSeconds.wait += Double(adding - waiting) / 1e9
+            phaseSeconds.node += seconds(since: adding)
+        } else {
+            turnSeconds += seconds(since: waiting)
+        }
         if let scratch = open.removeValue(forKey: bucket) { pool.append(scratch) }
         done[bucket] = true
     }
@@ -124,7 +133,9 @@ public final class NodeGradientSum {
     /// Ends the step's sum: the turns backward has not taken, then (with several nodes) this
     /// rank's slice summed across nodes. Returns whether that slice is finite. Collective over the world.
     public func complete() -> Bool {
+        completing = true
         finish(from: 0)
+        completing = false
         let arrived = monotonicNanoseconds()
         synchronizeNode()  // every rank's turn for every bucket is in the sum
         phaseSeconds.wait += seconds(since: arrived)

@@ -248,6 +248,9 @@ public final class Trainer {
     /// The node's one gradient sum (`node_shared` with one micro-batch per step) and, per
     /// top-level layer, the offset from which gradients are final after its backward; or nil.
     private var gradientSum: (sum: NodeGradientSum, finalFrom: [Int])?
+    /// Seconds this rank spent in its turns on the node's gradient sum during backward (inside
+    /// `computeSeconds`); nil without one gradient sum per node.
+    public var gradientTurnSeconds: Double? { gradientSum?.sum.turnSeconds }
 
     /// Overwrites the parameters with `weights` on every rank (each writes its own slice where they are shared).
     private func setParameters(_ weights: [Float]) {
