@@ -154,7 +154,7 @@ public final class Trainer {
         if let trainableSpans {
             gradientAllReduce = "MPI_Allreduce of the trainable parameters (\(trainableSpans.reduce(0) { $0 + $1.count }) floats in \(trainableSpans.count) span(s))"
         } else if config.training.allReduce == .auto, config.training.state == .nodeShared, config.training.accumulateSteps == 1,
-                  !config.training.overlapAllReduce, fault == nil,
+                  !config.training.overlapAllReduce,
                   let sum = communicator.makeNodeGradientSum(count: model.parameters.count, buckets: GradientBuckets(model: model).ranges) {
             // One gradient buffer per node, added into during backward (bitwise the sum below).
             model.parameters.useGradients(sum.sum)
