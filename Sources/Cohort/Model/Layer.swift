@@ -152,17 +152,18 @@ public final class Workspace {
     /// share one such buffer per position. `leavesBlock` marks the block's own input gradient,
     /// which the previous block reads: blocks alternate between two of those.
     convenience init(gradient count: Int, leavesBlock: Bool = false) {
-        if let shared = Workspace.blockGradients?.lend(count, leavesBlock ? .leavesBlock : .gradient) {
-            self.init(pointer: shared.pointer, count: shared.count, lender: shared)
-        } else {
-            self.init(count)
-        }
+        self.init(count, sharedAs: leavesBlock ? .leavesBlock : .gradient)
     }
 
     /// A forward output that its layer computes again in backward before anything reads it
     /// there (a Transformer block's GELU output): shared by the blocks of a model like gradients.
     convenience init(recomputed count: Int) {
-        if let shared = Workspace.blockGradients?.lend(count, .recomputed) {
+        self.init(count, sharedAs: .recomputed)
+    }
+
+    /// Lent by the model's `BlockGradients` while a block is built; owned otherwise.
+    private convenience init(_ count: Int, sharedAs use: BlockGradients.Use) {
+        if let shared = Workspace.blockGradients?.lend(count, use) {
             self.init(pointer: shared.pointer, count: shared.count, lender: shared)
         } else {
             self.init(count)

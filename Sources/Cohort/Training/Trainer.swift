@@ -154,12 +154,12 @@ public final class Trainer {
         if let trainableSpans {
             gradientAllReduce = "MPI_Allreduce of the trainable parameters (\(trainableSpans.reduce(0) { $0 + $1.count }) floats in \(trainableSpans.count) span(s))"
         } else if config.training.allReduce == .auto, config.training.state == .nodeShared, config.training.accumulateSteps == 1,
-                  !config.training.overlapAllReduce,
-                  let sum = communicator.makeNodeGradientSum(count: model.parameters.count, buckets: GradientBuckets(model: model).ranges) {
+                  !config.training.overlapAllReduce, case let buckets = GradientBuckets(model: model),
+                  let sum = communicator.makeNodeGradientSum(count: model.parameters.count, buckets: buckets.ranges) {
             // One gradient buffer per node, added into during backward (bitwise the sum below).
             model.parameters.useGradients(sum.sum)
             model.parameters.gradientRoute = sum.route
-            gradientSum = (sum, GradientBuckets(model: model).finalFrom)
+            gradientSum = (sum, buckets.finalFrom)
             gradientAllReduce = sum.description
         } else if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
             model.parameters.placeGradients(in: shared.buffer)
