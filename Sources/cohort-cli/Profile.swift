@@ -34,7 +34,8 @@ struct Profile: ParsableCommand {
             var dataConfig = trainConfig.data
             dataConfig.checkFinite = false
             let data = try openSamples(path: trainConfig.data.train, config: dataConfig, phase: .zero, seed: trainConfig.seed, cache: false)
-            let model = try Model(inputShape: data.sampleShape, layers: trainConfig.layers, maxBatch: batchSize, seed: trainConfig.seed)
+            let model = try Model(inputShape: data.sampleShape, layers: trainConfig.layers, maxBatch: batchSize, seed: trainConfig.seed,
+                                  recomputeBlocks: trainConfig.training.recompute == .blocks)
             printLine("\(config): \(model.parameters.count) parameters, batch \(batchSize), \(steps) steps, BLAS \(blasDescription())")
             printLine(LayerProfile.measure(model, batch: batchSize, steps: steps).table())
         }

@@ -57,12 +57,14 @@ final class ConfigTests: XCTestCase {
         assertError(valid, contains: ["training.compress", "fp8"], overrides: ["training.compress=fp8"])
         assertError(valid, contains: ["training.bucket_mb"], overrides: ["training.bucket_mb=0"])
         assertError(valid, contains: ["training.overlap_all_reduce"], overrides: ["training.overlap_all_reduce=maybe"])
+        assertError(valid, contains: ["training.recompute", "layers"], overrides: ["training.recompute=layers"])
         let parsed = try TrainConfig.parse(text: valid, file: "c.yaml",
                                            overrides: ["training.threads=3", "training.state=replicated", "training.compress=bf16"])
         XCTAssertEqual(parsed.training.threads, 3)
         XCTAssertEqual(parsed.training.state, .replicated)
         XCTAssertEqual(parsed.training.compress, .bf16)
         XCTAssertEqual(try TrainConfig.parse(text: valid, file: "c.yaml").training.state, .nodeShared, "node_shared is the default")
+        XCTAssertEqual(try TrainConfig.parse(text: valid, file: "c.yaml", overrides: ["training.recompute=blocks"]).training.recompute, .blocks)
     }
 
     func test_missingDataSectionIsNamed() {

@@ -74,18 +74,31 @@ public struct TrainingConfig: Equatable, Sendable {
     public var threads: Int? = nil
     /// Seconds a step's collectives may take before the job is ended as stalled (0: off).
     public var stallTimeout: Double = 300
+    /// What backward computes again instead of keeping from forward (activation checkpointing).
+    public var recompute: Recompute = .none
     /// Rows each rank takes per optimizer step.
     public var rowsPerStep: Int { batchSize * accumulateSteps }
 
     public init(epochs: Int = 1, batchSize: Int = 64, evalBatchSize: Int? = nil, maxSteps: Int? = nil, logEvery: Int = 0,
                 onNonFinite: NonFinitePolicy = .stop, timingBarrier: Bool = false, allReduce: AllReduceMethod = .auto,
                 accumulateSteps: Int = 1, state: StateMode = .nodeShared, overlapAllReduce: Bool = false,
-                bucketMegabytes: Double = 4, compress: GradientCompression = .none, threads: Int? = nil, stallTimeout: Double = 300) {
+                bucketMegabytes: Double = 4, compress: GradientCompression = .none, threads: Int? = nil, stallTimeout: Double = 300,
+                recompute: Recompute = .none) {
         (self.epochs, self.batchSize, self.evalBatchSize, self.maxSteps) = (epochs, batchSize, evalBatchSize ?? batchSize, maxSteps)
         (self.logEvery, self.onNonFinite, self.timingBarrier, self.allReduce) = (logEvery, onNonFinite, timingBarrier, allReduce)
         (self.accumulateSteps, self.state, self.stallTimeout) = (accumulateSteps, state, stallTimeout)
         (self.overlapAllReduce, self.bucketMegabytes, self.compress, self.threads) = (overlapAllReduce, bucketMegabytes, compress, threads)
+        self.recompute = recompute
     }
+}
+
+/// What backward computes again instead of keeping from forward.
+public enum Recompute: String, Sendable {
+    /// Nothing: forward keeps every activation backward reads.
+    case none
+    /// Transformer blocks keep only their outputs; each runs its forward again at the start of
+    /// its backward (activation checkpointing, as `torch.utils.checkpoint` per block).
+    case blocks
 }
 
 /// How the gradients are summed over the ranks.
@@ -273,7 +286,8 @@ extension TrainConfig {
                 guard (1...1024).contains(threads) else { throw trainingMap.error("threads", "must be in 1...1024, got \(threads)") }
                 return threads
             },
-            stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7)
+            stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7),
+            recompute: Recompute(rawValue: try trainingMap.choice("recompute", ["none", "blocks"], default: "none"))!
         )
         try trainingMap.finish()
 

@@ -47,7 +47,8 @@ extension TrainConfig {
                             "timing_barrier": "\(training.timingBarrier)", "all_reduce": training.allReduce.rawValue,
                             "accumulate_steps": "\(training.accumulateSteps)", 
                             "state": training.state.rawValue, "overlap_all_reduce": "\(training.overlapAllReduce)",
-                            "bucket_mb": "\(training.bucketMegabytes)", "compress": training.compress.rawValue, "stall_timeout": "\(training.stallTimeout)"]
+                            "bucket_mb": "\(training.bucketMegabytes)", "compress": training.compress.rawValue, "stall_timeout": "\(training.stallTimeout)",
+                            "recompute": training.recompute.rawValue]
         trainingKeys["max_steps"] = training.maxSteps.map { "\($0)" }
         trainingKeys["threads"] = training.threads.map { "\($0)" }
         lines.append("training:")

@@ -142,7 +142,19 @@ public final class Workspace {
     /// The model's shared backward buffers while it is built (nil: every workspace is owned).
     nonisolated(unsafe) static var blockGradients: BlockGradients?
 
+    /// A forward buffer: owned, except while a Transformer block is built for a model that
+    /// computes its blocks again in backward (`training.recompute: blocks`), where the blocks
+    /// share it like gradients.
     public convenience init(_ count: Int) {
+        if let shared = Workspace.blockGradients?.lend(count, .forward) {
+            self.init(pointer: shared.pointer, count: shared.count, lender: shared)
+        } else {
+            self.init(owned: count)
+        }
+    }
+
+    /// A buffer of this layer's own, never shared (a block's output: the next block's input).
+    convenience init(owned count: Int) {
         let buffer = Workspace.allocate(count)
         self.init(pointer: buffer.pointer, count: buffer.count, lender: nil)
     }
@@ -166,7 +178,7 @@ public final class Workspace {
         if let shared = Workspace.blockGradients?.lend(count, use) {
             self.init(pointer: shared.pointer, count: shared.count, lender: shared)
         } else {
-            self.init(count)
+            self.init(owned: count)
         }
     }
 
@@ -202,8 +214,13 @@ final class SharedBuffer {
 /// the same size), and the blocks' input gradients alternate between two buffers. Forward
 /// activations stay owned: backward reads them; except those a block computes again in its
 /// backward (`Workspace(recomputed:)`), which are shared like gradients but apart from them.
+/// With `recomputesBlocks` (activation checkpointing) every block runs its forward again at
+/// the start of its backward, so all of its forward buffers are shared too; only each block's
+/// output (the next block's input) stays its own.
 final class BlockGradients {
-    enum Use { case gradient, leavesBlock, recomputed }
+    enum Use { case gradient, leavesBlock, recomputed, forward }
+    let recomputesBlocks: Bool
+    init(recomputesBlocks: Bool = false) { self.recomputesBlocks = recomputesBlocks }
 
     private struct Key: Hashable {
         let slot: Int
@@ -213,19 +230,24 @@ final class BlockGradients {
     private var building = false
     private var ordinal = 0
     private var recomputedOrdinal = 0
-    private var blocks = 0
+    private var forwardOrdinal = 0
+    /// Transformer blocks built so far.
+    private(set) var blocks = 0
 
     /// Builds one block: gradient workspaces requested in `body` are lent from the shared set.
     func block<T>(_ body: () throws -> T) rethrows -> T {
-        (building, ordinal, recomputedOrdinal) = (true, 0, 0)
+        (building, ordinal, recomputedOrdinal, forwardOrdinal) = (true, 0, 0, 0)
         defer { (building, blocks) = (false, blocks + 1) }
         return try body()
     }
 
     func lend(_ count: Int, _ use: Use) -> SharedBuffer? {
-        guard building, count > 0 else { return nil }
+        guard building, count > 0, use != .forward || recomputesBlocks else { return nil }
         let slot: Int
         switch use {
+        case .forward:
+            slot = -1_000_000 - forwardOrdinal
+            forwardOrdinal += 1
         case .leavesBlock:
             slot = -1 - blocks % 2
         case .gradient:

@@ -20,9 +20,13 @@ public final class Model {
     /// results bit for bit, and the full-size activation never leaves the cache); false keeps
     /// them as two layers. `shareBlockGradients` gives all Transformer blocks one set of
     /// backward buffers (`BlockGradients`; the same results bit for bit); false gives each its own.
+    /// `recomputeBlocks` (activation checkpointing) keeps only each Transformer block's output
+    /// from forward and runs the block's forward again at the start of its backward, so the
+    /// blocks share all their other buffers: about one forward more per step for a fraction of
+    /// the activations' memory, the same results bit for bit.
     public init(inputShape: [Int], layers specs: [LayerSpec], maxBatch: Int = 64, seed: UInt64 = 0,
                 communicator: Communicator = SingleProcess(), fusePooling: Bool = true,
-                shareBlockGradients: Bool = true) throws {
+                shareBlockGradients: Bool = true, recomputeBlocks: Bool = false) throws {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         builder.fusesPooling = fusePooling
         builder.typeCounts = typeCounts(specs)
@@ -30,9 +34,13 @@ public final class Model {
         // process is refused with the bytes it needs, not met by a failed allocation.
         let budget = MemoryBudget()
         Workspace.budget = budget
-        Workspace.blockGradients = shareBlockGradients ? BlockGradients() : nil
+        let blockGradients = shareBlockGradients || recomputeBlocks ? BlockGradients(recomputesBlocks: recomputeBlocks) : nil
+        Workspace.blockGradients = blockGradients
         defer { (Workspace.budget, Workspace.blockGradients) = (nil, nil) }
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
+        if recomputeBlocks && blockGradients?.blocks == 0 {
+            throw CohortError("training.recompute: blocks computes Transformer blocks again in backward; this model has no transformer_block layer")
+        }
         guard !budget.exceeded else {
             throw CohortError("the model needs \(MemoryBudget.describe(budget.reserved)) (layer buffers for batches of \(maxBatch) rows \(MemoryBudget.describe(budget.layerBytes)), parameters with their gradients and optimizer state \(MemoryBudget.describe(budget.stateBytes))); this process may use \(MemoryBudget.describe(budget.limit)); lower training.batch_size, training.eval_batch_size or the layer sizes")
         }

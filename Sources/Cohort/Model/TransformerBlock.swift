@@ -51,6 +51,13 @@ public final class TransformerBlock: Layer {
     let mlpDropout: Dropout?
     private let hidden: Workspace
     private let output: Workspace
+    /// Whether backward starts by running forward again (`training.recompute: blocks`): the
+    /// block then keeps only its output between the two passes, and shares every other
+    /// forward buffer with the model's other blocks.
+    private let recomputes: Bool
+    /// The dropout generators as this block's last training forward found them, so that
+    /// running it again in backward draws the same masks.
+    private var generatorsAtForward: [Generator] = []
     private let hiddenGradient: Workspace
     private let inputGradient: Workspace
     // Each sub-layer's input from the last forward (backward hands it back).
@@ -71,10 +78,11 @@ public final class TransformerBlock: Layer {
         let blocks = max(builder.typeCounts[TransformerBlockOptions.type] ?? 1, 1)
         let residualScale = 1 / Float(2 * blocks).squareRoot()
         let count = builder.maxBatch * length * width
-        (hidden, output) = (Workspace(count), Workspace(count))
+        output = Workspace(owned: count)
+        recomputes = Workspace.blockGradients?.recomputesBlocks ?? false
         // The sublayers' gradient buffers, and this block's, are shared with the model's other
         // blocks (`BlockGradients`): nothing reads them once the block's backward has returned.
-        typealias Parts = (LayerNorm, Attention, LayerNorm, Dense, Activation, Dense, Dropout?, Workspace, Workspace)
+        typealias Parts = (LayerNorm, Attention, LayerNorm, Dense, Activation, Dense, Dropout?, Workspace, Workspace, Workspace)
         func build() throws -> Parts {
             let norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: 1e-5, builder: builder)
             let attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads,
@@ -91,15 +99,16 @@ public final class TransformerBlock: Layer {
             let mlpDropout = options.dropout > 0
                 ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout,
                           generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch) : nil
-            return (norm1, attention, norm2, fc, gelu, proj, mlpDropout,
+            return (norm1, attention, norm2, fc, gelu, proj, mlpDropout, Workspace(count),
                     Workspace(gradient: count), Workspace(gradient: count, leavesBlock: true))
         }
-        (norm1, attention, norm2, fc, gelu, proj, mlpDropout, hiddenGradient, inputGradient) =
+        (norm1, attention, norm2, fc, gelu, proj, mlpDropout, hidden, hiddenGradient, inputGradient) =
             try Workspace.blockGradients?.block(build) ?? build()
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let count = batch * inputSize
+        if recomputes && training { generatorsAtForward = randomizedLayers.map(\.generator) }
         let normed1 = norm1.timedForward(input, batch: batch, training: training)
         let attended = attention.timedForward(normed1, batch: batch, training: training)
         for i in 0..<count { hidden.pointer[i] = input[i] + attended[i] }
@@ -115,6 +124,7 @@ public final class TransformerBlock: Layer {
 
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let count = batch * inputSize
+        if recomputes { runForwardAgain(input, batch: batch) }
         // The MLP branch, then the residual: dh = dy + d(mlp branch)/dh.
         let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
         let activated = gelu.timedForward(expanded!, batch: batch, training: true)  // the blocks share its memory
@@ -128,6 +138,18 @@ public final class TransformerBlock: Layer {
         let dInputBranch = norm1.timedBackward(input, outputGradient: dNormed1, batch: batch)
         for i in 0..<count { inputGradient.pointer[i] = hiddenGradient.pointer[i] + dInputBranch[i] }
         return UnsafePointer(inputGradient.pointer)
+    }
+
+    private var randomizedLayers: [RandomizedLayer] { selfAndDescendants.compactMap { $0 as? RandomizedLayer } }
+
+    /// Fills the shared forward buffers with this block's activations again, drawing the same
+    /// dropout masks as its forward did, and leaves the generators where that forward left them.
+    private func runForwardAgain(_ input: UnsafePointer<Float>, batch: Int) {
+        let layers = randomizedLayers
+        let afterForward = layers.map(\.generator)
+        for (layer, generator) in zip(layers, generatorsAtForward) { layer.generator = generator }
+        _ = forward(input, batch: batch, training: true)
+        for (layer, generator) in zip(layers, afterForward) { layer.generator = generator }
     }
 }
 

@@ -98,7 +98,7 @@ public final class Trainer {
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
-                          communicator: communicator)
+                          communicator: communicator, recomputeBlocks: config.training.recompute == .blocks)
         try checkTokenVocabulary(model: model, data: train)
         if train.isRegression {
             guard config.loss == .meanSquaredError else {
@@ -417,7 +417,8 @@ public final class Trainer {
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
             + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : "")
             + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? "")
-            + (gradientSum != nil ? "; gradients once per node (each rank adds its own in turn during backward)" : ""))
+            + (gradientSum != nil ? "; gradients once per node (each rank adds its own in turn during backward)" : "")
+            + (config.training.recompute == .blocks ? "; Transformer blocks computed again in backward (activation checkpointing)" : ""))
         for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
     }
 
