@@ -20,11 +20,11 @@
 
 VECTORIZED
 void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
-                        const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
+                        float decays, long n, float beta1, float beta2, float step_size,
                         float epsilon_hat, float weight_decay, float shrink) {
     if (shrink != 0.0f) {
         for (long i = 0; i < n; i++) {
-            float t = theta[i] - shrink * decay_mask[i] * theta[i];
+            float t = theta[i] - shrink * decays * theta[i];
             float g = grad[i];
             m[i] = beta1 * m[i] + (1.0f - beta1) * g;
             v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
@@ -43,7 +43,7 @@ void cohort_adam_update(float *restrict theta, const float *restrict grad, float
         return;
     }
     for (long i = 0; i < n; i++) {
-        float g = grad[i] + weight_decay * decay_mask[i] * theta[i];
+        float g = grad[i] + weight_decay * decays * theta[i];
         m[i] = beta1 * m[i] + (1.0f - beta1) * g;
         v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
         theta[i] -= step_size * m[i] / (sqrtf(v[i]) + epsilon_hat);
@@ -52,14 +52,14 @@ void cohort_adam_update(float *restrict theta, const float *restrict grad, float
 
 VECTORIZED
 void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
-                       const float *restrict decay_mask, long n, float learning_rate, float momentum,
+                       float decays, long n, float learning_rate, float momentum,
                        int nesterov, float weight_decay) {
     if (momentum == 0.0f) {
-        for (long i = 0; i < n; i++) theta[i] -= learning_rate * (grad[i] + weight_decay * decay_mask[i] * theta[i]);
+        for (long i = 0; i < n; i++) theta[i] -= learning_rate * (grad[i] + weight_decay * decays * theta[i]);
         return;
     }
     for (long i = 0; i < n; i++) {
-        float g = grad[i] + weight_decay * decay_mask[i] * theta[i];
+        float g = grad[i] + weight_decay * decays * theta[i];
         velocity[i] = momentum * velocity[i] + g;
         theta[i] -= learning_rate * (nesterov ? g + momentum * velocity[i] : velocity[i]);
     }

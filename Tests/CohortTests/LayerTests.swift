@@ -205,7 +205,7 @@ final class ScheduleTests: XCTestCase {
     func test_adamWDecaysDecoupledFromTheGradient() {
         // θ = 2, g = 0, λ = 0.5, lr = 0.1: θ ← 2·(1 − 0.05) = 1.9, then the Adam step of g = 0 is 0.
         // Plain Adam with the same λ adds λθ to g and moves by lr·sign = 0.1 instead.
-        let adamw = Adam(count: 1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5, decayMask: [1], decoupled: true)
+        let adamw = Adam(count: 1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5, decay: DecayRanges(mask: [1]), decoupled: true)
         var theta: [Float] = [2]
         theta.withUnsafeMutableBufferPointer { p in [Float(0)].withUnsafeBufferPointer { adamw.step(parameters: p, gradients: $0, learningRate: 0.1) } }
         XCTAssertEqual(theta[0], 1.9, accuracy: 1e-6)

@@ -19,7 +19,7 @@ final class OptimizerTests: XCTestCase {
         //   m = 0.9·0.2 + 0.1·0.5 = 0.23, v = 0.999·0.004 + 0.001·0.25 = 0.004246
         //   m̂ = 0.23/0.19 = 1.210526, v̂ = 0.004246/0.001999 = 2.124062
         //   θ = (1 − 0.1) − 0.1·1.210526/(1.457416 + 1e-8) = 0.816939
-        let adam = Adam(count: 1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, decayMask: [1])
+        let adam = Adam(count: 1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, decay: DecayRanges(mask: [1]))
         let after = run(adam, theta: [1], gradients: [[2], [0.5]], learningRate: 0.1)
         XCTAssertEqual(after[0], 0.816939, accuracy: 1e-5)
         XCTAssertEqual(adam.stepCount, 2)
@@ -27,7 +27,7 @@ final class OptimizerTests: XCTestCase {
 
     func test_adamWeightDecayIsAddedToTheGradientAndSkipsMaskedEntries() {
         // g' = g + λθ = 0 + 0.5·2 = 1 for the decayed entry; the masked entry sees g = 0 and stays.
-        let adam = Adam(count: 2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5, decayMask: [1, 0])
+        let adam = Adam(count: 2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.5, decay: DecayRanges(mask: [1, 0]))
         let after = run(adam, theta: [2, 2], gradients: [[0, 0]], learningRate: 0.1)
         XCTAssertEqual(after[0], 1.9, accuracy: 1e-6)
         XCTAssertEqual(after[1], 2, accuracy: 0)
@@ -39,7 +39,7 @@ final class OptimizerTests: XCTestCase {
         // that skips every third entry, for three steps. Equal to the bit.
         let count = 37, (beta1, beta2, epsilon, lambda, lr): (Float, Float, Float, Float, Float) = (0.9, 0.999, 1e-8, 0.1, 0.01)
         let mask: [Float] = (0..<count).map { (i: Int) -> Float in i % 3 == 0 ? 0 : 1 }
-        let adamw = Adam(count: count, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: lambda, decayMask: mask, decoupled: true)
+        let adamw = Adam(count: count, beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: lambda, decay: DecayRanges(mask: mask), decoupled: true)
         let gradients: [[Float]] = (1...3).map { (t: Int) -> [Float] in
             (0..<count).map { (i: Int) -> Float in Float((i * 7 + t * 3) % 11) - 5 }
         }
@@ -65,20 +65,56 @@ final class OptimizerTests: XCTestCase {
 
     func test_sgdMomentumFollowsPyTorchsRule() {
         // v1 = g1 = 1 → θ = 1 − 0.1·1 = 0.9; v2 = 0.9·1 + 2 = 2.9 → θ = 0.9 − 0.29 = 0.61
-        let sgd = SGD(count: 1, momentum: 0.9, nesterov: false, weightDecay: 0, decayMask: [1])
+        let sgd = SGD(count: 1, momentum: 0.9, nesterov: false, weightDecay: 0, decay: DecayRanges(mask: [1]))
         XCTAssertEqual(run(sgd, theta: [1], gradients: [[1], [2]], learningRate: 0.1)[0], 0.61, accuracy: 1e-6)
     }
 
     func test_sgdNesterovLooksAhead() {
         // v1 = 1, step g + μv = 1 + 0.9 = 1.9 → θ = 1 − 0.19 = 0.81
         // v2 = 0.9 + 2 = 2.9, step 2 + 0.9·2.9 = 4.61 → θ = 0.81 − 0.461 = 0.349
-        let sgd = SGD(count: 1, momentum: 0.9, nesterov: true, weightDecay: 0, decayMask: [1])
+        let sgd = SGD(count: 1, momentum: 0.9, nesterov: true, weightDecay: 0, decay: DecayRanges(mask: [1]))
         XCTAssertEqual(run(sgd, theta: [1], gradients: [[1], [2]], learningRate: 0.1)[0], 0.349, accuracy: 1e-6)
     }
 
     func test_plainSGD() {
-        let sgd = SGD(count: 2, momentum: 0, nesterov: false, weightDecay: 0, decayMask: [1, 1])
+        let sgd = SGD(count: 2, momentum: 0, nesterov: false, weightDecay: 0, decay: DecayRanges(mask: [1, 1]))
         XCTAssertEqual(run(sgd, theta: [1, -1], gradients: [[1, 2]], learningRate: 0.5), [0.5, -2])
+    }
+}
+
+/// Weight decay is kept as ranges of whole tensors, not as a mask of one float per parameter.
+final class DecayRangesTests: XCTestCase {
+    func test_rangesMergeAndCutASpanIntoPiecesThatCoverIt() {
+        let decay = DecayRanges([8..<10, 2..<5, 5..<6, 12..<12])
+        XCTAssertEqual(decay.ranges, [2..<6, 8..<10], "sorted, neighbours merged, empty ranges dropped")
+        XCTAssertEqual(DecayRanges(mask: [0, 1, 1, 0, 1]).ranges, [1..<3, 4..<5])
+        var pieces: [(Range<Int>, Float)] = []
+        decay.forEachPiece(of: 3..<12) { pieces.append(($0, $1)) }
+        XCTAssertEqual(pieces.map(\.0), [3..<6, 6..<8, 8..<10, 10..<12])
+        XCTAssertEqual(pieces.map(\.1), [1, 0, 1, 0])
+        pieces = []
+        decay.forEachPiece(of: 9..<9) { pieces.append(($0, $1)) }
+        XCTAssertTrue(pieces.isEmpty)
+        decay.forEachPiece(of: 0..<2) { pieces.append(($0, $1)) }
+        XCTAssertEqual(pieces.map(\.0), [0..<2])
+        XCTAssertEqual(pieces.map(\.1), [0])
+    }
+
+    /// A model's optimizer decays its weights and leaves biases and layer-norm scales alone.
+    func test_theOptimizerDecaysWeightsOnly() throws {
+        let model = try Model(inputShape: [4], layers: [.dense(3), .family(LayerNormOptions()), .dense(2)])
+        let config = OptimizerConfig(kind: .sgd, learningRate: 0.5, weightDecay: 0.1)
+        let sgd = makeOptimizer(config, parameters: model.parameters)
+        let parameters = model.parameters
+        let before = Array(parameters.values)
+        let zero = [Float](repeating: 0, count: parameters.count)
+        zero.withUnsafeBufferPointer { sgd.step(parameters: parameters.values, gradients: $0, learningRate: 0.5) }
+        for entry in parameters.entries {
+            for index in entry.offset..<(entry.offset + entry.count) where before[index] != 0 {
+                XCTAssertEqual(parameters.values[index] != before[index], entry.decays, "\(entry.name)[\(index - entry.offset)]")
+            }
+        }
+        XCTAssertEqual(parameters.entries.filter(\.decays).map(\.name), ["dense_1/weight", "dense_2/weight"])
     }
 }
 
@@ -88,7 +124,7 @@ final class SharedOptimizerStateTests: XCTestCase {
     func test_slicesOfSharedStateUpdateAsTheWhole() {
         let count = 37
         let mask = (0..<count).map { Float($0 % 3 == 0 ? 0 : 1) }
-        let make = { Adam(count: count, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, decayMask: mask, decoupled: true) }
+        let make = { Adam(count: count, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, decay: DecayRanges(mask: mask), decoupled: true) }
         let whole = make()
         var wholeParameters = (0..<count).map { Float($0) * 0.1 - 1 }
         var sharedParameters = wholeParameters

@@ -64,14 +64,14 @@ static inline size_t cohort_h5t_variable(void) { return H5T_VARIABLE; }
 
 // MARK: Kernels (kernels.c)
 
-/// Adam: g = grad + wd·mask·θ; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; θ −= step·m / (sqrt(v) + ε̂).
-/// With `shrink` ≠ 0 (AdamW's decoupled decay, wd = 0 then), θ −= shrink·mask·θ first, in the same pass.
+/// Adam over a run of parameters that all decay (`decays` 1) or none do (0): g = grad + wd·decays·θ; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; θ −= step·m / (sqrt(v) + ε̂).
+/// With `shrink` ≠ 0 (AdamW's decoupled decay, wd = 0 then), θ −= shrink·decays·θ first, in the same pass.
 void cohort_adam_update(float *restrict theta, const float *restrict grad, float *restrict m, float *restrict v,
-                        const float *restrict decay_mask, long n, float beta1, float beta2, float step_size,
+                        float decays, long n, float beta1, float beta2, float step_size,
                         float epsilon_hat, float weight_decay, float shrink);
-/// SGD: g = grad + wd·mask·θ; v = μ·v + g; θ −= lr·(nesterov ? g + μ·v : v) (θ −= lr·g when μ = 0).
+/// SGD over a run as Adam's: g = grad + wd·decays·θ; v = μ·v + g; θ −= lr·(nesterov ? g + μ·v : v) (θ −= lr·g when μ = 0).
 void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
-                       const float *restrict decay_mask, long n, float learning_rate, float momentum,
+                       float decays, long n, float learning_rate, float momentum,
                        int nesterov, float weight_decay);
 void cohort_relu_forward(const float *restrict x, float *restrict y, long n);
 void cohort_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);

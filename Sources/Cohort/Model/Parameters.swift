@@ -120,13 +120,4 @@ public final class ParameterStore {
     }
 
     public func entry(named name: String) -> Entry? { entries.first { $0.name == name } }
-
-    /// The per-entry decay mask, expanded over the flat buffer (1 where weight decay applies).
-    public func decayMask() -> [Float] {
-        var mask = [Float](repeating: 0, count: count)
-        for entry in entries where entry.decays {
-            for index in entry.offset..<(entry.offset + entry.count) { mask[index] = 1 }
-        }
-        return mask
-    }
 }

@@ -14,7 +14,7 @@ public protocol Optimizer: AnyObject {
     /// of a node share), copying only `range`, and from then on updates only `range` of the
     /// parameters and of the state: `training.state: node_shared`.
     func share(_ storage: [UnsafeMutableBufferPointer<Float>], updating range: Range<Int>)
-    /// Every buffer of the optimizer's state (slots and decay mask), for the memory report.
+    /// Every buffer of the optimizer's state (its slots), for the memory report.
     var stateRegions: [UnsafeRawBufferPointer] { get }
     func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float)
 }
@@ -22,20 +22,53 @@ public protocol Optimizer: AnyObject {
 /// Builds the optimizer a config names, with state sized for `parameters`.
 /// Parameters named in `frozen` are never decayed (their gradients are zero, so they never move).
 public func makeOptimizer(_ config: OptimizerConfig, parameters: ParameterStore, frozen: Set<String> = []) -> Optimizer {
-    var mask = config.decayBiasAndNorm ? [Float](repeating: 1, count: parameters.count) : parameters.decayMask()
-    for entry in parameters.entries where frozen.contains(entry.name) {
-        mask.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: repeatElement(0, count: entry.count))
-    }
+    let decay = DecayRanges(parameters.entries.filter { ($0.decays || config.decayBiasAndNorm) && !frozen.contains($0.name) }
+        .map { $0.offset..<($0.offset + $0.count) })
     switch config.kind {
     case .sgd:
         return SGD(count: parameters.count, momentum: config.momentum, nesterov: config.nesterov,
-                   weightDecay: config.weightDecay, decayMask: mask)
+                   weightDecay: config.weightDecay, decay: decay)
     case .adam:
         return Adam(count: parameters.count, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
-                    weightDecay: config.weightDecay, decayMask: mask)
+                    weightDecay: config.weightDecay, decay: decay)
     case .adamw:
         return Adam(count: parameters.count, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
-                    weightDecay: config.weightDecay, decayMask: mask, decoupled: true)
+                    weightDecay: config.weightDecay, decay: decay, decoupled: true)
+    }
+}
+
+/// Where weight decay applies in the flat parameter buffer: whole tensors (weights, not biases
+/// or normalization scales), so a few ranges instead of a mask of one float per parameter.
+public struct DecayRanges: Equatable, Sendable {
+    /// Sorted, disjoint and not touching (neighbours are merged).
+    public private(set) var ranges: [Range<Int>] = []
+
+    public init(_ ranges: [Range<Int>]) {
+        for range in ranges.filter({ !$0.isEmpty }).sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = self.ranges.last, range.lowerBound <= last.upperBound {
+                self.ranges[self.ranges.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                self.ranges.append(range)
+            }
+        }
+    }
+
+    /// From a mask with 1 where decay applies (0 elsewhere).
+    public init(mask: [Float]) {
+        self.init(mask.indices.filter { mask[$0] != 0 }.map { $0..<($0 + 1) })
+    }
+
+    /// Calls `body` on consecutive pieces of `span` with 1 where decay applies and 0 where not.
+    func forEachPiece(of span: Range<Int>, _ body: (Range<Int>, Float) -> Void) {
+        guard !span.isEmpty else { return }
+        var position = span.lowerBound
+        for range in ranges where range.upperBound > position && range.lowerBound < span.upperBound {
+            if range.lowerBound > position { body(position..<range.lowerBound, 0) }
+            let end = min(range.upperBound, span.upperBound)
+            body(max(range.lowerBound, position)..<end, 1)
+            position = end
+        }
+        if position < span.upperBound { body(position..<span.upperBound, 0) }
     }
 }
 
@@ -59,7 +92,7 @@ public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, max
 }
 
 /// SGD with momentum as PyTorch defines it (dampening 0):
-/// g ← g + λθ (weight decay, where the mask allows); v ← μv + g;
+/// g ← g + λθ (weight decay, where `decay` allows); v ← μv + g;
 /// θ ← θ − lr·(g + μv) with Nesterov, θ ← θ − lr·v without.
 public final class SGD: Optimizer {
     public var stepCount = 0
@@ -68,11 +101,11 @@ public final class SGD: Optimizer {
     let weightDecay: Float
     let state: UpdateState
 
-    public init(count: Int, momentum: Float, nesterov: Bool, weightDecay: Float, decayMask: [Float]) {
+    public init(count: Int, momentum: Float, nesterov: Bool, weightDecay: Float, decay: DecayRanges) {
         self.momentum = momentum
         self.nesterov = nesterov
         self.weightDecay = weightDecay
-        state = UpdateState(count: count, arrays: 1, mask: decayMask)
+        state = UpdateState(count: count, arrays: 1, decay: decay)
     }
 
     public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
@@ -89,11 +122,13 @@ public final class SGD: Optimizer {
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeBufferPointer<Float>, learningRate: Float) {
         stepCount += 1
         let (momentum, nesterov, weightDecay) = (momentum, nesterov, weightDecay)
-        let (start, velocity, mask) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.mask.baseAddress!)
+        let (start, velocity, decay) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.decay)
         LayerThreads.elementwise(state.range.count) { offset, count in
-            let at = start + offset
-            cohort_sgd_update(parameters.baseAddress! + at, gradients.baseAddress! + at, velocity + at, mask + offset, count,
-                              learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+            decay.forEachPiece(of: (start + offset)..<(start + offset + count)) { piece, decays in
+                let at = piece.lowerBound
+                cohort_sgd_update(parameters.baseAddress! + at, gradients.baseAddress! + at, velocity + at, decays, piece.count,
+                                  learningRate, momentum, nesterov ? 1 : 0, weightDecay)
+            }
         }
     }
 }
@@ -102,17 +137,17 @@ public final class SGD: Optimizer {
 /// m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 /// θ ← θ − lr · (m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + ε).
 /// With `decoupled` it is AdamW (Loshchilov & Hutter 2019, as `torch.optim.AdamW`): first
-/// θ ← θ·(1 − lr·λ) where the mask allows, then the Adam step on the raw gradient.
+/// θ ← θ·(1 − lr·λ) where `decay` allows, then the Adam step on the raw gradient.
 public final class Adam: Optimizer {
     public var stepCount = 0
     let beta1, beta2, epsilon, weightDecay: Float
     let state: UpdateState
     let decoupled: Bool
 
-    public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decayMask: [Float], decoupled: Bool = false) {
+    public init(count: Int, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float, decay: DecayRanges, decoupled: Bool = false) {
         (self.beta1, self.beta2, self.epsilon, self.weightDecay) = (beta1, beta2, epsilon, weightDecay)
         self.decoupled = decoupled
-        state = UpdateState(count: count, arrays: 2, mask: decayMask)
+        state = UpdateState(count: count, arrays: 2, decay: decay)
     }
 
     public var slots: [(name: String, buffer: UnsafeMutableBufferPointer<Float>)] {
@@ -134,56 +169,51 @@ public final class Adam: Optimizer {
         // lr·m̂/(sqrt(v̂)+ε) = (lr·sqrt(c2)/c1)·m/(sqrt(v)+ε·sqrt(c2)).
         let stepSize = learningRate * correction2.squareRoot() / correction1
         let epsilonHat = epsilon * correction2.squareRoot()
-        // AdamW's decay θ·(1 − lr·λ·mask) is applied by the kernel in the same pass over memory.
+        // AdamW's decay θ·(1 − lr·λ), where it applies, is done by the kernel in the same pass over memory.
         let shrink = decoupled ? learningRate * weightDecay : 0
         let (beta1, beta2, decay) = (beta1, beta2, decoupled ? 0 : weightDecay)
-        let (start, m, v, mask) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.arrays[1].baseAddress!, state.mask.baseAddress!)
+        let (start, m, v, decayRanges) = (state.range.lowerBound, state.arrays[0].baseAddress!, state.arrays[1].baseAddress!, state.decay)
         LayerThreads.elementwise(state.range.count) { offset, count in
-            let at = start + offset
-            cohort_adam_update(parameters.baseAddress! + at, gradients.baseAddress! + at, m + at, v + at, mask + offset, count,
-                               beta1, beta2, stepSize, epsilonHat, decay, shrink)
+            decayRanges.forEachPiece(of: (start + offset)..<(start + offset + count)) { piece, decays in
+                let at = piece.lowerBound
+                cohort_adam_update(parameters.baseAddress! + at, gradients.baseAddress! + at, m + at, v + at, decays, piece.count,
+                                   beta1, beta2, stepSize, epsilonHat, decay, shrink)
+            }
         }
     }
 }
 
-/// An optimizer's per-parameter arrays (momentum, Adam's moments), its weight-decay mask and the
-/// range of parameters it updates: all of them, or with `training.state: node_shared` the
-/// slice of the parameters this rank owns on its node, with the arrays in the node's shared
-/// memory and the mask cut to the slice.
+/// An optimizer's per-parameter arrays (momentum, Adam's moments), where weight decay applies
+/// and the range of parameters it updates: all of them, or with `training.state: node_shared`
+/// the slice of the parameters this rank owns on its node, with the arrays in the node's
+/// shared memory.
 final class UpdateState {
     private(set) var arrays: [UnsafeMutableBufferPointer<Float>]
     private(set) var range: Range<Int>
-    /// 1 where weight decay applies, over `range` only.
-    private(set) var mask: UnsafeMutableBufferPointer<Float>
+    let decay: DecayRanges
     private var owned = true
 
-    init(count: Int, arrays: Int, mask: [Float]) {
-        precondition(mask.count == count, "the decay mask covers every parameter")
+    init(count: Int, arrays: Int, decay: DecayRanges) {
+        precondition(decay.ranges.allSatisfy { $0.clamped(to: 0..<count) == $0 }, "weight decay applies inside the parameters")
         self.arrays = (0..<arrays).map { _ in
             let array = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
             array.initialize(repeating: 0)
             return array
         }
-        self.mask = .allocate(capacity: count)
-        _ = self.mask.initialize(from: mask)
-        range = 0..<count
+        (self.decay, range) = (decay, 0..<count)
     }
 
     deinit {
         if owned { arrays.forEach { $0.deallocate() } }
-        mask.deallocate()
     }
 
     /// The memory this state holds (for the memory report).
-    var regions: [UnsafeRawBufferPointer] { (arrays + [mask]).map { UnsafeRawBufferPointer($0) } }
+    var regions: [UnsafeRawBufferPointer] { arrays.map { UnsafeRawBufferPointer($0) } }
 
     /// Updates only `range` from now on.
     func restrict(to range: Range<Int>) {
         precondition(range.clamped(to: self.range) == range, "an optimizer is restricted to a part of what it updates")
-        let kept = UnsafeMutableBufferPointer<Float>.allocate(capacity: range.count)
-        _ = kept.initialize(from: mask[(range.lowerBound - self.range.lowerBound)..<(range.upperBound - self.range.lowerBound)])
-        mask.deallocate()
-        (mask, self.range) = (kept, range)
+        self.range = range
     }
 
     /// Copies `range` of each array into `storage` (the same count each) and uses `storage` from now on.
