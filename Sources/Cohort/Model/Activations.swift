@@ -48,14 +48,16 @@ public final class Activation: Layer {
     private let inputGradient: Workspace
 
     /// `recomputedOutput`: the caller runs `forward` again before a backward that reads the
-    /// output (the output's memory is then shared, `Workspace(recomputed:)`).
+    /// output (the output's memory is then shared, `Workspace(recomputed:)`), and nothing reads
+    /// the output after this layer's backward, which then writes the input gradient over it
+    /// (element by element: each dx[i] is made from y[i], x[i] and dy[i] alone).
     init(name: String, kind: ActivationKind, inputShape: [Int], maxBatch: Int, recomputedOutput: Bool = false) {
         self.name = name
         self.kind = kind
         self.inputShape = inputShape
         let count = maxBatch * inputShape.reduce(1, *)
         output = recomputedOutput ? Workspace(recomputed: count) : Workspace(count)
-        inputGradient = Workspace(gradient: maxBatch * inputShape.reduce(1, *))
+        inputGradient = recomputedOutput ? output : Workspace(gradient: count)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
