@@ -105,7 +105,8 @@ public final class Attention: Layer {
             ? Dropout(name: "\(name)/output_dropout", inputShape: inputShape, rate: dropout,
                       generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
         probabilities = Workspace(maxBatch * heads * length * length)
-        probabilityGradient = Workspace(gradient: maxBatch * heads * length * length)
+        // Without dropout on the weights, backward makes each pair's dP in its thread's scratch.
+        probabilityGradient = Workspace(gradient: dropout > 0 ? maxBatch * heads * length * length : 0)
         scoreGradient = Workspace(gradient: LayerThreads.count * length * length)
         headOutputs = Workspace(maxBatch * length * width)
         qkvGradient = Workspace(gradient: maxBatch * length * 3 * width)
@@ -181,6 +182,25 @@ public final class Attention: Layer {
         let dY = proj.timedBackward(headOutputs.pointer, outputGradient: dOut, batch: batch)
         let dQKV = qkvGradient.pointer
         let (heads, probabilities, probabilityGradient) = (heads, probabilities.pointer, probabilityGradient.pointer)
+        let (scratch, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
+        guard let weightDropout else {
+            // One pass per (row, head): dP, dV, the softmax's backward in place over dP (a T×T
+            // block that stays in the thread's cache), then dQ and dK.
+            LayerThreads.run(parts: batch * heads) { pair, worker in
+                precondition(worker < workers, "attention scratch was sized for fewer threads")
+                let (b, h) = (pair / heads, pair % heads)
+                let base = projected + b * T * 3 * C
+                let dBase = dQKV + b * T * 3 * C
+                let dS = scratch + worker * T * T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                            1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dS, Int32(T))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                            1, used + pair * T * T, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
+                Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T)
+                Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, width: C, scale: scale)
+            }
+            return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
+        }
         LayerThreads.run(parts: batch * heads) { pair, _ in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
@@ -193,31 +213,37 @@ public final class Attention: Layer {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                         1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
         }
-        let dP = weightDropout?.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
-            ?? UnsafePointer(probabilityGradient)
-        let (scratch, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
+        let dP = weightDropout.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
         LayerThreads.run(parts: batch * heads) { pair, worker in
             precondition(worker < workers, "attention scratch was sized for fewer threads")
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
-            let dBase = dQKV + b * T * 3 * C
-            let offset = pair * T * T
-            let p = probabilities + offset
-            let dp = dP + offset
             let dS = scratch + worker * T * T
-            for i in 0..<T {
-                var dot: Float = 0
-                for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
-                for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
-                for j in (i + 1)..<T { dS[i * T + j] = 0 }
-            }
-            // dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                        scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                        scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
+            Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T)
+            Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, width: C, scale: scale)
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
+    }
+
+    /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the causal part of one T×T block, 0 above it;
+    /// `dS` may be `dP` itself (each row's sum is taken before the row is written).
+    private static func softmaxBackward(_ p: UnsafePointer<Float>, _ dp: UnsafePointer<Float>, into dS: UnsafeMutablePointer<Float>,
+                                        length T: Int) {
+        for i in 0..<T {
+            var dot: Float = 0
+            for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
+            for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
+            for j in (i + 1)..<T { dS[i * T + j] = 0 }
+        }
+    }
+
+    /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient.
+    private static func queryKeyGradients(_ dS: UnsafePointer<Float>, base: UnsafePointer<Float>, into dBase: UnsafeMutablePointer<Float>,
+                                          head h: Int, headWidth D: Int, length T: Int, width C: Int, scale: Float) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                    scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                    scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
     }
 }
 
