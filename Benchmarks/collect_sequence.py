@@ -1,4 +1,4 @@
-"""The sequence workloads (W5, W6) of Benchmarks/run.sh: Cohort beside the PyTorch recipe in
+"""The sequence workloads (W5, W6, W7) of Benchmarks/run.sh: Cohort beside the PyTorch recipe in
 Benchmarks/pytorch_sequence.py, in rounds (every layout once, Cohort then PyTorch, then the
 next layout), written to Benchmarks/RESULTS-sequence.md.
 
@@ -6,7 +6,8 @@ Per layout (1 rank × 1 thread, 1 rank × 2 threads, 2 ranks × 1 thread): token
 11 to STEPS (median over rounds), model-FLOP utilisation against the GEMM peak measured in the
 same run (6 × parameters per token plus attention's 12 · layers · T · width), process start to
 first step, peak memory per rank; greedy generation tokens/s (batch 1, 500 tokens after a
-64-token prompt, key/value cache) for W6's shape; and, with COHORT_BENCH_FULL=1, the
+64-token prompt, key/value cache) for W6's shape; W7 at 2 ranks once more with its blocks
+computed again in backward on both sides (memory against time); and, with COHORT_BENCH_FULL=1, the
 validation loss of the full 2-rank recipe (W5 1,000 steps, W6 2,000) for both.
 """
 import json, os, re, statistics, subprocess, time
@@ -29,13 +30,18 @@ FLOPS = {w: 6 * PARAMETERS[w] + ATTENTION[w] for w in PARAMETERS}
 BATCH = {"W5": (32, 64), "W6": (12, 64), "W7": (8, 256)}
 FULL_STEPS = {"W5": 1000, "W6": 2000}
 LAYOUTS = [("1 rank × 1 thread", 1, 1), ("1 rank × 2 threads", 1, 2), ("2 ranks × 1 thread", 2, 1)]
+# W7 also with its blocks computed again in backward, on both sides (Cohort's training.recompute:
+# blocks; torch.utils.checkpoint per block), at 2 ranks: memory against time.
+RECOMPUTED = "2 ranks × 1 thread, blocks recomputed"
+def layouts(workload):
+    return LAYOUTS + ([(RECOMPUTED, 2, 1)] if workload == "W7" else [])
 run = logged_runner(ROOT, os.path.join(ROOT, "Benchmarks/last-run-sequence.log"))
 
 
-def cohort(workload, ranks, threads, steps, evaluate=False):
+def cohort(workload, ranks, threads, steps, evaluate=False, recompute=False):
     command = [MPIRUN, "-n", str(ranks), "train", CONFIGS[workload], "--set", f"training.max_steps={steps}",
                "--set", f"run_dir=/tmp/cohort-bench/{workload}-{ranks}-{threads}", "--set", "tensorboard=false",
-               "--set", "checkpoint.every_steps=0", "--log-every", "10"]
+               "--set", "checkpoint.every_steps=0", "--log-every", "10"] + (["--set", "training.recompute=blocks"] if recompute else [])
     if not evaluate:
         command += ["--set", "data.test=null"]
     out = run(command, {"OPENBLAS_NUM_THREADS": str(threads), "COHORT_PROGRESS": "lines"})
@@ -54,11 +60,12 @@ def cohort(workload, ranks, threads, steps, evaluate=False):
             "validation_loss": float(loss.group(1)) if loss else None}
 
 
-def pytorch(workload, ranks, threads, steps, evaluate=False):
+def pytorch(workload, ranks, threads, steps, evaluate=False, recompute=False):
     if not PYTHON:
         return {}
     out = run([PYTHON, os.path.join(ROOT, "Benchmarks/pytorch_sequence.py"), "--workload", workload, "--data", os.path.join(ROOT, "data/kjv"),
-               "--processes", str(ranks), "--threads", str(threads), "--steps", str(steps)] + (["--evaluate"] if evaluate else []),
+               "--processes", str(ranks), "--threads", str(threads), "--steps", str(steps)] + (["--evaluate"] if evaluate else [])
+              + (["--checkpoint-blocks"] if recompute else []),
               {"OMP_NUM_THREADS": str(threads)})
     lines = [l for l in out.splitlines() if l.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
@@ -82,12 +89,13 @@ started = time.time()
 # The commit the release build was made from (run.sh builds it before this script starts).
 commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 peaks = [gemm_peak()]
-results = {w: {name: {"cohort": [], "pytorch": []} for name, _, _ in LAYOUTS} for w in WORKLOADS}
+results = {w: {name: {"cohort": [], "pytorch": []} for name, _, _ in layouts(w)} for w in WORKLOADS}
 for round_ in range(RUNS):
     for workload in WORKLOADS:
-        for name, ranks, threads in LAYOUTS:
-            results[workload][name]["cohort"].append(cohort(workload, ranks, threads, STEPS))
-            results[workload][name]["pytorch"].append(pytorch(workload, ranks, threads, STEPS))
+        for name, ranks, threads in layouts(workload):
+            recompute = name == RECOMPUTED
+            results[workload][name]["cohort"].append(cohort(workload, ranks, threads, STEPS, recompute=recompute))
+            results[workload][name]["pytorch"].append(pytorch(workload, ranks, threads, STEPS, recompute=recompute))
         peaks.append(gemm_peak())
 peak = max(peaks)
 
@@ -122,12 +130,13 @@ lines = ["# Sequence workloads: Cohort beside PyTorch", "",
          f"GEMM peak (1 thread, 1024³, best of {len(peaks)} probes: {', '.join(f'{p:.0f}' for p in peaks)}) {peak:.0f} GFLOP/s. "
          f"Tokens/s over steps 11–{STEPS}, median of {RUNS} rounds (each round: every layout once, Cohort then PyTorch). "
          f"MFU counts 6 × parameters per token plus attention's 12 · layers · T · width (W5 {FLOPS['W5'] / 1e6:.2f}, W6 {FLOPS['W6'] / 1e6:.2f}, W7 {FLOPS['W7'] / 1e6:.2f} MFLOP per token) "
-         "against the 1-thread peak times the threads in use. PyTorch: the same recipes in `Benchmarks/pytorch_sequence.py`, DDP over gloo.", ""]
+         "against the 1-thread peak times the threads in use; MFU counts the model's FLOPs only, so recomputed blocks lower it. "
+         "PyTorch: the same recipes in `Benchmarks/pytorch_sequence.py`, DDP over gloo. Peak memory in decimal MB (10⁶ bytes) on both sides.", ""]
 for workload in WORKLOADS:
     lines += [f"## {workload} (`{CONFIGS[workload]}`)", "",
               "| layout | Cohort tokens/s | PyTorch tokens/s | ratio | Cohort MFU | PyTorch MFU | start → first step (Cohort / PyTorch) | peak memory per rank (Cohort / PyTorch) |",
               "|---|---|---|---|---|---|---|---|"]
-    for name, ranks, threads in LAYOUTS:
+    for name, ranks, threads in layouts(workload):
         c = results[workload][name]["cohort"]
         p = results[workload][name]["pytorch"]
         ct, pt = median([r.get("tokens_per_second") for r in c]), median([r.get("tokens_per_second") for r in p])

@@ -76,10 +76,15 @@ def build(workload, vocabulary, torch):
                 elif name.endswith("bias"):
                     nn.init.zeros_(p)
 
+        checkpoint_blocks = False  # torch.utils.checkpoint per block (Cohort's training.recompute: blocks)
+
         def forward(self, ids, caches=None, offset=0):
             x = self.wte(ids) + self.wpe(torch.arange(offset, offset + ids.shape[1]))
             for index, block in enumerate(self.blocks):
-                x = block(x, None if caches is None else caches[index])
+                if self.checkpoint_blocks and self.training and caches is None:
+                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x, None if caches is None else caches[index])
             return self.ln_f(x) @ self.wte.weight.t()
 
     class CharLSTM(nn.Module):
@@ -110,6 +115,9 @@ def worker(rank, args):
     torch.manual_seed(1)
     train, vocabulary = tokens_of(os.path.join(args.data, "train.h5"), torch, h5py)
     model = build(args.workload, vocabulary, torch)
+    if args.checkpoint_blocks:
+        import torch.utils.checkpoint
+        model.checkpoint_blocks = True
     if args.workload in ("W6", "W7", "GPT100M"):
         decay = [p for p in model.parameters() if p.dim() >= 2]
         rest = [p for p in model.parameters() if p.dim() < 2]
@@ -150,7 +158,8 @@ def worker(rank, args):
             timed_from = time.perf_counter()
     seconds = time.perf_counter() - timed_from
     result = {"tokens_per_second": args.processes * B * recipe.get("accumulate", 1) * T * (args.steps - 10) / seconds, "first_step_seconds": first_step}
-    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])
+    # Decimal megabytes, as Cohort prints them (ru_maxrss is in KiB).
+    rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6])
     if args.processes > 1:
         dist.all_reduce(rss, op=dist.ReduceOp.MAX)
     result["peak_rss_mb"] = float(rss[0])
@@ -215,6 +224,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=29533)
     parser.add_argument("--evaluate", action="store_true")
     parser.add_argument("--generate", action="store_true")
+    parser.add_argument("--checkpoint-blocks", action="store_true", help="recompute each Transformer block in backward")
     args = parser.parse_args()
     if args.generate:
         generate(args)
