@@ -18,10 +18,11 @@ runs). The model, per optimizer step on n nodes x r ranks per node:
   overlap       none: the node shared-memory sum starts after backward (Cohort overlaps only
                 the plain MPI_Allreduce path, one rank per node)
 
-Memory per node for model state (parameters, gradients, AdamW moments, weight-decay mask):
-  replicated   r x 20N bytes
-  node_shared  20N + 4L r bytes with one micro-batch per step (one gradient sum per node, each
-               rank's scratch for its largest layer's L parameters); 16N + 4N r with
+Memory per node for model state (parameters, gradients, AdamW moments; weight decay is kept
+as ranges of whole tensors, no bytes per parameter):
+  replicated   r x 16N bytes
+  node_shared  16N + 4L r bytes with one micro-batch per step (one gradient sum per node, each
+               rank's scratch for its largest layer's L parameters); 12N + 4N r with
                accumulation (one gradient buffer per rank).
 """
 
@@ -92,7 +93,7 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for workload, w in WORKLOADS.items():
         n, r = w["parameters"], RANKS_PER_NODE
-        replicated, summed, accumulating = r * 20 * n, 20 * n + 4 * w["largest"] * r, 16 * n + 4 * n * r
+        replicated, summed, accumulating = r * 16 * n, 16 * n + 4 * w["largest"] * r, 12 * n + 4 * n * r
         print(f"| {workload} | {n:,} | {replicated / 1e9:.2f} GB | {summed / 1e9:.2f} GB | {summed / replicated:.1%} | "
               f"{accumulating / 1e9:.2f} GB | {accumulating / replicated:.0%} |")
 

@@ -68,7 +68,7 @@ def worker(rank, args):
         model.eval()
         with torch.no_grad():
             correct = sum((model(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).sum().item() for i in range(0, len(tx), 1000))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # decimal MB, as Cohort prints (ru_maxrss is KiB)
         if rank == 0:
             print(json.dumps({"epoch": epoch + 1, "samples_per_second": seen * args.processes / seconds, "seconds": seconds,
                               "training_seconds": elapsed_training, "test_accuracy": correct / len(tx),
