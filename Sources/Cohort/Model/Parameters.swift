@@ -29,13 +29,13 @@ public final class ParameterStore {
 
     public init() {
         values = .allocate(capacity: 0)
-        gradients = .allocate(capacity: 0)
+        gradients = .allocateZeroed(0)
         buffers = .allocate(capacity: 0)
     }
 
     deinit {
         if ownsValues { values.deallocate() }
-        if ownsGradients { gradients.deallocate() }
+        if ownsGradients { gradients.freeZeroed() }
         buffers.deallocate()
     }
 
@@ -61,11 +61,11 @@ public final class ParameterStore {
     func seal() {
         let total = entries.last.map { $0.offset + $0.count } ?? 0
         values.deallocate()
-        gradients.deallocate()
+        gradients.freeZeroed()
         values = .allocate(capacity: total)
-        gradients = .allocate(capacity: total)
         values.initialize(repeating: 0)
-        gradients.initialize(repeating: 0)
+        // Untouched until backward writes them: no memory when a node's one sum replaces them.
+        gradients = .allocateZeroed(total)
         buffers.deallocate()
         buffers = .allocate(capacity: bufferEntries.last.map { $0.offset + $0.count } ?? 0)
         for (entry, value) in bufferInitializers {
@@ -79,7 +79,7 @@ public final class ParameterStore {
     public func placeGradients(in storage: UnsafeMutableBufferPointer<Float>) {
         precondition(sealed && storage.count == gradients.count, "gradients are placed in storage of their size after sealing")
         _ = storage.update(fromContentsOf: gradients)
-        if ownsGradients { gradients.deallocate() }
+        if ownsGradients { gradients.freeZeroed() }
         gradients = storage
         ownsGradients = false
     }
@@ -110,7 +110,7 @@ public final class ParameterStore {
     /// the store does not own and that others write (a node's one gradient sum).
     public func useGradients(_ storage: UnsafeMutableBufferPointer<Float>) {
         precondition(sealed && storage.count == gradients.count, "gradients are placed in storage of their size after sealing")
-        if ownsGradients { gradients.deallocate() }
+        if ownsGradients { gradients.freeZeroed() }
         gradients = storage
         ownsGradients = false
     }

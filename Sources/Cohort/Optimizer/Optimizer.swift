@@ -195,16 +195,13 @@ final class UpdateState {
 
     init(count: Int, arrays: Int, decay: DecayRanges) {
         precondition(decay.ranges.allSatisfy { $0.clamped(to: 0..<count) == $0 }, "weight decay applies inside the parameters")
-        self.arrays = (0..<arrays).map { _ in
-            let array = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-            array.initialize(repeating: 0)
-            return array
-        }
+        // Untouched until the first update writes them: no memory when a node's shared state replaces them.
+        self.arrays = (0..<arrays).map { _ in .allocateZeroed(count) }
         (self.decay, range) = (decay, 0..<count)
     }
 
     deinit {
-        if owned { arrays.forEach { $0.deallocate() } }
+        if owned { arrays.forEach { $0.freeZeroed() } }
     }
 
     /// The memory this state holds (for the memory report).
@@ -223,7 +220,7 @@ final class UpdateState {
         for (target, source) in zip(storage, arrays) {
             (target.baseAddress! + range.lowerBound).update(from: source.baseAddress! + range.lowerBound, count: range.count)
         }
-        if owned { arrays.forEach { $0.deallocate() } }
+        if owned { arrays.forEach { $0.freeZeroed() } }
         (arrays, owned) = (storage, false)
         restrict(to: range)
     }

@@ -35,3 +35,18 @@ final class MemoryBudget {
 
     static func describe(_ bytes: Int) -> String { String(format: "%.2f GB", Double(bytes) / 1e9) }
 }
+
+extension UnsafeMutableBufferPointer where Element == Float {
+    /// `count` zeros from `calloc`: large blocks come from fresh mappings whose pages the kernel
+    /// supplies on first write, so a buffer that is replaced before it is written (a rank's own
+    /// optimizer state or gradients, moved into memory its node shares) never becomes resident.
+    /// Release with `freeZeroed()`.
+    static func allocateZeroed(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        guard let memory = calloc(Swift.max(count, 1), MemoryLayout<Float>.stride) else {
+            preconditionFailure("out of memory for \(count) floats (the memory budget admitted them)")
+        }
+        return UnsafeMutableBufferPointer(start: memory.assumingMemoryBound(to: Float.self), count: count)
+    }
+
+    func freeZeroed() { free(baseAddress) }
+}
