@@ -53,9 +53,11 @@ def cohort(workload, ranks, threads, steps, evaluate=False, recompute=False):
         elapsed = lambda s: s * tokens_per_step / rates[s]
         rate = (steps - 10) * tokens_per_step / (elapsed(steps) - elapsed(10))
     first = re.search(r"process start to first step ([\d.]+) s", out)
+    began = re.search(r"the first step began ([\d.]+) s after process start", out)
     memory = re.search(r"peak resident memory per rank: ([^;\n]+)", out)
     loss = re.search(r"evaluation after \d+ steps: loss ([\d.]+)", out)
     return {"tokens_per_second": rate, "first_step_seconds": float(first.group(1)) if first else None,
+            "setup_seconds": float(began.group(1)) if began else None,
             "peak_rss_mb": max(float(x) for x in re.findall(r"(\d+) MB", memory.group(1))) if memory else None,
             "validation_loss": float(loss.group(1)) if loss else None}
 
@@ -134,8 +136,8 @@ lines = ["# Sequence workloads: Cohort beside PyTorch", "",
          "PyTorch: the same recipes in `Benchmarks/pytorch_sequence.py`, DDP over gloo. Peak memory in decimal MB (10⁶ bytes) on both sides.", ""]
 for workload in WORKLOADS:
     lines += [f"## {workload} (`{CONFIGS[workload]}`)", "",
-              "| layout | Cohort tokens/s | PyTorch tokens/s | ratio | Cohort MFU | PyTorch MFU | start → first step (Cohort / PyTorch) | peak memory per rank (Cohort / PyTorch) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| layout | Cohort tokens/s | PyTorch tokens/s | ratio | Cohort MFU | PyTorch MFU | start → end of first step (Cohort / PyTorch) | start → first step begins (Cohort / PyTorch) | peak memory per rank (Cohort / PyTorch) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, ranks, threads in layouts(workload):
         c = results[workload][name]["cohort"]
         p = results[workload][name]["pytorch"]
@@ -144,6 +146,7 @@ for workload in WORKLOADS:
         mfu = lambda rate: None if rate is None else rate * FLOPS[workload] / (peak * 1e9 * cores) * 100
         lines.append(f"| {name} | {fmt(ct)} | {fmt(pt)} | {fmt(ct / pt if ct and pt else None, 2)}× | {fmt(mfu(ct), 0)} % | {fmt(mfu(pt), 0)} % | "
                      f"{fmt(median([r.get('first_step_seconds') for r in c]), 2)} s / {fmt(median([r.get('first_step_seconds') for r in p]), 2)} s | "
+                     f"{fmt(median([r.get('setup_seconds') for r in c]), 2)} s / {fmt(median([r.get('setup_seconds') for r in p]), 2)} s | "
                      f"{fmt(median([r.get('peak_rss_mb') for r in c]))} / {fmt(median([r.get('peak_rss_mb') for r in p]))} MB |")
     if workload in full:
         lines += ["", f"Full recipe on 2 ranks ({FULL_STEPS[workload]} steps): validation loss Cohort "

@@ -130,6 +130,7 @@ def worker(rank, args):
     B, T = recipe["batch"], recipe["window"]
     timed_from = None
     first_step = None
+    setup = process_uptime()  # the first step begins
     for step in range(args.steps):
         if args.workload in ("W6", "W7", "GPT100M"):
             if step < recipe["warmup"]:
@@ -157,7 +158,8 @@ def worker(rank, args):
         if step == 9:
             timed_from = time.perf_counter()
     seconds = time.perf_counter() - timed_from
-    result = {"tokens_per_second": args.processes * B * recipe.get("accumulate", 1) * T * (args.steps - 10) / seconds, "first_step_seconds": first_step}
+    result = {"tokens_per_second": args.processes * B * recipe.get("accumulate", 1) * T * (args.steps - 10) / seconds, "first_step_seconds": first_step,
+              "setup_seconds": setup}
     # Decimal megabytes, as Cohort prints them (ru_maxrss is in KiB).
     rss = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6])
     if args.processes > 1:

@@ -114,7 +114,8 @@ struct Train: ParsableCommand {
             }
             if let first = trainer.firstStepAt {
                 printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
-                                 first, reduce * 1e6, trainer.model.parameters.count))
+                                 first, reduce * 1e6, trainer.model.parameters.count)
+                          + (trainer.firstStepStartedAt.map { String(format: "; the first step began %.2f s after process start", $0) } ?? ""))
                 func column(_ index: Int, _ format: String = "%.3f") -> String {
                     phases.map { String(format: format, $0[index]) }.joined(separator: ", ")
                 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// A layer's forward and backward passes, side by side.
 ///
 /// Activations are per-sample shapes in NCHW order for images ([C, H, W]) and [features] for
@@ -186,15 +189,15 @@ public final class Workspace {
         (self.pointer, self.count, self.lender) = (pointer, count, lender)
     }
 
-    deinit { if lender == nil { pointer.deallocate() } }
+    deinit { if lender == nil { free(pointer) } }
 
-    /// Zeroed memory for `count` floats, counted against the budget (one float when it does not fit).
+    /// Zeroed memory for `count` floats, counted against the budget (one float when it does not
+    /// fit); from `calloc`, so its pages cost nothing until the first step writes them.
     static func allocate(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, count: Int) {
         let fits = budget?.reserve(bytes: max(count, 1) * MemoryLayout<Float>.size) ?? true
         let count = fits ? count : 1
-        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
-        return (pointer, count)
+        let buffer = UnsafeMutableBufferPointer<Float>.allocateZeroed(count)
+        return (buffer.baseAddress!, count)
     }
 }
 
@@ -203,7 +206,7 @@ final class SharedBuffer {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
     init(_ count: Int) { (pointer, self.count) = Workspace.allocate(count) }
-    deinit { pointer.deallocate() }
+    deinit { free(pointer) }
 }
 
 /// The backward buffers of a model's Transformer blocks, allocated once instead of once per

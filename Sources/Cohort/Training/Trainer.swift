@@ -338,6 +338,8 @@ public final class Trainer {
     public internal(set) var lastCheckpointSeconds: Double?
     /// Seconds from process start to the first training step's all-reduce.
     public private(set) var firstStepAt: Double?
+    /// Seconds from process start to the start of the first step (the setup before it).
+    public private(set) var firstStepStartedAt: Double?
     var lastTimedCheckpoint = monotonicNanoseconds()
     let fault = FaultInjection.fromEnvironment()
     /// Ends the job when a step's collectives do not complete in time (several ranks only).
@@ -500,6 +502,7 @@ public final class Trainer {
     /// batch → forward → loss → backward → all-reduce → agree → clip → update.
     private func step(_ batch: BatchLoader.Batch) throws -> StepAgreement {
         let parameters = model.parameters
+        if firstStepStartedAt == nil { firstStepStartedAt = processUptime() }
         // From here to the step's last collective, a rank that stops arriving ends the job.
         watchdog?.arm(step: position.globalStep + 1)
         if gradientSum == nil { parameters.zeroGradients() }  // else each bucket's scratch is zeroed as it opens
