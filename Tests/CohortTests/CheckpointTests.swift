@@ -74,6 +74,39 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try checksum("\(directory)/viewed.h5"), try checksum("\(directory)/copied.h5"))
     }
 
+    /// Rank 0 writes the other ranks' slices of a node's shared moments and then drops their
+    /// pages from its own mappings: the memory keeps the values, the process no longer holds them.
+    func test_sharedPartsAreDroppedFromThisProcessOnceWrittenAndKeepTheirValues() throws {
+        let directory = try temporaryDirectory(self)
+        let count = 64 * 1024, bytes = 64 * 1024 * MemoryLayout<Float>.size
+        let memory = try XCTUnwrap(mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0))
+        XCTAssertNotEqual(memory, MAP_FAILED)
+        defer { munmap(memory, bytes) }
+        let floats = UnsafeMutableBufferPointer(start: memory.bindMemory(to: Float.self, capacity: count), count: count)
+        for index in floats.indices { floats[index] = Float(index) }
+        /// Resident kilobytes of the mapping at `memory` (/proc/self/smaps).
+        func residentKilobytes() throws -> Int {
+            let text = try XCTUnwrap(ProportionalMemory.readWhole("/proc/self/smaps"))
+            let start = String(UInt(bitPattern: memory), radix: 16)
+            let lines = text.split(separator: "\n")
+            let header = try XCTUnwrap(lines.firstIndex { $0.hasPrefix(start + "-") }, "no mapping at \(start)")
+            let rss = try XCTUnwrap(lines[(header + 1)...].first { $0.hasPrefix("Rss:") })
+            return try XCTUnwrap(Int(rss.split(separator: " ", omittingEmptySubsequences: true)[1]))
+        }
+        XCTAssertEqual(try residentKilobytes(), bytes / 1024)
+        var checkpoint = sample()
+        checkpoint.views["optimizer/adam_v/dense_1/weight"] = ([count], UnsafeBufferPointer(floats))
+        // The second half and a piece that covers no whole page (nothing of it can be dropped).
+        checkpoint.sharedPartsToUnmap["optimizer/adam_v/dense_1/weight"] = [
+            UnsafeBufferPointer(rebasing: floats[(count / 2)...]), UnsafeBufferPointer(rebasing: floats[10..<500]),
+        ]
+        try checkpoint.writeAtomically(to: "\(directory)/c.h5")
+        XCTAssertEqual(try residentKilobytes(), bytes / 2048, "the second half's pages are still mapped")
+        XCTAssertTrue(floats.indices.allSatisfy { floats[$0] == Float($0) }, "shared memory lost values")
+        XCTAssertEqual(try Checkpoint.read(from: "\(directory)/c.h5").tensors["optimizer/adam_v/dense_1/weight"]?.values,
+                       (0..<count).map(Float.init))
+    }
+
     func test_failedWriteLeavesThePreviousCheckpoint() throws {
         let directory = try temporaryDirectory(self)
         let path = "\(directory)/c.h5"

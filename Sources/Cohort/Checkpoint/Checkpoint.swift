@@ -59,6 +59,13 @@ public struct Checkpoint {
     /// until the write returns (a trainer's parameters and moments: no copy of the model state
     /// while rank 0 writes). Written and checksummed exactly as `tensors`; reading gives `tensors`.
     public var views: [String: (shape: [Int], values: UnsafeBufferPointer<Float>)] = [:]
+    /// Parts of views in memory that other processes share and that this one reads only to
+    /// write them (the other ranks' slices of a node's shared optimizer moments): once a view
+    /// is written, these parts' whole pages are dropped from this process's mappings
+    /// (`madvise(MADV_DONTNEED)`; the shared memory keeps its contents), so writing a
+    /// checkpoint does not leave the node's whole state resident in rank 0. Never private memory,
+    /// which the call would zero.
+    public var sharedPartsToUnmap: [String: [UnsafeBufferPointer<Float>]] = [:]
     public var words: [String: [UInt64]] = [:]
     public var metrics: [String: [Double]] = [:]
 
@@ -124,6 +131,16 @@ public struct Checkpoint {
         }
     }
 
+    /// Drops the pages wholly inside `part` from this process's page tables (shared memory only).
+    private static func unmapWholePages(of part: UnsafeBufferPointer<Float>) {
+        guard let base = part.baseAddress, part.count > 0 else { return }
+        let page = Int(getpagesize())
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base + part.count)) / page * page
+        guard end > start, let address = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        madvise(address, end - start, Int32(MADV_DONTNEED))
+    }
+
     private func write(toTemporary path: String) throws {
         let file = try HDF5File.create(path)
         var checksum = CRC32()
@@ -140,6 +157,7 @@ public struct Checkpoint {
         for name in Set(tensors.keys).union(views.keys).sorted() {
             if let view = views[name] {
                 try store(name, view.values, shape: view.shape)
+                sharedPartsToUnmap[name]?.forEach(Checkpoint.unmapWholePages)
             } else if let tensor = tensors[name] {
                 try store(name, tensor.values, shape: tensor.shape)
             }

@@ -46,13 +46,14 @@ public enum ProportionalMemory {
             let pages = Int((span.upperBound - first + page - 1) / page)
             var residency = [UInt8](repeating: 0, count: pages)
             guard mincore(UnsafeMutableRawPointer(bitPattern: first), Int(UInt(pages) * page), &residency) == 0 else { return nil }
-            total += Double(residency.reduce(0) { $0 + Int($1 & 1) }) * Double(page)
+            let resident: Int = residency.reduce(0) { count, byte in count + Int(byte & 1) }
+            total += Double(resident) * Double(page)
         }
         return total
     }
 
     /// A /proc file read to its end (Foundation stops after the first page of /proc/self/smaps).
-    private static func readWhole(_ path: String) -> String? {
+    static func readWhole(_ path: String) -> String? {
         let descriptor = open(path, O_RDONLY)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }

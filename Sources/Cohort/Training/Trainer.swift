@@ -244,7 +244,7 @@ public final class Trainer {
     }
 
     /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
-    private var sharedState: SharedState?
+    private(set) var sharedState: SharedState?
     /// The node's one gradient sum (`node_shared` with one micro-batch per step) and, per
     /// top-level layer, the offset from which gradients are final after its backward; or nil.
     private var gradientSum: (sum: NodeGradientSum, finalFrom: [Int])?

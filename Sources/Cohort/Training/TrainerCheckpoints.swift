@@ -72,7 +72,13 @@ extension Trainer {
             let range = entry.offset..<(entry.offset + entry.count)
             checkpoint.views["parameters/\(entry.name)"] = (entry.shape, UnsafeBufferPointer(rebasing: parameters.values[range]))
             for slot in optimizer.slots {
-                checkpoint.views["optimizer/\(slot.name)/\(entry.name)"] = (entry.shape, UnsafeBufferPointer(rebasing: slot.buffer[range]))
+                let name = "optimizer/\(slot.name)/\(entry.name)"
+                checkpoint.views[name] = (entry.shape, UnsafeBufferPointer(rebasing: slot.buffer[range]))
+                // Other ranks' slices of the node's moments: this rank reads them only here.
+                if let own = sharedState?.ownSlice.clamped(to: range) {
+                    let others = own.isEmpty ? [range] : [range.lowerBound..<own.lowerBound, own.upperBound..<range.upperBound]
+                    checkpoint.sharedPartsToUnmap[name] = others.filter { !$0.isEmpty }.map { UnsafeBufferPointer(rebasing: slot.buffer[$0]) }
+                }
             }
         }
         for entry in parameters.bufferEntries {
