@@ -67,7 +67,7 @@ struct PrepareText: ParsableCommand {
                     continue
                 }
                 let corpus = try TokenCorpus(path: path)
-                printLine("wrote \(path): \(corpus.tokens.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
+                printLine("wrote \(path): \(corpus.count) tokens, vocabulary \(corpus.vocabulary.count) (\(corpus.tokenizer))")
             }
         }
     }

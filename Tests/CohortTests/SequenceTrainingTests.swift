@@ -266,4 +266,33 @@ final class SequenceTrainingTests: XCTestCase {
         _ = try run(ranks: 1, ["train", config])
         try fails(["generate", try newestCheckpoint("prompted"), "--prompt", "the lørd"], "character \"ø\" (U+00F8) is not in the vocabulary")
     }
+
+    /// A token id the vocabulary does not have is named with its position, whether the stream is
+    /// kept in memory (in the narrowest type that holds the vocabulary) or read window by window.
+    func test_anIdOutsideTheVocabularyIsNamed() throws {
+        for (vocabulary, bad) in [(3, UInt32(300)), (300, UInt32(70_000))] {
+            let path = "\(directory)/bad-\(vocabulary).h5"
+            let file = try HDF5File.create(path)
+            var ids = (0..<3_000).map { UInt32($0 % 3) }
+            ids[2_345] = bad
+            try file.write("tokens", ids)
+            try file.setAttribute("vocabulary", (0..<vocabulary).map { "t\($0)" })
+            file.close()
+            XCTAssertThrowsError(try TokenCorpus(path: path)) { error in
+                XCTAssertTrue("\(error)".contains("token 2345 has id \(bad), outside the vocabulary of \(vocabulary)"), "\(error)")
+            }
+            let streamed = try TokenCorpus(path: path, cache: false)
+            XCTAssertThrowsError(try streamed.withTokens(start: 2_000, length: 500) { _ in }) { error in
+                XCTAssertTrue("\(error)".contains("token 2345 has id \(bad)"), "\(error)")
+            }
+        }
+        // In memory, narrow or not, the windows are the ids the file holds.
+        let corpus = try TokenCorpus(path: "\(directory)/train.h5")
+        let streamed = try TokenCorpus(path: "\(directory)/train.h5", cache: false)
+        let cached = try corpus.withTokens(start: 17, length: 100) { Array(UnsafeBufferPointer(start: $0, count: 100)) }
+        XCTAssertEqual(cached, try streamed.withTokens(start: 17, length: 100) { Array(UnsafeBufferPointer(start: $0, count: 100)) })
+        // The data fingerprint checkpoints record does not depend on how the stream is held.
+        XCTAssertEqual(try TokenWindows(corpus: corpus, length: 8, phase: .zero, seed: 1).fingerprint(),
+                       try TokenWindows(corpus: streamed, length: 8, phase: .zero, seed: 1).fingerprint())
+    }
 }

@@ -6,8 +6,6 @@ import Foundation
 /// (`chars` or `bytes`), `format` = `cohort-tokens`, `source`, `characters`.
 public final class TokenCorpus {
     public let path: String
-    /// The whole stream in memory (`cache`), or empty when windows are read from the file.
-    public let tokens: [UInt32]
     public let count: Int
     public let vocabulary: [String]
     public let tokenizer: String
@@ -15,6 +13,21 @@ public final class TokenCorpus {
     public let merges: [String]
     private let dataset: HDF5Dataset
     private var staging: [UInt32] = []
+    /// The whole stream in memory (`cache`) in the narrowest type that holds every id of the
+    /// vocabulary (a byte a token for characters and bytes, not four), or nothing when windows
+    /// are read from the file.
+    private enum Cached { case none, bytes([UInt8]), halves([UInt16]), words([UInt32]) }
+    private let cached: Cached
+
+    /// The cached stream as ids (a copy; empty when nothing is cached).
+    public var tokens: [UInt32] {
+        switch cached {
+        case .none: return []
+        case .bytes(let ids): return ids.map(UInt32.init)
+        case .halves(let ids): return ids.map(UInt32.init)
+        case .words(let ids): return ids
+        }
+    }
 
     public static func isTokenFile(_ path: String) -> Bool {
         (try? HDF5File.open(path))?.exists("tokens") ?? false
@@ -38,15 +51,52 @@ public final class TokenCorpus {
         tokenizer = (try? file.stringAttribute("tokenizer")) ?? "chars"
         merges = file.hasAttribute("merges") ? try file.stringsAttribute("merges") : []
         count = dataset.rows
-        tokens = cache ? try dataset.readAll(as: UInt32.self) : []
-        if let bad = tokens.firstIndex(where: { Int($0) >= vocabulary.count }) {
-            throw CohortError("\(path): token \(bad) has id \(tokens[bad]), outside the vocabulary of \(vocabulary.count)")
+        guard cache else {
+            cached = .none
+            return
         }
+        cached = try TokenCorpus.read(dataset, count: count, vocabulary: vocabulary.count, path: path)
+    }
+
+    /// The stream read a million ids at a time, each checked against the vocabulary and kept
+    /// in the narrowest type that holds them all.
+    private static func read(_ dataset: HDF5Dataset, count: Int, vocabulary: Int, path: String) throws -> Cached {
+        func read<T: FixedWidthInteger>(as: T.Type) throws -> [T] {
+            var ids: [T] = []
+            ids.reserveCapacity(count)
+            var piece = [UInt32](repeating: 0, count: min(count, 1 << 20))
+            for start in stride(from: 0, to: count, by: max(piece.count, 1)) {
+                let length = min(piece.count, count - start)
+                try piece.withUnsafeMutableBufferPointer { try dataset.readRows(start: start, count: length, into: $0.baseAddress!) }
+                for (offset, id) in piece[0..<length].enumerated() {
+                    guard Int(id) < vocabulary else {
+                        throw CohortError("\(path): token \(start + offset) has id \(id), outside the vocabulary of \(vocabulary)")
+                    }
+                    ids.append(T(id))
+                }
+            }
+            return ids
+        }
+        return vocabulary <= 1 << 8 ? .bytes(try read(as: UInt8.self))
+            : vocabulary <= 1 << 16 ? .halves(try read(as: UInt16.self)) : .words(try read(as: UInt32.self))
     }
 
     /// Tokens start ..< start + length, from memory or from the file.
     public func withTokens<R>(start: Int, length: Int, _ body: (UnsafePointer<UInt32>) throws -> R) throws -> R {
-        if !tokens.isEmpty { return try tokens.withUnsafeBufferPointer { try body($0.baseAddress! + start) } }
+        /// Narrow cached ids widened into a buffer of this call's own (the loader's thread and
+        /// the main thread may ask at once).
+        func widened<T: FixedWidthInteger>(_ ids: [T]) throws -> R {
+            try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: max(length, 1)) { buffer in
+                for index in 0..<length { buffer[index] = UInt32(ids[start + index]) }
+                return try body(UnsafePointer(buffer.baseAddress!))
+            }
+        }
+        switch cached {
+        case .bytes(let ids): return try widened(ids)
+        case .halves(let ids): return try widened(ids)
+        case .words(let ids): return try ids.withUnsafeBufferPointer { try body($0.baseAddress! + start) }
+        case .none: break
+        }
         if staging.count < length { staging = [UInt32](repeating: 0, count: length) }
         return try staging.withUnsafeMutableBufferPointer { buffer in
             try dataset.readRows(start: start, count: length, into: buffer.baseAddress!)
