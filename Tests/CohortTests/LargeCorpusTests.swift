@@ -95,7 +95,7 @@ final class LargeCorpusTests: XCTestCase {
             XCTAssertEqual(try parameters("whole-\(ranks)"), try parameters("part-\(ranks)"), "\(ranks) rank(s): resume is bitwise")
         }
 
-        // Holding the corpus in memory (global sampling, cached: 2.4 GB as 32-bit ids) does not
+        // Holding the corpus in memory (global sampling, cached: 629 MB, a byte a token) does not
         // fit: the cap ends the job.
         let cached = try train("cached", ranks: 1, corpus: corpus, cache: true, maxSteps: 2)
         XCTAssertNotEqual(cached.status, 0, cached.output)

@@ -270,12 +270,13 @@ final class SequenceTrainingTests: XCTestCase {
     /// A token id the vocabulary does not have is named with its position, whether the stream is
     /// kept in memory (in the narrowest type that holds the vocabulary) or read window by window.
     func test_anIdOutsideTheVocabularyIsNamed() throws {
-        for (vocabulary, bad) in [(3, UInt32(300)), (300, UInt32(70_000))] {
-            let path = "\(directory)/bad-\(vocabulary).h5"
+        // 32-bit ids narrowed as they are read, and 8-bit ids read as they are.
+        for (vocabulary, bad, narrowFile) in [(3, UInt32(300), false), (300, UInt32(70_000), false), (3, UInt32(200), true)] {
+            let path = "\(directory)/bad-\(vocabulary)-\(narrowFile).h5"
             let file = try HDF5File.create(path)
             var ids = (0..<3_000).map { UInt32($0 % 3) }
             ids[2_345] = bad
-            try file.write("tokens", ids)
+            if narrowFile { try file.write("tokens", ids.map(UInt8.init)) } else { try file.write("tokens", ids) }
             try file.setAttribute("vocabulary", (0..<vocabulary).map { "t\($0)" })
             file.close()
             XCTAssertThrowsError(try TokenCorpus(path: path)) { error in

@@ -58,10 +58,19 @@ public final class TokenCorpus {
         cached = try TokenCorpus.read(dataset, count: count, vocabulary: vocabulary.count, path: path)
     }
 
-    /// The stream read a million ids at a time, each checked against the vocabulary and kept
-    /// in the narrowest type that holds them all.
+    /// The stream in the narrowest type that holds the vocabulary: read whole when the file
+    /// stores it that narrow, else a million ids at a time, each checked and narrowed.
     private static func read(_ dataset: HDF5Dataset, count: Int, vocabulary: Int, path: String) throws -> Cached {
-        func read<T: FixedWidthInteger>(as: T.Type) throws -> [T] {
+        func read<T: FixedWidthInteger & HDF5Scalar>(as: T.Type) throws -> [T] {
+            // Stored as narrow as this (as `cohort prepare text` writes it): read in one piece,
+            // every value fits; only the vocabulary is left to check.
+            if case .integer(let bytes, signed: false) = dataset.elementType, bytes <= MemoryLayout<T>.size {
+                let ids = try dataset.readAll(as: T.self)
+                if let bad = ids.firstIndex(where: { Int($0) >= vocabulary }) {
+                    throw CohortError("\(path): token \(bad) has id \(ids[bad]), outside the vocabulary of \(vocabulary)")
+                }
+                return ids
+            }
             var ids: [T] = []
             ids.reserveCapacity(count)
             var piece = [UInt32](repeating: 0, count: min(count, 1 << 20))
