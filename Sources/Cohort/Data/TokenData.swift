@@ -12,7 +12,6 @@ public final class TokenCorpus {
     /// A byte-level BPE's merges ("left right", rank order); empty for chars and bytes.
     public let merges: [String]
     private let dataset: HDF5Dataset
-    private var staging: [UInt32] = []
     /// The whole stream in memory (`cache`) in the narrowest type that holds every id of the
     /// vocabulary (a byte a token for characters and bytes, not four), or nothing when windows
     /// are read from the file.
@@ -92,25 +91,19 @@ public final class TokenCorpus {
 
     /// Tokens start ..< start + length, from memory or from the file.
     public func withTokens<R>(start: Int, length: Int, _ body: (UnsafePointer<UInt32>) throws -> R) throws -> R {
-        /// Narrow cached ids widened into a buffer of this call's own (the loader's thread and
-        /// the main thread may ask at once).
-        func widened<T: FixedWidthInteger>(_ ids: [T]) throws -> R {
-            try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: max(length, 1)) { buffer in
-                for index in 0..<length { buffer[index] = UInt32(ids[start + index]) }
-                return try body(UnsafePointer(buffer.baseAddress!))
-            }
-        }
-        switch cached {
-        case .bytes(let ids): return try widened(ids)
-        case .halves(let ids): return try widened(ids)
-        case .words(let ids): return try ids.withUnsafeBufferPointer { try body($0.baseAddress! + start) }
-        case .none: break
-        }
-        if staging.count < length { staging = [UInt32](repeating: 0, count: length) }
-        return try staging.withUnsafeMutableBufferPointer { buffer in
-            try dataset.readRows(start: start, count: length, into: buffer.baseAddress!)
-            if let bad = (0..<length).first(where: { Int(buffer[$0]) >= vocabulary.count }) {
-                throw CohortError("\(path): token \(start + bad) has id \(buffer[bad]), outside the vocabulary of \(vocabulary.count)")
+        if case .words(let ids) = cached { return try ids.withUnsafeBufferPointer { try body($0.baseAddress! + start) } }
+        // Narrow ids widened, or ids read from the file, into a buffer of this call's own (the
+        // loader's thread and the main thread may both ask).
+        return try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: max(length, 1)) { buffer in
+            switch cached {
+            case .bytes(let ids): for index in 0..<length { buffer[index] = UInt32(ids[start + index]) }
+            case .halves(let ids): for index in 0..<length { buffer[index] = UInt32(ids[start + index]) }
+            case .words: break
+            case .none:
+                try dataset.readRows(start: start, count: length, into: buffer.baseAddress!)
+                if let bad = (0..<length).first(where: { Int(buffer[$0]) >= vocabulary.count }) {
+                    throw CohortError("\(path): token \(start + bad) has id \(buffer[bad]), outside the vocabulary of \(vocabulary.count)")
+                }
             }
             return try body(UnsafePointer(buffer.baseAddress!))
         }

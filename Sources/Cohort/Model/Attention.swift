@@ -204,14 +204,9 @@ public final class Attention: Layer {
         LayerThreads.run(parts: batch * heads) { pair, _ in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
-            let dBase = dQKV + b * T * 3 * C
-            let offset = pair * T * T
-            // dP_used = dY_h · V_hᵀ;  dV_h = P_usedᵀ · dY_h
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
-                        1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0,
-                        probabilityGradient + offset, Int32(T))
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
-                        1, used + offset, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
+            Attention.probabilityAndValueGradients(dY + b * T * C + h * D, base: base, used: used + pair * T * T,
+                                                   into: probabilityGradient + pair * T * T, dBase: dQKV + b * T * 3 * C,
+                                                   head: h, headWidth: D, length: T, width: C)
         }
         let dP = weightDropout.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
         LayerThreads.run(parts: batch * heads) { pair, worker in
@@ -223,6 +218,16 @@ public final class Attention: Layer {
             Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, width: C, scale: scale)
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
+    }
+
+    /// dP_used = dY_h · V_hᵀ (into `dP`, T × T);  dV_h = P_usedᵀ · dY_h (into the rows' [T, 3C] gradient).
+    private static func probabilityAndValueGradients(_ dY: UnsafePointer<Float>, base: UnsafePointer<Float>, used: UnsafePointer<Float>,
+                                                     into dP: UnsafeMutablePointer<Float>, dBase: UnsafeMutablePointer<Float>,
+                                                     head h: Int, headWidth D: Int, length T: Int, width C: Int) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                    1, dY, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dP, Int32(T))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                    1, used, Int32(T), dY, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
     }
 
     /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the causal part of one T×T block, 0 above it;

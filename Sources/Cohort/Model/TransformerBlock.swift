@@ -140,7 +140,7 @@ public final class TransformerBlock: Layer {
         return UnsafePointer(inputGradient.pointer)
     }
 
-    private var randomizedLayers: [RandomizedLayer] { selfAndDescendants.compactMap { $0 as? RandomizedLayer } }
+    private lazy var randomizedLayers: [RandomizedLayer] = selfAndDescendants.compactMap { $0 as? RandomizedLayer }
 
     /// Fills the shared forward buffers with this block's activations again, drawing the same
     /// dropout masks as its forward did, and leaves the generators where that forward left them.
