@@ -60,7 +60,7 @@ public struct Conv2DOptions: LayerOptions {
 /// 2-D convolution (cross-correlation, as every framework computes it) over NCHW samples.
 ///
 /// x is [B, C, H, W]; W is [K, C, kh, kw] (PyTorch's OIHW order); b is [K]; y is [B, K, OH, OW].
-/// The batch is processed in chunks of S samples (`samplesPerChunk`: S·P between 768 and 1,600
+/// The batch is processed in chunks of S samples (`samplesPerChunk`: S·P near 768 to 1,600, S a power of two up to 16,
 /// output pixels, P = OH·OW). Each chunk is packed once, in forward, into a zero-padded layout
 /// with the sample index fastest, padded[C, Hp, Wp, S] (kept for backward), and lowered from
 /// there with im2col to cols [C·kh·kw, P·S], columns in (pixel, sample) order: with stride 1 a
@@ -166,7 +166,15 @@ public final class Conv2D: Layer, InputGradientOptional {
         let forWidth = max(1, chunkPixels / pixels)
         let forCache = max(1, chunkBytes / (geometry.patchSize * pixels * MemoryLayout<Float>.size))
         let atLeast = (minimumChunkPixels + pixels - 1) / pixels
-        return min(maxBatch, forWidth, max(forCache, atLeast))
+        let samples = min(maxBatch, forWidth, max(forCache, atLeast))
+        // A power of two up to 16, the nearest: a batch that is a multiple of 16 (`RowBlocks`)
+        // then starts and ends on chunk boundaries wherever it sits in a larger batch, so each of
+        // its samples is computed in a chunk of the same shape at the same place (the same bits
+        // as one rank's half of a batch twice its size, or a micro-batch of its step).
+        var power = 1
+        while power * 2 <= samples { power *= 2 }
+        if samples * samples >= 2 * power * power { power *= 2 }
+        return min(power, 16)
     }
 
     /// The packed input of the chunk that starts at sample `first`.
@@ -181,15 +189,14 @@ public final class Conv2D: Layer, InputGradientOptional {
         return (0..<groups).map { (chunks * $0 / groups)..<(chunks * ($0 + 1) / groups) }
     }
 
-    /// C = A·B for one chunk: on this thread inside a group, or cut into parts when there is one group.
+    /// C = A·B for one chunk, cut into the same parts (by its shape) whether it runs on this thread
+    /// inside a group or on all threads as the only group: a chunk's bits do not depend on how
+    /// many chunks the batch has.
     private func product(_ grouped: Bool, _ transposeA: CBLAS_TRANSPOSE, _ transposeB: CBLAS_TRANSPOSE, _ m: Int32, _ n: Int32, _ k: Int32,
                          _ a: UnsafePointer<Float>, _ lda: Int32, _ b: UnsafePointer<Float>, _ ldb: Int32, _ beta: Float,
                          _ c: UnsafeMutablePointer<Float>, _ ldc: Int32) {
-        if grouped {
-            cblas_sgemm(CblasRowMajor, transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
-        } else {
-            gemm(CblasRowMajor, transposeA, transposeB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
-        }
+        gemm(transposeA == CblasTrans, transposeB == CblasTrans, Int(m), Int(n), Int(k), 1, a, Int(lda), b, Int(ldb),
+             beta, c, Int(ldc), serial: grouped)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

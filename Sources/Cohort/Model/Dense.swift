@@ -48,7 +48,7 @@ public struct FlattenOptions: LayerOptions {
 /// sequence sample [T, in] gives [T, out], the same W at every position (torch.nn.Linear on
 /// [B, T, C]); an image sample [C, H, W] is read as its flattened row (kept for configs written
 /// before `flatten` was required; prefer an explicit flatten). Every product is one SGEMM over
-/// all B·T rows.
+/// all B·T rows, in blocks of whole samples (`RowBlocks`).
 public final class Dense: Layer, InputGradientOptional {
     public var threading: LayerThreading { .products }
     public var computesInputGradient = true
@@ -62,6 +62,8 @@ public final class Dense: Layer, InputGradientOptional {
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
     let fusedReLU: Bool
+    /// Every product over the batch's rows, in blocks of whole samples (`RowBlocks`).
+    let blocks: RowBlocks
     private let output: Workspace
     private let inputGradient: Workspace
     private let maskedGradient: Workspace
@@ -84,6 +86,7 @@ public final class Dense: Layer, InputGradientOptional {
             outputShape = [units]
         }
         let fanIn = features
+        blocks = RowBlocks(positions: positions)
         parameters = builder.parameters
         weight = builder.declare("\(name)/weight", shape: [fanIn, units], decays: true) { pointer, generator in
             initializeWeights(pointer, count: fanIn * units, fanIn: fanIn, fanOut: units, initializer, &generator)
@@ -111,8 +114,8 @@ public final class Dense: Layer, InputGradientOptional {
             cblas_sgemv(CblasRowMajor, CblasTrans, inCount, outCount, 1, parameters.values(of: weight), outCount,
                         input, 1, bias == nil ? 0 : 1, output.pointer, 1)
         } else {
-            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), outCount, inCount,
-                        1, input, inCount, parameters.values(of: weight), outCount, bias == nil ? 0 : 1, output.pointer, outCount)
+            blocks.product(transposeB: false, rows, Int(outCount), Int(inCount), 1, input, Int(inCount),
+                           parameters.values(of: weight), Int(outCount), bias == nil ? 0 : 1, output.pointer, Int(outCount))
         }
         if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
         return UnsafePointer(output.pointer)
@@ -128,14 +131,14 @@ public final class Dense: Layer, InputGradientOptional {
             outputGradient = UnsafePointer(maskedGradient.pointer)
         }
         // dW[in, out] += xᵀ[in, rows] · dy[rows, out]
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, inCount, outCount, Int32(rows),
-                    1, input, inCount, outputGradient, outCount, 1, parameters.gradients(of: weight), outCount)
+        blocks.summedProduct(Int(inCount), Int(outCount), rows, 1, input, Int(inCount), outputGradient, Int(outCount),
+                             parameters.gradients(of: weight), Int(outCount))
         // db[out] += Σ_rows dy[rows, out]
         if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), rows, Int(outCount)) }
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
         // dx[rows, in] = dy[rows, out] · Wᵀ[out, in]
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), inCount, outCount,
-                    1, outputGradient, outCount, parameters.values(of: weight), outCount, 0, inputGradient.pointer, inCount)
+        blocks.product(transposeB: true, rows, Int(inCount), Int(outCount), 1, outputGradient, Int(outCount),
+                       parameters.values(of: weight), Int(outCount), 0, inputGradient.pointer, Int(inCount))
         return UnsafePointer(inputGradient.pointer)
     }
 }

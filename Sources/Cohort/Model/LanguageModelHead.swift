@@ -55,6 +55,7 @@ public final class TiedHead: Layer, InputGradientOptional {
     public let inputShape: [Int]
     public let outputShape: [Int]
     let embedding: Embedding
+    let blocks: RowBlocks
     private let output: Workspace
     private let inputGradient: Workspace
 
@@ -65,6 +66,7 @@ public final class TiedHead: Layer, InputGradientOptional {
         self.inputShape = inputShape
         self.embedding = embedding
         outputShape = Array(inputShape.dropLast()) + [embedding.vocabulary]
+        blocks = RowBlocks(positions: inputShape.count == 2 ? inputShape[0] : 1)
         output = Workspace(maxBatch * outputShape.reduce(1, *))
         inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
     }
@@ -76,8 +78,7 @@ public final class TiedHead: Layer, InputGradientOptional {
         if rows == 1 {  // generation: logits = E·x without packing E (see Dense.forward)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(vocabulary), Int32(width), 1, table, Int32(width), input, 1, 0, output.pointer, 1)
         } else {
-            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vocabulary), Int32(width),
-                        1, input, Int32(width), table, Int32(width), 0, output.pointer, Int32(vocabulary))
+            blocks.product(transposeB: true, rows, vocabulary, width, 1, input, width, table, width, 0, output.pointer, vocabulary)
         }
         return UnsafePointer(output.pointer)
     }
@@ -85,12 +86,11 @@ public final class TiedHead: Layer, InputGradientOptional {
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (width, vocabulary) = (embedding.dimension, embedding.vocabulary)
         let rows = batch * inputSize / width
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vocabulary), Int32(width), Int32(rows),
-                    1, outputGradient, Int32(vocabulary), input, Int32(width), 1, embedding.parameters.gradients(of: embedding.weight), Int32(width))
+        blocks.summedProduct(vocabulary, width, rows, 1, outputGradient, vocabulary, input, width,
+                             embedding.parameters.gradients(of: embedding.weight), width)
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
-        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(width), Int32(vocabulary),
-                    1, outputGradient, Int32(vocabulary), embedding.parameters.values(of: embedding.weight), Int32(width), 0,
-                    inputGradient.pointer, Int32(width))
+        blocks.product(transposeB: false, rows, width, vocabulary, 1, outputGradient, vocabulary,
+                       embedding.parameters.values(of: embedding.weight), width, 0, inputGradient.pointer, width)
         return UnsafePointer(inputGradient.pointer)
     }
 }
