@@ -166,8 +166,8 @@ public final class Conv2D: Layer, InputGradientOptional {
         let forWidth = max(1, chunkPixels / pixels)
         let forCache = max(1, chunkBytes / (geometry.patchSize * pixels * MemoryLayout<Float>.size))
         let atLeast = (minimumChunkPixels + pixels - 1) / pixels
-        let samples = min(maxBatch, forWidth, max(forCache, atLeast))
-        // A power of two up to 16, the nearest: a batch that is a multiple of 16 (`RowBlocks`)
+        let samples = min(forWidth, max(forCache, atLeast))
+        // A power of two up to 16, the nearest, whatever the batch: a batch that is a multiple of 16 (`RowBlocks`)
         // then starts and ends on chunk boundaries wherever it sits in a larger batch, so each of
         // its samples is computed in a chunk of the same shape at the same place (the same bits
         // as one rank's half of a batch twice its size, or a micro-batch of its step).

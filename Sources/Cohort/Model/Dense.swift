@@ -134,7 +134,7 @@ public final class Dense: Layer, InputGradientOptional {
         blocks.summedProduct(Int(inCount), Int(outCount), rows, 1, input, Int(inCount), outputGradient, Int(outCount),
                              parameters.gradients(of: weight), Int(outCount))
         // db[out] += Σ_rows dy[rows, out]
-        if let bias { cohort_add_rows(outputGradient, parameters.gradients(of: bias), rows, Int(outCount)) }
+        if let bias { blocks.summedRows(outputGradient, rows, Int(outCount), into: parameters.gradients(of: bias)) }
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
         // dx[rows, in] = dy[rows, out] · Wᵀ[out, in]
         blocks.product(transposeB: true, rows, Int(inCount), Int(outCount), 1, outputGradient, Int(outCount),

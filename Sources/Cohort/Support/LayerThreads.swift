@@ -161,6 +161,19 @@ struct RowBlocks {
         }
     }
 
+    /// sum[width] += Σ rows[count, width], each block's rows added up first and then added to
+    /// `sum`, as `summedProduct` adds a block's product: a batch split between ranks or
+    /// micro-batches at block boundaries sums its blocks in the same association.
+    func summedRows(_ x: UnsafePointer<Float>, _ count: Int, _ width: Int, into sum: UnsafeMutablePointer<Float>) {
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: width)
+        defer { partial.deallocate() }
+        for start in stride(from: 0, to: count, by: rows) {
+            partial.initialize(repeating: 0, count: width)
+            cohort_add_rows(x + start * width, partial, min(rows, count - start), width)
+            cohort_add_rows(partial, sum, 1, width)
+        }
+    }
+
     /// C[m, n] += alpha · Σ over the k rows of A[k, m]ᵀ · B[k, n] (a weight gradient), one
     /// block of rows after the other in row order, each product cut over the threads by its shape.
     func summedProduct(_ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
