@@ -73,11 +73,49 @@ struct CheckBLAS: ParsableCommand {
     @Option(help: "Timed repetitions (the median is reported).")
     var repeats: Int = 10
 
+    @Option(name: .customLong("verify"), help: ArgumentHelp(
+        "Instead of timing: check every SGEMM that CONFIG's model makes in a training step against float64.",
+        discussion: "Each distinct call (shape, transposes, strides, alpha, beta) of one forward and backward at the "
+            + "config's per-rank batch, with its threads, every element within float32's rounding bound. Exit 1 if any is not.",
+        valueName: "CONFIG"))
+    var verifyConfig: String?
+
+    @Option(name: .customLong("set"), help: "Override a config key of --verify's CONFIG, as for train.")
+    var overrides: [String] = []
+
     func run() throws {
+        if let verifyConfig { return try verify(verifyConfig) }
         printLine("BLAS \(blasDescription())")
         for (m, n, k) in [(size, size, size), (64, 256, 784), (784, 256, 64), (64, 784, 256)] {
             let gflops = measureGEMM(m: m, n: n, k: k, repeats: max(repeats, 1))
             printLine(String(format: "sgemm %5d×%5d×%5d: %7.1f GFLOP/s", m, n, k, gflops))
         }
+    }
+
+    private func verify(_ path: String) throws {
+        var failed = false
+        reportingErrors {
+            let config = try TrainConfig.load(path: path, overrides: overrides)
+            LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
+            var dataConfig = config.data
+            dataConfig.checkFinite = false
+            let data = try openSamples(path: config.data.train, config: dataConfig, phase: .zero, seed: config.seed, cache: false)
+            let batch = config.training.batchSize
+            let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: batch, seed: config.seed,
+                                  recomputeBlocks: config.training.recompute == .blocks)
+            BLASCalls.startRecording()
+            _ = LayerProfile.measure(model, batch: batch, steps: 1)
+            let calls = BLASCalls.stopRecording()
+            printLine("\(path): \(calls.count) distinct SGEMM calls in a step of batch \(batch), \(LayerThreads.count) thread(s); "
+                      + BLASCheck.kernelsAndCPU())
+            for verdict in BLASCheck.verify(calls) {
+                printLine(String(format: "%@  worst error %.3f of the float32 bound  %@", verdict.call.description, verdict.worstFraction,
+                                 verdict.passed ? "ok" : "WRONG"))
+                if !verdict.passed { failed = true; printError("cohort: \(verdict.failureLine)") }
+            }
+            printLine(failed ? "the BLAS library computes wrong results for this model on this CPU"
+                             : "every element of every call within float32 rounding of float64")
+        }
+        if failed { throw ExitCode(1) }
     }
 }

@@ -190,6 +190,27 @@ final class FaultToleranceTests: XCTestCase {
         }
     }
 
+    /// The first step's products are checked against float64 on every rank: a library that
+    /// computes a wrong element ends the run in one line naming the rank, the kernels and the
+    /// call, before any checkpoint; a correct one passes, and `check-blas --verify` checks the
+    /// same calls element by element.
+    func test_wrongBLASResultsEndTheRunNamingTheCall() throws {
+        let path = try config("blas")
+        let wrong = try runCohort(ranks: 2, ["train", path], environment: ["COHORT_FAULT": "wrong_blas:1:1"], directory: directory)
+        XCTAssertEqual(wrong.status, 1)
+        let lines = wrong.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }
+        XCTAssertEqual(lines.count, 1, wrong.error)
+        XCTAssertTrue(lines.first?.contains("cohort: rank 1: OpenBLAS ") == true && lines.first?.contains(" kernels on ") == true
+                      && lines.first?.contains("computes C[0, 0] = ") == true && lines.first?.contains("sgemm(") == true, wrong.error)
+        XCTAssertTrue(checkpoints("blas").isEmpty, "no checkpoint written")
+
+        let verified = try runCohort(ranks: 1, ["check-blas", "--verify", path], directory: directory)
+        XCTAssertEqual(verified.status, 0, verified.output + verified.error)
+        XCTAssertTrue(verified.output.contains("distinct SGEMM calls in a step of batch"), verified.output)
+        XCTAssertTrue(verified.output.contains("every element of every call within float32 rounding of float64"), verified.output)
+        XCTAssertFalse(verified.output.contains("WRONG"), verified.output)
+    }
+
     func test_nonFiniteGradientStopsWithTheStepOrIsSkipped() throws {
         let path = try config("nan")
         let stopped = try runCohort(ranks: 2, ["train", path], environment: ["COHORT_FAULT": "nan:1:4"], directory: directory)

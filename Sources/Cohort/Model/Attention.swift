@@ -136,7 +136,7 @@ public final class Attention: Layer {
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let scores = probabilities + pair * T * T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+            sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
                         scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
             for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
         }
@@ -146,7 +146,7 @@ public final class Attention: Layer {
         LayerThreads.run(parts: batch * heads) { pair, _ in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+            sgemm(CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                         1, used + pair * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
                         0, outputs + b * T * C + h * D, Int32(C))
         }
@@ -192,9 +192,9 @@ public final class Attention: Layer {
                 let base = projected + b * T * 3 * C
                 let dBase = dQKV + b * T * 3 * C
                 let dS = scratch + worker * T * T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
                             1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dS, Int32(T))
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                             1, used + pair * T * T, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
                 Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T)
                 Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, width: C, scale: scale)
@@ -224,9 +224,9 @@ public final class Attention: Layer {
     private static func probabilityAndValueGradients(_ dY: UnsafePointer<Float>, base: UnsafePointer<Float>, used: UnsafePointer<Float>,
                                                      into dP: UnsafeMutablePointer<Float>, dBase: UnsafeMutablePointer<Float>,
                                                      head h: Int, headWidth D: Int, length T: Int, width C: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+        sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
                     1, dY, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dP, Int32(T))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+        sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                     1, used, Int32(T), dY, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
     }
 
@@ -245,9 +245,9 @@ public final class Attention: Layer {
     /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient.
     private static func queryKeyGradients(_ dS: UnsafePointer<Float>, base: UnsafePointer<Float>, into dBase: UnsafeMutablePointer<Float>,
                                           head h: Int, headWidth D: Int, length T: Int, width C: Int, scale: Float) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+        sgemm(CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                     scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+        sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                     scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
     }
 }

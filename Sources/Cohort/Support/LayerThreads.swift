@@ -78,7 +78,7 @@ func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, 
     let (ta, tb) = (transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans)
     let parts = min(8, 2 * m * n * k / (8 << 20), m >= n ? m / 16 : n / 16)
     guard parts > 1 else {
-        cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        sgemm(ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
         return
     }
     let side = m >= n ? m : n
@@ -90,10 +90,10 @@ func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, 
         let count = min(step, side - start)
         guard count > 0 else { return }
         if m >= n {  // rows start..<start+count of C and of op(A)
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(count), Int32(n), Int32(k), alpha, a + (transposeA ? start : start * lda), Int32(lda),
+            sgemm(ta, tb, Int32(count), Int32(n), Int32(k), alpha, a + (transposeA ? start : start * lda), Int32(lda),
                         b, Int32(ldb), beta, c + start * ldc, Int32(ldc))
         } else {  // columns start..<start+count of C and of op(B)
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(count), Int32(k), alpha, a, Int32(lda),
+            sgemm(ta, tb, Int32(m), Int32(count), Int32(k), alpha, a, Int32(lda),
                         b + (transposeB ? start * ldb : start), Int32(ldb), beta, c + start, Int32(ldc))
         }
     }

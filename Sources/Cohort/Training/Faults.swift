@@ -12,8 +12,9 @@ public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 ///   nan:R:S         rank R's gradient gets a NaN at step S
 ///   kill_checkpoint:0:S  rank 0 is SIGKILLed halfway through writing the checkpoint of step S
 ///   startup_signal:R:0   rank R sends itself SIGTERM while the trainer is being set up
+///   wrong_blas:R:1  rank R's check of its BLAS kernels sees one element of a product off
 struct FaultInjection {
-    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal" }
+    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas" }
     let kind: Kind
     let rank: Int
     let step: Int
@@ -34,7 +35,7 @@ struct FaultInjection {
         switch kind {
         case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
-        case .killCheckpoint, .startupSignal: break
+        case .killCheckpoint, .startupSignal, .wrongBLAS: break
         }
     }
 
@@ -42,6 +43,9 @@ struct FaultInjection {
     func signalDuringStartup(rank: Int) {
         if kind == .startupSignal && rank == self.rank { raise(SIGTERM) }
     }
+
+    /// Whether this rank's kernel check is to see a wrong product.
+    func corruptsKernelCheck(rank: Int) -> Bool { kind == .wrongBLAS && rank == self.rank }
 
     /// Whether rank 0 dies while writing the checkpoint taken after `stepsTaken` steps.
     func crashesDuringCheckpoint(after stepsTaken: Int) -> Bool { kind == .killCheckpoint && stepsTaken == step }

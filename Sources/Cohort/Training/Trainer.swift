@@ -502,13 +502,16 @@ public final class Trainer {
     /// batch → forward → loss → backward → all-reduce → agree → clip → update.
     private func step(_ batch: BatchLoader.Batch) throws -> StepAgreement {
         let parameters = model.parameters
+        let checksKernels = firstStepStartedAt == nil
         if firstStepStartedAt == nil { firstStepStartedAt = processUptime() }
         // From here to the step's last collective, a rank that stops arriving ends the job.
         watchdog?.arm(step: position.globalStep + 1)
         if gradientSum == nil { parameters.zeroGradients() }  // else each bucket's scratch is zeroed as it opens
         // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
+        if checksKernels { BLASCalls.startRecording() }
         let stepLoss = computeGradients(batch)
+        let kernelFailure = checksKernels ? checkKernels(BLASCalls.stopRecording()) : nil
         try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
         let sumFinite = allReduceGradients()
         if firstStepAt == nil { firstStepAt = processUptime() }
@@ -519,8 +522,12 @@ public final class Trainer {
         let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
             && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
         let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
-                                               stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1])
+                                               stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1,
+                                               kernelFailure == nil ? -1 : Double(communicator.rank)])
         watchdog?.disarm()
+        if flags[4] >= 0 {
+            throw AgreedFailure(kernelFailure ?? "", reporter: kernelFailure != nil && Int(flags[4]) == communicator.rank)
+        }
         if flags[2] >= 0 || flags[3] != 0 {
             let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
             switch config.training.onNonFinite {
@@ -545,6 +552,16 @@ public final class Trainer {
         position.globalStep += 1
         position.samplesSeen += batch.globalCount
         return StepAgreement(stop: flags[0] > 0, checkpointDue: flags[1] > 0)
+    }
+
+    /// The products of the first step checked against float64 (`BLASCheck`, 64 elements of each
+    /// distinct call): a library that computes wrong results on this CPU ends the run before
+    /// any checkpoint, naming the call. Nil when every product is within float32 rounding.
+    private func checkKernels(_ calls: [GEMMCall]) -> String? {
+        let corrupt = fault?.corruptsKernelCheck(rank: communicator.rank) ?? false
+        guard let failure = BLASCheck.verify(calls, elements: 64, corrupt: corrupt).first(where: { !$0.passed }) else { return nil }
+        return "rank \(communicator.rank): \(BLASCheck.kernelsAndCPU()): \(failure.failureLine); "
+            + "try another kernel family (OPENBLAS_CORETYPE=Haswell) or another OpenBLAS build; `cohort check-blas --verify CONFIG` checks every element"
     }
 
     /// Forward, loss and backward of this rank's rows, `batch_size` rows at a time (the
