@@ -171,3 +171,35 @@ extension String {
         return replacingOccurrences(of: target, with: replacement)
     }
 }
+
+/// Largest |a - b| over all parameters.
+func maxAbsoluteDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Float {
+    guard a.count == b.count else { return .infinity }
+    var worst: Float = 0
+    for (name, values) in a {
+        guard let other = b[name], other.count == values.count else { return .infinity }
+        for (x, y) in zip(values, other) { worst = max(worst, abs(x - y)) }
+    }
+    return worst
+}
+
+/// Float32 rounding's bound on `maxAbsoluteDifference` between two plain-SGD runs that add the
+/// same per-row gradient terms in another association (another rank count or topology, another
+/// all-reduce, a partial batch cut at other rows), after `steps` steps.
+///
+/// A sum of n terms in any order is within γ(n) = n·u / (1 − n·u) of exact, relative to Σ|terms|
+/// (Higham, Accuracy and Stability of Numerical Algorithms, §3.1; u = 2⁻²⁴), so the two runs'
+/// gradient elements differ by at most 2γ(n)·Σ|terms| a step, and SGD moves a parameter by lr
+/// times that; the steps add up. Σ|terms| ≤ `scale`, which each test states from its data and
+/// model (a mean loss: each row's term is |input| · |dL/dy| divided by the rows, so the sum is at
+/// most the largest input times the largest output gradient), with the first-order feedback of
+/// a difference this small on later gradients (lr · curvature a step) inside it.
+/// Adam has no such bound: it scales a gradient that is rounding noise up to a step of the
+/// learning rate, so tests that compare Adam runs compare bits. Neither has one across a kink
+/// (ReLU, max-pool) once a pre-activation lies within the rounding of 0: there the tests compare
+/// runs whose arithmetic is the same (`RowBlocks`), bit for bit.
+func float32Bound(steps: Int, terms: Int, learningRate: Float, scale: Float) -> Float {
+    let u = Float(0x1p-24)
+    let gamma = Float(terms) * u / (1 - Float(terms) * u)
+    return Float(steps) * learningRate * 2 * gamma * scale
+}
