@@ -25,3 +25,28 @@ def process_uptime():
     with open("/proc/uptime") as f:
         now = float(f.read().split()[0])
     return now - float(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def kernels_and_cpu(run, cohort):
+    """"Cooperlake kernels (the CPU's own: OPENBLAS_CORETYPE unset) on AMD EPYC, family 25, model 17
+    (avx512f, avx2)": which OpenBLAS kernel family the benchmark ran and on which CPU."""
+    out = run([cohort, "check-blas", "--size", "64", "--repeats", "1"], {"OPENBLAS_NUM_THREADS": "1"})
+    family = next((line.split(", ", 1)[1] for line in out.splitlines() if line.startswith("BLAS ") and ", " in line), "unknown kernels")
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    how = f"pinned by OPENBLAS_CORETYPE={pinned}" if pinned else "the CPU's own: OPENBLAS_CORETYPE unset"
+    fields = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    vector = ", ".join(f for f in ("avx512f", "avx512_bf16", "avx2", "fma") if f in flags)
+    return (f"{family} ({how}) on {fields.get('model name', 'an unknown CPU')}, family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')} ({vector})")
+
+
+def output_path(root, name):
+    """Benchmarks/NAME.md, or NAME-pinned.md for the environment's pinned kernels (run.sh --kernels)."""
+    return os.path.join(root, "Benchmarks", name + os.environ.get("COHORT_BENCH_OUTPUT_SUFFIX", "") + ".md")

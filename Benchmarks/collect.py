@@ -1,7 +1,7 @@
 """Runs the benchmark matrix for Benchmarks/run.sh and writes Benchmarks/RESULTS.md."""
 import json, os, re, shutil, statistics, subprocess, time
 
-from benchlib import logged_runner
+from benchlib import kernels_and_cpu, logged_runner, output_path
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -190,8 +190,9 @@ peak_probes.append(peak_after[1])
 peak = {1: max(peak_probes), 2: max(peak_before[2], peak_after[2])}
 for r in rows:
     r["mfu"] = r["cohort"] * FLOPS[r["workload"]] / (peak[1] * 1e9 * r["ranks"] * r["threads"]) if r["cohort"] else None
-with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
+with open(output_path(ROOT, "RESULTS"), "w") as out:
     out.write("# Benchmark results\n\n")
+    out.write(f"Kernels: {kernels_and_cpu(run, COHORT)}.\n\n")
     out.write(f"Produced by `Benchmarks/run.sh --runs {RUNS} --workloads {','.join(WORKLOADS)}" +
               (f" --w3-steps {W3_STEPS}" if W3_STEPS else "") + f"` on {time.strftime('%Y-%m-%d')}, "
               f"{os.cpu_count()} cores; {time.time() - started:.0f} s. Every figure below comes from that one run; the raw output is "
@@ -286,4 +287,4 @@ with open(os.path.join(ROOT, "Benchmarks/RESULTS.md"), "w") as out:
               "most the share shown, and only with a core free to progress it. The model is one rank per node: with several, Cohort "
               "first sums within each node through shared memory (the table above) and the ring runs over nodes, each rank of a node "
               "carrying its slice of the buffer, so read n as the number of nodes.\n")
-print(open(os.path.join(ROOT, "Benchmarks/RESULTS.md")).read())
+print(open(output_path(ROOT, "RESULTS")).read())

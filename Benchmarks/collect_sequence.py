@@ -12,7 +12,7 @@ validation loss of the full 2-rank recipe (W5 1,000 steps, W6 2,000) for both.
 """
 import json, os, re, statistics, subprocess, time
 
-from benchlib import logged_runner
+from benchlib import kernels_and_cpu, logged_runner, output_path
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -90,6 +90,7 @@ def fmt(value, digits=0):
 started = time.time()
 # The commit the release build was made from (run.sh builds it before this script starts).
 commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+kernels = kernels_and_cpu(run, COHORT)
 peaks = [gemm_peak()]
 results = {w: {name: {"cohort": [], "pytorch": []} for name, _, _ in layouts(w)} for w in WORKLOADS}
 for round_ in range(RUNS):
@@ -127,6 +128,7 @@ if FULL:
                           "pytorch": pytorch(workload, 2, 1, FULL_STEPS[workload], evaluate=True)}
 
 lines = ["# Sequence workloads: Cohort beside PyTorch", "",
+         f"Kernels: {kernels}.", "",
          f"`Benchmarks/run.sh --workloads {','.join(WORKLOADS)} --runs {RUNS} --sequence-steps {STEPS}{' --full' if FULL else ''}` at commit {commit}, "
          f"{time.strftime('%Y-%m-%d')}, {(time.time() - started) / 60:.0f} min; "
          f"GEMM peak (1 thread, 1024³, best of {len(peaks)} probes: {', '.join(f'{p:.0f}' for p in peaks)}) {peak:.0f} GFLOP/s. "
@@ -158,6 +160,6 @@ if generation:
     lines += ["## Generation (W6's shape, greedy, batch 1, 500 tokens after a 64-token prompt, 1 thread)", "",
               f"Cohort {fmt(generation['cohort'])} tokens/s, PyTorch {fmt(generation.get('pytorch'))} tokens/s "
               f"(the same loop: key/value cache, newest half kept when the 64-token context is full): {fmt(ratio, 2)}×.", ""]
-with open(os.path.join(ROOT, os.environ.get("COHORT_BENCH_SEQUENCE_OUTPUT", "Benchmarks/RESULTS-sequence.md")), "w") as f:
+with open(os.environ.get("COHORT_BENCH_SEQUENCE_OUTPUT") or output_path(ROOT, "RESULTS-sequence"), "w") as f:
     f.write("\n".join(lines))
 print("\n".join(lines))

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Cohort beside PyTorch on the reference workloads, in one run; writes Benchmarks/RESULTS.md.
 #
-#   Benchmarks/run.sh [--runs N] [--workloads W1,W2,W3,W5,W6] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]
+#   Benchmarks/run.sh [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7] [--w3-steps S]
+#                     [--sequence-steps S] [--full] [--no-pytorch]
+#
+# --kernels: which OpenBLAS kernels Cohort runs (PyTorch's oneDNN picks its own either way).
+#   cpu (default): the CPU's own, as on a user's machine: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+#     unset for the run; tables go to Benchmarks/RESULTS.md and RESULTS-sequence.md.
+#   environment: as this environment sets them (some pin the Haswell kernels); when it pins a
+#     family, tables go to Benchmarks/RESULTS-pinned.md and RESULTS-sequence-pinned.md.
+#   both: the two, one after the other. Every table names the kernel family and the CPU.
 #
 # W5 and W6 (the sequence workloads) are measured by Benchmarks/collect_sequence.py into
 # Benchmarks/RESULTS-sequence.md: tokens/s over steps 11 to S (default 200) per layout, MFU,
@@ -20,18 +28,20 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-runs=3; workloads="W1,W2,W3"; w3_steps=0; pytorch=1; sequence_steps=200; full=0
+runs=3; workloads="W1,W2,W3"; w3_steps=0; pytorch=1; sequence_steps=200; full=0; kernels=cpu
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
+        --kernels) kernels="$2"; shift 2 ;;
         --workloads) workloads="$2"; shift 2 ;;
         --w3-steps) w3_steps="$2"; shift 2 ;;
         --sequence-steps) sequence_steps="$2"; shift 2 ;;
         --full) full=1; shift ;;
         --no-pytorch) pytorch=0; shift ;;
-        *) echo "usage: $0 [--runs N] [--workloads W1,W2,W3,W5,W6] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]" >&2; exit 64 ;;
+        *) echo "usage: $0 [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]" >&2; exit 64 ;;
     esac
 done
+case "$kernels" in cpu|environment|both) ;; *) echo "benchmarks: --kernels takes cpu, environment or both, not '$kernels'" >&2; exit 64 ;; esac
 "$root/launch/setup.sh" release >/dev/null || exit 1
 "$root/launch/prepare-data.sh" >/dev/null || exit 1
 
@@ -50,11 +60,28 @@ fi
 export COHORT_BENCH_ROOT="$root" COHORT_BENCH_PYTHON="$python" COHORT_BENCH_RUNS="$runs" \
        COHORT_BENCH_WORKLOADS="$workloads" COHORT_BENCH_W3_STEPS="$w3_steps" \
        COHORT_BENCH_SEQUENCE_STEPS="$sequence_steps" COHORT_BENCH_FULL="$full"
+collectors() {
+    local status=0
+    if echo ",$workloads," | grep -qE ",W[123],"; then
+        COHORT_BENCH_WORKLOADS="$(echo "$workloads" | tr ',' '\n' | grep -E '^W[123]$' | paste -sd,)" python3 "$here/collect.py" || status=$?
+    fi
+    if echo ",$workloads," | grep -qE ",W[567],"; then
+        python3 "$here/collect_sequence.py" || status=$?
+    fi
+    return $status
+}
 status=0
-if echo ",$workloads," | grep -qE ",W[123],"; then
-    COHORT_BENCH_WORKLOADS="$(echo "$workloads" | tr ',' '\n' | grep -E '^W[123]$' | paste -sd,)" python3 "$here/collect.py" || status=$?
+if [ "$kernels" = cpu ] || [ "$kernels" = both ]; then
+    echo "benchmarks: the CPU's own OpenBLAS kernels (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)"
+    (unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; COHORT_BENCH_OUTPUT_SUFFIX="" collectors) || status=$?
 fi
-if echo ",$workloads," | grep -qE ",W[567],"; then
-    python3 "$here/collect_sequence.py" || status=$?
+if [ "$kernels" = environment ] || [ "$kernels" = both ]; then
+    if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -z "${OPENBLAS_L2_SIZE:-}" ]; then
+        echo "benchmarks: this environment pins no OpenBLAS kernels: its run is the CPU's own"
+        [ "$kernels" = environment ] && { COHORT_BENCH_OUTPUT_SUFFIX="" collectors || status=$?; }
+    else
+        echo "benchmarks: the environment's OpenBLAS kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
+        COHORT_BENCH_OUTPUT_SUFFIX="-pinned" collectors || status=$?
+    fi
 fi
 exit $status

@@ -13,6 +13,7 @@ struct CohortCommand: ParsableCommand {
           mpirun -np 2 cohort train configs/fashion-mnist-mlp.yaml
         Exit codes: 0 success, 1 an error (printed as one line), 64 a usage error,
         75 training stopped by SIGTERM/SIGUSR1 with a checkpoint written (resume with --resume auto).
+        76 training stopped by SIGTERM/SIGUSR1 during start-up, before the first step: nothing written.
         """,
         version: cohortVersion,
         subcommands: [Train.self, Evaluate.self, Predict.self, Export.self, Generate.self, Prepare.self, Inspect.self, Profile.self, CheckMPI.self, CheckBLAS.self]

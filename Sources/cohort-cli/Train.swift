@@ -13,7 +13,8 @@ struct Train: ParsableCommand {
         SIGTERM or SIGUSR1 to any rank stops every rank at the next step boundary; rank 0 writes a
         checkpoint and the job exits with status 75 (resume with --resume auto).
         Exit status: 0 done, 1 error (one line on stderr naming the file, key or rank), 75 stopped
-        by a signal with a checkpoint written.
+        by a signal with a checkpoint written, 76 stopped by a signal during start-up, before the
+        first step: nothing written (run the same command again).
         """
     )
 
@@ -33,7 +34,7 @@ struct Train: ParsableCommand {
     var logEvery: Int?
 
     func run() throws {
-        // Before anything slow: a stop signal during start-up is seen, and ends the job with 75.
+        // Before anything slow: a stop signal during start-up is seen, and ends the job with 76.
         installStopSignalHandlers()
         let communicator = MPICommunicator()
         installStopSignalHandlers()
@@ -74,9 +75,11 @@ struct Train: ParsableCommand {
 
         trainer.synchronizeInitialState()
         if communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0 {
-            if communicator.isRoot { printLine("stopped by a signal during start-up: no step was taken and no checkpoint written") }
+            if communicator.isRoot {
+                printError("cohort: stopped by a signal during start-up: no step was taken and no checkpoint written (exit \(Train.stoppedBeforeFirstStepExitCode): run the same command again)")
+            }
             communicator.finalize()
-            throw ExitCode(Train.interruptedExitCode)
+            throw ExitCode(Train.stoppedBeforeFirstStepExitCode)
         }
         let outcome: Trainer.Outcome
         do {
@@ -169,4 +172,6 @@ struct Train: ParsableCommand {
 
     /// Exit status after a stop signal: the checkpoint is written; run again with --resume auto.
     static let interruptedExitCode: Int32 = 75
+    /// Exit status after a stop signal during start-up: no step taken, nothing written.
+    static let stoppedBeforeFirstStepExitCode: Int32 = 76
 }

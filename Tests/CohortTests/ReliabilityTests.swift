@@ -77,11 +77,15 @@ final class ReliabilityTests: XCTestCase {
 }
 
 extension ReliabilityTests {
-    func test_aSignalDuringStartUpEndsEveryRankWith75AndNoStep() throws {
+    /// Before the first step nothing is written: its own status (76, not 75's "checkpoint
+    /// written") and one line on stderr, whichever rank the signal reached.
+    func test_aSignalDuringStartUpEndsEveryRankWith76AndNoStep() throws {
         let path = try config("startup", maxSteps: 3)
         let result = try runCohort(ranks: 2, ["train", path], environment: ["COHORT_FAULT": "startup_signal:1:0"], directory: directory)
-        XCTAssertEqual(result.status, 75, result.output + result.error)
-        XCTAssertTrue(result.output.contains("stopped by a signal during start-up: no step was taken and no checkpoint written"), result.output)
+        XCTAssertEqual(result.status, 76, result.output + result.error)
+        let lines = result.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }
+        XCTAssertEqual(lines, ["cohort: stopped by a signal during start-up: no step was taken and no checkpoint written (exit 76: run the same command again)"],
+                       result.error)
         XCTAssertEqual(Trainer.checkpoints(in: "\(directory)/runs/startup/checkpoints"), [])
     }
 
@@ -231,7 +235,7 @@ extension ReliabilityTests {
         XCTAssertNotEqual(status, 0)
         XCTAssertLessThan(Date().timeIntervalSince(started), 2 + 10)
         XCTAssertTrue(job.error.contains("cohort: stall: step "), job.error)
-        XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (last step "), job.error)
+        XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (pid "), job.error)
     }
 }
 
@@ -279,5 +283,49 @@ extension ReliabilityTests {
         XCTAssertEqual(launcher.terminationStatus, 75, text)
         XCTAssertTrue(text.contains("stopped by signal at step"), text)
         XCTAssertFalse(Trainer.checkpoints(in: "\(directory)/runs/launched/checkpoints").isEmpty)
+    }
+}
+
+extension ReliabilityTests {
+    /// A rank frozen as it starts the update of step 4: after the step's agreement, before the
+    /// node's barrier that follows the update, where the waiting ranks used to spin outside the
+    /// watchdog's reach (issue 30: a SIGSTOP of rank 0 hung the default layout). In each
+    /// synchronization layout, with the first, a middle and the last of 3 ranks in turn, the
+    /// others name it with its pid and host in one line, and the job ends with status 1 within
+    /// the timeout and 10 s, the checkpoints already written intact.
+    func test_aRankFrozenInTheUpdateIsNamedInEveryLayout() throws {
+        let layouts: [(name: String, keys: String)] = [
+            ("model state and gradient sum once per node", ""),
+            ("replicated state, node-shared all-reduce", "  state: replicated\n"),
+            ("replicated state, MPI_Allreduce", "  state: replicated\n  all_reduce: mpi\n"),
+            ("overlapped all-reduce", "  state: replicated\n  overlap_all_reduce: true\n"),
+            ("accumulated micro-batches", "  accumulate_steps: 2\n"),
+        ]
+        for (index, layout) in layouts.enumerated() {
+            let rank = [0, 2, 1][index % 3]
+            let name = "frozen-\(index)"
+            let path = "\(directory)/\(name).yaml"
+            try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 100000,
+                            extra: "  stall_timeout: 2\n" + layout.keys)
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let started = Date()
+            let job = try CohortJob(ranks: 3, ["train", path], environment: ["COHORT_FAULT": "freeze:\(rank):4"], directory: directory)
+            let status = job.wait(seconds: 40)
+            for pid in job.rankProcesses() { kill(pid, SIGKILL) }
+            XCTAssertNotNil(status, "\(layout.name): the job hung")
+            XCTAssertEqual(status, 1, "\(layout.name): \(job.error)")
+            XCTAssertLessThan(Date().timeIntervalSince(started), 2 + 10 + 3, "\(layout.name): start-up, then the timeout and 10 s")
+            // Step 4 where the update ends in the node's barrier; step 5's all-reduce otherwise.
+            XCTAssertTrue(job.error.contains("cohort: stall: step 4 did not complete") || job.error.contains("cohort: stall: step 5 did not complete"),
+                          "\(layout.name): \(job.error)")
+            XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (pid "), "\(layout.name), rank \(rank): \(job.error)")
+            XCTAssertEqual(job.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }.count, 1, job.error)
+            // The checkpoints written before the stall (the first epoch's) are intact, and nothing is half-written.
+            for checkpoint in Trainer.checkpoints(in: "\(directory)/runs/\(name)/checkpoints") {
+                XCTAssertNoThrow(try Checkpoint.read(from: checkpoint), "\(layout.name): \(checkpoint)")
+            }
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: "\(directory)/runs/\(name)/checkpoints").filter { $0.contains(".tmp-") }
+            XCTAssertEqual(leftovers, [], layout.name)
+        }
     }
 }

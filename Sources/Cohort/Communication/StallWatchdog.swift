@@ -31,6 +31,11 @@ final class StallWatchdog: @unchecked Sendable {
         directory = "\(runDirectory)/.progress"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         descriptor = open("\(directory)/rank-\(rank)", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // Who this rank is, for the line that names it: its pid and host after step and heartbeat.
+        var pid = Int64(getpid())
+        var host = [CChar](repeating: 0, count: 64)
+        gethostname(&host, 63)
+        if descriptor >= 0 { _ = pwrite(descriptor, &pid, 8, 16); _ = pwrite(descriptor, host, 64, 24) }
         let thread = Thread { [unowned self] in self.watch() }
         thread.name = "cohort-watchdog"
         thread.start()
@@ -68,12 +73,17 @@ final class StallWatchdog: @unchecked Sendable {
         for other in 0..<size where other != rank {
             var value: Int64 = 0
             var heartbeat = 0.0
+            var pid: Int64 = 0
+            var host = [CChar](repeating: 0, count: 65)
             let file = open("\(directory)/rank-\(other)", O_RDONLY)
             if file >= 0, pread(file, &value, 8, 0) == 8, pread(file, &heartbeat, 8, 8) == 8 {
                 let silent = Date().timeIntervalSince1970 - heartbeat
                 if value < step || silent > quiet {
                     stalled.insert(other)
-                    behind.append("rank \(other) (last step \(value)" + (silent > quiet ? String(format: ", no sign of life for %.0f s)", silent) : ")"))
+                    let identity = pread(file, &pid, 8, 16) == 8 && pread(file, &host, 64, 24) == 64 && pid > 0
+                        ? "pid \(pid) on \(String(cString: host)), " : ""
+                    behind.append("rank \(other) (\(identity)last step \(value)"
+                                  + (silent > quiet ? String(format: ", no sign of life for %.0f s)", silent) : ")"))
                 }
             } else {
                 unknown = true

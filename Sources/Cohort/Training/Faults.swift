@@ -13,8 +13,12 @@ public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 ///   kill_checkpoint:0:S  rank 0 is SIGKILLed halfway through writing the checkpoint of step S
 ///   startup_signal:R:0   rank R sends itself SIGTERM while the trainer is being set up
 ///   wrong_blas:R:1  rank R's check of its BLAS kernels sees one element of a product off
+///   freeze:R:S      rank R stops itself (SIGSTOP) as it starts the update of step S, after the
+///                   step's agreement and before the node's barrier that follows the update
 struct FaultInjection {
-    enum Kind: String { case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas" }
+    enum Kind: String {
+        case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas", freeze
+    }
     let kind: Kind
     let rank: Int
     let step: Int
@@ -35,13 +39,18 @@ struct FaultInjection {
         switch kind {
         case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
-        case .killCheckpoint, .startupSignal, .wrongBLAS: break
+        case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze: break
         }
     }
 
     /// Raises SIGTERM in the middle of set-up, on the chosen rank.
     func signalDuringStartup(rank: Int) {
         if kind == .startupSignal && rank == self.rank { raise(SIGTERM) }
+    }
+
+    /// Stops this process as a frozen node would, at the update of the chosen step.
+    func freezeDuringUpdate(at stepsTaken: Int, rank: Int) {
+        if kind == .freeze && rank == self.rank && stepsTaken + 1 == step { raise(SIGSTOP) }
     }
 
     /// Whether this rank's kernel check is to see a wrong product.

@@ -504,8 +504,10 @@ public final class Trainer {
         let parameters = model.parameters
         let checksKernels = firstStepStartedAt == nil
         if firstStepStartedAt == nil { firstStepStartedAt = processUptime() }
-        // From here to the step's last collective, a rank that stops arriving ends the job.
+        // From here to the end of the update (the node's barrier after it included), a rank that
+        // stops arriving ends the job.
         watchdog?.arm(step: position.globalStep + 1)
+        defer { watchdog?.disarm() }
         if gradientSum == nil { parameters.zeroGradients() }  // else each bucket's scratch is zeroed as it opens
         // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
@@ -524,7 +526,6 @@ public final class Trainer {
         let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
                                                stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1,
                                                kernelFailure == nil ? -1 : Double(communicator.rank)])
-        watchdog?.disarm()
         if flags[4] >= 0 {
             throw AgreedFailure(kernelFailure ?? "", reporter: kernelFailure != nil && Int(flags[4]) == communicator.rank)
         }
@@ -543,6 +544,7 @@ public final class Trainer {
                 clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm, scaling: gradientSum?.sum.ownSlice,
                                  afterReading: { gradientSum?.sum.synchronizeNode() })
             }
+            fault?.freezeDuringUpdate(at: position.globalStep, rank: communicator.rank)
             optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
             // Every slice of the node's one copy is updated before any rank reads it again.
             sharedState?.synchronize()
