@@ -20,6 +20,10 @@ struct CohortCommand: ParsableCommand {
     )
 
     static func main() {
+        HDF5File.skipLibraryCleanupAtExit()
+        // A file-size limit (ulimit -f, a quota's cousin) makes write() fail with EFBIG, which
+        // Cohort reports in one line, instead of killing the process with SIGXFSZ.
+        signal(SIGXFSZ, SIG_IGN)
         ensureOpenBLASUsesVectorKernels()
         // Subnormal arithmetic is ~100× slower on x86; training never needs it (kernels.c).
         cohort_flush_denormals()

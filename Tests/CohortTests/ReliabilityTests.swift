@@ -329,3 +329,49 @@ extension ReliabilityTests {
         }
     }
 }
+
+extension ReliabilityTests {
+    /// A checkpoint that cannot be written ends the run in one line with status 1: no crash (the
+    /// HDF5 library's clean-up at exit used to fault on the file it could not close), the
+    /// temporary file removed, the newest valid checkpoint kept. An injected failure midway
+    /// (the file-size limit, EFBIG), and a real 1 MiB file system where this process may mount one.
+    func test_aCheckpointThatCannotBeWrittenEndsInOneLineKeepingTheNewest() throws {
+        func check(_ name: String, runDirectory: String, environment: [String: String], expect: String) throws {
+            let path = "\(directory)/\(name).yaml"
+            try smallConfig(train: train, test: nil, runDirectory: runDirectory, epochs: 10, extra: "  max_steps: 20")
+                .replacingOnce("training:", with: "checkpoint: {every_steps: 10}\ntraining:")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let result = try runCohort(ranks: 2, ["train", path], environment: environment, directory: directory)
+            XCTAssertEqual(result.status, 1, name + result.output + result.error)
+            let lines = result.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }
+            XCTAssertEqual(lines.count, 1, result.error)
+            XCTAssertTrue(lines.first?.contains(expect) == true, result.error)
+            XCTAssertFalse(result.error.contains("crashed"), result.error)
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(runDirectory)/checkpoints")) ?? []
+            XCTAssertEqual(files.filter { $0.contains(".tmp-") }, [], "\(name): the temporary file is removed")
+            for checkpoint in Trainer.checkpoints(in: "\(runDirectory)/checkpoints") { XCTAssertNoThrow(try Checkpoint.read(from: checkpoint)) }
+        }
+        try check("limited", runDirectory: "\(directory)/runs/limited", environment: ["COHORT_FAULT": "file_limit:0:20"],
+                  expect: "checkpoint-00000020.h5.tmp-")
+        let kept = Trainer.checkpoints(in: "\(directory)/runs/limited/checkpoints").map { URL(fileURLWithPath: $0).lastPathComponent }
+        XCTAssertEqual(kept.first, "checkpoint-00000016.h5", "the newest written before: the 4th epoch's end (4 steps of 16 rows)")
+        XCTAssertFalse(kept.contains("checkpoint-00000020.h5"))
+
+        let tiny = "\(directory)/tiny"
+        try FileManager.default.createDirectory(atPath: tiny, withIntermediateDirectories: true)
+        func system(_ arguments: [String]) throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        guard geteuid() == 0, try system(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", tiny]) == 0 else { return }
+        defer { _ = try? system(["umount", tiny]) }
+        // The first checkpoint does not fit: refused before a byte is written, naming the sizes.
+        try check("full", runDirectory: "\(tiny)/run", environment: [:], expect: "not enough space in \(tiny)/run/checkpoints for the checkpoint")
+    }
+}

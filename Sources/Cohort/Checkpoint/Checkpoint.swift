@@ -116,6 +116,7 @@ public struct Checkpoint {
     public func writeAtomically(to path: String, crashForTesting: Bool = false) throws {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         let temporary = "\(directory)/.\(URL(fileURLWithPath: path).lastPathComponent).tmp-\(getpid())"
+        try checkSpace(in: directory, for: path)
         do {
             try write(toTemporary: temporary)
             if crashForTesting {
@@ -129,6 +130,25 @@ public struct Checkpoint {
             unlink(temporary)
             throw error
         }
+    }
+
+    /// Bytes of the datasets and the config.
+    var datasetBytes: Int {
+        let floats = tensors.values.reduce(0) { $0 + $1.values.count } + views.values.reduce(0) { $0 + $1.values.count }
+        return floats * 4 + words.values.reduce(0) { $0 + $1.count * 8 } + metrics.values.reduce(0) { $0 + $1.count * 8 } + config.utf8.count
+    }
+
+    /// `datasetBytes` and a margin for HDF5's metadata and the attributes.
+    var estimatedBytes: Int { datasetBytes + (1 << 20) }
+
+    /// Refuses, before anything is written, a checkpoint that the file system has no room for.
+    private func checkSpace(in directory: String, for path: String) throws {
+        var status = statvfs()
+        guard statvfs(directory, &status) == 0 else { return }  // no figure: the write itself will say
+        let free = Int(status.f_bavail) * Int(status.f_frsize)
+        guard estimatedBytes > free else { return }
+        throw CohortError(String(format: "%@: not enough space in %@ for the checkpoint (about %.1f MB, %.1f MB free); the newest checkpoint is kept",
+                                 path, directory, Double(estimatedBytes) / 1e6, Double(free) / 1e6))
     }
 
     /// Drops the pages wholly inside `part` from this process's page tables (shared memory only).

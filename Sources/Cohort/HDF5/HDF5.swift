@@ -11,7 +11,14 @@ public final class HDF5File {
     public let path: String
     private(set) var id: hid_t
 
+    /// Leaves libhdf5 without its exit-time clean-up. Call before any other HDF5 call (the CLI
+    /// does, first thing): after a write failed for lack of space the library cannot close that
+    /// file, and its clean-up at exit then crashed (SIGSEGV in H5F__close_cb) after the error
+    /// line. Files Cohort writes are closed explicitly, and a failed one is removed anyway.
+    public static func skipLibraryCleanupAtExit() { H5dont_atexit() }
+
     private static let silenced: Void = {
+        H5dont_atexit()
         _ = H5open()
         H5Eset_auto2(0, nil, nil)
     }()

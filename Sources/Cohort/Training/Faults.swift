@@ -13,11 +13,14 @@ public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 ///   kill_checkpoint:0:S  rank 0 is SIGKILLed halfway through writing the checkpoint of step S
 ///   startup_signal:R:0   rank R sends itself SIGTERM while the trainer is being set up
 ///   wrong_blas:R:1  rank R's check of its BLAS kernels sees one element of a product off
+///   file_limit:0:S  rank 0's files may not grow past half the checkpoint of step S (RLIMIT_FSIZE):
+///                   its write fails midway with EFBIG, as on a full disk or an exhausted quota
 ///   freeze:R:S      rank R stops itself (SIGSTOP) as it starts the update of step S, after the
 ///                   step's agreement and before the node's barrier that follows the update
 struct FaultInjection {
     enum Kind: String {
-        case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas", freeze
+        case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas", freeze,
+             fileLimit = "file_limit"
     }
     let kind: Kind
     let rank: Int
@@ -39,13 +42,20 @@ struct FaultInjection {
         switch kind {
         case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
-        case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze: break
+        case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze, .fileLimit: break
         }
     }
 
     /// Raises SIGTERM in the middle of set-up, on the chosen rank.
     func signalDuringStartup(rank: Int) {
         if kind == .startupSignal && rank == self.rank { raise(SIGTERM) }
+    }
+
+    /// Limits the size of the files this process writes from the checkpoint of the chosen step on.
+    func limitFileSize(before stepsTaken: Int, bytes: Int) {
+        guard kind == .fileLimit, stepsTaken == step else { return }
+        var limit = rlimit(rlim_cur: rlim_t(bytes), rlim_max: rlim_t.max)
+        setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
     }
 
     /// Stops this process as a frozen node would, at the update of the chosen step.

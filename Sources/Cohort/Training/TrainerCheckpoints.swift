@@ -35,6 +35,7 @@ extension Trainer {
                 if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
                 if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
                 let writeStart = monotonicNanoseconds()
+                fault?.limitFileSize(before: position.globalStep, bytes: checkpoint.datasetBytes / 2)
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
                 lastCheckpointSeconds = seconds(since: writeStart)
                 try pruneCheckpoints()
