@@ -145,4 +145,20 @@ final class SharedOptimizerStateTests: XCTestCase {
         XCTAssertEqual(Array(whole.slots[1].buffer).map(\.bitPattern), Array(storage[1]).map(\.bitPattern))
         XCTAssertEqual(halves[1].slots[1].buffer.baseAddress, storage[1].baseAddress)
     }
+
+    /// A run that ends before its schedule (W6's 2,000-step cosine on a corpus of 1,510 steps)
+    /// or inside its warm-up is told so with both numbers; one that fits is not.
+    func test_aScheduleTheRunCannotFinishIsNamed() {
+        var cosine = LearningRateSchedule(kind: .warmupCosine, baseRate: 1e-3, warmupSteps: 100, minimumRate: 1e-4)
+        cosine.totalSteps = 2000
+        let warning = cosine.warning(runSteps: 1510, epochSteps: 1510, keys: "training.epochs 1")
+        XCTAssertTrue(warning?.contains("runs over 2000 steps (schedule.total_steps) but the run ends after 1510 (training.epochs 1)") == true, warning ?? "nil")
+        XCTAssertTrue(warning?.hasSuffix("not 0.0001") == true, warning ?? "nil")
+        XCTAssertNil(cosine.warning(runSteps: 2000, epochSteps: 2500, keys: ""))
+        XCTAssertTrue(cosine.warning(runSteps: 80, epochSteps: 80, keys: "k")?.contains("warm-up of 100 steps is not over when the run ends after 80 steps") == true)
+        let implied = LearningRateSchedule(kind: .cosine, baseRate: 1e-3)
+        XCTAssertTrue(implied.warning(runSteps: 50, epochSteps: 200, keys: "training.max_steps 50")?.contains("runs over 200 steps (the epochs' steps)") == true)
+        XCTAssertNil(implied.warning(runSteps: 200, epochSteps: 200, keys: ""))
+        XCTAssertNil(LearningRateSchedule(kind: .constant, baseRate: 1).warning(runSteps: 1, epochSteps: 9, keys: ""))
+    }
 }

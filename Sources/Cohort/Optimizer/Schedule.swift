@@ -30,6 +30,23 @@ public struct LearningRateSchedule: Equatable, Sendable {
             (kind, baseRate, warmupSteps, stepSize, gamma, minimumRate)
     }
 
+    /// A warning when the run ends before the schedule does (its rate never reaching the end of
+    /// its curve) or its warm-up outlasts the run, naming both numbers; nil when they fit.
+    /// `runSteps` is what the run will take (epochs, or `max_steps` when sooner), `epochSteps`
+    /// the T the schedule uses when `total_steps` is not set.
+    public func warning(runSteps: Int, epochSteps: Int, keys: String) -> String? {
+        guard kind != .constant && kind != .step else { return nil }
+        let total = totalSteps ?? epochSteps
+        if (kind == .linearWarmup || kind == .warmupCosine) && warmupSteps >= runSteps {
+            return "warning: the schedule's warm-up of \(warmupSteps) steps is not over when the run ends after \(runSteps) steps (\(keys))"
+        }
+        guard runSteps < total else { return nil }
+        let last = rate(step: runSteps - 1, totalSteps: total)
+        let end = kind == .linearWarmup ? 0 : minimumRate
+        return "warning: the schedule runs over \(total) steps (\(totalSteps == nil ? "the epochs' steps" : "schedule.total_steps")) "
+            + "but the run ends after \(runSteps) (\(keys)): its last learning rate is \(last), not \(end)"
+    }
+
     public func rate(step t: Int, totalSteps: Int) -> Float {
         let total = Double(max(totalSteps, 1))
         let lr = Double(baseRate)

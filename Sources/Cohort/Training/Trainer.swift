@@ -353,6 +353,11 @@ public final class Trainer {
     @discardableResult
     public func run() throws -> Outcome {
         announce()
+        if communicator.isRoot, position.globalStep == 0 {
+            let runSteps = min(totalSteps, config.training.maxSteps ?? totalSteps)
+            let keys = "training.epochs \(config.training.epochs)" + (config.training.maxSteps.map { ", training.max_steps \($0)" } ?? "")
+            if let warning = config.optimizer.schedule.warning(runSteps: runSteps, epochSteps: totalSteps, keys: keys) { log(warning) }
+        }
         installStopSignalHandlers()
         if let maxSteps = config.training.maxSteps, position.globalStep >= maxSteps {
             if communicator.isRoot { log("nothing to do: \(position.globalStep) steps already taken (training.max_steps \(maxSteps))") }
