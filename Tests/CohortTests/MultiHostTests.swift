@@ -246,7 +246,7 @@ final class MultiHostTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(stopped), 3 + 10)
         let message = (try? String(contentsOfFile: error, encoding: .utf8)) ?? ""
         XCTAssertTrue(message.contains("cohort: stall: step "), message)
-        XCTAssertTrue(message.contains("not arrived: rank 1 (last step "), message)
+        XCTAssertTrue(message.contains("not arrived: rank 1 (pid ") && message.contains(" on cohort-host2, last step "), message)
         print("job ended \(String(format: "%.2f", Date().timeIntervalSince(stopped))) s after SIGSTOP, status \(job.terminationStatus)")
     }
 }

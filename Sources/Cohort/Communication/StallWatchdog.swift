@@ -13,7 +13,7 @@ import Glibc
 /// The step's last collective (or the epoch's end, the checkpoint) disarms it. A rank that stays armed for `timeout` seconds reads every
 /// record, names the ranks that did not reach this step or show no sign of life, and ends its
 /// process with status 1, so that mpirun ends the job; nothing is written over the last
-/// checkpoint. The lowest rank not named prints the line; the others leave silently.
+/// checkpoint. The first rank to fire prints the line; the others leave silently.
 final class StallWatchdog: @unchecked Sendable {
     let timeout: Double
     let rank: Int
@@ -31,6 +31,7 @@ final class StallWatchdog: @unchecked Sendable {
         directory = "\(runDirectory)/.progress"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         descriptor = open("\(directory)/rank-\(rank)", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        unlink("\(directory)/stall-reported")  // a previous job's
         // Who this rank is, for the line that names it: its pid and host after step and heartbeat.
         var pid = Int64(getpid())
         var host = [CChar](repeating: 0, count: 64)
@@ -90,8 +91,12 @@ final class StallWatchdog: @unchecked Sendable {
             }
             if file >= 0 { close(file) }
         }
-        let reporter = (0..<size).first { !stalled.contains($0) } ?? rank
-        if rank == reporter {
+        // One line for the job: the first rank to fire creates the marker and prints; any other
+        // leaves silently. (Electing the lowest rank not named left a job silent when that rank
+        // was killed by mpirun before its own watchdog fired; and two ranks that named each
+        // other both printed.)
+        let marker = open("\(directory)/stall-reported", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if marker >= 0 || errno != EEXIST {
             let who = behind.isEmpty
                 ? (unknown ? "ranks whose progress this rank cannot read (\(directory) is not shared?)" : "no rank is behind in its record")
                 : behind.joined(separator: ", ")
