@@ -25,10 +25,14 @@ struct Profile: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a config key, as for train.")
     var overrides: [String] = []
 
+    @Option(help: "Layer threads (default: training.threads, else OPENBLAS_NUM_THREADS or the cores this process may use).")
+    var threads: Int?
+
     func run() throws {
         LayerThreads.use(LayerThreads.boundCores())
         reportingErrors {
             let trainConfig = try TrainConfig.load(path: config, overrides: overrides)
+            LayerThreads.use(threads ?? trainConfig.training.threads ?? LayerThreads.boundCores())
             let batchSize = batch ?? trainConfig.training.batchSize
             guard batchSize > 0, steps > 0 else { throw CohortError("--batch and --steps must be positive") }
             var dataConfig = trainConfig.data

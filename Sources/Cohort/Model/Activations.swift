@@ -40,6 +40,7 @@ public struct ActivationOptions: LayerOptions {
 ///   tanh        tanh x                         f' = 1 − y²
 ///   gelu        x·Φ(x) (the exact erf form)    f' = Φ(x) + x·φ(x)
 public final class Activation: Layer {
+    public var threading: LayerThreading { kind == .relu || kind == .gelu ? .elements : .single }
     public let name: String
     public let kind: ActivationKind
     public let inputShape: [Int]
@@ -65,7 +66,7 @@ public final class Activation: Layer {
         let y = output.pointer
         switch kind {
         case .relu:
-            cohort_relu_forward(input, y, count)
+            LayerThreads.elementwise(count) { start, part in cohort_relu_forward(input + start, y + start, part) }
         case .leakyRelu(let slope):
             for i in 0..<count { y[i] = input[i] > 0 ? input[i] : slope * input[i] }
         case .sigmoid:
@@ -73,7 +74,7 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { y[i] = tanhf(input[i]) }
         case .gelu:
-            cohort_gelu_forward(input, y, count)
+            LayerThreads.elementwise(count) { start, part in cohort_gelu_forward(input + start, y + start, part) }
         }
         return UnsafePointer(y)
     }
@@ -83,7 +84,7 @@ public final class Activation: Layer {
         let (dx, dy, y) = (inputGradient.pointer, outputGradient, output.pointer)
         switch kind {
         case .relu:
-            cohort_relu_backward(input, dy, dx, count)
+            LayerThreads.elementwise(count) { start, part in cohort_relu_backward(input + start, dy + start, dx + start, part) }
         case .leakyRelu(let slope):
             for i in 0..<count { dx[i] = input[i] > 0 ? dy[i] : slope * dy[i] }
         case .sigmoid:
@@ -91,7 +92,7 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
         case .gelu:
-            cohort_gelu_backward(input, dy, dx, count)
+            LayerThreads.elementwise(count) { start, part in cohort_gelu_backward(input + start, dy + start, dx + start, part) }
         }
         return UnsafePointer(dx)
     }

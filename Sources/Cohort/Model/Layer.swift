@@ -50,6 +50,8 @@ public enum LayerThreading: String, Sendable {
     case heads = "rows × heads"
     /// Convolution: groups of batch chunks (im2col, product, epilogue, col2im), fixed by the batch.
     case chunks = "batch chunks"
+    /// Element-wise work in parts of at least 64K elements (`LayerThreads.elementwise`).
+    case elements = "elements"
 }
 
 extension Layer {

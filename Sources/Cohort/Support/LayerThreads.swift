@@ -19,11 +19,14 @@ public enum LayerThreads {
         openblas_set_num_threads(1)
     }
 
-    /// The default thread count: `OPENBLAS_NUM_THREADS` where it is set (`launch/cohort-mpirun`
-    /// sets it to cores / ranks and binds each rank to that many cores), otherwise the CPUs this
-    /// process may run on (what mpirun or taskset bound it to).
+    /// The default thread count: `COHORT_THREADS` where it is set (`launch/cohort-mpirun` sets it
+    /// to cores / ranks, OPENBLAS_NUM_THREADS to 1, and binds each rank to that many cores), else
+    /// `OPENBLAS_NUM_THREADS`, otherwise the CPUs this process may run on (what mpirun or taskset
+    /// bound it to).
     public static func boundCores() -> Int {
-        if let value = getenv("OPENBLAS_NUM_THREADS").flatMap({ Int(String(cString: $0)) }), value > 0 { return value }
+        for name in ["COHORT_THREADS", "OPENBLAS_NUM_THREADS"] {
+            if let value = getenv(name).flatMap({ Int(String(cString: $0)) }), value > 0 { return value }
+        }
         return Int(cohort_bound_cores())
     }
 
@@ -176,10 +179,29 @@ struct RowBlocks {
 
     /// C[m, n] += alpha · Σ over the k rows of A[k, m]ᵀ · B[k, n] (a weight gradient), one
     /// block of rows after the other in row order, each product cut over the threads by its shape.
+    ///
+    /// For the threads, C is cut into parts along its longer side, as many as its shape and the
+    /// block give work for (never by k or the thread count), and each part adds every block in
+    /// row order: the same calls, so the same bits, on any number of threads.
     func summedProduct(_ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        for start in stride(from: 0, to: k, by: rows) {
-            gemm(true, false, m, n, min(rows, k - start), alpha, a + start * lda, lda, b + start * ldb, ldb, 1, c, ldc)
+        let side = max(m, n)
+        let parts = max(1, min(8, side / 32, m * n * rows / (1 << 18)))
+        let step = (side + parts - 1) / parts
+        LayerThreads.run(parts: parts) { part, _ in
+            let first = part * step
+            let count = min(step, side - first)
+            guard count > 0 else { return }
+            for start in stride(from: 0, to: k, by: rows) {
+                let (a, b) = (a + start * lda, b + start * ldb)
+                if m >= n {  // rows first..<first+count of C: columns of A
+                    sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), Int32(min(rows, k - start)), alpha, a + first, Int32(lda),
+                          b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
+                } else {  // columns first..<first+count of C: columns of B
+                    sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), Int32(min(rows, k - start)), alpha, a, Int32(lda),
+                          b + first, Int32(ldb), 1, c + first, Int32(ldc))
+                }
+            }
         }
     }
 }
