@@ -82,7 +82,7 @@ final class StallWatchdog: @unchecked Sendable {
                 if value < step || silent > quiet {
                     stalled.insert(other)
                     let identity = pread(file, &pid, 8, 16) == 8 && pread(file, &host, 64, 24) == 64 && pid > 0
-                        ? "pid \(pid) on \(String(cString: host)), " : ""
+                        ? "pid \(pid) on \(String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)), " : ""
                     behind.append("rank \(other) (\(identity)last step \(value)"
                                   + (silent > quiet ? String(format: ", no sign of life for %.0f s)", silent) : ")"))
                 }
