@@ -359,3 +359,54 @@ extension ReliabilityTests {
 
     }
 }
+
+extension ReliabilityTests {
+    /// `launch/cohort-mpirun --restarts N`: a rank killed mid-run ends that job; the launcher
+    /// says why, runs it again with --resume if-any, and the run finishes with the very
+    /// parameters of one that was never interrupted (a resume is bitwise).
+    func test_theLauncherRestartsAFailedJobWhichEndsAsIfUninterrupted() throws {
+        let path = "\(directory)/restarted.yaml"
+        try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/restarted", epochs: 400, extra: "  log_every: 1")
+            .replacingOnce("training:", with: "checkpoint: {every_steps: 10, keep_last: 2}\ntraining:")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let launcher = Process()
+        launcher.executableURL = repository.appendingPathComponent("launch/cohort-mpirun")
+        launcher.arguments = ["--restarts", "2", "-n", "2", "train", path]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["COHORT_BIN"] = cohortExecutable()
+        environment["COHORT_PROGRESS"] = "lines"
+        launcher.environment = environment
+        let (output, errors) = ("\(directory)/restarted.out", "\(directory)/restarted.err")
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        launcher.standardOutput = FileHandle(forWritingAtPath: output)
+        launcher.standardError = FileHandle(forWritingAtPath: errors)
+        try launcher.run()
+        let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !read(output).contains("epoch 30/400 step") { usleep(10_000) }
+        // A rank of the job: the newest cohort process running this config.
+        let pgrep = Process()
+        pgrep.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        pgrep.arguments = ["-n", "-f", "cohort train \(path)"]
+        let pipe = Pipe()
+        pgrep.standardOutput = pipe
+        try pgrep.run()
+        pgrep.waitUntilExit()
+        let rank = try XCTUnwrap(pid_t(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        kill(rank, SIGKILL)
+        launcher.waitUntilExit()
+        XCTAssertEqual(launcher.terminationStatus, 0, read(output) + read(errors))
+        XCTAssertTrue(read(errors).contains("restarting with --resume if-any (1 of 2)"), read(errors))
+        XCTAssertTrue(read(output).contains("resumed at epoch "), read(output))
+
+        let whole = "\(directory)/whole.yaml"
+        try read(path).replacingOnce("runs/restarted", with: "runs/whole").write(toFile: whole, atomically: true, encoding: .utf8)
+        let uninterrupted = try runCohort(ranks: 2, ["train", whole], directory: directory)
+        XCTAssertEqual(uninterrupted.status, 0, uninterrupted.error)
+        let final = { (name: String) in try checkpointParameters(try XCTUnwrap(Trainer.checkpoints(in: "\(self.directory)/runs/\(name)/checkpoints").first)) }
+        XCTAssertTrue(try final("restarted") == final("whole"), "the restarted run ends elsewhere than the uninterrupted one")
+    }
+}
