@@ -60,8 +60,8 @@ public struct Conv2DOptions: LayerOptions {
 /// 2-D convolution (cross-correlation, as every framework computes it) over NCHW samples.
 ///
 /// x is [B, C, H, W]; W is [K, C, kh, kw] (PyTorch's OIHW order); b is [K]; y is [B, K, OH, OW].
-/// The batch is processed in chunks of S samples (`samplesPerChunk`: S·P near 768 to 1,600, S a power of two up to 16,
-/// output pixels, P = OH·OW). Each chunk is packed once, in forward, into a zero-padded layout
+/// The batch is processed in chunks of S samples (`samplesPerChunk`: S a power of two up to 16,
+/// S·P near 768 to 1,600 output pixels, P = OH·OW). Each chunk is packed once, in forward, into a zero-padded layout
 /// with the sample index fastest, padded[C, Hp, Wp, S] (kept for backward), and lowered from
 /// there with im2col to cols [C·kh·kw, P·S], columns in (pixel, sample) order: with stride 1 a
 /// line of cols is one run of OW·S floats of padded, where per-sample lowering copies lines of

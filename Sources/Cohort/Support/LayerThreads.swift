@@ -86,9 +86,7 @@ func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, 
     }
     let side = m >= n ? m : n
     let step = (side + parts - 1) / parts
-    let run: (Int, (Int, Int) -> Void) -> Void = serial ? { parts, body in for part in 0..<parts { body(part, 0) } }
-                                                     : { parts, body in LayerThreads.run(parts: parts, body) }
-    run(parts) { part, _ in
+    func multiply(part: Int) {
         let start = part * step
         let count = min(step, side - start)
         guard count > 0 else { return }
@@ -100,6 +98,11 @@ func gemm(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, 
                         b + (transposeB ? start * ldb : start), Int32(ldb), beta, c + start, Int32(ldc))
         }
     }
+    if serial {
+        for part in 0..<parts { multiply(part: part) }
+    } else {
+        LayerThreads.run(parts: parts) { part, _ in multiply(part: part) }
+    }
 }
 
 /// `gemm` with `cblas_sgemm`'s arguments (row-major only), so a call site reads as before.
@@ -108,100 +111,4 @@ func gemm(_ order: CBLAS_ORDER, _ transposeA: CBLAS_TRANSPOSE, _ transposeB: CBL
           _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int32) {
     precondition(order == CblasRowMajor, "gemm is row-major")
     gemm(transposeA == CblasTrans, transposeB == CblasTrans, Int(m), Int(n), Int(k), alpha, a, Int(lda), b, Int(ldb), beta, c, Int(ldc))
-}
-
-/// Products over the rows of a batch, computed in blocks of whole samples (at least 16 rows)
-/// that are the same wherever the samples sit: a micro-batch of b samples and the same samples
-/// inside a batch of k·b give the same bits (b·positions a multiple of `rows`), on any kernel
-/// family and for any thread count.
-///
-/// Why: OpenBLAS rounds an element of a product differently by the call's shape (the Haswell
-/// kernels by a row's place in the call, modulo 12; the SkylakeX/Cooperlake ones by how Cohort
-/// cut a product into parts), and a sum over the batch in one call differently from the same
-/// sum over two micro-batches. Accumulated and whole batches then took gradients a rounding
-/// apart, which is harmless until a ReLU pre-activation within that rounding of 0 falls on the
-/// other side of the kink: W1 on 4 ranks, 32 × 2 accumulated against 64, parted at step 32 and
-/// drifted to 0.3 relative by step 60 (Cooperlake kernels; Haswell's happened to miss a kink).
-/// With every call of one shape and every sum over the batch taken block after block in row
-/// order, accumulation is the same arithmetic as the whole batch.
-struct RowBlocks {
-    /// Rows per block: whole samples of `positions` rows, at least 16 rows.
-    let rows: Int
-
-    init(positions: Int) {
-        rows = positions * ((16 + positions - 1) / positions)
-    }
-
-    /// C[m, n] = alpha · A[m, k] · op(B)[k, n] + beta · C: each block of rows one product of
-    /// `rows` rows (the last one zero-padded in a scratch of its own), blocks spread over the
-    /// threads (or one block's product cut over them by its shape: the same parts either way).
-    func product(transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                 _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                 _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let (full, tail) = (m / rows, m % rows)
-        let blocks = full + (tail > 0 ? 1 : 0)
-        let parallelBlocks = blocks >= LayerThreads.count
-        let block = { (part: Int) in
-            let start = part * rows
-            guard part == full else {
-                gemm(false, transposeB, rows, n, k, alpha, a + start * lda, lda, b, ldb, beta, c + start * ldc, ldc, serial: parallelBlocks)
-                return
-            }
-            let paddedA = UnsafeMutablePointer<Float>.allocate(capacity: rows * lda)
-            let paddedC = UnsafeMutablePointer<Float>.allocate(capacity: rows * ldc)
-            defer { paddedA.deallocate(); paddedC.deallocate() }
-            paddedA.initialize(repeating: 0, count: rows * lda)
-            paddedC.initialize(repeating: 0, count: rows * ldc)
-            paddedA.update(from: a + start * lda, count: (tail - 1) * lda + k)
-            if beta != 0 { paddedC.update(from: c + start * ldc, count: (tail - 1) * ldc + n) }
-            gemm(false, transposeB, rows, n, k, alpha, paddedA, lda, b, ldb, beta, paddedC, ldc, serial: parallelBlocks)
-            for row in 0..<tail { (c + (start + row) * ldc).update(from: paddedC + row * ldc, count: n) }
-        }
-        if parallelBlocks {
-            LayerThreads.run(parts: blocks) { part, _ in block(part) }
-        } else {
-            for part in 0..<blocks { block(part) }
-        }
-    }
-
-    /// sum[width] += Σ rows[count, width], each block's rows added up first and then added to
-    /// `sum`, as `summedProduct` adds a block's product: a batch split between ranks or
-    /// micro-batches at block boundaries sums its blocks in the same association.
-    func summedRows(_ x: UnsafePointer<Float>, _ count: Int, _ width: Int, into sum: UnsafeMutablePointer<Float>) {
-        let partial = UnsafeMutablePointer<Float>.allocate(capacity: width)
-        defer { partial.deallocate() }
-        for start in stride(from: 0, to: count, by: rows) {
-            partial.initialize(repeating: 0, count: width)
-            cohort_add_rows(x + start * width, partial, min(rows, count - start), width)
-            cohort_add_rows(partial, sum, 1, width)
-        }
-    }
-
-    /// C[m, n] += alpha · Σ over the k rows of A[k, m]ᵀ · B[k, n] (a weight gradient), one
-    /// block of rows after the other in row order, each product cut over the threads by its shape.
-    ///
-    /// For the threads, C is cut into parts along its longer side, as many as its shape and the
-    /// block give work for (never by k or the thread count), and each part adds every block in
-    /// row order: the same calls, so the same bits, on any number of threads.
-    func summedProduct(_ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
-                       _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let side = max(m, n)
-        let parts = max(1, min(8, side / 32, m * n * rows / (1 << 18)))
-        let step = (side + parts - 1) / parts
-        LayerThreads.run(parts: parts) { part, _ in
-            let first = part * step
-            let count = min(step, side - first)
-            guard count > 0 else { return }
-            for start in stride(from: 0, to: k, by: rows) {
-                let (a, b) = (a + start * lda, b + start * ldb)
-                if m >= n {  // rows first..<first+count of C: columns of A
-                    sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), Int32(min(rows, k - start)), alpha, a + first, Int32(lda),
-                          b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
-                } else {  // columns first..<first+count of C: columns of B
-                    sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), Int32(min(rows, k - start)), alpha, a, Int32(lda),
-                          b + first, Int32(ldb), 1, c + first, Int32(ldc))
-                }
-            }
-        }
-    }
 }
