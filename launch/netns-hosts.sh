@@ -76,12 +76,15 @@ down() {
 
 run_mpirun() {
     [ -f "$state/hosts" ] || { echo "netns-hosts: run 'up' first" >&2; exit 1; }
-    local hosts
-    # COHORT_SLOTS_PER_HOST ranks per host (default 1), placed by slot: ranks 0..k-1 on the first host.
-    hosts=$(awk -v slots="${COHORT_SLOTS_PER_HOST:-1}" 'NR > 1 { printf "%s%s:%s", sep, $1, slots; sep = "," }' "$state/hosts")
+    local hosts=()
+    # COHORT_SLOTS_PER_HOST ranks per host (default 1), placed by slot: ranks 0..k-1 on the first
+    # host; a --hostfile among the arguments (launch/cohort-mpirun's) chooses the hosts instead.
+    if ! printf '%s\n' "$@" | grep -qx -- '--hostfile'; then
+        hosts=(--host "$(awk -v slots="${COHORT_SLOTS_PER_HOST:-1}" 'NR > 1 { printf "%s%s:%s", sep, $1, slots; sep = "," }' "$state/hosts")")
+    fi
     # --bind-to none: each daemon would bind its rank to core 0, and single-rank hosts would share it.
     exec ip netns exec cohort-head unshare --uts sh -c 'hostname cohort-head; exec "$@"' sh \
-        mpirun --allow-run-as-root --host "$hosts" \
+        mpirun --allow-run-as-root "${hosts[@]}" \
         --mca plm_rsh_agent "$root/launch/netns-agent.sh" \
         --mca pml ob1 --mca btl self,tcp \
         --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24" \

@@ -13,6 +13,24 @@ final class CheckpointTests: XCTestCase {
         return checkpoint
     }
 
+    /// training.keep_global_batch: the micro-batch stays when it divides the rows per rank, else
+    /// the largest one below it that does; a global batch the ranks cannot share is refused.
+    func test_keepingTheGlobalBatchChoosesMicroBatchesAndAccumulation() throws {
+        let training = TrainingConfig(batchSize: 32)
+        let onOne = try Trainer.keepingGlobalBatch(training, saved: (2, 32), ranks: 1)
+        XCTAssertEqual([onOne.0.batchSize, onOne.0.accumulateSteps], [32, 2])
+        let onThree = try Trainer.keepingGlobalBatch(TrainingConfig(batchSize: 48), saved: (2, 48), ranks: 3)
+        XCTAssertEqual([onThree.0.batchSize, onThree.0.accumulateSteps], [32, 1])
+        let onFour = try Trainer.keepingGlobalBatch(TrainingConfig(batchSize: 20), saved: (1, 96), ranks: 4)
+        XCTAssertEqual([onFour.0.batchSize, onFour.0.accumulateSteps], [12, 2])
+        let same = try Trainer.keepingGlobalBatch(training, saved: (2, 32), ranks: 2)
+        XCTAssertEqual(same.0, training)
+        XCTAssertNil(same.1)
+        XCTAssertThrowsError(try Trainer.keepingGlobalBatch(training, saved: (4, 16), ranks: 3)) { error in
+            XCTAssertTrue("\(error)".contains("global batch 64 (4 × 16) does not split evenly over 3 ranks"), "\(error)")
+        }
+    }
+
     func test_roundTripKeepsEveryField() throws {
         let directory = try temporaryDirectory(self)
         try sample().writeAtomically(to: "\(directory)/c.h5")

@@ -179,6 +179,48 @@ final class MultiHostTests: XCTestCase {
         XCTAssertTrue(try parameters("shared-2x2") == parameters("replicated-2x2"), "node_shared differs from replicated across hosts")
     }
 
+    /// Elastic restarts: the rank on the second host dies (a lost node, SIGKILL) at step 30, once
+    /// in the first launch and again in the relaunch that resumes from step 20; launch/cohort-mpirun
+    /// leaves that host out and finishes on the first with training.keep_global_batch: 1 rank ×
+    /// 2 micro-batches of 32, the same global batch of 64. Its parameters stay within float32's
+    /// bound of an uninterrupted 1-rank run of 32 × 2 (steps 1-20 add the two ranks' sums in
+    /// another association). Plain SGD for a bound (`float32Bound`): 40 steps, sums of 64 rows;
+    /// Σ|terms| ≤ 16 as above.
+    func test_aHostThatFailsTwiceIsLeftOutAndTheRunEndsOnTheOtherWithItsGlobalBatch() throws {
+        let hostfile = "\(directory)/hostfile"
+        try "# the two simulated hosts\n10.231.7.2 slots=1\n10.231.7.3 slots=1\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let settings = ["--set", "optimizer.type=sgd", "--set", "optimizer.learning_rate=0.05", "--set", "training.batch_size=32",
+                        "--set", "checkpoint.every_steps=10", "--set", "training.keep_global_batch=true"]
+        let launcher = Process()
+        launcher.executableURL = URL(fileURLWithPath: "\(repository)/launch/cohort-mpirun")
+        launcher.arguments = ["--restarts", "3", "--hostfile", hostfile, "-n", "2", "train"] + (try w1Config("elastic")) + settings
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OMPI_") && !$0.key.hasPrefix("PMIX_") }
+        environment["MPIRUN"] = "\(hostsScript) mpirun"
+        environment["COHORT_BIN"] = cohortExecutable()
+        (environment["COHORT_THREADS"], environment["COHORT_PROGRESS"], environment["COHORT_FAULT"]) = ("1", "lines", "lost:1:30")
+        launcher.environment = environment
+        let (output, errors) = ("\(directory)/elastic.out", "\(directory)/elastic.err")
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        launcher.standardOutput = FileHandle(forWritingAtPath: output)
+        launcher.standardError = FileHandle(forWritingAtPath: errors)
+        try launcher.run()
+        launcher.waitUntilExit()
+        let read = { (file: String) in (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+        XCTAssertEqual(launcher.terminationStatus, 0, read(output) + read(errors))
+        XCTAssertTrue(read(errors).contains("on node 10.231.7.3 exited on signal 9"), read(errors))
+        XCTAssertTrue(read(errors).contains("cohort-mpirun: leaving out 10.231.7.3 (failed twice); going on with 1 rank(s) on 10.231.7.2"), read(errors))
+        XCTAssertTrue(read(output).contains("training.keep_global_batch: 1 rank(s) × batch 32 × 2 micro-batch(es) = 64, the global batch of the checkpoint (2 × 32)"), read(output))
+        XCTAssertTrue(read(output).contains("stopped after 60 steps"), read(output))
+
+        let uninterrupted = try runCohort(ranks: 1, ["train"] + (try w1Config("one-rank")) + settings + ["--set", "training.accumulate_steps=2"],
+                                          directory: directory)
+        XCTAssertEqual(uninterrupted.status, 0, uninterrupted.error)
+        let difference = maxAbsoluteDifference(try parameters("elastic"), try parameters("one-rank"))
+        print("elastic run against an uninterrupted 1-rank run: max |difference| \(difference)")
+        XCTAssertLessThanOrEqual(difference, float32Bound(steps: 40, terms: 64, learningRate: 0.05, scale: 16))
+    }
+
     /// A 2-host training job started in the background, its step lines in NAME.out; returns once
     /// step 5 is printed (or after 60 s), with the path of its standard error.
     private func startAcrossHosts(_ name: String, _ arguments: [String]) throws -> (Process, String) {

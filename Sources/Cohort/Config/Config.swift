@@ -76,6 +76,9 @@ public struct TrainingConfig: Equatable, Sendable {
     public var stallTimeout: Double = 300
     /// What backward computes again instead of keeping from forward (activation checkpointing).
     public var recompute: Recompute = .none
+    /// On a resume with another rank count, keep the checkpoint's global batch by changing this
+    /// rank's micro-batch and accumulation (elastic restarts: the same sum on fewer ranks).
+    public var keepGlobalBatch: Bool = false
     /// Rows each rank takes per optimizer step.
     public var rowsPerStep: Int { batchSize * accumulateSteps }
 
@@ -263,7 +266,7 @@ extension TrainConfig {
 
         let trainingMap = try top.map("training") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "training")
         let batchSize = try trainingMap.int("batch_size", default: 64, range: 1...1_000_000)
-        let training = TrainingConfig(
+        var training = TrainingConfig(
             epochs: try trainingMap.int("epochs", default: 1, range: 1...1_000_000),
             batchSize: batchSize,
             // Workspaces are sized for the larger of the two batches: by default evaluation
@@ -289,6 +292,7 @@ extension TrainConfig {
             stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7),
             recompute: Recompute(rawValue: try trainingMap.choice("recompute", ["none", "blocks"], default: "none"))!
         )
+        training.keepGlobalBatch = try trainingMap.bool("keep_global_batch", default: false)
         try trainingMap.finish()
 
         let checkpointMap = try top.map("checkpoint") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "checkpoint")

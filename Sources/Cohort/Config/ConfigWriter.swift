@@ -45,10 +45,10 @@ extension TrainConfig {
         var trainingKeys = ["epochs": "\(training.epochs)", "batch_size": "\(training.batchSize)", "eval_batch_size": "\(training.evalBatchSize)",
                             "log_every": "\(training.logEvery)", "on_nonfinite": training.onNonFinite.rawValue,
                             "timing_barrier": "\(training.timingBarrier)", "all_reduce": training.allReduce.rawValue,
-                            "accumulate_steps": "\(training.accumulateSteps)", 
+                            "accumulate_steps": "\(training.accumulateSteps)",
                             "state": training.state.rawValue, "overlap_all_reduce": "\(training.overlapAllReduce)",
                             "bucket_mb": "\(training.bucketMegabytes)", "compress": training.compress.rawValue, "stall_timeout": "\(training.stallTimeout)",
-                            "recompute": training.recompute.rawValue]
+                            "recompute": training.recompute.rawValue, "keep_global_batch": "\(training.keepGlobalBatch)"]
         trainingKeys["max_steps"] = training.maxSteps.map { "\($0)" }
         trainingKeys["threads"] = training.threads.map { "\($0)" }
         lines.append("training:")

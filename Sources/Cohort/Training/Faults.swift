@@ -17,10 +17,12 @@ public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 ///                   its write fails midway with EFBIG, as on a full disk or an exhausted quota
 ///   freeze:R:S      rank R stops itself (SIGSTOP) as it starts the update of step S, after the
 ///                   step's agreement and before the node's barrier that follows the update
+///   lost:R:S        rank R dies (SIGKILL) before the all-reduce of step S, as on a node lost;
+///                   a relaunch that resumes before step S with a rank R loses it again
 struct FaultInjection {
     enum Kind: String {
         case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas", freeze,
-             fileLimit = "file_limit"
+             fileLimit = "file_limit", lost
     }
     let kind: Kind
     let rank: Int
@@ -42,6 +44,7 @@ struct FaultInjection {
         switch kind {
         case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
+        case .lost: kill(getpid(), SIGKILL)
         case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze, .fileLimit: break
         }
     }

@@ -37,6 +37,18 @@ public final class Trainer {
     /// Opens the data, builds the model (rank 0's initial weights broadcast to all) and, when
     /// `resume` is given, restores the complete state from that checkpoint.
     public init(config: TrainConfig, communicator: Communicator, resume: String? = nil) throws {
+        var config = config
+        var startupLines: [String] = []
+        // The checkpoint comes first: with training.keep_global_batch it decides the batch.
+        let resumed = try resume.flatMap {
+            try Trainer.resolve($0, directory: "\(config.runDirectory)/checkpoints") { startupLines.append($0) }
+        }
+        if let resumed, config.training.keepGlobalBatch {
+            let (training, line) = try Trainer.keepingGlobalBatch(config.training, saved: (resumed.worldSize, resumed.batchSize),
+                                                                  ranks: communicator.size)
+            config.training = training
+            startupLines += line.map { [$0] } ?? []
+        }
         self.config = config
         self.communicator = communicator
         var data = config.data
@@ -44,7 +56,7 @@ public final class Trainer {
         // unless the config gives its own: the loaded layers expect it.
         let found = try config.fineTuning.initFrom.map { try Trainer.sourceCheckpoint($0.checkpoint) }
         let source = found?.checkpoint
-        var startupLines: [String] = found.map { ["init_from: reading \($0.path)"] } ?? []
+        startupLines += found.map { ["init_from: reading \($0.path)"] } ?? []
         if let from = config.fineTuning.initFrom, let stored = source?.normalization, data.normalize == .standardize, data.mean == nil {
             (data.mean, data.std) = (stored.mean, stored.std)
             startupLines.append("init_from \(from.checkpoint): standardizing with its training statistics (mean \(stored.mean), std \(stored.std))")
@@ -138,8 +150,8 @@ public final class Trainer {
         earlyStopping = config.callbacks.earlyStopping
         plateau = config.callbacks.reduceOnPlateau
         fault?.signalDuringStartup(rank: communicator.rank)
-        if let resume { try restore(from: resume) }
         if communicator.isRoot { startupLines.forEach(log) }
+        if let resumed, let resume { try restore(resumed, request: resume) }
         if ProcessInfo.processInfo.environment["COHORT_TRACE_READS"] != nil { train.readLog = [] }
     }
 

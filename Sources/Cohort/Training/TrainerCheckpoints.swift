@@ -114,29 +114,45 @@ extension Trainer {
         return names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".h5") }.sorted(by: >).map { "\(directory)/\($0)" }
     }
 
-    /// `auto` resolves to the newest checkpoint that verifies; each one skipped is reported.
-    /// `if-any` does the same, or returns nil when the run directory has no checkpoint yet (a
-    /// batch script that resubmits itself passes it every time).
-    func resolve(_ request: String) throws -> Checkpoint? {
+    /// `auto` resolves to the newest checkpoint that verifies in `directory`; each one skipped is
+    /// reported. `if-any` does the same, or returns nil when the run directory has no checkpoint
+    /// yet (a batch script that resubmits itself passes it every time).
+    static func resolve(_ request: String, directory: String, report: (String) -> Void) throws -> Checkpoint? {
         guard request == "auto" || request == "if-any" else { return try Checkpoint.read(from: request) }
-        for candidate in Trainer.checkpoints(in: checkpointDirectory) {
+        for candidate in Trainer.checkpoints(in: directory) {
             do {
                 let checkpoint = try Checkpoint.read(from: candidate)
-                if communicator.isRoot { log("resuming from \(candidate)") }
+                report("resuming from \(candidate)")
                 return checkpoint
             } catch let error as CohortError {
-                if communicator.isRoot { log("skipping \(candidate): \(error.message)") }
+                report("skipping \(candidate): \(error.message)")
             }
         }
         if request == "if-any" {
-            if communicator.isRoot { log("no checkpoint in \(checkpointDirectory): starting afresh (--resume if-any)") }
+            report("no checkpoint in \(directory): starting afresh (--resume if-any)")
             return nil
         }
-        throw CohortError("\(checkpointDirectory): no checkpoint to resume from (--resume auto)")
+        throw CohortError("\(directory): no checkpoint to resume from (--resume auto)")
     }
 
-    func restore(from request: String) throws {
-        guard let checkpoint = try resolve(request) else { return }
+    /// `training.keep_global_batch`: the rows per rank and step that keep the checkpoint's global
+    /// batch on `ranks` ranks. The micro-batch (memory per rank) stays when it divides them;
+    /// otherwise the largest one below it that does, with as many micro-batches as it takes.
+    static func keepingGlobalBatch(_ training: TrainingConfig, saved: (ranks: Int, rows: Int), ranks: Int) throws -> (TrainingConfig, String?) {
+        let global = saved.ranks * saved.rows
+        guard ranks * training.rowsPerStep != global else { return (training, nil) }
+        guard global % ranks == 0 else {
+            throw CohortError("training.keep_global_batch: the checkpoint's global batch \(global) (\(saved.ranks) × \(saved.rows)) does not split evenly over \(ranks) ranks; run on a rank count that divides it")
+        }
+        let rows = global / ranks
+        var kept = training
+        kept.batchSize = (1...min(training.batchSize, rows)).last { rows % $0 == 0 } ?? 1
+        kept.accumulateSteps = rows / kept.batchSize
+        let line = "training.keep_global_batch: \(ranks) rank(s) × batch \(kept.batchSize) × \(kept.accumulateSteps) micro-batch(es) = \(global), the global batch of the checkpoint (\(saved.ranks) × \(saved.rows)); the configuration says \(ranks) × \(training.batchSize) × \(training.accumulateSteps)"
+        return (kept, line)
+    }
+
+    func restore(_ checkpoint: Checkpoint, request: String) throws {
         let parameters = model.parameters
         // The data a resume continues on: the same file mid-epoch; another at an epoch boundary
         // (fine-tuning on new data) is said and allowed.
