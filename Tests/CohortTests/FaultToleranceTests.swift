@@ -172,7 +172,37 @@ final class FaultToleranceTests: XCTestCase {
         XCTAssertNotNil(status, "the job hung")
         XCTAssertNotEqual(status, 0)
         XCTAssertLessThan(Date().timeIntervalSince(started), 30)
-        XCTAssertTrue(job.error.contains("cohort: rank 1: rank 1: injected fault at step 5"), job.error)
+        XCTAssertTrue(job.error.contains("cohort: rank 1: injected fault at step 5"), job.error)
+    }
+
+    /// A damaged gzip chunk that one rank's loader thread meets mid-epoch (a file another tool
+    /// wrote: no Cohort checksum, so nothing finds it before the read): the batch arrives as
+    /// zeros carrying the failure, every rank learns of it in the step's agreement, and the rank
+    /// that read it prints the one line, naming the file, the dataset and the row.
+    func test_aDamagedChunkReadByOneRankEndsTheJobWithOneLineNamingTheRows() throws {
+        let path = "\(directory)/gzip.h5"
+        try SyntheticImages.write(to: path, rows: 512, height: 6, width: 6, channels: 1, classes: 4, seed: 5, chunkRows: 16, gzipLevel: 6)
+        let chunk = try XCTUnwrap(try HDF5File.open(path).dataset("images").chunkLocation(row: 400))
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes = bytes.prefix(bytes.count - FileIntegrity.trailerSize)  // as another tool writes it
+        for index in 0..<8 { bytes[chunk.offset + chunk.size / 2 + index] ^= 0xFF }
+        try bytes.write(to: URL(fileURLWithPath: path))
+        for sampling in ["global", "sharded"] {
+            let text = smallConfig(train: path, test: nil, runDirectory: "\(directory)/runs/damaged-\(sampling)", epochs: 3)
+            let config = "\(directory)/damaged-\(sampling).yaml"
+            try text.replacingOnce("  train: \(path)", with: "  train: \(path)\n  cache: false\n  sampling: \(sampling)\n  block_rows: 16")
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            let job = try runCohort(ranks: 2, ["train", config], directory: directory)
+            XCTAssertEqual(job.status, 1, job.output + job.error)
+            let lines = job.error.split(separator: "\n").filter { !$0.hasPrefix("-") && !$0.isEmpty }
+            let cohortLines = lines.filter { $0.hasPrefix("cohort") }
+            XCTAssertEqual(cohortLines.count, 1, "\(sampling): \(job.error)")
+            XCTAssertTrue(cohortLines.first?.contains("\(path): cannot read ") == true && cohortLines.first?.contains(" of dataset 'images' (damaged") == true,
+                          "\(sampling): \(job.error)")
+            let named = cohortLines.first.flatMap { line in (400..<416).first { line.contains("row \($0) ") } } != nil
+            XCTAssertTrue(named || job.error.contains("rows 400..<416 "), "\(sampling): the damaged chunk's rows\n\(job.error)")
+            XCTAssertFalse(job.error.contains("MPI_ABORT") || job.error.contains("ORTE_ERROR_LOG"), "\(sampling): \(job.error)")
+        }
     }
 
     func test_sigkillOfOneRankEndsTheWholeJob() throws {

@@ -19,6 +19,10 @@ public final class BatchLoader: @unchecked Sendable {
         public let t: UnsafeMutablePointer<Float>?
         public let count: Int
         public let globalCount: Int
+        /// Why this rank's rows could not be read (a damaged chunk, an I/O error): the batch then
+        /// holds zeros, so that the step's collectives still run and every rank learns of the
+        /// failure in the step's agreement, which ends the job with one line.
+        public var failure: String? = nil
     }
 
     public let data: any SampleSource
@@ -186,6 +190,16 @@ public final class BatchLoader: @unchecked Sendable {
         }
     }
 
+    /// A batch of zeros standing for rows that could not be read, carrying why.
+    private func failed(slot: Int, count: Int, globalCount: Int, _ error: Error) -> Batch {
+        let (x, y, t) = slots[slot]
+        x.update(repeating: 0, count: count * data.sampleSize)
+        y.update(repeating: 0, count: count * data.targetsPerRow)
+        t?.update(repeating: 0, count: count * data.targetWidth)
+        return Batch(slot: slot, x: x, y: y, t: t, count: count, globalCount: globalCount,
+                     failure: (error as? CohortError)?.message ?? "\(error)")
+    }
+
     /// The batches of one epoch, in order, alternating between the two slots.
     private func makeProducer(epoch: Int, from firstStep: Int) -> AnyIterator<Result<Batch, Error>> {
         let steps = stepsPerEpoch(epoch)
@@ -205,7 +219,7 @@ public final class BatchLoader: @unchecked Sendable {
                     return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, t: slots[slotIndex].t,
                                           count: rows.count, globalCount: globalCount))
                 } catch {
-                    return .failure(error)
+                    return .success(failed(slot: slotIndex, count: rows.count, globalCount: globalCount, error))
                 }
             }
         case .sharded(let sampler):
@@ -216,13 +230,13 @@ public final class BatchLoader: @unchecked Sendable {
             return AnyIterator { [unowned self] in
                 guard step < steps else { return nil }
                 defer { step += 1 }
+                let slotIndex = step % 2
+                let count = min(sampler.batchPerRank, max(share - step * sampler.batchPerRank, 0))
                 do {
                     if !prepared {
                         try self.replay(&stream, steps: firstStep, share: share, sampler: sampler, epoch: epoch)
                         prepared = true
                     }
-                    let slotIndex = step % 2
-                    let count = min(sampler.batchPerRank, max(share - step * sampler.batchPerRank, 0))
                     let (size, targets) = (data.sampleSize, data.targetsPerRow)
                     for position in 0..<count {
                         try self.refill(&stream, epoch: epoch)
@@ -241,7 +255,8 @@ public final class BatchLoader: @unchecked Sendable {
                     return .success(Batch(slot: slotIndex, x: slots[slotIndex].x, y: slots[slotIndex].y, t: slots[slotIndex].t, count: count,
                                           globalCount: sampler.globalCount(epoch: epoch, step: step, shares: shares)))
                 } catch {
-                    return .failure(error)
+                    return .success(failed(slot: slotIndex, count: count,
+                                           globalCount: sampler.globalCount(epoch: epoch, step: step, shares: shares), error))
                 }
             }
         }

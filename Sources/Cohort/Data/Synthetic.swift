@@ -29,14 +29,16 @@ extension SyntheticImages {
     /// Writes the same kind of data straight to an HDF5 file in slices of `sliceRows`, so files
     /// far larger than memory can be made (scale tests of sharded reading).
     public static func write(to path: String, rows: Int, height: Int, width: Int, channels: Int, classes: Int,
-                             noise: Int = 64, seed: UInt64, chunkRows: Int = 1024, sliceRows: Int = 65536) throws {
+                             noise: Int = 64, seed: UInt64, chunkRows: Int = 1024, sliceRows: Int = 65536,
+                             gzipLevel: Int? = nil) throws {
         let size = height * width * channels
         var generator = Generator(seed: seed, streams: 0x5E7)
         let prototypes = (0..<classes).map { _ in (0..<size).map { _ in generator.nextIndex(below: 256) } }
         let temporary = path + ".tmp-\(getpid())"
         do {
             let file = try HDF5File.create(temporary)
-            try file.createDataset("images", of: UInt8.self, shape: [rows, height, width, channels], chunkRows: chunkRows)
+            try file.createDataset("images", of: UInt8.self, shape: [rows, height, width, channels], chunkRows: chunkRows,
+                                   gzipLevel: gzipLevel)
             try file.createDataset("labels", of: Int64.self, shape: [rows], chunkRows: chunkRows * 16)
             var images = [UInt8](repeating: 0, count: min(sliceRows, rows) * size)
             var labels = [Int64](repeating: 0, count: min(sliceRows, rows))

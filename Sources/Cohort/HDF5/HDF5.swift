@@ -192,7 +192,8 @@ public final class HDF5File {
     }
 
     /// Creates an empty chunked dataset of `shape`, to be filled with `writeRows`.
-    public func createDataset<T: HDF5Scalar>(_ name: String, of: T.Type, shape: [Int], chunkRows: Int) throws {
+    /// `gzipLevel` compresses each chunk with deflate (h5py's `compression="gzip"`).
+    public func createDataset<T: HDF5Scalar>(_ name: String, of: T.Type, shape: [Int], chunkRows: Int, gzipLevel: Int? = nil) throws {
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
         defer { H5Sclose(space) }
@@ -201,6 +202,7 @@ public final class HDF5File {
         var chunk = dims
         chunk[0] = hsize_t(max(1, min(chunkRows, shape[0])))
         H5Pset_chunk(properties, Int32(chunk.count), &chunk)
+        if let gzipLevel { H5Pset_deflate(properties, UInt32(min(max(gzipLevel, 0), 9))) }
         let dataset = H5Dcreate2(id, name, T.hdf5Type, space, cohort_h5p_default(), properties, cohort_h5p_default())
         guard dataset >= 0 else { throw CohortError("\(path): cannot create dataset \(name)") }
         H5Dclose(dataset)
@@ -497,6 +499,16 @@ public final class HDF5Dataset {
         try readSelection(rowRuns: runs, totalRows: rows.count, into: destination)
     }
 
+    /// Where the chunk that starts at `row` is stored in the file (byte offset and size), or nil
+    /// when the dataset is not chunked or has no such chunk.
+    func chunkLocation(row: Int) -> (offset: Int, size: Int)? {
+        var start = [hsize_t](repeating: 0, count: shape.count)
+        start[0] = hsize_t(row)
+        var (mask, address, size): (UInt32, haddr_t, hsize_t) = (0, 0, 0)
+        guard H5Dget_chunk_info_by_coord(id, &start, &mask, &address, &size) >= 0, size > 0 else { return nil }
+        return (Int(address), Int(size))
+    }
+
     private func readSelection<T: HDF5Scalar>(rowRuns: [(Int, Int)], totalRows: Int, into destination: UnsafeMutablePointer<T>) throws {
         guard totalRows > 0 else { return }
         // HDF5 calls go one at a time, whichever thread makes them (the prefetch thread reads
@@ -522,8 +534,27 @@ public final class HDF5Dataset {
         let memorySpace = H5Screate_simple(Int32(rank), &memoryDims, nil)
         defer { H5Sclose(memorySpace) }
         guard H5Dread(id, T.hdf5Type, memorySpace, fileSpace, cohort_h5p_default(), destination) >= 0 else {
-            throw CohortError("\(file.path): cannot read rows of dataset '\(name)' (I/O error or truncated file)")
+            throw CohortError("\(file.path): cannot read \(unreadableRows(of: rowRuns, into: destination)) of dataset '\(name)' (damaged or truncated file, or an I/O error)")
         }
+    }
+
+    /// After a failed read: the first run of rows that does not read on its own, named for the
+    /// error ("rows 30720..<30784"); the failed read's runs when each reads alone.
+    private func unreadableRows<T: HDF5Scalar>(of rowRuns: [(Int, Int)], into scratch: UnsafeMutablePointer<T>) -> String {
+        func name(_ run: (Int, Int)) -> String { run.1 == 1 ? "row \(run.0)" : "rows \(run.0)..<\(run.0 + run.1)" }
+        let fileSpace = H5Dget_space(id)
+        defer { H5Sclose(fileSpace) }
+        var count = shape.map { hsize_t($0) }
+        var start = [hsize_t](repeating: 0, count: shape.count)
+        for run in rowRuns {
+            (start[0], count[0]) = (hsize_t(run.0), hsize_t(run.1))
+            H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &start, nil, &count, nil)
+            let memorySpace = H5Screate_simple(Int32(shape.count), &count, nil)
+            defer { H5Sclose(memorySpace) }
+            if H5Dread(id, T.hdf5Type, memorySpace, fileSpace, cohort_h5p_default(), scratch) < 0 { return name(run) }
+        }
+        guard let first = rowRuns.first else { return "rows" }
+        return rowRuns.count == 1 ? name(first) : "\(rowRuns.reduce(0) { $0 + $1.1 }) rows in \(rowRuns.count) runs from \(name(first))"
     }
 }
 

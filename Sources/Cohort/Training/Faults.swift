@@ -42,7 +42,7 @@ struct FaultInjection {
     func inject(at stepsTaken: Int, rank: Int, gradients: UnsafeMutableBufferPointer<Float>) throws {
         guard rank == self.rank, stepsTaken + 1 == step else { return }
         switch kind {
-        case .error: throw CohortError("rank \(rank): injected fault at step \(step) (COHORT_FAULT)")
+        case .error: throw CohortError("injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
         case .lost: kill(getpid(), SIGKILL)
         case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze, .fileLimit: break

@@ -542,7 +542,12 @@ public final class Trainer {
             && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
         let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
                                                stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1,
-                                               kernelFailure == nil ? -1 : Double(communicator.rank)])
+                                               kernelFailure == nil ? -1 : Double(communicator.rank),
+                                               batch.failure == nil ? -1 : Double(communicator.rank)])
+        if flags[5] >= 0 {
+            // Rows a rank could not read (its batch held zeros): that rank says which, once.
+            throw AgreedFailure("rank \(Int(flags[5])): \(batch.failure ?? "")", reporter: Int(flags[5]) == communicator.rank)
+        }
         if flags[4] >= 0 {
             throw AgreedFailure(kernelFailure ?? "", reporter: kernelFailure != nil && Int(flags[4]) == communicator.rank)
         }
