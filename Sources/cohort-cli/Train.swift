@@ -74,7 +74,7 @@ struct Train: ParsableCommand {
         guard let trainer else { fatalError("unreachable: set-up succeeded without a trainer") }
 
         trainer.synchronizeInitialState()
-        if communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0 {
+        if trainer.stoppedDuringStartup {
             if communicator.isRoot {
                 printError("cohort: stopped by a signal during start-up: no step was taken and no checkpoint written (exit \(Train.stoppedBeforeFirstStepExitCode): run the same command again)")
             }

@@ -331,6 +331,30 @@ extension ReliabilityTests {
 }
 
 extension ReliabilityTests {
+    /// The waits before the first step (the broadcast of rank 0's weights, the node's shared
+    /// windows, the agreement on a stop signal during start-up) are watched as a step's are: the
+    /// first and the last of 3 ranks frozen as the initial synchronization begins are named.
+    func test_aRankFrozenBeforeTheFirstStepIsNamed() throws {
+        for rank in [0, 2] {
+            let name = "frozen-startup-\(rank)"
+            let path = "\(directory)/\(name).yaml"
+            try smallConfig(train: train, test: nil, runDirectory: "\(directory)/runs/\(name)", epochs: 3, extra: "  stall_timeout: 2\n")
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let started = Date()
+            let job = try CohortJob(ranks: 3, ["train", path], environment: ["COHORT_FAULT": "freeze_startup:\(rank):0"], directory: directory)
+            let status = job.wait(seconds: 40)
+            for pid in job.rankProcesses() { kill(pid, SIGKILL) }
+            XCTAssertNotNil(status, "rank \(rank): the job hung")
+            XCTAssertEqual(status, 1, "rank \(rank): \(job.error)")
+            XCTAssertLessThan(Date().timeIntervalSince(started), 2 + 10 + 3, "rank \(rank): start-up, then the timeout and 10 s")
+            XCTAssertTrue(job.error.contains("cohort: stall: start-up (the initial synchronization) did not complete within 2 s"), job.error)
+            XCTAssertTrue(job.error.contains("not arrived: rank \(rank) (pid "), "rank \(rank): \(job.error)")
+            XCTAssertEqual(job.error.split(separator: "\n").filter { $0.hasPrefix("cohort:") }.count, 1, job.error)
+        }
+    }
+}
+
+extension ReliabilityTests {
     /// A checkpoint that cannot be written ends the run in one line with status 1: no crash (the
     /// HDF5 library's clean-up at exit used to fault on the file it could not close), the
     /// temporary file removed, the newest valid checkpoint kept: a write failing midway (the

@@ -42,7 +42,7 @@ final class StallWatchdog: @unchecked Sendable {
         thread.start()
     }
 
-    /// This rank has reached the collectives of `step` (1-based).
+    /// This rank has reached the collectives of `step` (1-based; 0: start-up's).
     func arm(step: Int) {
         var value = Int64(step)
         if descriptor >= 0 { _ = pwrite(descriptor, &value, 8, 0) }
@@ -100,7 +100,7 @@ final class StallWatchdog: @unchecked Sendable {
             let who = behind.isEmpty
                 ? (unknown ? "ranks whose progress this rank cannot read (\(directory) is not shared?)" : "no rank is behind in its record")
                 : behind.joined(separator: ", ")
-            printError("cohort: stall: step \(step) did not complete within \(Int(timeout)) s (training.stall_timeout); "
+            printError("cohort: stall: \(step == 0 ? "start-up (the initial synchronization)" : "step \(step)") did not complete within \(Int(timeout)) s (training.stall_timeout); "
                        + "not arrived: \(who); ending the job, the last checkpoint untouched")
         }
         _exit(1)

@@ -17,12 +17,13 @@ public func stopRequested() -> Bool { cohort_stop_requested() != 0 }
 ///                   its write fails midway with EFBIG, as on a full disk or an exhausted quota
 ///   freeze:R:S      rank R stops itself (SIGSTOP) as it starts the update of step S, after the
 ///                   step's agreement and before the node's barrier that follows the update
+///   freeze_startup:R:0  rank R stops itself (SIGSTOP) as the initial synchronization begins
 ///   lost:R:S        rank R dies (SIGKILL) before the all-reduce of step S, as on a node lost;
 ///                   a relaunch that resumes before step S with a rank R loses it again
 struct FaultInjection {
     enum Kind: String {
         case error, nan, killCheckpoint = "kill_checkpoint", startupSignal = "startup_signal", wrongBLAS = "wrong_blas", freeze,
-             fileLimit = "file_limit", lost
+             fileLimit = "file_limit", lost, freezeStartup = "freeze_startup"
     }
     let kind: Kind
     let rank: Int
@@ -45,7 +46,7 @@ struct FaultInjection {
         case .error: throw CohortError("injected fault at step \(step) (COHORT_FAULT)")
         case .nan: if gradients.count > 0 { gradients[0] = .nan }
         case .lost: kill(getpid(), SIGKILL)
-        case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze, .fileLimit: break
+        case .killCheckpoint, .startupSignal, .wrongBLAS, .freeze, .fileLimit, .freezeStartup: break
         }
     }
 
@@ -64,6 +65,11 @@ struct FaultInjection {
     /// Stops this process as a frozen node would, at the update of the chosen step.
     func freezeDuringUpdate(at stepsTaken: Int, rank: Int) {
         if kind == .freeze && rank == self.rank && stepsTaken + 1 == step { raise(SIGSTOP) }
+    }
+
+    /// Stops this process as a frozen node would, before the first collective of the run.
+    func freezeDuringStartup(rank: Int) {
+        if kind == .freezeStartup && rank == self.rank { raise(SIGSTOP) }
     }
 
     /// Whether this rank's kernel check is to see a wrong product.

@@ -159,7 +159,15 @@ public final class Trainer {
     /// broadcasting rank 0's makes that a guarantee rather than an assumption, as DDP does.
     /// Then, with `training.all_reduce: auto`, the gradients move into memory the communicator
     /// sums fastest (on a node: a shared-memory window), also collectively.
+    /// A rank that stops arriving here ends the job as in a step (`training.stall_timeout`); the
+    /// ranks also agree whether a stop signal came during start-up (`stoppedDuringStartup`).
+    /// `run()` calls it when the caller has not.
     public func synchronizeInitialState() {
+        guard !synchronized else { return }
+        synchronized = true
+        watchdog?.arm(step: 0)
+        defer { watchdog?.disarm() }
+        fault?.freezeDuringStartup(rank: communicator.rank)
         communicator.compressesAcrossNodes = config.training.compress == .bf16
         communicator.broadcast(model.parameters.values, root: 0)
         communicator.broadcast(model.parameters.buffers, root: 0)
@@ -190,6 +198,7 @@ public final class Trainer {
             shared.synchronize()
             sharedState = shared
         }
+        stoppedDuringStartup = communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0
     }
 
     /// One bucket per top-level layer with parameters (its range of the flat gradient buffer),
@@ -355,6 +364,9 @@ public final class Trainer {
     var lastTimedCheckpoint = monotonicNanoseconds()
     let fault = FaultInjection.fromEnvironment()
     /// Ends the job when a step's collectives do not complete in time (several ranks only).
+    private var synchronized = false
+    /// A stop signal reached some rank before the first step (set by `synchronizeInitialState`).
+    public private(set) var stoppedDuringStartup = false
     private lazy var watchdog: StallWatchdog? = config.training.stallTimeout > 0 && communicator.size > 1
         ? StallWatchdog(timeout: config.training.stallTimeout, rank: communicator.rank, size: communicator.size,
                         runDirectory: config.runDirectory)
@@ -364,6 +376,7 @@ public final class Trainer {
     /// stopping. Checkpoints at the configured moments; evaluation at each epoch's end.
     @discardableResult
     public func run() throws -> Outcome {
+        synchronizeInitialState()
         announce()
         if communicator.isRoot, position.globalStep == 0 {
             let runSteps = min(totalSteps, config.training.maxSteps ?? totalSteps)
