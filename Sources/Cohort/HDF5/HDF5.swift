@@ -73,7 +73,11 @@ public final class HDF5File {
 
     /// Pushes buffered data to the operating system (used before the atomic rename of checkpoints).
     public func flush() throws {
-        guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else { throw CohortError("\(path): flush failed") }
+        errno = 0
+        guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else {
+            let reason = errno != 0 ? String(cString: strerror(errno)) : "flush failed"
+            throw CohortError("\(path): cannot write the file out (\(reason); disk full?)")
+        }
     }
 
     // MARK: Objects
