@@ -96,5 +96,31 @@ check_rows breast-cancer.yaml "$work/table30/train.h5" "$work/table30/val.h5"
 check_rows diabetes-regression.yaml "$work/table10/train.h5" "$work/table10/val.h5"
 check_tokens kjv-char-lstm.yaml
 check_tokens kjv-char-gpt.yaml
+# A published GPT-2 (the test fixture transformers wrote) fine-tuned 20 steps on byte tokens:
+# its ONNX graph in onnxruntime, and where transformers is installed its --format huggingface
+# directory loaded by from_pretrained with no missing or unexpected key and the same loss.
+"$cohort" prepare text --input "$work/text.txt" --out "$work/bytes" --tokenizer bytes >/dev/null
+cat > "$work/gpt2.yaml" <<YAML
+name: gpt2-tiny-finetune
+seed: 1
+run_dir: $work/runs/gpt2
+tensorboard: false
+data: {train: $work/bytes/train.h5, test: $work/bytes/val.h5, window: 16}
+model:
+  init_from: {huggingface: $root/Tests/Fixtures/huggingface/gpt2-tiny}
+optimizer: {type: adamw, learning_rate: 0.001}
+training: {epochs: 1, batch_size: 4, max_steps: 20}
+YAML
+train "$work/gpt2.yaml"
+gpt2_checkpoint="$(ls "$work/runs/gpt2/checkpoints/"*.h5 | tail -1)"
+gpt2_loss="$("$cohort" evaluate "$gpt2_checkpoint" | sed -n 's/^loss \([0-9.]*\) nats.*/\1/p')"
+"$cohort" export "$gpt2_checkpoint" --format onnx --out "$work/gpt2.onnx" >/dev/null
+"$python" "$root/Benchmarks/check_onnx_lm.py" "$work/gpt2.onnx" "$work/bytes/val.h5" "$gpt2_loss" || failures=$((failures + 1))
+if [ -n "$torch" ] && "$torch" -c "import transformers" 2>/dev/null; then
+    "$cohort" export "$gpt2_checkpoint" --format huggingface --out "$work/gpt2-hf" >/dev/null
+    "$torch" "$root/Benchmarks/check_huggingface_lm.py" "$work/gpt2-hf" "$work/bytes/val.h5" 16 "$gpt2_loss" || failures=$((failures + 1))
+else
+    echo "export check: no transformers beside PyTorch: the --format huggingface load is skipped"
+fi
 if [ "$failures" -gt 0 ]; then echo "export check: $failures model(s) differ"; exit 1; fi
 echo "export check: every shipped model's ONNX graph agrees with cohort"

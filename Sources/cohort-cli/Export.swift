@@ -12,6 +12,9 @@ struct Export: ParsableCommand {
         that load_state_dict(strict=True) accepts.
         --format onnx: an inference graph (opset 17, dynamic batch) that takes the data file's
         rows as float32 (token ids as int64) and applies the stored normalization.
+        --format huggingface: a GPT-2-shaped model as a Hugging Face directory (config.json,
+        model.safetensors) that transformers' from_pretrained loads; --out names a directory
+        that does not exist yet or is empty.
         Runs in one process.
         """
     )
@@ -19,7 +22,7 @@ struct Export: ParsableCommand {
     @Argument(help: "A checkpoint file written by cohort train.")
     var checkpoint: String
 
-    @Option(help: "Output format: safetensors or onnx.")
+    @Option(help: "Output format: safetensors, onnx or huggingface.")
     var format: String
 
     @Option(help: "Output file.")
@@ -27,11 +30,17 @@ struct Export: ParsableCommand {
 
     func run() throws {
         reportingErrors {
-            guard format == "safetensors" || format == "onnx" else {
-                throw CohortError("--format \(format): is not one of safetensors, onnx")
+            guard ["safetensors", "onnx", "huggingface"].contains(format) else {
+                throw CohortError("--format \(format): is not one of safetensors, onnx, huggingface")
             }
             try refuseOutput(out, namingAnyOf: [checkpoint])
             var stored = try Checkpoint.read(from: checkpoint)
+            if format == "huggingface" {
+                let (config, weights) = try HuggingFace.exportGPT2(stored)
+                try writeModelDirectory(out, files: [("config.json", config), ("model.safetensors", weights)])
+                printLine("wrote \(out): config.json and model.safetensors (gpt2, \(weights.count) bytes)")
+                return
+            }
             let inputShape: [Int]
             if let shape = stored.inputShape, stored.inputScale != nil {
                 inputShape = shape
@@ -62,6 +71,33 @@ struct Export: ParsableCommand {
                 throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
             }
             printLine("wrote \(out): \(what), \(bytes.count) bytes")
+        }
+    }
+}
+
+/// Writes `files` into `directory`, which must not exist yet or be empty (nothing a user had is
+/// written over): each file under a temporary name first, then renamed into place.
+func writeModelDirectory(_ directory: String, files: [(name: String, bytes: Data)]) throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+        guard isDirectory.boolValue, (try? FileManager.default.contentsOfDirectory(atPath: directory))?.isEmpty == true else {
+            throw CohortError("\(directory): exists and is not an empty directory; choose a new one")
+        }
+    } else {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CohortError("\(directory): cannot create the directory: \(error.localizedDescription)")
+        }
+    }
+    for (name, bytes) in files {
+        let (path, temporary) = ("\(directory)/\(name)", "\(directory)/.\(name).tmp-\(getpid())")
+        guard FileManager.default.createFile(atPath: temporary, contents: bytes) else {
+            throw CohortError("\(path): cannot write (disk full, or the directory not writable?)")
+        }
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw CohortError("\(path): cannot move the new file into place: \(String(cString: strerror(errno)))")
         }
     }
 }

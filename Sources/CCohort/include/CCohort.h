@@ -86,6 +86,8 @@ void cohort_box_muller(const double *restrict u1, const double *restrict u2, flo
 // Sequence models (kernels.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
 void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
+void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
+void cohort_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
 void cohort_lstm_cell_forward(float *restrict gates, const float *restrict recurrent, const float *restrict previous_cell,
                               float *restrict cell, float *restrict hidden, long H);

@@ -225,19 +225,30 @@ extension TrainConfig {
         try dataMap.finish()
 
         guard let modelMap = try top.map("model") else { throw CohortError("\(file): missing key model") }
-        guard let layerNodes = try modelMap.list("layers"), !layerNodes.isEmpty else {
-            throw CohortError("\(file): model.layers must list at least one layer")
-        }
-        let layers = try layerNodes.enumerated().map { index, node in
-            try parseLayer(node, file: file, path: "model.layers[\(index)]")
-        }
         var fineTuning = FineTuning(freeze: try modelMap.strings("freeze") ?? [],
                                     frozenBatchNorm: FineTuning.FrozenBatchNorm(rawValue: try modelMap.choice(
                                         "frozen_batch_norm", FineTuning.FrozenBatchNorm.allCases.map(\.rawValue), default: "inference"))!)
         if let map = try modelMap.map("init_from") {
-            fineTuning.initFrom = FineTuning.InitFrom(checkpoint: try map.requiredString("checkpoint"), layers: try map.strings("layers"),
-                                                      skip: try map.strings("skip") ?? [])
+            let huggingface = try map.string("huggingface")
+            guard (huggingface == nil) != (map.has("checkpoint") == false) else {
+                throw map.error("checkpoint", "init_from takes checkpoint (a Cohort checkpoint) or huggingface (a model directory), one of them")
+            }
+            fineTuning.initFrom = FineTuning.InitFrom(checkpoint: try huggingface ?? map.requiredString("checkpoint"),
+                                                      layers: try map.strings("layers"), skip: try map.strings("skip") ?? [])
+            fineTuning.initFrom?.huggingface = huggingface != nil
             try map.finish()
+        }
+        let layers: [LayerSpec]
+        if let layerNodes = try modelMap.list("layers"), !layerNodes.isEmpty {
+            layers = try layerNodes.enumerated().map { index, node in
+                try parseLayer(node, file: file, path: "model.layers[\(index)]")
+            }
+        } else if let from = fineTuning.initFrom, from.huggingface {
+            // The published model's own layers, from its config.json.
+            let imported = try HuggingFace.importModel(from: from.checkpoint, readingWeights: false)
+            layers = try TrainConfig.parse(text: imported.checkpoint.config, file: "\(from.checkpoint)/config.json").layers
+        } else {
+            throw CohortError("\(file): model.layers must list at least one layer")
         }
         try modelMap.finish()
 

@@ -22,7 +22,7 @@ extension TrainConfig {
         lines += ["model:", "  layers:"] + layers.map { "    - \($0.yamlFlow)" }
         let names = { (list: [String]) in "[" + list.map(quoted).joined(separator: ", ") + "]" }
         if let from = fineTuning.initFrom {
-            lines.append("  init_from: {checkpoint: \(quoted(from.checkpoint))" + (from.layers.map { ", layers: \(names($0))" } ?? "")
+            lines.append("  init_from: {\(from.huggingface ? "huggingface" : "checkpoint"): \(quoted(from.checkpoint))" + (from.layers.map { ", layers: \(names($0))" } ?? "")
                          + ", skip: \(names(from.skip))}")
         }
         if !fineTuning.freeze.isEmpty { lines.append("  freeze: \(names(fineTuning.freeze))") }

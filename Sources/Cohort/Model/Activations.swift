@@ -3,7 +3,7 @@ import CCohort
 import Glibc
 #endif
 /// The activations as layers of their own: `{type: relu}`, `{type: tanh}`, `{type: sigmoid}`,
-/// `{type: gelu}`, `{type: leaky_relu, slope: 0.01}`; one family under five types.
+/// `{type: gelu}`, `{type: gelu_tanh}`, `{type: leaky_relu, slope: 0.01}`; one family under six types.
 public struct ActivationOptions: LayerOptions {
     public static let type = "relu"
     public static var types: [String] { ActivationKind.allCases.map(\.rawValue) }
@@ -29,7 +29,7 @@ public struct ActivationOptions: LayerOptions {
     public static var specimen: LayerSpecimen {
         // Inputs are at least 0.1 from 0 and the step is 0.01: the kinks of leaky_relu (slope 0.2 keeps them that far) and relu are not crossed.
         LayerSpecimen(layers: [.activation(.leakyRelu(slope: 0.2)), .activation(.relu), .activation(.sigmoid), .activation(.tanh),
-                               .activation(.gelu), .dense(2)], inputShape: [4])
+                               .activation(.gelu), .activation(.geluTanh), .dense(2)], inputShape: [4])
     }
 }
 
@@ -39,8 +39,9 @@ public struct ActivationOptions: LayerOptions {
 ///   sigmoid     1 / (1 + e^−x)                 f' = y·(1 − y)
 ///   tanh        tanh x                         f' = 1 − y²
 ///   gelu        x·Φ(x) (the exact erf form)    f' = Φ(x) + x·φ(x)
+///   gelu_tanh   ½x(1 + tanh(√(2/π)(x + 0.044715x³)))   (GPT-2's gelu_new)
 public final class Activation: Layer {
-    public var threading: LayerThreading { kind == .relu || kind == .gelu ? .elements : .single }
+    public var threading: LayerThreading { kind == .relu || kind == .gelu || kind == .geluTanh ? .elements : .single }
     public let name: String
     public let kind: ActivationKind
     public let inputShape: [Int]
@@ -75,6 +76,8 @@ public final class Activation: Layer {
             for i in 0..<count { y[i] = tanhf(input[i]) }
         case .gelu:
             LayerThreads.elementwise(count) { start, part in cohort_gelu_forward(input + start, y + start, part) }
+        case .geluTanh:
+            LayerThreads.elementwise(count) { start, part in cohort_gelu_tanh_forward(input + start, y + start, part) }
         }
         return UnsafePointer(y)
     }
@@ -93,6 +96,8 @@ public final class Activation: Layer {
             for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
         case .gelu:
             LayerThreads.elementwise(count) { start, part in cohort_gelu_backward(input + start, dy + start, dx + start, part) }
+        case .geluTanh:
+            LayerThreads.elementwise(count) { start, part in cohort_gelu_tanh_backward(input + start, dy + start, dx + start, part) }
         }
         return UnsafePointer(dx)
     }

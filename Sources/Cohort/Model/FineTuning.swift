@@ -3,7 +3,10 @@
 public struct FineTuning: Equatable, Sendable {
     /// Load parameters (and batch-norm buffers) by name and shape from a checkpoint.
     public struct InitFrom: Equatable, Sendable {
+        /// A Cohort checkpoint (or a directory of them), or with `huggingface` a Hugging Face
+        /// model directory (`init_from: {huggingface: DIR}`), imported as `cohort import` does.
         public var checkpoint: String
+        public var huggingface = false
         /// Names or prefixes to load (nil: every tensor of the model the checkpoint has).
         public var layers: [String]?
         /// Names or prefixes never loaded (a new head).

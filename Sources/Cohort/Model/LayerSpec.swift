@@ -57,8 +57,10 @@ public enum ActivationKind: Equatable, Sendable, CaseIterable, RawRepresentable 
     case sigmoid
     case tanh
     case gelu
+    /// GELU's tanh approximation (GPT-2's `gelu_new`).
+    case geluTanh
 
-    public static let allCases: [ActivationKind] = [.relu, .leakyRelu(slope: 0.01), .sigmoid, .tanh, .gelu]
+    public static let allCases: [ActivationKind] = [.relu, .leakyRelu(slope: 0.01), .sigmoid, .tanh, .gelu, .geluTanh]
 
     public init?(rawValue: String) {
         switch rawValue {
@@ -67,6 +69,7 @@ public enum ActivationKind: Equatable, Sendable, CaseIterable, RawRepresentable 
         case "sigmoid": self = .sigmoid
         case "tanh": self = .tanh
         case "gelu": self = .gelu
+        case "gelu_tanh": self = .geluTanh
         default: return nil
         }
     }
@@ -78,6 +81,7 @@ public enum ActivationKind: Equatable, Sendable, CaseIterable, RawRepresentable 
         case .sigmoid: return "sigmoid"
         case .tanh: return "tanh"
         case .gelu: return "gelu"
+        case .geluTanh: return "gelu_tanh"
         }
     }
 }

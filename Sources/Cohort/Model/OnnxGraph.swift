@@ -120,6 +120,13 @@ public struct OnnxGraph {
             let erf = node("Erf", [node("Div", [x, constant("sqrt2", [], [Float(2).squareRoot()])])])
             let one = node("Add", [erf, constant("one", [], [1])])
             return node("Mul", [node("Mul", [x, one]), constant("half", [], [0.5])])
+        case .geluTanh:
+            // 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))).
+            let cube = node("Mul", [node("Mul", [x, x]), x])
+            let inner = node("Add", [x, node("Mul", [cube, constant("gelu_c", [], [0.044715])])])
+            let t = node("Tanh", [node("Mul", [inner, constant("sqrt_2_over_pi", [], [Float((2 / Double.pi).squareRoot())])])])
+            let one = node("Add", [t, constant("one", [], [1])])
+            return node("Mul", [node("Mul", [x, one]), constant("half", [], [0.5])])
         }
     }
 

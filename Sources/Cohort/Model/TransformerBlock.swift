@@ -1,7 +1,9 @@
 /// `transformer_block`: a pre-LN GPT block (nanoGPT's `Block`):
 ///     h = x + attention(layer_norm_1(x));  y = h + proj(gelu(fc(layer_norm_2(h))))
 ///
-/// YAML: `{type: transformer_block, heads: H, dropout: 0, bias: true, mlp_ratio: 4}`. Input and
+/// YAML: `{type: transformer_block, heads: H, dropout: 0, bias: true, mlp_ratio: 4}`, and for
+/// imported models `activation: gelu_tanh` (GPT-2's `gelu_new`; `gelu`, the erf form, by
+/// default) and `epsilon` (the layer norms', 1e-5 by default). Input and
 /// output [T, C]. Sub-layers and their parameters (under `transformer_block_N/`): `ln_1`,
 /// `attention` (`qkv`, `proj`), `ln_2`, `fc` [C, 4C], `proj` [4C, C]. Weights N(0, 0.02²); the two
 /// residual projections (`attention/proj`, `proj`) N(0, (0.02/√(2·L))²) with L the number of
@@ -13,12 +15,17 @@ public struct TransformerBlockOptions: LayerOptions {
     public var dropout: Float
     public var bias: Bool
     public var mlpRatio: Int
+    public var activation: ActivationKind
+    public var epsilon: Float
 
-    public init(heads: Int, dropout: Float = 0, bias: Bool = true, mlpRatio: Int = 4) {
+    public init(heads: Int, dropout: Float = 0, bias: Bool = true, mlpRatio: Int = 4, activation: ActivationKind = .gelu,
+                epsilon: Float = 1e-5) {
         self.heads = heads
         self.dropout = dropout
         self.bias = bias
         self.mlpRatio = mlpRatio
+        self.activation = activation
+        self.epsilon = epsilon
     }
     public init(config: ConfigMap) throws {
         guard config.has("heads") else { throw CohortError("\(config.file): \(config.path): transformer_block needs heads") }
@@ -26,15 +33,22 @@ public struct TransformerBlockOptions: LayerOptions {
         dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
         bias = try config.bool("bias", default: true)
         mlpRatio = try config.int("mlp_ratio", default: 4, range: 1...64)
+        let name = try config.choice("activation", ["gelu", "gelu_tanh"], default: "gelu")
+        activation = name == "gelu" ? .gelu : .geluTanh
+        epsilon = Float(try config.double("epsilon", default: 1e-5, range: 1e-12...1))
     }
     public var yaml: [String: String] {
-        ["heads": "\(heads)", "dropout": "\(dropout)", "bias": "\(bias)", "mlp_ratio": "\(mlpRatio)"]
+        var keys = ["heads": "\(heads)", "dropout": "\(dropout)", "bias": "\(bias)", "mlp_ratio": "\(mlpRatio)"]
+        if activation != .gelu { keys["activation"] = activation.rawValue }
+        if epsilon != 1e-5 { keys["epsilon"] = "\(epsilon)" }
+        return keys
     }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
         try TransformerBlock(name: name, inputShape: inputShape, options: self, builder: builder)
     }
     public static var specimen: LayerSpecimen {
-        LayerSpecimen(layers: [.family(TransformerBlockOptions(heads: 2, mlpRatio: 2))], inputShape: [3, 4])
+        LayerSpecimen(layers: [.family(TransformerBlockOptions(heads: 2, mlpRatio: 2)),
+                               .family(TransformerBlockOptions(heads: 2, mlpRatio: 2, activation: .geluTanh, epsilon: 1e-6))], inputShape: [3, 4])
     }
 }
 
@@ -84,15 +98,15 @@ public final class TransformerBlock: Layer {
         // blocks (`BlockGradients`): nothing reads them once the block's backward has returned.
         typealias Parts = (LayerNorm, Attention, LayerNorm, Dense, Activation, Dense, Dropout?, Workspace, Workspace, Workspace)
         func build() throws -> Parts {
-            let norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+            let norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
             let attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads,
                                           dropout: options.dropout, bias: options.bias, projectionScale: residualScale, builder: builder)
-            let norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: 1e-5, builder: builder)
+            let norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
             let inner = options.mlpRatio * width
             let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias,
                            builder: builder)
             // Its output is computed again in backward (one GELU pass) instead of kept per block.
-            let gelu = Activation(name: "\(name)/gelu", kind: .gelu, inputShape: [length, inner], maxBatch: builder.maxBatch,
+            let gelu = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch,
                                   recomputedOutput: true)
             let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal,
                              useBias: options.bias, initScale: residualScale, builder: builder)
@@ -155,11 +169,11 @@ public final class TransformerBlock: Layer {
 
 extension TransformerBlockOptions {
     public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
-        let attended = try graph.attention(try graph.layerNorm(x, "\(name)/ln_1", epsilon: 1e-5), "\(name)/attention",
+        let attended = try graph.attention(try graph.layerNorm(x, "\(name)/ln_1", epsilon: epsilon), "\(name)/attention",
                                            heads: heads, bias: bias, length: shape[0], width: shape[1])
         let h = graph.node("Add", [x, attended])
-        let inner = try graph.linear(try graph.layerNorm(h, "\(name)/ln_2", epsilon: 1e-5), "\(name)/fc", bias: bias)
-        let mlp = try graph.linear(graph.activation(.gelu, inner), "\(name)/proj", bias: bias)
+        let inner = try graph.linear(try graph.layerNorm(h, "\(name)/ln_2", epsilon: epsilon), "\(name)/fc", bias: bias)
+        let mlp = try graph.linear(graph.activation(activation, inner), "\(name)/proj", bias: bias)
         return (graph.node("Add", [h, mlp]), shape)
     }
 }

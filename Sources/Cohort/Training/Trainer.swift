@@ -54,7 +54,10 @@ public final class Trainer {
         var data = config.data
         // A model started from another run's weights keeps that run's input normalization
         // unless the config gives its own: the loaded layers expect it.
-        let found = try config.fineTuning.initFrom.map { try Trainer.sourceCheckpoint($0.checkpoint) }
+        let found = try config.fineTuning.initFrom.map { from in
+            from.huggingface ? (path: from.checkpoint, checkpoint: try HuggingFace.importModel(from: from.checkpoint).checkpoint)
+                : try Trainer.sourceCheckpoint(from.checkpoint)
+        }
         let source = found?.checkpoint
         startupLines += found.map { ["init_from: reading \($0.path)"] } ?? []
         if let from = config.fineTuning.initFrom, let stored = source?.normalization, data.normalize == .standardize, data.mean == nil {

@@ -1,0 +1,171 @@
+import Foundation
+import XCTest
+@testable import Cohort
+
+/// Published models in and out: a GPT-2 written by `transformers` (Tests/Fixtures/huggingface,
+/// from make_huggingface_fixtures.py) imported as a Cohort model gives `transformers`' logits,
+/// loss and gradients; exported back it is the same weights, bit for bit; what Cohort does not
+/// implement is refused by name.
+final class HuggingFaceTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/huggingface").path
+    private var directory = ""
+
+    override func setUpWithError() throws { directory = try temporaryDirectory(self) }
+
+    /// The imported model for sequences of `length`, its parameters restored from `checkpoint`.
+    private func model(_ checkpoint: Checkpoint, length: Int, batch: Int) throws -> Model {
+        let config = try TrainConfig.parse(text: checkpoint.config, file: "imported")
+        let model = try Model(inputShape: [length], layers: config.layers, maxBatch: batch, seed: 0)
+        try checkpoint.restoreModel(model, source: "imported")
+        return model
+    }
+
+    func test_anImportedGPT2GivesTransformersLogitsLossAndGradients() throws {
+        let imported = try HuggingFace.importModel(from: "\(Self.fixtures)/gpt2-tiny")
+        XCTAssertTrue(imported.notes[0].hasPrefix("gpt2: 2 blocks, 4 heads, width 32, vocabulary 256, 32 positions, gelu_new, tied head"),
+                      imported.notes.joined(separator: "\n"))
+        let expected = try HDF5File.open("\(Self.fixtures)/gpt2-tiny-expected.h5")
+        let (ids, shape): ([Int64], [Int]) = try expected.read("ids")
+        let targets: [Int64] = try expected.read("targets").values
+        let logits: [Float] = try expected.read("logits").values
+        let (batch, length, vocabulary) = (shape[0], shape[1], 256)
+        let model = try model(imported.checkpoint, length: length, batch: batch)
+
+        let tokenIds = ids.map(Float.init)  // alive until backward, which reads it again
+        let output = model.forward(tokenIds, batch: batch, training: false)
+        let cohort = Array(UnsafeBufferPointer(start: output, count: batch * length * vocabulary))
+        let difference = maxAbsoluteDifference(["logits": cohort], ["logits": logits])
+        print("imported gpt2: logits within \(difference) of transformers'")
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+
+        // One training step's loss and gradients (dropout is off in the fixture).
+        let tokens = batch * length
+        model.parameters.zeroGradients()
+        let trained = model.forward(tokenIds, batch: batch, training: true)
+        var gradient = [Float](repeating: 0, count: tokens * vocabulary)
+        let totals = Loss.softmaxCrossEntropy(smoothing: 0).evaluate(outputs: trained, labels: targets.map(Int32.init), batch: tokens,
+                                                                     width: vocabulary, gradient: &gradient, gradientScale: 1 / Float(tokens))
+        let loss: [Double] = try expected.read("loss").values
+        XCTAssertEqual(totals.lossSum / Double(tokens), loss[0], accuracy: 1e-5)
+        model.backward(outputGradient: gradient, batch: batch)
+        let names = ["wte.weight": "embedding_1/weight", "wpe.weight": "positional_embedding_1/weight", "h.1.attn.c_attn.weight":
+                     "transformer_block_2/attention/qkv/weight", "h.0.mlp.c_fc.bias": "transformer_block_1/fc/bias",
+                     "h.0.mlp.c_proj.weight": "transformer_block_1/proj/weight", "h.1.ln_1.weight": "transformer_block_2/ln_1/weight",
+                     "ln_f.bias": "layer_norm_1/bias"]
+        for (torchName, cohortName) in names {
+            let reference: [Float] = try expected.read("gradients/\(torchName)").values
+            let entry = try XCTUnwrap(model.parameters.entries.first { $0.name == cohortName })
+            let ours = Array(model.parameters.gradients[entry.offset..<(entry.offset + entry.count)])
+            let scale = max(reference.map(abs).max() ?? 0, 1e-6)
+            let relative = maxAbsoluteDifference(["g": ours], ["g": reference]) / scale
+            XCTAssertLessThanOrEqual(relative, 1e-4, "\(torchName) → \(cohortName): \(relative) of its largest element")
+        }
+    }
+
+    func test_exportingAnImportedGPT2GivesTheSameWeightsBitForBit() throws {
+        let source = "\(Self.fixtures)/gpt2-tiny"
+        let imported = try HuggingFace.importModel(from: source)
+        let (config, weights) = try HuggingFace.exportGPT2(imported.checkpoint)
+        let path = "\(directory)/model.safetensors"
+        try weights.write(to: URL(fileURLWithPath: path))
+        let original = try SafetensorsFile.read("\(source)/model.safetensors").tensors
+        let exported = try SafetensorsFile.read(path).tensors
+        XCTAssertEqual(Set(exported.keys), Set(original.keys))
+        for (name, tensor) in original {
+            XCTAssertEqual(exported[name]?.shape, tensor.shape, name)
+            XCTAssertTrue(exported[name]?.values.elementsEqual(tensor.values) { $0.bitPattern == $1.bitPattern } == true, name)
+        }
+        let written = try XCTUnwrap(JSONSerialization.jsonObject(with: config) as? [String: Any])
+        let read = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(source)/config.json"))) as? [String: Any])
+        for key in ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "activation_function", "layer_norm_epsilon", "model_type"] {
+            XCTAssertEqual("\(written[key] ?? "none")", "\(read[key] ?? "none")", key)
+        }
+        // And it imports again to the same checkpoint tensors.
+        let again = "\(directory)/again"
+        try FileManager.default.createDirectory(atPath: again, withIntermediateDirectories: true)
+        try config.write(to: URL(fileURLWithPath: "\(again)/config.json"))
+        try weights.write(to: URL(fileURLWithPath: "\(again)/model.safetensors"))
+        let reimported = try HuggingFace.importModel(from: again)
+        XCTAssertEqual(reimported.checkpoint.tensors.keys.sorted(), imported.checkpoint.tensors.keys.sorted())
+        for (name, tensor) in imported.checkpoint.tensors { XCTAssertEqual(reimported.checkpoint.tensors[name]?.values, tensor.values, name) }
+    }
+
+    func test_whatCohortDoesNotImplementIsRefusedByName() throws {
+        let source = "\(Self.fixtures)/gpt2-tiny"
+        let config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(source)/config.json"))) as? [String: Any])
+        let weights = try Data(contentsOf: URL(fileURLWithPath: "\(source)/model.safetensors"))
+        func refusal(_ change: (inout [String: Any]) -> Void, weights: Data? = nil) throws -> String {
+            let variant = "\(directory)/variant-\(UUID().uuidString)"
+            try FileManager.default.createDirectory(atPath: variant, withIntermediateDirectories: true)
+            var edited = config
+            change(&edited)
+            try JSONSerialization.data(withJSONObject: edited).write(to: URL(fileURLWithPath: "\(variant)/config.json"))
+            try (weights ?? Data(contentsOf: URL(fileURLWithPath: "\(source)/model.safetensors"))).write(to: URL(fileURLWithPath: "\(variant)/model.safetensors"))
+            do {
+                _ = try HuggingFace.importModel(from: variant)
+                return "imported"
+            } catch let error as CohortError {
+                return error.message
+            }
+        }
+        XCTAssertTrue(try refusal { $0["rotary_dim"] = 16 }.contains("rotary_dim is a setting Cohort does not implement for gpt2"))
+        XCTAssertTrue(try refusal { $0["scale_attn_by_inverse_layer_idx"] = true }.contains("scale_attn_by_inverse_layer_idx true is not implemented"))
+        XCTAssertTrue(try refusal { $0["activation_function"] = "relu" }.contains("activation_function 'relu' is not implemented"))
+        XCTAssertTrue(try refusal { $0["model_type"] = "llama" }.contains("model_type 'llama' is not a family Cohort imports"))
+        XCTAssertTrue(try refusal { $0["n_layer"] = 3 }.contains("no tensor 'h.2.ln_1.weight'"))
+        XCTAssertTrue(try refusal { $0["n_embd"] = 64 }.contains("'wte.weight' has shape [256, 32]"))
+        XCTAssertTrue(try refusal { $0["n_layer"] = 1 }.contains("tensor 'h.1.attn.c_attn.bias' has no place in a gpt2 model"))
+        // A header that claims more bytes than the file holds.
+        var damaged = weights
+        damaged.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Data($0) })
+        XCTAssertTrue(try refusal({ _ in }, weights: damaged).contains("not a safetensors file"))
+        var truncated = weights.prefix(weights.count - 100)
+        truncated.append(Data())
+        XCTAssertTrue(try refusal({ _ in }, weights: truncated).contains("does not fit its data_offsets"))
+    }
+
+    /// The whole path through the command line: `model.init_from: {huggingface: DIR}` with the
+    /// model's own layers, fine-tuned 20 steps on 2 ranks over byte tokens, exported with
+    /// `--format huggingface` and imported again to the very parameters the run ended with.
+    func test_aPublishedGPT2FineTunedOnTwoRanksExportsAndImportsBack() throws {
+        let text = (0..<400).map { "In the beginning \($0 % 7) was the word, and the word was \($0 % 13).\n" }.joined()
+        try text.write(toFile: "\(directory)/corpus.txt", atomically: true, encoding: .utf8)
+        let prepared = try runCohort(ranks: 1, ["prepare", "text", "--input", "\(directory)/corpus.txt", "--out", "\(directory)/tokens",
+                                                "--tokenizer", "bytes"], directory: directory)
+        XCTAssertEqual(prepared.status, 0, prepared.error)
+        let config = """
+            name: gpt2-tiny-finetune
+            seed: 1
+            run_dir: \(directory)/runs/finetune
+            data: {train: \(directory)/tokens/train.h5, test: \(directory)/tokens/val.h5, window: 16}
+            model:
+              init_from: {huggingface: \(Self.fixtures)/gpt2-tiny}
+            optimizer: {type: adamw, learning_rate: 0.001, weight_decay: 0.01, clip_grad_norm: 1.0}
+            training: {epochs: 1, batch_size: 4, max_steps: 20}
+            """
+        try config.write(toFile: "\(directory)/finetune.yaml", atomically: true, encoding: .utf8)
+        let trained = try runCohort(ranks: 2, ["train", "\(directory)/finetune.yaml"], directory: directory)
+        XCTAssertEqual(trained.status, 0, trained.output + trained.error)
+        XCTAssertTrue(trained.output.contains("init_from: reading \(Self.fixtures)/gpt2-tiny"), trained.output)
+        XCTAssertTrue(trained.output.contains("stopped after 20 steps"), trained.output)
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/finetune/checkpoints").first)
+
+        let exported = try runCohort(ranks: 1, ["export", checkpoint, "--format", "huggingface", "--out", "\(directory)/exported"],
+                                     directory: directory)
+        XCTAssertEqual(exported.status, 0, exported.error)
+        let again = try runCohort(ranks: 1, ["export", checkpoint, "--format", "huggingface", "--out", "\(directory)/exported"],
+                                  directory: directory)
+        XCTAssertEqual(again.status, 1, "an export never writes over a model directory")
+        XCTAssertTrue(again.error.contains("exists and is not an empty directory"), again.error)
+        let imported = try runCohort(ranks: 1, ["import", "huggingface", "\(directory)/exported", "--out", "\(directory)/imported.h5"],
+                                     directory: directory)
+        XCTAssertEqual(imported.status, 0, imported.error)
+        let trainedParameters = try checkpointParameters(checkpoint)
+        let importedParameters = try checkpointParameters("\(directory)/imported.h5")
+        XCTAssertEqual(trainedParameters.keys.sorted(), importedParameters.keys.sorted())
+        XCTAssertTrue(trainedParameters == importedParameters, "export then import is bitwise for the weights")
+        XCTAssertFalse(trainedParameters == (try HuggingFace.importModel(from: "\(Self.fixtures)/gpt2-tiny").checkpoint.tensors
+            .mapValues(\.values)), "the run trained the model")
+    }
+}
