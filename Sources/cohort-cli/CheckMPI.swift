@@ -95,7 +95,7 @@ struct CheckBLAS: ParsableCommand {
     private func verify(_ path: String) throws {
         var failed = false
         reportingErrors {
-            let config = try TrainConfig.load(path: path, overrides: overrides)
+            let config = try TrainConfig.load(path: path, overrides: overrides).resolvingPublishedModel()
             LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
             var dataConfig = config.data
             dataConfig.checkFinite = false

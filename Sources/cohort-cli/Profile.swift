@@ -31,7 +31,7 @@ struct Profile: ParsableCommand {
     func run() throws {
         LayerThreads.use(LayerThreads.boundCores())
         reportingErrors {
-            let trainConfig = try TrainConfig.load(path: config, overrides: overrides)
+            let trainConfig = try TrainConfig.load(path: config, overrides: overrides).resolvingPublishedModel()
             LayerThreads.use(threads ?? trainConfig.training.threads ?? LayerThreads.boundCores())
             let batchSize = batch ?? trainConfig.training.batchSize
             guard batchSize > 0, steps > 0 else { throw CohortError("--batch and --steps must be positive") }

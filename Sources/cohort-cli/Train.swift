@@ -46,7 +46,7 @@ struct Train: ParsableCommand {
         var setupError: CohortError?
         var lock: RunDirectoryLock?
         do {
-            let config = try TrainConfig.load(path: config, overrides: overrides)
+            let config = try TrainConfig.load(path: config, overrides: overrides).resolvingPublishedModel()
             // Before anything is read or written: one job per run directory.
             if communicator.isRoot {
                 lock = try RunDirectoryLock(directory: config.runDirectory)

@@ -116,6 +116,16 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertTrue(try refusal { $0["n_layer"] = 3 }.contains("no tensor 'h.2.ln_1.weight'"))
         XCTAssertTrue(try refusal { $0["n_embd"] = 64 }.contains("'wte.weight' has shape [256, 32]"))
         XCTAssertTrue(try refusal { $0["n_layer"] = 1 }.contains("tensor 'h.1.attn.c_attn.bias' has no place in a gpt2 model"))
+        // init_from names one source; without model.layers the published model's own are used.
+        let both = "data: {train: t.h5, window: 8}\nmodel:\n  init_from: {huggingface: \(source), checkpoint: c.h5}\n"
+        XCTAssertThrowsError(try TrainConfig.parse(text: both, file: "both.yaml")) {
+            XCTAssertTrue("\($0)".contains("init_from takes checkpoint (a Cohort checkpoint) or huggingface (a model directory), one of them"), "\($0)")
+        }
+        let published = try TrainConfig.parse(text: "data: {train: t.h5, window: 8}\nmodel:\n  init_from: {huggingface: \(source)}\n",
+                                              file: "published.yaml").resolvingPublishedModel()
+        XCTAssertEqual(published.layers.map(\.type), ["embedding", "positional_embedding", "transformer_block", "transformer_block",
+                                                      "layer_norm", "lm_head"])
+        XCTAssertEqual(try TrainConfig.parse(text: published.text, file: "stored").layers, published.layers, "the stored text lists the layers")
         // A header that claims more bytes than the file holds.
         var damaged = weights
         damaged.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Data($0) })

@@ -273,3 +273,17 @@ public enum HuggingFace {
         (0..<(rows * columns)).map { index in values[(index % rows) * columns + index / rows] }
     }
 }
+
+extension TrainConfig {
+    /// A config whose `model.init_from: {huggingface: DIR}` leaves `model.layers` out, with the
+    /// published model's layers from DIR/config.json, and its text listing them (checkpoints
+    /// store it, so that they stand without DIR). Any other config as it is.
+    public func resolvingPublishedModel() throws -> TrainConfig {
+        guard layers.isEmpty, let from = fineTuning.initFrom, from.huggingface else { return self }
+        let imported = try HuggingFace.importModel(from: from.checkpoint, readingWeights: false)
+        var resolved = self
+        resolved.layers = try TrainConfig.parse(text: imported.checkpoint.config, file: "\(from.checkpoint)/config.json").layers
+        resolved.text = resolved.yaml
+        return resolved
+    }
+}

@@ -244,9 +244,7 @@ extension TrainConfig {
                 try parseLayer(node, file: file, path: "model.layers[\(index)]")
             }
         } else if let from = fineTuning.initFrom, from.huggingface {
-            // The published model's own layers, from its config.json.
-            let imported = try HuggingFace.importModel(from: from.checkpoint, readingWeights: false)
-            layers = try TrainConfig.parse(text: imported.checkpoint.config, file: "\(from.checkpoint)/config.json").layers
+            layers = []  // the published model's own (`resolvingPublishedModel`)
         } else {
             throw CohortError("\(file): model.layers must list at least one layer")
         }

@@ -136,8 +136,19 @@ public final class BatchLoader: @unchecked Sendable {
     }
 
     /// The next batch, waiting for the prefetch thread if it is behind. Call `release` once the
-    /// step no longer reads the batch (after backward).
-    public func next() throws -> Batch {
+    /// step no longer reads the batch (after backward). Rows that could not be read throw, or
+    /// with `keepingFailures` come as a batch of zeros whose `failure` says why (the trainer's
+    /// step carries it into the ranks' agreement).
+    public func next(keepingFailures: Bool = false) throws -> Batch {
+        let batch = try nextBatch()
+        if !keepingFailures, let failure = batch.failure {
+            release(batch)
+            throw CohortError(failure)
+        }
+        return batch
+    }
+
+    private func nextBatch() throws -> Batch {
         let started = DispatchTime.now().uptimeNanoseconds
         defer { waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
         if !prefetch {

@@ -37,7 +37,7 @@ public final class Trainer {
     /// Opens the data, builds the model (rank 0's initial weights broadcast to all) and, when
     /// `resume` is given, restores the complete state from that checkpoint.
     public init(config: TrainConfig, communicator: Communicator, resume: String? = nil) throws {
-        var config = config
+        var config = try config.resolvingPublishedModel()
         var startupLines: [String] = []
         // The checkpoint comes first: with training.keep_global_batch it decides the batch.
         let resumed = try resume.flatMap {
@@ -398,7 +398,7 @@ public final class Trainer {
             loader.beginEpoch(position.epoch, from: position.stepInEpoch)
             defer { loader.endEpoch() }
             while position.stepInEpoch < steps {
-                let batch = try loader.next()
+                let batch = try loader.next(keepingFailures: true)
                 let agreed = try step(batch)
                 loader.release(batch)
 

@@ -1,0 +1,181 @@
+import Foundation
+
+/// BERT's tokenizer as Hugging Face `tokenizers` defines it in a `tokenizer.json`:
+///
+/// - `BertNormalizer`: clean text (drop U+0000, U+FFFD and control characters, every
+///   whitespace character becomes a space), put spaces around CJK ideographs, strip accents
+///   (NFD, then drop nonspacing marks; on by default when lower-casing), lower-case;
+/// - `BertPreTokenizer`: split on whitespace, and every punctuation character (ASCII
+///   punctuation and Unicode's P* categories) a word of its own;
+/// - `WordPiece`: each word greedily as the longest vocabulary entries from the left, the
+///   pieces after the first with the `##` prefix; a word longer than
+///   `max_input_chars_per_word` (100) characters, or with any part not in the vocabulary, is
+///   `[UNK]`;
+/// - `TemplateProcessing` or `BertProcessing`: `[CLS] … [SEP]`, truncated to a maximum length
+///   with its special tokens.
+///
+/// Characters are Unicode scalars, as `tokenizers`' Rust `char`s are.
+public struct WordPiece: Sendable {
+    public let vocabulary: [String: Int]
+    public let unknown: Int
+    public let prefix: String
+    public let maxCharactersPerWord: Int
+    public let lowercase: Bool
+    public let stripAccents: Bool
+    public let cleanText: Bool
+    public let chineseCharacters: Bool
+    /// `[CLS]` and `[SEP]` ids, when the file has a post-processor that adds them.
+    public let classification: Int?
+    public let separator: Int?
+
+    /// Reads a `tokenizer.json`; what it uses that this implementation does not know is refused
+    /// naming the file and the key.
+    public init(tokenizerJSON path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CohortError("\(path): cannot read") }
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CohortError("\(path): not a JSON object")
+        }
+        guard let model = json["model"] as? [String: Any], model["type"] as? String == "WordPiece",
+              let vocabulary = model["vocab"] as? [String: Int] else {
+            throw CohortError("\(path): model.type is \((json["model"] as? [String: Any])?["type"] ?? "missing"), not WordPiece")
+        }
+        self.vocabulary = vocabulary
+        let unknownToken = model["unk_token"] as? String ?? "[UNK]"
+        guard let unknown = vocabulary[unknownToken] else { throw CohortError("\(path): model.unk_token '\(unknownToken)' is not in the vocabulary") }
+        self.unknown = unknown
+        prefix = model["continuing_subword_prefix"] as? String ?? "##"
+        maxCharactersPerWord = model["max_input_chars_per_word"] as? Int ?? 100
+        let normalizer = json["normalizer"] as? [String: Any]
+        guard normalizer == nil || normalizer?["type"] as? String == "BertNormalizer" else {
+            throw CohortError("\(path): normalizer.type \(normalizer?["type"] ?? "?") is not implemented (BertNormalizer)")
+        }
+        lowercase = normalizer?["lowercase"] as? Bool ?? false
+        stripAccents = normalizer?["strip_accents"] as? Bool ?? lowercase
+        cleanText = normalizer?["clean_text"] as? Bool ?? false
+        chineseCharacters = normalizer?["handle_chinese_chars"] as? Bool ?? false
+        let pre = json["pre_tokenizer"] as? [String: Any]
+        guard pre?["type"] as? String == "BertPreTokenizer" else {
+            throw CohortError("\(path): pre_tokenizer.type \(pre?["type"] ?? "missing") is not implemented (BertPreTokenizer)")
+        }
+        let post = json["post_processor"] as? [String: Any]
+        switch post?["type"] as? String {
+        case nil:
+            (classification, separator) = (nil, nil)
+        case "BertProcessing":
+            let cls = post?["cls"] as? [Any], sep = post?["sep"] as? [Any]
+            (classification, separator) = (cls?.last as? Int, sep?.last as? Int)
+        case "TemplateProcessing":
+            let special = post?["special_tokens"] as? [String: Any] ?? [:]
+            func id(_ name: String) -> Int? { ((special[name] as? [String: Any])?["ids"] as? [Int])?.first ?? vocabulary[name] }
+            (classification, separator) = (id("[CLS]"), id("[SEP]"))
+        case let other?:
+            throw CohortError("\(path): post_processor.type \(other) is not implemented (BertProcessing, TemplateProcessing)")
+        }
+    }
+
+    /// The ids of `text`: `[CLS]`, the word pieces, `[SEP]` (when the file adds them), at most
+    /// `maxLength` in all (the pieces truncated, as `tokenizers`' truncation from the right).
+    public func encode(_ text: String, maxLength: Int? = nil) -> [Int] {
+        var pieces: [Int] = []
+        for word in words(normalize(text)) { pieces += wordPieces(word) }
+        let specials = (classification == nil ? 0 : 1) + (separator == nil ? 0 : 1)
+        if let maxLength, pieces.count > maxLength - specials { pieces.removeLast(pieces.count - max(maxLength - specials, 0)) }
+        return (classification.map { [$0] } ?? []) + pieces + (separator.map { [$0] } ?? [])
+    }
+
+    func normalize(_ text: String) -> [Unicode.Scalar] {
+        var scalars: [Unicode.Scalar] = []
+        for scalar in text.unicodeScalars {
+            if cleanText {
+                if scalar.value == 0 || scalar.value == 0xFFFD { continue }
+                if Self.isWhitespace(scalar) { scalars.append(" "); continue }
+                if Self.isControl(scalar) { continue }
+            }
+            if chineseCharacters, Self.isChinese(scalar) {
+                scalars += [" ", scalar, " "]
+            } else {
+                scalars.append(scalar)
+            }
+        }
+        if stripAccents {
+            scalars = String(String.UnicodeScalarView(scalars)).decomposedStringWithCanonicalMapping.unicodeScalars
+                .filter { $0.properties.generalCategory != .nonspacingMark }
+        }
+        if lowercase {
+            scalars = scalars.flatMap { $0.properties.lowercaseMapping.unicodeScalars }
+        }
+        return scalars
+    }
+
+    /// Whitespace ends a word; each punctuation character is a word.
+    func words(_ scalars: [Unicode.Scalar]) -> [[Unicode.Scalar]] {
+        var words: [[Unicode.Scalar]] = []
+        var current: [Unicode.Scalar] = []
+        for scalar in scalars {
+            if scalar.properties.isWhitespace {
+                if !current.isEmpty { words.append(current); current = [] }
+            } else if Self.isPunctuation(scalar) {
+                if !current.isEmpty { words.append(current); current = [] }
+                words.append([scalar])
+            } else {
+                current.append(scalar)
+            }
+        }
+        if !current.isEmpty { words.append(current) }
+        return words
+    }
+
+    func wordPieces(_ word: [Unicode.Scalar]) -> [Int] {
+        guard word.count <= maxCharactersPerWord else { return [unknown] }
+        var pieces: [Int] = []
+        var start = 0
+        while start < word.count {
+            var end = word.count
+            var found: Int?
+            while start < end {
+                var piece = String(String.UnicodeScalarView(word[start..<end]))
+                if start > 0 { piece = prefix + piece }
+                if let id = vocabulary[piece] { found = id; break }
+                end -= 1
+            }
+            guard let found else { return [unknown] }
+            pieces.append(found)
+            start = end
+        }
+        return pieces
+    }
+
+    /// `tokenizers`' `is_whitespace`: tab, newline, carriage return, and White_Space characters.
+    static func isWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "\t" || scalar == "\n" || scalar == "\r" || scalar.properties.isWhitespace
+    }
+
+    /// `is_control`: the Cc, Cf, Cn, Co categories, except tab, newline and carriage return.
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar == "\t" || scalar == "\n" || scalar == "\r" { return false }
+        switch scalar.properties.generalCategory {
+        case .control, .format, .unassigned, .privateUse: return true
+        default: return false
+        }
+    }
+
+    /// ASCII punctuation (`!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~`) or a Unicode P* character.
+    static func isPunctuation(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar.isASCII, (33...47).contains(scalar.value) || (58...64).contains(scalar.value)
+            || (91...96).contains(scalar.value) || (123...126).contains(scalar.value) { return true }
+        switch scalar.properties.generalCategory {
+        case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation,
+             .finalPunctuation, .otherPunctuation: return true
+        default: return false
+        }
+    }
+
+    /// The CJK Unified Ideographs blocks BERT pads with spaces.
+    static func isChinese(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x4E00...0x9FFF, 0x3400...0x4DBF, 0x20000...0x2A6DF, 0x2A700...0x2B73F, 0x2B740...0x2B81F,
+             0x2B920...0x2CEAF, 0xF900...0xFAFF, 0x2F800...0x2FA1F: return true
+        default: return false
+        }
+    }
+}
