@@ -27,6 +27,9 @@ public struct WordPiece: Sendable {
     /// `[CLS]` and `[SEP]` ids, when the file has a post-processor that adds them.
     public let classification: Int?
     public let separator: Int?
+    /// `added_tokens` (`[CLS]`, `[MASK]`, …): found in the raw text before anything else and
+    /// given their ids, longest first.
+    public let addedTokens: [(text: String, id: Int)]
 
     /// Reads a `tokenizer.json`; what it uses that this implementation does not know is refused
     /// naming the file and the key.
@@ -40,6 +43,10 @@ public struct WordPiece: Sendable {
             throw CohortError("\(path): model.type is \((json["model"] as? [String: Any])?["type"] ?? "missing"), not WordPiece")
         }
         self.vocabulary = vocabulary
+        addedTokens = ((json["added_tokens"] as? [[String: Any]]) ?? []).compactMap { token in
+            guard let text = token["content"] as? String, let id = token["id"] as? Int, !text.isEmpty else { return nil }
+            return (text, id)
+        }.sorted { $0.text.count > $1.text.count }
         let unknownToken = model["unk_token"] as? String ?? "[UNK]"
         guard let unknown = vocabulary[unknownToken] else { throw CohortError("\(path): model.unk_token '\(unknownToken)' is not in the vocabulary") }
         self.unknown = unknown
@@ -77,10 +84,35 @@ public struct WordPiece: Sendable {
     /// `maxLength` in all (the pieces truncated, as `tokenizers`' truncation from the right).
     public func encode(_ text: String, maxLength: Int? = nil) -> [Int] {
         var pieces: [Int] = []
-        for word in words(normalize(text)) { pieces += wordPieces(word) }
+        for segment in splitAddedTokens(text) {
+            switch segment {
+            case .added(let id): pieces.append(id)
+            case .text(let part): for word in words(normalize(part)) { pieces += wordPieces(word) }
+            }
+        }
         let specials = (classification == nil ? 0 : 1) + (separator == nil ? 0 : 1)
         if let maxLength, pieces.count > maxLength - specials { pieces.removeLast(pieces.count - max(maxLength - specials, 0)) }
         return (classification.map { [$0] } ?? []) + pieces + (separator.map { [$0] } ?? [])
+    }
+
+    enum Segment { case text(String), added(Int) }
+
+    /// The text cut at every added token (the leftmost match, the longest token at a place).
+    func splitAddedTokens(_ text: String) -> [Segment] {
+        guard !addedTokens.isEmpty else { return [.text(text)] }
+        var segments: [Segment] = []
+        var rest = Substring(text)
+        while !rest.isEmpty {
+            var first: (range: Range<Substring.Index>, id: Int)?
+            for (token, id) in addedTokens {
+                if let range = rest.range(of: token), first == nil || range.lowerBound < first!.range.lowerBound { first = (range, id) }
+            }
+            guard let first else { segments.append(.text(String(rest))); break }
+            if first.range.lowerBound > rest.startIndex { segments.append(.text(String(rest[..<first.range.lowerBound]))) }
+            segments.append(.added(first.id))
+            rest = rest[first.range.upperBound...]
+        }
+        return segments
     }
 
     func normalize(_ text: String) -> [Unicode.Scalar] {
