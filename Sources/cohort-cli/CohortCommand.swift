@@ -25,7 +25,7 @@ struct CohortCommand: ParsableCommand {
         // Cohort reports in one line, instead of killing the process with SIGXFSZ.
         signal(SIGXFSZ, SIG_IGN)
         ensureOpenBLASUsesVectorKernels()
-        // Subnormal arithmetic is ~100× slower on x86; training never needs it (kernels.c).
+        // Subnormal arithmetic is ~100× slower on x86; training never needs it (optimizer.c).
         cohort_flush_denormals()
         main(nil)
     }

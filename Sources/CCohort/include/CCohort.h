@@ -62,7 +62,7 @@ static inline unsigned cohort_h5f_acc_rdwr(void) { return H5F_ACC_RDWR; }
 static inline hid_t cohort_h5s_all(void) { return H5S_ALL; }
 static inline size_t cohort_h5t_variable(void) { return H5T_VARIABLE; }
 
-// MARK: Kernels (kernels.c)
+// MARK: Kernels (optimizer.c, elementwise.c, node_sum.c, pooling.c, convolution.c, signals.c)
 
 /// Adam over a run of parameters that all decay (`decays` 1) or none do (0): g = grad + wd·decays·θ; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²; θ −= step·m / (sqrt(v) + ε̂).
 /// With `shrink` ≠ 0 (AdamW's decoupled decay, wd = 0 then), θ −= shrink·decays·θ first, in the same pass.
@@ -83,7 +83,7 @@ void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *
 /// Σ x[i], accumulated in double.
 float cohort_sum(const float *restrict x, long n);
 void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale);
-// Sequence models (kernels.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
+// Sequence models (activations.c, recurrent.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
 void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
@@ -134,7 +134,7 @@ void cohort_bias_activate_deinterleave(const float *restrict source, float *rest
 void cohort_mask_interleave(const float *restrict dy, const float *restrict y, float *restrict target, long pixels, long count,
                             long source_stride);
 
-/// A chunk of `count` NCHW samples into the interleaved, zero-padded layout padded[c][y][x][s] (see kernels.c).
+/// A chunk of `count` NCHW samples into the interleaved, zero-padded layout padded[c][y][x][s] (see convolution.c).
 void cohort_pack_interleaved(const float *restrict x, float *restrict padded, long count, long sample_size, long channels,
                              long height, long width, long pad_top, long pad_left, long padded_height, long padded_width);
 /// Back to NCHW, the padding dropped (input pixels outside padded get 0).

@@ -326,7 +326,7 @@ struct ConvolutionGeometry {
     var paddedPlaneSize: Int { paddedHeight * paddedWidth }
 
     /// padded[c, y, x, s] = sample s of x at [c, y − padTop, x − padLeft], 0 outside; sample s
-    /// starts at x + s·sampleSize. (The loops are in kernels.c.)
+    /// starts at x + s·sampleSize. (The loops are in convolution.c.)
     func pack(_ x: UnsafePointer<Float>, count: Int, sampleSize: Int, into padded: UnsafeMutablePointer<Float>) {
         cohort_pack_interleaved(x, padded, count, sampleSize, channels, height, width, padTop, padLeft, paddedHeight, paddedWidth)
     }

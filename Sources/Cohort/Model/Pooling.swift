@@ -66,7 +66,7 @@ public final class MaxPool2D: Layer {
     private let inputGradient: Workspace
     /// Flat input index of each output's maximum (general sizes).
     private var argmax: [Int32]
-    /// Which of the four inputs won each 2×2 window (the common case; kernels.c).
+    /// Which of the four inputs won each 2×2 window (the common case; pooling.c).
     private var winners: [UInt8]
 
     init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
