@@ -178,4 +178,51 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertFalse(trainedParameters == (try HuggingFace.importModel(from: "\(Self.fixtures)/gpt2-tiny").checkpoint.tensors
             .mapValues(\.values)), "the run trained the model")
     }
+
+    /// Half-precision safetensors (F16, BF16) read as float32; an unknown dtype is refused by name.
+    func test_halfPrecisionTensorsAreReadAndOtherDtypesRefused() throws {
+        let values: [Float] = [1, -2.5, 0.333251953125, 65504]
+        let f16 = values.map { Float16($0).bitPattern }
+        let bf16 = values.map { UInt16($0.bitPattern >> 16) }
+        let tensors = [SafetensorsExport.Tensor(name: "a", dtype: "F16", shape: [2, 2], bytes: f16.withUnsafeBufferPointer { Data(buffer: $0) }),
+                       SafetensorsExport.Tensor(name: "b", dtype: "BF16", shape: [4], bytes: bf16.withUnsafeBufferPointer { Data(buffer: $0) })]
+        let path = "\(directory)/half.safetensors"
+        try SafetensorsExport.encode(tensors, metadata: [:]).write(to: URL(fileURLWithPath: path))
+        let read = try SafetensorsFile.read(path).tensors
+        XCTAssertEqual(read["a"]?.shape, [2, 2])
+        XCTAssertEqual(read["a"]?.values, values.map { Float(Float16($0)) })
+        XCTAssertEqual(read["b"]?.values, values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
+        let int8 = [SafetensorsExport.Tensor(name: "q", dtype: "I8", shape: [4], bytes: Data([1, 2, 3, 4]))]
+        try SafetensorsExport.encode(int8, metadata: [:]).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try SafetensorsFile.read(path)) {
+            XCTAssertTrue("\($0)".contains("tensor 'q' is I8; Cohort reads F32, F16 and BF16"), "\($0)")
+        }
+    }
+
+    /// `cohort import` never writes over a file; `cohort tokenize` prints tokenizers' ids.
+    func test_importRefusesAnExistingFileAndTokenizePrintsIds() throws {
+        let existing = "\(directory)/existing.h5"
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: existing))
+        let refused = try runCohort(ranks: 1, ["import", "huggingface", "\(Self.fixtures)/gpt2-tiny", "--out", existing], directory: directory)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.error.contains("exists; choose a new file"), refused.error)
+        XCTAssertEqual(try String(contentsOfFile: existing, encoding: .utf8), "keep me")
+        let refusedBERT = try runCohort(ranks: 1, ["import", "huggingface", "\(Self.fixtures)/wordpiece-kjv", "--out", "\(directory)/x.h5"],
+                                        directory: directory)
+        XCTAssertEqual(refusedBERT.status, 1)
+        XCTAssertTrue(refusedBERT.error.contains("config.json: no such file"), refusedBERT.error)
+
+        try "In the beginning God created the heaven and the earth.\nCafé naïve\n".write(toFile: "\(directory)/lines.txt", atomically: true, encoding: .utf8)
+        let tokenized = try runCohort(ranks: 1, ["tokenize", "--tokenizer", "\(Self.fixtures)/wordpiece-kjv/tokenizer.json",
+                                                 "--input", "\(directory)/lines.txt", "--max-length", "8"], directory: directory)
+        XCTAssertEqual(tokenized.status, 0, tokenized.error)
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/wordpiece-kjv/expected.json")))
+            as? [String: Any])
+        let lines = try XCTUnwrap(expected["lines"] as? [String])
+        let ids = try XCTUnwrap(expected["ids"] as? [[Int]])
+        let first = try XCTUnwrap(lines.firstIndex(of: "In the beginning God created the heaven and the earth."))
+        let printed = tokenized.output.split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
+        XCTAssertEqual(printed.count, 2)
+        XCTAssertEqual(printed.first, Array(ids[first].prefix(7)) + [ids[first].last!], "truncated to 8 with [SEP] kept")
+    }
 }
