@@ -192,10 +192,10 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertEqual(read["a"]?.shape, [2, 2])
         XCTAssertEqual(read["a"]?.values, values.map { Float(Float16($0)) })
         XCTAssertEqual(read["b"]?.values, values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
-        let int8 = [SafetensorsExport.Tensor(name: "q", dtype: "I8", shape: [4], bytes: Data([1, 2, 3, 4]))]
+        let int8 = [SafetensorsExport.Tensor(name: "q", dtype: "I8", shape: [4], bytes: Data([1, 2, 3, 4]))]  // quantized weights
         try SafetensorsExport.encode(int8, metadata: [:]).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try SafetensorsFile.read(path)) {
-            XCTAssertTrue("\($0)".contains("tensor 'q' is I8; Cohort reads F32, F16 and BF16"), "\($0)")
+            XCTAssertTrue("\($0)".contains("tensor 'q' is I8; Cohort reads F32, F16, BF16, I64 and I32"), "\($0)")
         }
     }
 
@@ -224,5 +224,52 @@ final class HuggingFaceTests: XCTestCase {
         let printed = tokenized.output.split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
         XCTAssertEqual(printed.count, 2)
         XCTAssertEqual(printed.first, Array(ids[first].prefix(7)) + [ids[first].last!], "truncated to 8 with [SEP] kept")
+    }
+
+    /// BERT: `bert_embeddings` and post-LN `encoder_block`s with the padding mask give
+    /// transformers' last hidden state, its mean over the real tokens and the gradients of that
+    /// mean, for a batch whose second row is padded.
+    func test_anImportedBERTGivesTransformersHiddenStatesPoolingAndGradients() throws {
+        let imported = try HuggingFace.importModel(from: "\(Self.fixtures)/bert-tiny")
+        XCTAssertTrue(imported.notes[0].hasPrefix("bert: 2 encoder blocks, 4 heads, width 32, feed-forward 64, vocabulary 64"), imported.notes.joined(separator: "\n"))
+        XCTAssertTrue(imported.notes.contains { $0.hasPrefix("pooler.dense: ") }, imported.notes.joined(separator: "\n"))
+        let expected = try HDF5File.open("\(Self.fixtures)/bert-tiny-expected.h5")
+        let (ids, shape): ([Int64], [Int]) = try expected.read("ids")
+        let hidden: [Float] = try expected.read("hidden").values
+        let pooled: [Float] = try expected.read("pooled").values
+        let probe: [Float] = try expected.read("probe").values
+        let (batch, length, width) = (shape[0], shape[1], 32)
+        let tokens = ids.map(Float.init)
+
+        let encoder = try model(imported.checkpoint, length: length, batch: batch)
+        let states = Array(UnsafeBufferPointer(start: encoder.forward(tokens, batch: batch, training: false), count: batch * length * width))
+        let difference = maxAbsoluteDifference(["hidden": states], ["hidden": hidden])
+        print("imported bert: hidden states within \(difference) of transformers'")
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+
+        let config = try TrainConfig.parse(text: imported.checkpoint.config, file: "imported")
+        let pooling = try Model(inputShape: [length], layers: config.layers + [LayerSpec(SequencePoolOptions(mode: .mean))], maxBatch: batch, seed: 0)
+        try imported.checkpoint.restoreModel(pooling, source: "imported")
+        pooling.parameters.zeroGradients()
+        let means = Array(UnsafeBufferPointer(start: pooling.forward(tokens, batch: batch, training: true), count: batch * width))
+        XCTAssertLessThanOrEqual(maxAbsoluteDifference(["pooled": means], ["pooled": pooled]), 1e-5)
+        pooling.backward(outputGradient: probe, batch: batch)
+        let names = ["embeddings.word_embeddings.weight": "bert_embeddings_1/word/weight",
+                     "embeddings.position_embeddings.weight": "bert_embeddings_1/position/weight",
+                     "embeddings.token_type_embeddings.weight": "bert_embeddings_1/token_type/weight",
+                     "embeddings.LayerNorm.weight": "bert_embeddings_1/ln/weight",
+                     "encoder.layer.0.attention.output.LayerNorm.bias": "encoder_block_1/ln_1/bias",
+                     "encoder.layer.1.output.LayerNorm.weight": "encoder_block_2/ln_2/weight",
+                     "encoder.layer.1.attention.self.value.bias": "encoder_block_2/attention/qkv/bias"]
+        for (torchName, cohortName) in names {
+            var reference: [Float] = try expected.read("gradients/\(torchName)").values
+            let entry = try XCTUnwrap(pooling.parameters.entries.first { $0.name == cohortName })
+            var ours = Array(pooling.parameters.gradients[entry.offset..<(entry.offset + entry.count)])
+            if torchName.hasSuffix("value.bias") { ours = Array(ours[(2 * width)...]) }
+            if reference.count != ours.count { reference = Array(reference.prefix(ours.count)) }
+            let scale = max(reference.map(abs).max() ?? 0, 1e-6)
+            let relative = maxAbsoluteDifference(["g": ours], ["g": reference]) / scale
+            XCTAssertLessThanOrEqual(relative, 1e-4, "\(torchName) → \(cohortName): \(relative) of its largest element")
+        }
     }
 }

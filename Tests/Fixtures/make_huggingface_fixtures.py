@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 import transformers
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "huggingface")
@@ -59,6 +59,47 @@ def main():
         f.attrs["transformers_version"] = np.bytes_(transformers.__version__)
         f.attrs["torch_version"] = np.bytes_(torch.__version__)
     print(f"wrote {directory} and gpt2-tiny-expected.h5 (transformers {transformers.__version__}, torch {torch.__version__})")
+    bert()
+
+
+def bert():
+    """bert-tiny/: BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+    num_attention_heads=4, intermediate_size=64, max_position_embeddings=16)) from seed 0 (weights
+    ×3, layer norms and biases moved off 1 and 0), dropout off. bert-tiny-expected.h5 holds a
+    batch of ids [2, 8] whose second row is padded after 5 tokens (pad id 0), and:
+        hidden     float32 [2, 8, 32], last_hidden_state with attention_mask = ids != 0
+        pooled     float32 [2, 32], the mean of hidden over the real positions
+        probe      float32 [2, 32], r; gradients/NAME = d(sum(r * pooled))/dθ (safetensors names)
+    """
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = BertModel(config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+            else:
+                parameter.mul_(3)
+    directory = os.path.join(OUT, "bert-tiny")
+    model.save_pretrained(directory, safe_serialization=True)
+    ids = torch.tensor([[2, 17, 9, 33, 41, 8, 60, 3], [2, 25, 11, 5, 3, 0, 0, 0]])
+    mask = (ids != 0).long()
+    model.eval()
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    weights = mask.unsqueeze(-1).float()
+    pooled = (hidden * weights).sum(1) / weights.sum(1)
+    probe = torch.randn(pooled.shape)
+    (pooled * probe).sum().backward()
+    with h5py.File(os.path.join(OUT, "bert-tiny-expected.h5"), "w") as f:
+        f["ids"] = ids.numpy()
+        f["hidden"] = hidden.detach().numpy().astype(np.float32)
+        f["pooled"] = pooled.detach().numpy().astype(np.float32)
+        f["probe"] = probe.numpy().astype(np.float32)
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                f[f"gradients/{name}"] = parameter.grad.numpy()
+    print(f"wrote {directory} and bert-tiny-expected.h5")
 
 
 if __name__ == "__main__":

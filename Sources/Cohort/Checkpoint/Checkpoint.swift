@@ -41,6 +41,10 @@ public struct Checkpoint {
     public var tokenizer: String? = nil
     /// A byte-level BPE's merges, so that generation encodes prompts from the checkpoint alone.
     public var merges: [String]? = nil
+    /// An imported model's Hugging Face `tokenizer.json` (BERT's WordPiece), so that `cohort
+    /// embed` and the export need nothing beside the checkpoint: the dataset `tokenizer/json`,
+    /// its UTF-8 bytes.
+    public var tokenizerJSON: String? = nil
     /// Absolute paths of the training and test files (`train=…`, `test=…`), so that a checkpoint
     /// evaluated from another directory still finds its data.
     public var dataFiles: [String]? = nil
@@ -184,6 +188,7 @@ public struct Checkpoint {
             }
         }
         for name in words.keys.sorted() { try store("state/\(name)", words[name]!, shape: [words[name]!.count]) }
+        if let tokenizerJSON { try store("tokenizer/json", Array(tokenizerJSON.utf8), shape: [tokenizerJSON.utf8.count]) }
         for name in metrics.keys.sorted() { try store("metrics/\(name)", metrics[name]!, shape: [metrics[name]!.count]) }
         try file.setAttribute("format", "cohort-checkpoint")
         try file.setAttribute("format_version", [Checkpoint.formatVersion])
@@ -268,6 +273,10 @@ public struct Checkpoint {
                 let values: [UInt64] = try file.read(name).values
                 values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
                 checkpoint.words[String(name.dropFirst("state/".count))] = values
+            } else if name == "tokenizer/json" {
+                let bytes: [UInt8] = try file.read(name).values
+                bytes.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
+                checkpoint.tokenizerJSON = String(decoding: bytes, as: UTF8.self)
             } else if name.hasPrefix("metrics/") {
                 let values: [Double] = try file.read(name).values
                 values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }

@@ -20,7 +20,22 @@ import Foundation
 /// transposed but an untied head. Its blocks use `gelu_new` (`activation: gelu_tanh`). Every
 /// tensor is mapped or refused by name; every `config.json` key is used, checked to hold the
 /// one value Cohort implements, or known to leave the computation alone, and any other key is
-/// refused by name. The BERT family is not implemented yet and is refused as such.
+/// refused by name.
+///
+/// The BERT family (`BertModel`) maps onto `bert_embeddings` and `encoder_block`s (then
+/// `sequence_pool` mean when the directory is a sentence-transformers model whose
+/// `1_Pooling/config.json` asks for mean pooling):
+///
+///     embeddings.word/position/token_type_embeddings   bert_embeddings_1/word, position, token_type
+///     embeddings.LayerNorm                             bert_embeddings_1/ln
+///     encoder.layer.i.attention.self.query/key/value   encoder_block_{i+1}/attention/qkv (transposed, q | k | v)
+///     encoder.layer.i.attention.output.dense           encoder_block_{i+1}/attention/proj (transposed)
+///     encoder.layer.i.attention.output.LayerNorm       encoder_block_{i+1}/ln_1
+///     encoder.layer.i.intermediate.dense               encoder_block_{i+1}/fc (transposed)
+///     encoder.layer.i.output.dense                     encoder_block_{i+1}/proj (transposed)
+///     encoder.layer.i.output.LayerNorm                 encoder_block_{i+1}/ln_2
+///     pooler.dense                                     kept as huggingface/pooler.dense.* for export
+///     embeddings.position_ids                          checked to be 0, 1, …, then left out
 public enum HuggingFace {
     /// What an import gives: the checkpoint (model config, parameters, no optimizer state) and
     /// the lines that say what became of the directory's files.
@@ -52,10 +67,9 @@ public enum HuggingFace {
         let modelType = config["model_type"] as? String ?? "(none)"
         switch modelType {
         case "gpt2": return try importGPT2(config, directory: directory, readingWeights: readingWeights)
-        case "bert":
-            throw CohortError("\(configPath): model_type 'bert': the BERT family is not implemented yet (bidirectional attention with a padding mask, post-LN blocks, token types); Cohort imports gpt2")
+        case "bert": return try importBERT(config, directory: directory, readingWeights: readingWeights)
         default:
-            throw CohortError("\(configPath): model_type '\(modelType)' is not a family Cohort imports (gpt2)")
+            throw CohortError("\(configPath): model_type '\(modelType)' is not a family Cohort imports (gpt2, bert)")
         }
     }
 
@@ -267,6 +281,184 @@ public enum HuggingFace {
         let configData = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
         let weights = try SafetensorsExport.encode(tensors.sorted { $0.name < $1.name }, metadata: ["format": "pt"])
         return (configData, weights)
+    }
+
+    /// Keys of a BERT `config.json` that do not change what the model computes.
+    static let inertBERTKeys: Set<String> = [
+        "architectures", "model_type", "_name_or_path", "initializer_range", "gradient_checkpointing", "use_cache",
+        "transformers_version", "torch_dtype", "dtype", "bos_token_id", "eos_token_id", "output_attentions",
+        "output_hidden_states", "return_dict", "tokenizer_class", "classifier_dropout", "_attn_implementation_autoset",
+        "tie_word_embeddings", "id2label", "label2id", "problem_type", "directionality", "pooler_fc_size",
+        "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
+    ]
+
+    private static func importBERT(_ config: [String: Any], directory: String, readingWeights: Bool) throws -> Imported {
+        let configPath = "\(directory)/config.json"
+        func int(_ key: String, default value: Int? = nil) throws -> Int {
+            if let number = config[key] as? Int { return number }
+            if config[key] == nil || config[key] is NSNull, let value { return value }
+            throw CohortError("\(configPath): \(key) must be a whole number, got \(config[key].map { "\($0)" } ?? "nothing")")
+        }
+        func double(_ key: String, default value: Double) throws -> Double {
+            if let number = config[key] as? Double { return number }
+            if config[key] == nil { return value }
+            throw CohortError("\(configPath): \(key) must be a number")
+        }
+        func require<T: Equatable>(_ key: String, _ expected: T, default value: T) throws {
+            let actual = config[key] as? T ?? value
+            guard actual == expected else { throw CohortError("\(configPath): \(key) \(actual) is not implemented by Cohort (only \(expected))") }
+        }
+        let used: Set<String> = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                                 "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+                                 "layer_norm_eps", "pad_token_id", "position_embedding_type", "is_decoder", "add_cross_attention",
+                                 "chunk_size_feed_forward"]
+        if let unknown = config.keys.sorted().first(where: { !used.contains($0) && !inertBERTKeys.contains($0) }) {
+            throw CohortError("\(configPath): \(unknown) is a setting Cohort does not implement for bert")
+        }
+        if let architectures = config["architectures"] as? [String], let other = architectures.first(where: { $0 != "BertModel" }) {
+            throw CohortError("\(configPath): architectures \(other): Cohort imports BertModel's encoder (add a head with model.add_layers)")
+        }
+        let (vocabulary, width, layers) = (try int("vocab_size"), try int("hidden_size"), try int("num_hidden_layers"))
+        let (heads, inner, positions) = (try int("num_attention_heads"), try int("intermediate_size"), try int("max_position_embeddings", default: 512))
+        let (types, pad) = (try int("type_vocab_size", default: 2), try int("pad_token_id", default: 0))
+        guard vocabulary > 0, width > 0, layers > 0, heads > 0, width % heads == 0, inner > 0, positions > 0, types > 0,
+              (0..<vocabulary).contains(pad) else {
+            throw CohortError("\(configPath): vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings and type_vocab_size must be positive, hidden_size a multiple of num_attention_heads, pad_token_id a token")
+        }
+        guard inner % width == 0 else {
+            throw CohortError("\(configPath): intermediate_size \(inner) is not a multiple of hidden_size \(width), which Cohort's block needs (mlp_ratio)")
+        }
+        let activation = config["hidden_act"] as? String ?? "gelu"
+        let kind: ActivationKind
+        switch activation {
+        case "gelu": kind = .gelu
+        case "gelu_new", "gelu_pytorch_tanh": kind = .geluTanh
+        case "relu": kind = .relu
+        default: throw CohortError("\(configPath): hidden_act '\(activation)' is not implemented by Cohort (gelu, gelu_new, relu)")
+        }
+        try require("position_embedding_type", "absolute", default: "absolute")
+        try require("is_decoder", false, default: false)
+        try require("add_cross_attention", false, default: false)
+        try require("chunk_size_feed_forward", 0, default: 0)
+        let (hiddenDropout, attentionDropout) = (try double("hidden_dropout_prob", default: 0.1), try double("attention_probs_dropout_prob", default: 0.1))
+        guard hiddenDropout == attentionDropout else {
+            throw CohortError("\(configPath): attention_probs_dropout_prob \(attentionDropout) differs from hidden_dropout_prob \(hiddenDropout); Cohort's block has one dropout rate")
+        }
+        let epsilon = Float(try double("layer_norm_eps", default: 1e-12))
+        var specs: [LayerSpec] = [LayerSpec(BertEmbeddingsOptions(vocabulary: vocabulary, dimension: width, maxLength: positions, tokenTypes: types,
+                                                                  epsilon: epsilon, padID: pad, dropout: Float(hiddenDropout)))]
+        specs += (0..<layers).map { _ in
+            LayerSpec(EncoderBlockOptions(heads: heads, mlpRatio: inner / width, epsilon: epsilon, dropout: Float(hiddenDropout), activation: kind))
+        }
+        var notes: [String] = []
+        // A sentence-transformers directory says how its sentence embeddings pool the tokens.
+        let poolingPath = "\(directory)/1_Pooling/config.json"
+        if let data = FileManager.default.contents(atPath: poolingPath),
+           let pooling = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            if pooling["pooling_mode_mean_tokens"] as? Bool == true {
+                specs.append(LayerSpec(SequencePoolOptions(mode: .mean)))
+                notes.append("\(poolingPath): mean pooling (sequence_pool mean)")
+            } else if pooling["pooling_mode_cls_token"] as? Bool == true {
+                specs.append(LayerSpec(SequencePoolOptions(mode: .first)))
+                notes.append("\(poolingPath): the first token's vector (sequence_pool first)")
+            } else {
+                throw CohortError("\(poolingPath): only mean or cls_token pooling is implemented by Cohort")
+            }
+        }
+        let name = URL(fileURLWithPath: directory).lastPathComponent
+        let window = min(positions, 128)
+        let train = TrainConfig(name: name, data: DataConfig(train: "data/REPLACE-WITH-TEXT/train.h5", window: window), layers: specs,
+                                optimizer: OptimizerConfig(kind: .adamw, learningRate: 5e-5))
+        var checkpoint = Checkpoint(position: Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0),
+                                    worldSize: 1, batchSize: 1, optimizerSteps: 0, config: train.text)
+        checkpoint.inputShape = [window]
+        checkpoint.inputLayout = "T"
+        checkpoint.inputScale = 1
+        let summary = "bert: \(layers) encoder blocks, \(heads) heads, width \(width), feed-forward \(inner), vocabulary \(vocabulary), \(positions) positions, \(types) token types, \(activation), epsilon \(epsilon)"
+        if let text = try? String(contentsOfFile: "\(directory)/tokenizer.json", encoding: .utf8) {
+            _ = try WordPiece(tokenizerJSON: "\(directory)/tokenizer.json")
+            checkpoint.tokenizerJSON = text
+            notes.append("\(directory)/tokenizer.json: WordPiece, stored in the checkpoint")
+        }
+        guard readingWeights else { return Imported(checkpoint: checkpoint, notes: [summary] + notes) }
+
+        let weightsPath = "\(directory)/model.safetensors"
+        guard FileManager.default.fileExists(atPath: weightsPath) else {
+            throw CohortError("\(weightsPath): no such file (only safetensors weights are read, not pytorch_model.bin)")
+        }
+        var (tensors, _) = try SafetensorsFile.read(weightsPath)
+        for name in Array(tensors.keys) where name.hasPrefix("bert.") {
+            tensors[String(name.dropFirst("bert.".count))] = tensors.removeValue(forKey: name)
+        }
+        var mapped: [String: (shape: [Int], values: [Float])] = [:]
+        func tensor(_ source: String, shape: [Int]) throws -> [Float] {
+            // Older checkpoints name a layer norm's scale and shift gamma and beta.
+            let legacy = source.replacingOccurrences(of: "LayerNorm.weight", with: "LayerNorm.gamma")
+                .replacingOccurrences(of: "LayerNorm.bias", with: "LayerNorm.beta")
+            guard let found = tensors.removeValue(forKey: source) ?? tensors.removeValue(forKey: legacy) else {
+                throw CohortError("\(weightsPath): no tensor '\(source)', which \(configPath) implies")
+            }
+            guard found.shape == shape else {
+                throw CohortError("\(weightsPath): '\(source)' has shape \(found.shape), \(configPath) implies \(shape)")
+            }
+            return found.values
+        }
+        func take(_ source: String, as target: String, shape: [Int]) throws {
+            mapped["parameters/\(target)"] = (shape, try tensor(source, shape: shape))
+        }
+        /// A torch Linear's [out, in] weight as Cohort's [in, out].
+        func takeLinear(_ source: String, as target: String, inputs: Int, outputs: Int) throws {
+            let values = try tensor("\(source).weight", shape: [outputs, inputs])
+            mapped["parameters/\(target)/weight"] = ([inputs, outputs], transposed(values, rows: outputs, columns: inputs))
+            try take("\(source).bias", as: "\(target)/bias", shape: [outputs])
+        }
+        try take("embeddings.word_embeddings.weight", as: "bert_embeddings_1/word/weight", shape: [vocabulary, width])
+        try take("embeddings.position_embeddings.weight", as: "bert_embeddings_1/position/weight", shape: [positions, width])
+        try take("embeddings.token_type_embeddings.weight", as: "bert_embeddings_1/token_type/weight", shape: [types, width])
+        try take("embeddings.LayerNorm.weight", as: "bert_embeddings_1/ln/weight", shape: [width])
+        try take("embeddings.LayerNorm.bias", as: "bert_embeddings_1/ln/bias", shape: [width])
+        if let ids = tensors.removeValue(forKey: "embeddings.position_ids") {
+            guard ids.values.enumerated().allSatisfy({ Float($0.offset) == $0.element }) else {
+                throw CohortError("\(weightsPath): embeddings.position_ids is not 0, 1, 2, …; Cohort implements absolute positions only")
+            }
+            notes.append("embeddings.position_ids: the positions 0…\(ids.values.count - 1), implied")
+        }
+        for index in 0..<layers {
+            let (source, target) = ("encoder.layer.\(index)", "encoder_block_\(index + 1)")
+            // q, k and v, each [out, in], side by side in Cohort's fused [in, 3·out] projection.
+            var qkv = [Float](repeating: 0, count: width * 3 * width)
+            var bias: [Float] = []
+            for (part, name) in ["query", "key", "value"].enumerated() {
+                let weight = try tensor("\(source).attention.self.\(name).weight", shape: [width, width])
+                for input in 0..<width {
+                    for output in 0..<width { qkv[input * 3 * width + part * width + output] = weight[output * width + input] }
+                }
+                bias += try tensor("\(source).attention.self.\(name).bias", shape: [width])
+            }
+            mapped["parameters/\(target)/attention/qkv/weight"] = ([width, 3 * width], qkv)
+            mapped["parameters/\(target)/attention/qkv/bias"] = ([3 * width], bias)
+            try takeLinear("\(source).attention.output.dense", as: "\(target)/attention/proj", inputs: width, outputs: width)
+            try take("\(source).attention.output.LayerNorm.weight", as: "\(target)/ln_1/weight", shape: [width])
+            try take("\(source).attention.output.LayerNorm.bias", as: "\(target)/ln_1/bias", shape: [width])
+            try takeLinear("\(source).intermediate.dense", as: "\(target)/fc", inputs: width, outputs: inner)
+            try takeLinear("\(source).output.dense", as: "\(target)/proj", inputs: inner, outputs: width)
+            try take("\(source).output.LayerNorm.weight", as: "\(target)/ln_2/weight", shape: [width])
+            try take("\(source).output.LayerNorm.bias", as: "\(target)/ln_2/bias", shape: [width])
+        }
+        for part in ["weight", "bias"] {
+            if let pooler = tensors.removeValue(forKey: "pooler.dense.\(part)") {
+                mapped["huggingface/pooler.dense.\(part)"] = (pooler.shape, pooler.values)
+            }
+        }
+        if mapped["huggingface/pooler.dense.weight"] != nil {
+            notes.append("pooler.dense: BertModel's [CLS] pooler, not used by these layers; kept for the export")
+        }
+        if let stray = tensors.keys.sorted().first {
+            throw CohortError("\(weightsPath): tensor '\(stray)' has no place in a bert model of \(configPath)")
+        }
+        checkpoint.tensors = mapped
+        let parameters = mapped.filter { $0.key.hasPrefix("parameters/") }.values.reduce(0) { $0 + $1.values.count }
+        return Imported(checkpoint: checkpoint, notes: [summary + "; \(parameters) parameters"] + notes)
     }
 
     static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {

@@ -4,7 +4,8 @@ import Foundation
 /// 8-byte little-endian header length, a JSON header `{"name": {"dtype", "shape",
 /// "data_offsets": [begin, end]}, "__metadata__": {...}}`, then the tensors' bytes. Every
 /// tensor is checked against the file before a byte of it is read: its dtype (F32, F16 and BF16
-/// become float32), its offsets inside the data and its byte count against its shape.
+/// become float32; I64 and I32, such as BERT's `position_ids`, too, exact below 2²⁴), its
+/// offsets inside the data and its byte count against its shape.
 public enum SafetensorsFile {
     public struct Tensor {
         public var shape: [Int]
@@ -42,9 +43,10 @@ public enum SafetensorsFile {
             }
             let width: Int
             switch dtype {
-            case "F32": width = 4
+            case "F32", "I32": width = 4
             case "F16", "BF16": width = 2
-            default: throw CohortError("\(path): tensor '\(name)' is \(dtype); Cohort reads F32, F16 and BF16")
+            case "I64": width = 8
+            default: throw CohortError("\(path): tensor '\(name)' is \(dtype); Cohort reads F32, F16, BF16, I64 and I32")
             }
             guard shape.allSatisfy({ $0 >= 0 }), case let (count, overflow) = shape.reduce((1, false), { partial, size in
                 let (product, over) = partial.0.multipliedReportingOverflow(by: size)
@@ -68,6 +70,10 @@ public enum SafetensorsFile {
                     switch dtype {
                     case "F32":
                         values[index] = Float(bitPattern: base.loadUnaligned(fromByteOffset: 4 * index, as: UInt32.self).littleEndian)
+                    case "I64":
+                        values[index] = Float(Int64(littleEndian: base.loadUnaligned(fromByteOffset: 8 * index, as: Int64.self)))
+                    case "I32":
+                        values[index] = Float(Int32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * index, as: Int32.self)))
                     case "BF16":
                         let half = base.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self).littleEndian
                         values[index] = Float(bitPattern: UInt32(half) << 16)

@@ -35,6 +35,11 @@ public struct WordPiece: Sendable {
     /// naming the file and the key.
     public init(tokenizerJSON path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw CohortError("\(path): cannot read") }
+        try self.init(json: data, source: path)
+    }
+
+    /// The tokenizer a `tokenizer.json`'s bytes describe; errors name `source`.
+    public init(json data: Data, source path: String) throws {
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw CohortError("\(path): not a JSON object")
         }

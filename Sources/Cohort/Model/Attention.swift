@@ -50,6 +50,10 @@ public final class Attention: Layer {
     let heads: Int
     let length: Int
     let width: Int
+    /// Whether position i attends to positions up to i only (GPT), or to every real position
+    /// (BERT's encoder): then `lengths`, when set, masks each sample's padded keys.
+    let causal: Bool
+    let lengths: SequenceLengths?
     let qkv: Dense
     let proj: Dense
     let weightDropout: Dropout?
@@ -83,7 +87,8 @@ public final class Attention: Layer {
     /// Q·Kᵀ and P·V: 2 · T² · C per sample (the causal half is computed in full).
     public var multiplyAddsPerSample: Int { 2 * length * length * width }
 
-    init(name: String, inputShape: [Int], heads: Int, dropout: Float, bias: Bool, projectionScale: Float, builder: LayerBuilder) throws {
+    init(name: String, inputShape: [Int], heads: Int, dropout: Float, bias: Bool, projectionScale: Float, causal: Bool = true,
+         lengths: SequenceLengths? = nil, builder: LayerBuilder) throws {
         guard inputShape.count == 2 else {
             throw CohortError("\(name): attention reads a sequence of vectors [T, C]; its input here has shape \(inputShape)")
         }
@@ -93,6 +98,7 @@ public final class Attention: Layer {
         self.name = name
         self.inputShape = inputShape
         self.heads = heads
+        (self.causal, self.lengths) = (causal, lengths)
         (length, width) = (inputShape[0], inputShape[1])
         let maxBatch = builder.maxBatch
         qkv = Dense(name: "\(name)/qkv", inputShape: inputShape, units: 3 * width, initializer: .normal, useBias: bias, builder: builder)
@@ -131,14 +137,15 @@ public final class Attention: Layer {
     private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
         let (T, C, D) = (length, width, width / heads)
         let scale = 1 / Float(D).squareRoot()
-        let (heads, probabilities) = (heads, probabilities.pointer)
+        let (heads, probabilities, causal, keys) = (heads, probabilities.pointer, causal, lengths?.values)
         LayerThreads.run(parts: batch * heads) { pair, _ in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let scores = probabilities + pair * T * T
             sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
                         scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
-            for i in 0..<T { cohort_softmax_prefix(scores + i * T, i + 1, T) }
+            let keyCount = keys?[b] ?? T
+            for i in 0..<T { cohort_softmax_prefix(scores + i * T, causal ? min(i + 1, keyCount) : keyCount, T) }
         }
         let used = weightDropout?.timedForward(probabilities, batch: batch, training: training) ?? UnsafePointer(probabilities)
         usedProbabilities = used
@@ -182,6 +189,7 @@ public final class Attention: Layer {
         let dY = proj.timedBackward(headOutputs.pointer, outputGradient: dOut, batch: batch)
         let dQKV = qkvGradient.pointer
         let (heads, probabilities, probabilityGradient) = (heads, probabilities.pointer, probabilityGradient.pointer)
+        let (causal, keys) = (causal, lengths?.values)
         let (scratch, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
         guard let weightDropout else {
             // One pass per (row, head): dP, dV, the softmax's backward in place over dP (a T×T
@@ -196,7 +204,7 @@ public final class Attention: Layer {
                             1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dS, Int32(T))
                 sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
                             1, used + pair * T * T, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
-                Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T)
+                Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T, causal: causal, keys: keys?[b] ?? T)
                 Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, width: C, scale: scale)
             }
             return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
@@ -214,7 +222,7 @@ public final class Attention: Layer {
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let dS = scratch + worker * T * T
-            Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T)
+            Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T, causal: causal, keys: keys?[b] ?? T)
             Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, width: C, scale: scale)
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
@@ -230,15 +238,17 @@ public final class Attention: Layer {
                     1, used, Int32(T), dY, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
     }
 
-    /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the causal part of one T×T block, 0 above it;
-    /// `dS` may be `dP` itself (each row's sum is taken before the row is written).
+    /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the keys row i attends to (the causal part, or the
+    /// sample's `keys` real positions), 0 elsewhere; `dS` may be `dP` itself (each row's sum is
+    /// taken before the row is written).
     private static func softmaxBackward(_ p: UnsafePointer<Float>, _ dp: UnsafePointer<Float>, into dS: UnsafeMutablePointer<Float>,
-                                        length T: Int) {
+                                        length T: Int, causal: Bool, keys: Int) {
         for i in 0..<T {
+            let count = causal ? min(i + 1, keys) : keys
             var dot: Float = 0
-            for j in 0...i { dot += dp[i * T + j] * p[i * T + j] }
-            for j in 0...i { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
-            for j in (i + 1)..<T { dS[i * T + j] = 0 }
+            for j in 0..<count { dot += dp[i * T + j] * p[i * T + j] }
+            for j in 0..<count { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
+            for j in count..<T { dS[i * T + j] = 0 }
         }
     }
 
@@ -254,6 +264,6 @@ public final class Attention: Layer {
 
 extension AttentionOptions {
     public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
-        (try graph.attention(x, name, heads: heads, bias: bias, length: shape[0], width: shape[1]), shape)
+        (try graph.attention(x, name, heads: heads, bias: bias, length: shape[0], width: shape[1], causal: true), shape)
     }
 }

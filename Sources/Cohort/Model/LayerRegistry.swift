@@ -76,6 +76,9 @@ public enum LayerRegistry {
         TransformerBlockOptions.self,
         LanguageModelHeadOptions.self,
         LSTMOptions.self,
+        BertEmbeddingsOptions.self,
+        EncoderBlockOptions.self,
+        SequencePoolOptions.self,
     ]
 
     /// Every `type` a `model.layers` entry may have.

@@ -29,6 +29,23 @@ public struct OnnxGraph {
     var counts: [String: Int] = [:]
     /// The last embedding's table and vocabulary (a tied head multiplies by it).
     var embedding: (name: String, vocabulary: Int)?
+    /// From `bert_embeddings`: an additive key mask [N, 1, 1, T] (0 for real positions, −1e9 for
+    /// padding), the real positions as weights [N, T, 1], and the lengths [N, 1] as floats.
+    var sequenceMask: (keys: String, weights: String, lengths: String)?
+
+    /// The sequence mask of ids [N, T] padded at the end with `padID` (see `SequenceLengths`).
+    mutating func sequenceMask(ids: String, padID: Int, length T: Int) {
+        let real = node("Cast", [node("Not", [node("Equal", [ids, constantInt("pad_id", [], [Int64(padID)])])])], attributes: [.int("to", 7)])
+        let marked = node("Mul", [real, constantInt("positions_from_1", [T], (1...T).map(Int64.init))])
+        let last = node("ReduceMax", [marked], attributes: [.ints("axes", [1]), .int("keepdims", 1)])
+        let lengths = node("Max", [last, constantInt("one_int", [], [1])])
+        let valid = node("Cast", [node("Less", [constantInt("positions_from_0", [T], (0..<T).map(Int64.init)), lengths])],
+                         attributes: [.int("to", 1)])
+        let additive = node("Mul", [node("Sub", [valid, constant("one", [], [1])]), constant("masked", [], [1e9])])
+        sequenceMask = (node("Reshape", [additive, constantInt("key_mask_shape", [4], [0, 1, 1, Int64(T)])]),
+                        node("Reshape", [valid, constantInt("weight_shape", [3], [0, Int64(T), 1])]),
+                        node("Cast", [lengths], attributes: [.int("to", 1)]))
+    }
 
     public init(tensor: @escaping (String) -> (shape: [Int], values: [Float])?) { tensorNamed = tensor }
 
@@ -174,7 +191,7 @@ public struct OnnxGraph {
     }
 
     /// Causal multi-head self-attention on [N, T, C] (batched MatMuls, mask, Softmax).
-    public mutating func attention(_ x: String, _ name: String, heads: Int, bias: Bool, length: Int, width: Int) throws -> String {
+    public mutating func attention(_ x: String, _ name: String, heads: Int, bias: Bool, length: Int, width: Int, causal: Bool) throws -> String {
         let qkv = try linear(x, "\(name)/qkv", bias: bias)
         let parts = outputs("Split", [qkv, constantInt("split", [3], [Int64(width), Int64(width), Int64(width)])], count: 3,
                             attributes: [.int("axis", -1)])
@@ -185,8 +202,11 @@ public struct OnnxGraph {
         }
         let kT = node("Transpose", [perHead[1]], attributes: [.ints("perm", [0, 1, 3, 2])])
         var scores = node("Mul", [node("MatMul", [perHead[0], kT]), constant("scale", [], [1 / Float(width / heads).squareRoot()])])
-        let mask = (0..<(length * length)).map { $0 % length > $0 / length ? -Float.infinity : 0 }
-        scores = node("Add", [scores, constant("causal_mask", [length, length], mask)])
+        if causal {
+            let mask = (0..<(length * length)).map { $0 % length > $0 / length ? -Float.infinity : 0 }
+            scores = node("Add", [scores, constant("causal_mask", [length, length], mask)])
+        }
+        if !causal, let sequenceMask { scores = node("Add", [scores, sequenceMask.keys]) }
         var y = node("MatMul", [node("Softmax", [scores], attributes: [.int("axis", -1)]), perHead[2]])
         y = node("Transpose", [y], attributes: [.ints("perm", [0, 2, 1, 3])])
         y = node("Reshape", [y, constantInt("merge", [3], [0, Int64(length), Int64(width)])])

@@ -170,7 +170,7 @@ public final class TransformerBlock: Layer {
 extension TransformerBlockOptions {
     public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
         let attended = try graph.attention(try graph.layerNorm(x, "\(name)/ln_1", epsilon: epsilon), "\(name)/attention",
-                                           heads: heads, bias: bias, length: shape[0], width: shape[1])
+                                           heads: heads, bias: bias, length: shape[0], width: shape[1], causal: true)
         let h = graph.node("Add", [x, attended])
         let inner = try graph.linear(try graph.layerNorm(h, "\(name)/ln_2", epsilon: epsilon), "\(name)/fc", bias: bias)
         let mlp = try graph.linear(graph.activation(activation, inner), "\(name)/proj", bias: bias)

@@ -1,0 +1,175 @@
+/// `bert_embeddings`: BERT's input layer (Hugging Face's `BertEmbeddings`): token ids to
+/// y = LayerNorm(word[id] + position[t] + token_type[0]), then dropout.
+///
+/// YAML: `{type: bert_embeddings, vocabulary: V, dim: C, max_length: 512, token_types: 2,
+/// epsilon: 1e-12, pad_id: 0, dropout: 0}`. Input [T] ids (Floats holding exact integers), padded
+/// at the end with `pad_id`; output [T, C]. Parameters `word/weight` [V, C], `position/weight`
+/// [max_length, C], `token_type/weight` [token_types, C] (one sentence: type 0), `ln/weight`
+/// and `ln/bias`. Each sample's length (1 + the last position whose id is not `pad_id`) is
+/// published in `lengths`, which the attention of `encoder_block`s and `sequence_pool` read:
+/// padded keys are masked and padded positions left out of pooling, as the `attention_mask`
+/// a Hugging Face tokenizer returns makes them.
+public struct BertEmbeddingsOptions: LayerOptions {
+    public static let type = "bert_embeddings"
+    public var vocabulary: Int
+    public var dimension: Int
+    public var maxLength: Int
+    public var tokenTypes: Int
+    public var epsilon: Float
+    public var padID: Int
+    public var dropout: Float
+
+    public init(vocabulary: Int, dimension: Int, maxLength: Int = 512, tokenTypes: Int = 2, epsilon: Float = 1e-12, padID: Int = 0,
+                dropout: Float = 0) {
+        (self.vocabulary, self.dimension, self.maxLength, self.tokenTypes) = (vocabulary, dimension, maxLength, tokenTypes)
+        (self.epsilon, self.padID, self.dropout) = (epsilon, padID, dropout)
+    }
+    public init(config: ConfigMap) throws {
+        guard config.has("vocabulary"), config.has("dim") else {
+            throw CohortError("\(config.file): \(config.path): bert_embeddings needs vocabulary and dim")
+        }
+        vocabulary = try config.int("vocabulary", default: 0, range: 1...(1 << 24))
+        dimension = try config.int("dim", default: 0, range: 1...65_536)
+        maxLength = try config.int("max_length", default: 512, range: 1...1_048_576)
+        tokenTypes = try config.int("token_types", default: 2, range: 1...1024)
+        epsilon = Float(try config.double("epsilon", default: 1e-12, range: 1e-14...1))
+        padID = try config.int("pad_id", default: 0, range: 0...(1 << 24))
+        dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
+        guard padID < vocabulary else { throw config.error("pad_id", "must be below vocabulary \(vocabulary)") }
+    }
+    public var yaml: [String: String] {
+        ["vocabulary": "\(vocabulary)", "dim": "\(dimension)", "max_length": "\(maxLength)", "token_types": "\(tokenTypes)",
+         "epsilon": "\(epsilon)", "pad_id": "\(padID)", "dropout": "\(dropout)"]
+    }
+    public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
+        guard inputShape.count == 1 else {
+            throw CohortError("\(name): bert_embeddings reads a sequence of token ids [T]; its input here has shape \(inputShape)")
+        }
+        guard inputShape[0] <= maxLength else {
+            throw CohortError("\(name): sequences of \(inputShape[0]) tokens are longer than its position table (max_length \(maxLength))")
+        }
+        return BertEmbeddings(name: name, length: inputShape[0], options: self, builder: builder)
+    }
+    public static var specimen: LayerSpecimen {
+        // Its table entries are N(0, 0.02²): a large epsilon keeps the normalization smooth at the
+        // finite-difference step (1e-2) without changing what is checked. Ids 0…4, pad 0: the
+        // samples end in padding of different lengths.
+        LayerSpecimen(layers: [.family(BertEmbeddingsOptions(vocabulary: 5, dimension: 4, maxLength: 8, epsilon: 0.1)),
+                               .dense(3)], inputShape: [6], vocabulary: 5)
+    }
+}
+
+/// Per sample of the batch in flight, how many leading positions hold real tokens.
+public final class SequenceLengths {
+    public internal(set) var values: [Int]
+    init(maxBatch: Int, length: Int) { values = Array(repeating: length, count: maxBatch) }
+}
+
+public final class BertEmbeddings: Layer {
+    public let name: String
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    public let options: BertEmbeddingsOptions
+    public let lengths: SequenceLengths
+    let parameters: ParameterStore
+    let word: ParameterStore.Entry
+    let position: ParameterStore.Entry
+    let tokenType: ParameterStore.Entry
+    let norm: LayerNorm
+    let dropout: Dropout?
+    private let sum: Workspace
+    private let zeros: Workspace
+    private var normed: UnsafePointer<Float>?
+    public var sublayers: [Layer] { [norm] + (dropout.map { [$0] } ?? []) }
+
+    init(name: String, length: Int, options: BertEmbeddingsOptions, builder: LayerBuilder) {
+        self.name = name
+        self.options = options
+        inputShape = [length]
+        outputShape = [length, options.dimension]
+        let (V, C) = (options.vocabulary, options.dimension)
+        parameters = builder.parameters
+        word = builder.declare("\(name)/word/weight", shape: [V, C], decays: true) { pointer, generator in
+            initializeWeights(pointer, count: V * C, fanIn: C, fanOut: V, .normal, &generator)
+        }
+        position = builder.declare("\(name)/position/weight", shape: [options.maxLength, C], decays: true) { pointer, generator in
+            initializeWeights(pointer, count: options.maxLength * C, fanIn: C, fanOut: options.maxLength, .normal, &generator)
+        }
+        tokenType = builder.declare("\(name)/token_type/weight", shape: [options.tokenTypes, C], decays: true) { pointer, generator in
+            initializeWeights(pointer, count: options.tokenTypes * C, fanIn: C, fanOut: options.tokenTypes, .normal, &generator)
+        }
+        norm = LayerNorm(name: "\(name)/ln", inputShape: [length, C], epsilon: options.epsilon, builder: builder)
+        dropout = options.dropout > 0
+            ? Dropout(name: "\(name)/dropout", inputShape: [length, C], rate: options.dropout, generator: builder.dropoutGenerator(),
+                      maxBatch: builder.maxBatch) : nil
+        lengths = SequenceLengths(maxBatch: builder.maxBatch, length: length)
+        sum = Workspace(builder.maxBatch * length * C)
+        zeros = Workspace(builder.maxBatch * length)
+    }
+
+    @inline(__always)
+    private func id(_ value: Float) -> Int {
+        let id = Int(value)
+        precondition(id >= 0 && id < options.vocabulary && Float(id) == value, "\(name): token id \(value) outside [0, \(options.vocabulary))")
+        return id
+    }
+
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let (T, C) = (inputShape[0], options.dimension)
+        let (words, positions, types) = (parameters.values(of: word), parameters.values(of: position), parameters.values(of: tokenType))
+        for b in 0..<batch {
+            var last = 0
+            for t in 0..<T {
+                let token = id(input[b * T + t])
+                if token != options.padID { last = t + 1 }
+                let (y, w, p) = (sum.pointer + (b * T + t) * C, words + token * C, positions + t * C)
+                for c in 0..<C { y[c] = w[c] + p[c] + types[c] }
+            }
+            lengths.values[b] = max(last, 1)
+        }
+        let normed = norm.timedForward(sum.pointer, batch: batch, training: training)
+        self.normed = normed
+        return dropout?.timedForward(normed, batch: batch, training: training) ?? normed
+    }
+
+    public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let (T, C) = (inputShape[0], options.dimension)
+        let dNormed = dropout?.timedBackward(normed!, outputGradient: outputGradient, batch: batch) ?? outputGradient
+        let dSum = norm.timedBackward(sum.pointer, outputGradient: dNormed, batch: batch)
+        let (dWords, dPositions, dTypes) = (parameters.gradients(of: word), parameters.gradients(of: position), parameters.gradients(of: tokenType))
+        for b in 0..<batch {
+            for t in 0..<T {
+                let dy = dSum + (b * T + t) * C
+                let (dw, dp) = (dWords + id(input[b * T + t]) * C, dPositions + t * C)
+                for c in 0..<C {
+                    dw[c] += dy[c]
+                    dp[c] += dy[c]
+                    dTypes[c] += dy[c]
+                }
+            }
+        }
+        return UnsafePointer(zeros.pointer)
+    }
+}
+
+extension BertEmbeddings: TokenConsumer {
+    public var vocabulary: Int { options.vocabulary }
+}
+
+extension BertEmbeddingsOptions {
+    /// Int64 ids [N, T]: Gather of words, plus positions and type 0, LayerNormalization; the
+    /// lengths (1 + the last non-pad position) become the graph's key mask.
+    public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {
+        let T = shape[0]
+        let words = try graph.parameter("\(name)/word/weight")
+        let positions = try graph.parameter("\(name)/position/weight")
+        let types = try graph.parameter("\(name)/token_type/weight")
+        let embedded = graph.node("Gather", [words.name, x], attributes: [.int("axis", 0)])
+        let positionRows = graph.node("Gather", [positions.name, graph.constantInt("positions", [T], (0..<T).map(Int64.init))],
+                                      attributes: [.int("axis", 0)])
+        let typeZero = graph.node("Gather", [types.name, graph.constantInt("type_zero", [], [0])], attributes: [.int("axis", 0)])
+        let summed = graph.node("Add", [graph.node("Add", [embedded, positionRows]), typeZero])
+        graph.sequenceMask(ids: x, padID: padID, length: T)
+        return (try graph.layerNorm(summed, "\(name)/ln", epsilon: epsilon), shape + [dimension])
+    }
+}
