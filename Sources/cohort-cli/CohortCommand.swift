@@ -16,7 +16,7 @@ struct CohortCommand: ParsableCommand {
         76 training stopped by SIGTERM/SIGUSR1 during start-up, before the first step: nothing written.
         """,
         version: cohortVersion,
-        subcommands: [Train.self, Evaluate.self, Predict.self, Export.self, Import.self, Tokenize.self, Generate.self, Prepare.self, Inspect.self, Profile.self, CheckMPI.self, CheckBLAS.self]
+        subcommands: [Train.self, Evaluate.self, Predict.self, Export.self, Import.self, Embed.self, Tokenize.self, Generate.self, Prepare.self, Inspect.self, Profile.self, CheckMPI.self, CheckBLAS.self]
     )
 
     static func main() {
