@@ -272,4 +272,34 @@ final class HuggingFaceTests: XCTestCase {
             XCTAssertLessThanOrEqual(relative, 1e-4, "\(torchName) → \(cohortName): \(relative) of its largest element")
         }
     }
+
+    /// A sentence-transformers directory (bert-tiny with a WordPiece tokenizer and mean pooling)
+    /// through the command line: `cohort import` then `cohort embed` give the embeddings
+    /// sentence-transformers' encode computes (the fixture script computes them its way).
+    func test_importedSentenceModelEmbedsAsSentenceTransformers() throws {
+        let model = "\(directory)/sentence-model"
+        try FileManager.default.createDirectory(atPath: "\(model)/1_Pooling", withIntermediateDirectories: true)
+        for file in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: "\(Self.fixtures)/bert-tiny/\(file)", toPath: "\(model)/\(file)")
+        }
+        try FileManager.default.copyItem(atPath: "\(Self.fixtures)/bert-tiny-tokenizer.json", toPath: "\(model)/tokenizer.json")
+        try #"{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}"#.write(toFile: "\(model)/1_Pooling/config.json",
+                                                                                       atomically: true, encoding: .utf8)
+        let imported = try runCohort(ranks: 1, ["import", "huggingface", model, "--out", "\(directory)/sentence.h5"], directory: directory)
+        XCTAssertEqual(imported.status, 0, imported.error)
+        XCTAssertTrue(imported.output.contains("mean pooling (sequence_pool mean)"), imported.output)
+        let expected = try HDF5File.open("\(Self.fixtures)/bert-tiny-sentences.h5")
+        let texts = try expected.stringsAttribute("texts")
+        try (texts.joined(separator: "\n") + "\n").write(toFile: "\(directory)/texts.txt", atomically: true, encoding: .utf8)
+        let embedded = try runCohort(ranks: 1, ["embed", "\(directory)/sentence.h5", "--data", "\(directory)/texts.txt",
+                                                "--out", "\(directory)/embeddings.h5", "--max-length", "16", "--batch-size", "4"],
+                                     directory: directory)
+        XCTAssertEqual(embedded.status, 0, embedded.error)
+        let ours: [Float] = try HDF5File.open("\(directory)/embeddings.h5").read("embeddings").values
+        let reference: [Float] = try expected.read("embeddings").values
+        XCTAssertEqual(ours.count, texts.count * 32)
+        let difference = maxAbsoluteDifference(["e": ours], ["e": reference])
+        print("cohort embed: within \(difference) of the sentence-transformers computation")
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+    }
 }

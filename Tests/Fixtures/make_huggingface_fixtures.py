@@ -100,6 +100,41 @@ def bert():
             if parameter.grad is not None:
                 f[f"gradients/{name}"] = parameter.grad.numpy()
     print(f"wrote {directory} and bert-tiny-expected.h5")
+    sentences(model)
+
+
+SENTENCES = ["In the beginning God created the heaven and the earth.", "And God said, Let there be light: and there was light.",
+             "Jesus wept.", "", "Café, naïve résumé!", "a " * 40]
+
+
+def sentences(model):
+    """bert-tiny-tokenizer.json: a WordPiece of 64 entries trained on the sentences below by
+    `tokenizers` (BERT's normalizer and pre-tokenizer, [CLS] $A [SEP]); bert-tiny-sentences.h5:
+    their embeddings under bert-tiny, mean-pooled over the real tokens and L2-normalized as
+    sentence-transformers' encode gives them (ids padded with 0, at most 16 ids each: max_position_embeddings)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=64, limit_alphabet=40, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+    tokenizer.train_from_iterator(SENTENCES * 4, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer.enable_truncation(max_length=16)
+    tokenizer.save(os.path.join(OUT, "bert-tiny-tokenizer.json"))
+    assert tokenizer.get_vocab_size() <= 64, tokenizer.get_vocab_size()
+    encoded = [tokenizer.encode(text).ids for text in SENTENCES]
+    length = max(len(ids) for ids in encoded)
+    ids = torch.tensor([ids + [0] * (length - len(ids)) for ids in encoded])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    weights = mask.unsqueeze(-1).float()
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    normalized = torch.nn.functional.normalize(pooled, p=2, dim=1)
+    with h5py.File(os.path.join(OUT, "bert-tiny-sentences.h5"), "w") as f:
+        f["embeddings"] = normalized.numpy().astype(np.float32)
+        f.attrs["texts"] = np.array(SENTENCES, dtype=h5py.string_dtype("utf-8"))
+    print("wrote bert-tiny-tokenizer.json and bert-tiny-sentences.h5")
 
 
 if __name__ == "__main__":
