@@ -12,9 +12,10 @@ struct Export: ParsableCommand {
         that load_state_dict(strict=True) accepts.
         --format onnx: an inference graph (opset 17, dynamic batch) that takes the data file's
         rows as float32 (token ids as int64) and applies the stored normalization.
-        --format huggingface: a GPT-2-shaped model as a Hugging Face directory (config.json,
-        model.safetensors) that transformers' from_pretrained loads; --out names a directory
-        that does not exist yet or is empty.
+        --format huggingface: a GPT-2-shaped model (GPT2LMHeadModel) or a BERT-family encoder
+        (BertModel, with its tokenizer.json and sentence-transformers pooling; a head after the
+        encoder is not part of BertModel) as a Hugging Face directory that transformers'
+        from_pretrained loads; --out names a directory that does not exist yet or is empty.
         Runs in one process.
         """
     )
@@ -36,9 +37,9 @@ struct Export: ParsableCommand {
             try refuseOutput(out, namingAnyOf: [checkpoint])
             var stored = try Checkpoint.read(from: checkpoint)
             if format == "huggingface" {
-                let (config, weights) = try HuggingFace.exportGPT2(stored)
-                try writeModelDirectory(out, files: [("config.json", config), ("model.safetensors", weights)])
-                printLine("wrote \(out): config.json and model.safetensors (gpt2, \(weights.count) bytes)")
+                let files = try HuggingFace.export(stored)
+                try writeModelDirectory(out, files: files)
+                printLine("wrote \(out): \(files.map(\.name).joined(separator: ", ")) (\(files.reduce(0) { $0 + $1.bytes.count }) bytes)")
                 return
             }
             let inputShape: [Int]
@@ -91,7 +92,10 @@ func writeModelDirectory(_ directory: String, files: [(name: String, bytes: Data
         }
     }
     for (name, bytes) in files {
-        let (path, temporary) = ("\(directory)/\(name)", "\(directory)/.\(name).tmp-\(getpid())")
+        let folder = URL(fileURLWithPath: "\(directory)/\(name)").deletingLastPathComponent().path
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let file = URL(fileURLWithPath: name).lastPathComponent
+        let (path, temporary) = ("\(directory)/\(name)", "\(folder)/.\(file).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: temporary, contents: bytes) else {
             throw CohortError("\(path): cannot write (disk full, or the directory not writable?)")
         }

@@ -5,7 +5,8 @@ import Foundation
 struct Prepare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a dataset into Cohort's HDF5 layout (datasets/README.md).",
-        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self, PrepareText.self, PrepareCSV.self]
+        subcommands: [PrepareFashionMNIST.self, PrepareIDX.self, PrepareSynthetic.self, PrepareSubset.self, PrepareText.self, PrepareCSV.self,
+                      PrepareTextClassification.self]
     )
 }
 
@@ -218,6 +219,53 @@ struct PrepareSubset: ParsableCommand {
             try makeDirectories(URL(fileURLWithPath: out).deletingLastPathComponent().path, for: "the subset")
             try subset.write(to: out)
             printLine("wrote \(out): \(subset.count) rows, classes \(subset.classNames.joined(separator: ", "))")
+        }
+    }
+}
+
+struct PrepareTextClassification: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "text-classification",
+        abstract: "Write one HDF5 file of tokenized, labelled texts (ids [N, max-length], lengths, labels) for a BERT-family model.",
+        discussion: """
+        --input is JSON lines (.jsonl: one object per line) or a CSV table with a header row
+        (.csv). Texts are tokenized with a BERT tokenizer.json ([CLS] … [SEP], truncated to
+        --max-length) and padded with its [PAD] id; the tokenizer is stored in the file. Classes
+        are the distinct labels, sorted, unless --classes lists them (give a test file its
+        training file's classes, so that the indices agree). A config reads the file with
+        features: ids, normalize: none (datasets/README.md, "Texts for classification").
+        """
+    )
+
+    @Option(help: "A .jsonl or .csv file of labelled texts.")
+    var input: String
+
+    @Option(help: "The key (JSON) or column (CSV) of the text.")
+    var text: String
+
+    @Option(help: "The key or column of the label.")
+    var label: String
+
+    @Option(help: "A Hugging Face tokenizer.json with a WordPiece model (BERT's).")
+    var tokenizer: String
+
+    @Option(help: "Ids per text at most, [CLS] and [SEP] included.")
+    var maxLength: Int = 128
+
+    @Option(help: "Comma-separated class names in index order (default: the distinct labels, sorted).")
+    var classes: String?
+
+    @Option(help: "The HDF5 file to write.")
+    var out: String
+
+    func run() throws {
+        reportingErrors {
+            try refuseOutput(out, namingAnyOf: [input, tokenizer])
+            let given = classes.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+            let summary = try TextClassificationPreparation.prepare(input: input, textKey: text, labelKey: label, tokenizerPath: tokenizer,
+                                                                    maxLength: maxLength, classes: given, output: out)
+            printLine("wrote \(out): \(summary.rows) texts, \(summary.classNames.count) classes (\(summary.classNames.joined(separator: ", "))), "
+                      + "longest \(summary.longest) ids, \(summary.truncated) truncated at \(maxLength)")
         }
     }
 }

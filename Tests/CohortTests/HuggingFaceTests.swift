@@ -302,4 +302,28 @@ final class HuggingFaceTests: XCTestCase {
         print("cohort embed: within \(difference) of the sentence-transformers computation")
         XCTAssertLessThanOrEqual(difference, 1e-5)
     }
+
+    /// BERT export then import: the same tensors bit for bit (q, k, v split again, Linear
+    /// weights [out, in] again, the pooler carried), and the config's numbers.
+    func test_exportingAnImportedBERTGivesTheSameTensorsBitForBit() throws {
+        let source = "\(Self.fixtures)/bert-tiny"
+        let imported = try HuggingFace.importModel(from: source)
+        let files = try HuggingFace.export(imported.checkpoint)
+        XCTAssertEqual(files.map(\.name), ["config.json", "model.safetensors"])
+        let path = "\(directory)/bert.safetensors"
+        try files[1].bytes.write(to: URL(fileURLWithPath: path))
+        let original = try SafetensorsFile.read("\(source)/model.safetensors").tensors
+        let exported = try SafetensorsFile.read(path).tensors
+        XCTAssertEqual(Set(exported.keys), Set(original.keys).subtracting(["embeddings.position_ids"]))
+        for (name, tensor) in exported {
+            XCTAssertEqual(original[name]?.shape, tensor.shape, name)
+            XCTAssertTrue(original[name]?.values.elementsEqual(tensor.values) { $0.bitPattern == $1.bitPattern } == true, name)
+        }
+        let written = try XCTUnwrap(JSONSerialization.jsonObject(with: files[0].bytes) as? [String: Any])
+        let read = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(source)/config.json"))) as? [String: Any])
+        for key in ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                    "layer_norm_eps", "max_position_embeddings", "type_vocab_size", "pad_token_id", "model_type"] {
+            XCTAssertEqual("\(written[key] ?? "none")", "\(read[key] ?? "none")", key)
+        }
+    }
 }

@@ -461,6 +461,102 @@ public enum HuggingFace {
         return Imported(checkpoint: checkpoint, notes: [summary + "; \(parameters) parameters"] + notes)
     }
 
+    /// The files of a Hugging Face directory for a checkpoint's model: GPT-2-shaped models as
+    /// `GPT2LMHeadModel`, BERT-family ones as `BertModel` (see `exportBERT`).
+    public static func export(_ checkpoint: Checkpoint) throws -> [(name: String, bytes: Data)] {
+        let config = try TrainConfig.parse(text: checkpoint.config, file: "the checkpoint's config")
+        if config.layers.first?.options is BertEmbeddingsOptions { return try exportBERT(checkpoint, layers: config.layers) }
+        let (json, weights) = try exportGPT2(checkpoint)
+        return [("config.json", json), ("model.safetensors", weights)]
+    }
+
+    /// A BERT-family checkpoint (bert_embeddings, encoder_blocks alike, then layers the encoder
+    /// does not hold) as `BertModel`: config.json, model.safetensors (q, k and v split and every
+    /// Linear weight [out, in] again; the pooler the import kept, or the checkpoint has none),
+    /// tokenizer.json when the checkpoint holds one, and `1_Pooling/config.json` when the model
+    /// pools as sentence-transformers does. A head after the encoder (a classifier) is not part
+    /// of BertModel: said in the returned notes by the caller's listing of what was written.
+    static func exportBERT(_ checkpoint: Checkpoint, layers: [LayerSpec]) throws -> [(name: String, bytes: Data)] {
+        guard let embeddings = layers.first?.options as? BertEmbeddingsOptions else { throw CohortError("--format huggingface: no bert_embeddings") }
+        let blocks = layers.dropFirst().prefix { $0.options is EncoderBlockOptions }.compactMap { $0.options as? EncoderBlockOptions }
+        guard let block = blocks.first, blocks.allSatisfy({ $0.yaml == block.yaml }) else {
+            throw CohortError("--format huggingface: a BERT model needs encoder_blocks alike after bert_embeddings")
+        }
+        guard block.epsilon == embeddings.epsilon, block.dropout == embeddings.dropout else {
+            throw CohortError("--format huggingface: the encoder blocks' epsilon and dropout differ from bert_embeddings', which BertConfig cannot say")
+        }
+        let (width, inner) = (embeddings.dimension, block.mlpRatio * embeddings.dimension)
+        func decimal(_ value: Float) -> Double { Double("\(value)") ?? Double(value) }
+        let json: [String: Any] = [
+            "model_type": "bert", "architectures": ["BertModel"], "vocab_size": embeddings.vocabulary, "hidden_size": width,
+            "num_hidden_layers": blocks.count, "num_attention_heads": block.heads, "intermediate_size": inner,
+            "hidden_act": block.activation == .geluTanh ? "gelu_new" : block.activation.rawValue,
+            "hidden_dropout_prob": decimal(block.dropout), "attention_probs_dropout_prob": decimal(block.dropout),
+            "max_position_embeddings": embeddings.maxLength, "type_vocab_size": embeddings.tokenTypes,
+            "layer_norm_eps": decimal(block.epsilon), "pad_token_id": embeddings.padID, "position_embedding_type": "absolute",
+            "torch_dtype": "float32",
+        ]
+        var tensors: [SafetensorsExport.Tensor] = []
+        func parameter(_ name: String) throws -> (shape: [Int], values: [Float]) {
+            guard let tensor = checkpoint.tensors["parameters/\(name)"] else { throw CohortError("the checkpoint has no parameters/\(name)") }
+            return tensor
+        }
+        func put(_ name: String, _ shape: [Int], _ values: [Float]) {
+            tensors.append(SafetensorsExport.Tensor(name: name, dtype: "F32", shape: shape, bytes: values.withUnsafeBufferPointer { Data(buffer: $0) }))
+        }
+        func putLinear(_ target: String, _ source: String) throws {
+            let weight = try parameter("\(source)/weight")
+            let (inputs, outputs) = (weight.shape[0], weight.shape[1])
+            put("\(target).weight", [outputs, inputs], transposed(weight.values, rows: inputs, columns: outputs))
+            let bias = try parameter("\(source)/bias")
+            put("\(target).bias", bias.shape, bias.values)
+        }
+        for (target, source) in [("embeddings.word_embeddings.weight", "bert_embeddings_1/word/weight"),
+                                 ("embeddings.position_embeddings.weight", "bert_embeddings_1/position/weight"),
+                                 ("embeddings.token_type_embeddings.weight", "bert_embeddings_1/token_type/weight"),
+                                 ("embeddings.LayerNorm.weight", "bert_embeddings_1/ln/weight"),
+                                 ("embeddings.LayerNorm.bias", "bert_embeddings_1/ln/bias")] {
+            let tensor = try parameter(source)
+            put(target, tensor.shape, tensor.values)
+        }
+        for index in 0..<blocks.count {
+            let (target, source) = ("encoder.layer.\(index)", "encoder_block_\(index + 1)")
+            let qkv = try parameter("\(source)/attention/qkv/weight")
+            let bias = try parameter("\(source)/attention/qkv/bias")
+            for (part, name) in ["query", "key", "value"].enumerated() {
+                var weight = [Float](repeating: 0, count: width * width)
+                for output in 0..<width {
+                    for input in 0..<width { weight[output * width + input] = qkv.values[input * 3 * width + part * width + output] }
+                }
+                put("\(target).attention.self.\(name).weight", [width, width], weight)
+                put("\(target).attention.self.\(name).bias", [width], Array(bias.values[(part * width)..<((part + 1) * width)]))
+            }
+            try putLinear("\(target).attention.output.dense", "\(source)/attention/proj")
+            try putLinear("\(target).intermediate.dense", "\(source)/fc")
+            try putLinear("\(target).output.dense", "\(source)/proj")
+            for (norm, name) in [("attention.output.LayerNorm", "ln_1"), ("output.LayerNorm", "ln_2")] {
+                for part in ["weight", "bias"] {
+                    let tensor = try parameter("\(source)/\(name)/\(part)")
+                    put("\(target).\(norm).\(part)", tensor.shape, tensor.values)
+                }
+            }
+        }
+        for part in ["weight", "bias"] {
+            if let pooler = checkpoint.tensors["huggingface/pooler.dense.\(part)"] { put("pooler.dense.\(part)", pooler.shape, pooler.values) }
+        }
+        var files: [(name: String, bytes: Data)] = [
+            ("config.json", try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])),
+            ("model.safetensors", try SafetensorsExport.encode(tensors.sorted { $0.name < $1.name }, metadata: ["format": "pt"])),
+        ]
+        if let tokenizer = checkpoint.tokenizerJSON { files.append(("tokenizer.json", Data(tokenizer.utf8))) }
+        if let pool = layers.dropFirst(1 + blocks.count).first?.options as? SequencePoolOptions {
+            let pooling: [String: Any] = ["word_embedding_dimension": width, "pooling_mode_mean_tokens": pool.mode == .mean,
+                                          "pooling_mode_cls_token": pool.mode == .first, "pooling_mode_max_tokens": false]
+            files.append(("1_Pooling/config.json", try JSONSerialization.data(withJSONObject: pooling, options: [.sortedKeys, .prettyPrinted])))
+        }
+        return files
+    }
+
     static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
         (0..<(rows * columns)).map { index in values[(index % rows) * columns + index / rows] }
     }
@@ -468,13 +564,15 @@ public enum HuggingFace {
 
 extension TrainConfig {
     /// A config whose `model.init_from: {huggingface: DIR}` leaves `model.layers` out, with the
-    /// published model's layers from DIR/config.json, and its text listing them (checkpoints
-    /// store it, so that they stand without DIR). Any other config as it is.
+    /// published model's layers from DIR/config.json followed by `model.add_layers`, and its
+    /// text listing them (checkpoints store it, so that they stand without DIR). Any other
+    /// config as it is.
     public func resolvingPublishedModel() throws -> TrainConfig {
         guard layers.isEmpty, let from = fineTuning.initFrom, from.huggingface else { return self }
         let imported = try HuggingFace.importModel(from: from.checkpoint, readingWeights: false)
         var resolved = self
-        resolved.layers = try TrainConfig.parse(text: imported.checkpoint.config, file: "\(from.checkpoint)/config.json").layers
+        resolved.layers = try TrainConfig.parse(text: imported.checkpoint.config, file: "\(from.checkpoint)/config.json").layers + addedLayers
+        resolved.addedLayers = []
         resolved.text = resolved.yaml
         return resolved
     }

@@ -14,6 +14,9 @@ public struct TrainConfig: Equatable, Sendable {
     public var layers: [LayerSpec]
     /// `model.init_from`, `model.freeze`, `model.frozen_batch_norm`.
     public var fineTuning: FineTuning
+    /// `model.add_layers`: layers on top of a published model's own (`init_from: {huggingface:
+    /// DIR}` without `model.layers`); `resolvingPublishedModel` moves them into `layers`.
+    public var addedLayers: [LayerSpec] = []
     public var loss: Loss
     public var optimizer: OptimizerConfig
     public var training: TrainingConfig
@@ -40,7 +43,7 @@ public struct TrainConfig: Equatable, Sendable {
     public static func == (a: TrainConfig, b: TrainConfig) -> Bool {
         (a.name, a.seed, a.runDirectory, a.tensorBoard) == (b.name, b.seed, b.runDirectory, b.tensorBoard)
             && a.data == b.data && a.layers == b.layers && a.fineTuning == b.fineTuning && a.loss == b.loss && a.optimizer == b.optimizer
-            && a.training == b.training && a.checkpoint == b.checkpoint && a.callbacks == b.callbacks
+            && a.training == b.training && a.checkpoint == b.checkpoint && a.callbacks == b.callbacks && a.addedLayers == b.addedLayers
     }
 }
 
@@ -248,6 +251,13 @@ extension TrainConfig {
         } else {
             throw CohortError("\(file): model.layers must list at least one layer")
         }
+        var addedLayers: [LayerSpec] = []
+        if let nodes = try modelMap.list("add_layers") {
+            guard layers.isEmpty else {
+                throw modelMap.error("add_layers", "adds to a published model's layers (init_from: {huggingface: DIR} without model.layers); list them in model.layers instead")
+            }
+            addedLayers = try nodes.enumerated().map { index, node in try parseLayer(node, file: file, path: "model.add_layers[\(index)]") }
+        }
         try modelMap.finish()
 
         let loss = try parseLoss(top, file: file)
@@ -341,11 +351,13 @@ extension TrainConfig {
         let tensorBoard = try top.bool("tensorboard", default: true)
         try top.finish()
 
-        return TrainConfig(
+        var config = TrainConfig(
             name: name, seed: seed, runDirectory: runDirectory, data: data, layers: layers, fineTuning: fineTuning,
             loss: loss, optimizer: optimizer, training: training,
             checkpoint: checkpoint, callbacks: callbacks, tensorBoard: tensorBoard, text: resolved
         )
+        config.addedLayers = addedLayers
+        return config
     }
 
     static func parseLoss(_ top: ConfigMap, file: String) throws -> Loss {

@@ -19,7 +19,9 @@ extension TrainConfig {
             data["augment"] = "{crop_padding: \(self.data.augmentation.cropPadding), horizontal_flip: \(self.data.augmentation.horizontalFlip)}"
         }
         lines += section(data)
-        lines += ["model:", "  layers:"] + layers.map { "    - \($0.yamlFlow)" }
+        lines.append("model:")
+        if !layers.isEmpty { lines += ["  layers:"] + layers.map { "    - \($0.yamlFlow)" } }
+        if !addedLayers.isEmpty { lines += ["  add_layers:"] + addedLayers.map { "    - \($0.yamlFlow)" } }
         let names = { (list: [String]) in "[" + list.map(quoted).joined(separator: ", ") + "]" }
         if let from = fineTuning.initFrom {
             lines.append("  init_from: {\(from.huggingface ? "huggingface" : "checkpoint"): \(quoted(from.checkpoint))" + (from.layers.map { ", layers: \(names($0))" } ?? "")

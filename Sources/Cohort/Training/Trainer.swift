@@ -59,6 +59,10 @@ public final class Trainer {
                 : try Trainer.sourceCheckpoint(from.checkpoint)
         }
         let source = found?.checkpoint
+        // What a published model brings that no layer holds (BERT's unused pooler, its
+        // tokenizer.json) rides along in every checkpoint, for the export.
+        carried = source?.tensors.filter { $0.key.hasPrefix("huggingface/") } ?? [:]
+        carriedTokenizer = source?.tokenizerJSON
         startupLines += found.map { ["init_from: reading \($0.path)"] } ?? []
         if let from = config.fineTuning.initFrom, let stored = source?.normalization, data.normalize == .standardize, data.mean == nil {
             (data.mean, data.std) = (stored.mean, stored.std)
@@ -368,6 +372,9 @@ public final class Trainer {
     let fault = FaultInjection.fromEnvironment()
     /// Ends the job when a step's collectives do not complete in time (several ranks only).
     private var synchronized = false
+    /// Tensors and the tokenizer.json of an imported model that its checkpoints keep (`huggingface/…`).
+    var carried: [String: (shape: [Int], values: [Float])] = [:]
+    var carriedTokenizer: String?
     /// A stop signal reached some rank before the first step (set by `synchronizeInitialState`).
     public private(set) var stoppedDuringStartup = false
     private lazy var watchdog: StallWatchdog? = config.training.stallTimeout > 0 && communicator.size > 1

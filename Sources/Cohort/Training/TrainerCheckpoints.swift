@@ -60,6 +60,8 @@ extension Trainer {
                                     optimizerSteps: optimizer.stepCount, config: config.text)
         checkpoint.dataFingerprint = dataFingerprint
         checkpoint.classNames = train.classNames
+        checkpoint.tensors.merge(carried) { kept, _ in kept }
+        checkpoint.tokenizerJSON = carriedTokenizer
         checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
         if let corpus = (train as? TokenWindows)?.corpus, !corpus.merges.isEmpty { checkpoint.merges = corpus.merges }
         (checkpoint.inputShape, checkpoint.inputLayout, checkpoint.loss) = (train.sampleShape, train.sampleLayout, config.loss.name)
@@ -186,6 +188,8 @@ extension Trainer {
             }
             for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
         }
+        carried = checkpoint.tensors.filter { $0.key.hasPrefix("huggingface/") }
+        carriedTokenizer = checkpoint.tokenizerJSON
         if let state = checkpoint.metrics["callbacks/early_stopping"] { earlyStopping?.restore(state) }
         if let state = checkpoint.metrics["callbacks/reduce_lr_on_plateau"] { plateau?.restore(state) }
         if let weights = checkpoint.tensors["callbacks/best_weights"]?.values, weights.count == parameters.count { bestWeights = weights }
