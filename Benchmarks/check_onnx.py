@@ -3,7 +3,7 @@
 
     python Benchmarks/check_onnx.py MODEL.onnx DATA.h5 PREDICTIONS.h5 [LOSS]
 
-DATA.h5 is a Cohort data file (its features as float32 are the graph's input), PREDICTIONS.h5
+DATA.h5 is a Cohort data file (its features as float32, or its token ids as int64, are the graph's input), PREDICTIONS.h5
 what `cohort predict` wrote for it. The graph's logits become probabilities as predict makes them
 (softmax, or [1 - p, p] for binary_cross_entropy, or the outputs themselves for regression).
 Prints the largest difference and exits 1 above 1e-5. Needs numpy, h5py and onnxruntime.
@@ -16,12 +16,12 @@ import onnxruntime
 
 model, data, predictions = sys.argv[1:4]
 loss = sys.argv[4] if len(sys.argv) > 4 else "softmax_cross_entropy"
+session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
 with h5py.File(data, "r") as f:
-    name = "images" if "images" in f else "features"
-    x = f[name][:].astype(np.float32)
+    name = "images" if "images" in f else "ids" if "ids" in f else "features"
+    x = f[name][:].astype(np.int64 if session.get_inputs()[0].type == "tensor(int64)" else np.float32)
 if x.ndim == 3 and name == "images":
     x = x[..., None]
-session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
 logits = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i:i + 1000]})[0] for i in range(0, len(x), 1000)])
 with h5py.File(predictions, "r") as f:
     if "probabilities" in f:

@@ -122,5 +122,28 @@ if [ -n "$torch" ] && "$torch" -c "import transformers" 2>/dev/null; then
 else
     echo "export check: no transformers beside PyTorch: the --format huggingface load is skipped"
 fi
+# A published BERT encoder (the test fixture) with a classification head, fine-tuned 3 steps on
+# labelled texts: its ONNX graph (padding mask from the ids, mean pooling) against cohort predict.
+printf '%s\n' '{"text": "in the beginning god created the heaven", "label": "a"}' '{"text": "and god said let there be light", "label": "b"}' \
+    '{"text": "jesus wept", "label": "c"}' '{"text": "and the earth was without form", "label": "a"}' > "$work/texts.jsonl"
+for _ in 1 2 3; do cat "$work/texts.jsonl"; done > "$work/texts12.jsonl"
+"$cohort" prepare text-classification --input "$work/texts12.jsonl" --text text --label label \
+    --tokenizer "$root/Tests/Fixtures/huggingface/bert-tiny-tokenizer.json" --max-length 16 --out "$work/texts.h5" >/dev/null
+cat > "$work/bert.yaml" <<YAML
+name: bert-tiny-topics
+run_dir: $work/runs/bert
+tensorboard: false
+data: {train: $work/texts.h5, features: ids, labels: labels, normalize: none}
+model:
+  init_from: {huggingface: $root/Tests/Fixtures/huggingface/bert-tiny}
+  add_layers: [{type: sequence_pool, mode: mean}, {type: dense, units: 3}]
+optimizer: {type: adamw, learning_rate: 0.001}
+training: {epochs: 1, batch_size: 4, max_steps: 3}
+YAML
+train "$work/bert.yaml"
+bert_checkpoint="$(ls "$work/runs/bert/checkpoints/"*.h5 | tail -1)"
+"$cohort" export "$bert_checkpoint" --format onnx --out "$work/bert.onnx" >/dev/null
+"$cohort" predict "$bert_checkpoint" --data "$work/texts.h5" --out "$work/bert-predictions.h5" >/dev/null
+"$python" "$root/Benchmarks/check_onnx.py" "$work/bert.onnx" "$work/texts.h5" "$work/bert-predictions.h5" || failures=$((failures + 1))
 if [ "$failures" -gt 0 ]; then echo "export check: $failures model(s) differ"; exit 1; fi
 echo "export check: every shipped model's ONNX graph agrees with cohort"

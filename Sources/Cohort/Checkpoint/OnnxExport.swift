@@ -12,7 +12,9 @@ public enum OnnxExport {
     public static func model(of checkpoint: Checkpoint, inputShape: [Int]) throws -> [UInt8] {
         let config = try TrainConfig.parse(text: checkpoint.config, file: "the checkpoint's config")
         var graph = OnnxGraph { name in checkpoint.tensors["parameters/\(name)"] ?? checkpoint.tensors["buffers/\(name)"] }
-        let layout = checkpoint.inputLayout ?? (inputShape.count == 3 ? "CHW" : inputShape.count == 1 ? "D" : "T")
+        // A model that reads token ids takes them as int64, whatever file layout they came in.
+        let readsTokens = config.layers.first.map { $0.options is EmbeddingOptions || $0.options is BertEmbeddingsOptions } ?? false
+        let layout = readsTokens ? "T" : checkpoint.inputLayout ?? (inputShape.count == 3 ? "CHW" : inputShape.count == 1 ? "D" : "T")
         let input: (name: String, type: Int, dims: [String])
         var value: String
         switch layout {
