@@ -16,21 +16,6 @@
 #define VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define VECTORIZED
-// 1 when every x[i] is finite: x·0 is ±0 for a finite x and NaN for ±inf and NaN, and a sum of
-// zeros stays 0 (a sum of the values themselves could overflow). Eight lanes, so it vectorizes.
-static inline __attribute__((unused)) void add_probes(float lanes[8], const float *restrict x, long n) {
-    long i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lanes[l] += x[i + l] * 0.0f;
-    for (; i < n; i++) lanes[0] += x[i] * 0.0f;
-}
-
-static inline __attribute__((unused)) int probes_finite(const float lanes[8]) {
-    float total = 0.0f;
-    for (int l = 0; l < 8; l++) total += lanes[l];
-    return total == 0.0f;
-}
-
 #endif
 
 // expf is the one transcendental clang maps to libmvec's vector versions here (tanhf and erff

@@ -46,17 +46,10 @@ struct Embed: ParsableCommand {
             var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             if text.hasSuffix("\n") { lines.removeLast() }
             let embeddings = try embedder.embed(lines, batchSize: batchSize)
-            let temporary = URL(fileURLWithPath: out).deletingLastPathComponent().appendingPathComponent(".\(URL(fileURLWithPath: out).lastPathComponent).tmp-\(getpid())").path
-            let file = try HDF5File.create(temporary)
-            try file.write("embeddings", embeddings, shape: [lines.count, embedder.width])
-            try file.setAttribute("checkpoint", checkpoint)
-            try file.setAttribute("source", data)
-            try file.flush()
-            file.close()
-            try FileIntegrity.seal(temporary)
-            guard rename(temporary, out) == 0 else {
-                unlink(temporary)
-                throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
+            try writeHDF5(out) { file in
+                try file.write("embeddings", embeddings, shape: [lines.count, embedder.width])
+                try file.setAttribute("checkpoint", checkpoint)
+                try file.setAttribute("source", data)
             }
             printLine("wrote \(out): \(lines.count) embeddings of \(embedder.width), L2-normalized")
         }

@@ -125,24 +125,16 @@ struct Predict: ParsableCommand {
             try refuseOutput(out, namingAnyOf: [checkpoint, data])
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
             let predictions = try Cohort.predict(trained, batchSize: batchSize)
-            // Written under a temporary name and renamed: a failed write leaves nothing half-done.
-            let temporary = URL(fileURLWithPath: out).deletingLastPathComponent().appendingPathComponent(".\(URL(fileURLWithPath: out).lastPathComponent).tmp-\(getpid())").path
-            let file = try HDF5File.create(temporary)
-            if trained.data.isRegression {
-                try file.write("predictions", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
-            } else {
-                try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
-                try file.write("predictions", predictions.labels, shape: [trained.data.rows])
-            }
-            try file.setAttribute("class_names", trained.data.classNames)
-            try file.setAttribute("checkpoint", checkpoint)
-            try file.setAttribute("source", data)
-            try file.flush()
-            file.close()
-            try FileIntegrity.seal(temporary)
-            guard rename(temporary, out) == 0 else {
-                unlink(temporary)
-                throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
+            try writeHDF5(out) { file in
+                if trained.data.isRegression {
+                    try file.write("predictions", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
+                } else {
+                    try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
+                    try file.write("predictions", predictions.labels, shape: [trained.data.rows])
+                }
+                try file.setAttribute("class_names", trained.data.classNames)
+                try file.setAttribute("checkpoint", checkpoint)
+                try file.setAttribute("source", data)
             }
             printLine("wrote \(out): \(trained.data.rows) rows, \(predictions.classes) classes")
         }
@@ -159,5 +151,25 @@ func refuseOutput(_ output: String, namingAnyOf inputs: [String]) throws {
         if stat(input, &inputStatus) == 0, inputStatus.st_dev == outputStatus.st_dev, inputStatus.st_ino == outputStatus.st_ino {
             throw CohortError("\(output): is the input \(input); choose another output path")
         }
+    }
+}
+
+/// Writes an HDF5 output under a temporary name, seals it and renames it into place: a failed
+/// write leaves nothing half-done and nothing else touched.
+func writeHDF5(_ out: String, _ body: (HDF5File) throws -> Void) throws {
+    let temporary = URL(fileURLWithPath: out).deletingLastPathComponent().appendingPathComponent(".\(URL(fileURLWithPath: out).lastPathComponent).tmp-\(getpid())").path
+    do {
+        let file = try HDF5File.create(temporary)
+        try body(file)
+        try file.flush()
+        file.close()
+        try FileIntegrity.seal(temporary)
+    } catch {
+        unlink(temporary)
+        throw error
+    }
+    guard rename(temporary, out) == 0 else {
+        unlink(temporary)
+        throw CohortError("\(out): cannot move the new file into place: \(String(cString: strerror(errno)))")
     }
 }

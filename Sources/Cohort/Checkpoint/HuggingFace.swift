@@ -75,31 +75,14 @@ public enum HuggingFace {
 
     private static func importGPT2(_ config: [String: Any], directory: String, readingWeights: Bool) throws -> Imported {
         let configPath = "\(directory)/config.json"
-        func int(_ key: String, default value: Int? = nil) throws -> Int {
-            if let number = config[key] as? Int { return number }
-            if config[key] == nil || config[key] is NSNull, let value { return value }
-            throw CohortError("\(configPath): \(key) must be a whole number, got \(config[key].map { "\($0)" } ?? "nothing")")
-        }
-        func double(_ key: String, default value: Double) throws -> Double {
-            if let number = config[key] as? Double { return number }
-            if config[key] == nil { return value }
-            throw CohortError("\(configPath): \(key) must be a number")
-        }
-        func require(_ key: String, _ expected: Bool, default value: Bool) throws {
-            let actual = config[key] as? Bool ?? value
-            guard actual == expected else {
-                throw CohortError("\(configPath): \(key) \(actual) is not implemented by Cohort (only \(expected))")
-            }
-        }
+        let json = ConfigJSON(values: config, path: configPath)
         let used: Set<String> = ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
                                  "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "scale_attn_weights",
                                  "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"]
-        if let unknown = config.keys.sorted().first(where: { !used.contains($0) && !inertGPT2Keys.contains($0) }) {
-            throw CohortError("\(configPath): \(unknown) is a setting Cohort does not implement for gpt2")
-        }
-        let (vocabulary, positions, width) = (try int("vocab_size"), try int("n_positions"), try int("n_embd"))
-        let (layers, heads) = (try int("n_layer"), try int("n_head"))
-        let inner = try int("n_inner", default: 4 * width)
+        try json.refuseUnknown(used: used, inert: inertGPT2Keys, family: "gpt2")
+        let (vocabulary, positions, width) = (try json.int("vocab_size"), try json.int("n_positions"), try json.int("n_embd"))
+        let (layers, heads) = (try json.int("n_layer"), try json.int("n_head"))
+        let inner = try json.int("n_inner", default: 4 * width)
         guard vocabulary > 0, positions > 0, width > 0, layers > 0, heads > 0, width % heads == 0 else {
             throw CohortError("\(configPath): vocab_size, n_positions, n_embd, n_layer and n_head must be positive, n_embd a multiple of n_head")
         }
@@ -113,16 +96,16 @@ public enum HuggingFace {
         case "gelu": kind = .gelu
         default: throw CohortError("\(configPath): activation_function '\(activation)' is not implemented by Cohort (gelu_new, gelu_pytorch_tanh, gelu)")
         }
-        try require("scale_attn_weights", true, default: true)
-        try require("scale_attn_by_inverse_layer_idx", false, default: false)
-        try require("reorder_and_upcast_attn", false, default: false)
-        try require("add_cross_attention", false, default: false)
-        let (residual, attentionDropout, embedding) = (try double("resid_pdrop", default: 0.1), try double("attn_pdrop", default: 0.1),
-                                                        try double("embd_pdrop", default: 0.1))
+        try json.require("scale_attn_weights", true, default: true)
+        try json.require("scale_attn_by_inverse_layer_idx", false, default: false)
+        try json.require("reorder_and_upcast_attn", false, default: false)
+        try json.require("add_cross_attention", false, default: false)
+        let (residual, attentionDropout, embedding) = (try json.double("resid_pdrop", default: 0.1), try json.double("attn_pdrop", default: 0.1),
+                                                        try json.double("embd_pdrop", default: 0.1))
         guard residual == attentionDropout else {
             throw CohortError("\(configPath): attn_pdrop \(attentionDropout) differs from resid_pdrop \(residual); Cohort's block has one dropout rate")
         }
-        let epsilon = Float(try double("layer_norm_epsilon", default: 1e-5))
+        let epsilon = Float(try json.double("layer_norm_epsilon", default: 1e-5))
         let tied = config["tie_word_embeddings"] as? Bool ?? true
 
         var specs: [LayerSpec] = [LayerSpec(EmbeddingOptions(vocabulary: vocabulary, dimension: width)),
@@ -134,27 +117,14 @@ public enum HuggingFace {
         }
         specs.append(LayerSpec(LayerNormOptions(epsilon: epsilon)))
         specs.append(LayerSpec(LanguageModelHeadOptions(tied: tied, units: tied ? nil : vocabulary)))
-        let name = URL(fileURLWithPath: directory).lastPathComponent
-        let train = TrainConfig(name: name, data: DataConfig(train: "data/REPLACE-WITH-TOKENS/train.h5", window: positions), layers: specs,
-                                optimizer: OptimizerConfig(kind: .adamw, learningRate: 5e-5))
-        var checkpoint = Checkpoint(position: Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0),
-                                    worldSize: 1, batchSize: 1, optimizerSteps: 0, config: train.text)
-        checkpoint.inputShape = [positions]
-        checkpoint.inputLayout = "T"
-        checkpoint.inputScale = 1
-        checkpoint.loss = Loss.softmaxCrossEntropy(smoothing: 0).name
+        var checkpoint = importedCheckpoint(directory, layers: specs, window: positions, data: "data/REPLACE-WITH-TOKENS/train.h5")
         let summary = "gpt2: \(layers) blocks, \(heads) heads, width \(width), vocabulary \(vocabulary), \(positions) positions, \(activation), \(tied ? "tied" : "untied") head"
         guard readingWeights else { return Imported(checkpoint: checkpoint, notes: [summary]) }
 
         // The tensors, by their GPT2Model names (GPT2LMHeadModel prefixes them with `transformer.`).
-        let weightsPath = "\(directory)/model.safetensors"
-        guard FileManager.default.fileExists(atPath: weightsPath) else {
-            throw CohortError("\(weightsPath): no such file (only safetensors weights are read, not pytorch_model.bin)")
-        }
-        var (tensors, _) = try SafetensorsFile.read(weightsPath)
-        for name in Array(tensors.keys) where name.hasPrefix("transformer.") {
-            tensors[String(name.dropFirst("transformer.".count))] = tensors.removeValue(forKey: name)
-        }
+        let read = try weights(in: directory, droppingPrefix: "transformer.")
+        let weightsPath = read.path
+        var tensors = read.tensors
         var mapped: [String: (shape: [Int], values: [Float])] = [:]
         var notes: [String] = []
         func take(_ source: String, as target: String, shape: [Int]) throws {
@@ -294,33 +264,18 @@ public enum HuggingFace {
 
     private static func importBERT(_ config: [String: Any], directory: String, readingWeights: Bool) throws -> Imported {
         let configPath = "\(directory)/config.json"
-        func int(_ key: String, default value: Int? = nil) throws -> Int {
-            if let number = config[key] as? Int { return number }
-            if config[key] == nil || config[key] is NSNull, let value { return value }
-            throw CohortError("\(configPath): \(key) must be a whole number, got \(config[key].map { "\($0)" } ?? "nothing")")
-        }
-        func double(_ key: String, default value: Double) throws -> Double {
-            if let number = config[key] as? Double { return number }
-            if config[key] == nil { return value }
-            throw CohortError("\(configPath): \(key) must be a number")
-        }
-        func require<T: Equatable>(_ key: String, _ expected: T, default value: T) throws {
-            let actual = config[key] as? T ?? value
-            guard actual == expected else { throw CohortError("\(configPath): \(key) \(actual) is not implemented by Cohort (only \(expected))") }
-        }
+        let json = ConfigJSON(values: config, path: configPath)
         let used: Set<String> = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                                  "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
                                  "layer_norm_eps", "pad_token_id", "position_embedding_type", "is_decoder", "add_cross_attention",
                                  "chunk_size_feed_forward"]
-        if let unknown = config.keys.sorted().first(where: { !used.contains($0) && !inertBERTKeys.contains($0) }) {
-            throw CohortError("\(configPath): \(unknown) is a setting Cohort does not implement for bert")
-        }
+        try json.refuseUnknown(used: used, inert: inertBERTKeys, family: "bert")
         if let architectures = config["architectures"] as? [String], let other = architectures.first(where: { $0 != "BertModel" }) {
             throw CohortError("\(configPath): architectures \(other): Cohort imports BertModel's encoder (add a head with model.add_layers)")
         }
-        let (vocabulary, width, layers) = (try int("vocab_size"), try int("hidden_size"), try int("num_hidden_layers"))
-        let (heads, inner, positions) = (try int("num_attention_heads"), try int("intermediate_size"), try int("max_position_embeddings", default: 512))
-        let (types, pad) = (try int("type_vocab_size", default: 2), try int("pad_token_id", default: 0))
+        let (vocabulary, width, layers) = (try json.int("vocab_size"), try json.int("hidden_size"), try json.int("num_hidden_layers"))
+        let (heads, inner, positions) = (try json.int("num_attention_heads"), try json.int("intermediate_size"), try json.int("max_position_embeddings", default: 512))
+        let (types, pad) = (try json.int("type_vocab_size", default: 2), try json.int("pad_token_id", default: 0))
         guard vocabulary > 0, width > 0, layers > 0, heads > 0, width % heads == 0, inner > 0, positions > 0, types > 0,
               (0..<vocabulary).contains(pad) else {
             throw CohortError("\(configPath): vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings and type_vocab_size must be positive, hidden_size a multiple of num_attention_heads, pad_token_id a token")
@@ -336,15 +291,15 @@ public enum HuggingFace {
         case "relu": kind = .relu
         default: throw CohortError("\(configPath): hidden_act '\(activation)' is not implemented by Cohort (gelu, gelu_new, relu)")
         }
-        try require("position_embedding_type", "absolute", default: "absolute")
-        try require("is_decoder", false, default: false)
-        try require("add_cross_attention", false, default: false)
-        try require("chunk_size_feed_forward", 0, default: 0)
-        let (hiddenDropout, attentionDropout) = (try double("hidden_dropout_prob", default: 0.1), try double("attention_probs_dropout_prob", default: 0.1))
+        try json.require("position_embedding_type", "absolute", default: "absolute")
+        try json.require("is_decoder", false, default: false)
+        try json.require("add_cross_attention", false, default: false)
+        try json.require("chunk_size_feed_forward", 0, default: 0)
+        let (hiddenDropout, attentionDropout) = (try json.double("hidden_dropout_prob", default: 0.1), try json.double("attention_probs_dropout_prob", default: 0.1))
         guard hiddenDropout == attentionDropout else {
             throw CohortError("\(configPath): attention_probs_dropout_prob \(attentionDropout) differs from hidden_dropout_prob \(hiddenDropout); Cohort's block has one dropout rate")
         }
-        let epsilon = Float(try double("layer_norm_eps", default: 1e-12))
+        let epsilon = Float(try json.double("layer_norm_eps", default: 1e-12))
         var specs: [LayerSpec] = [LayerSpec(BertEmbeddingsOptions(vocabulary: vocabulary, dimension: width, maxLength: positions, tokenTypes: types,
                                                                   epsilon: epsilon, padID: pad, dropout: Float(hiddenDropout)))]
         specs += (0..<layers).map { _ in
@@ -365,15 +320,7 @@ public enum HuggingFace {
                 throw CohortError("\(poolingPath): only mean or cls_token pooling is implemented by Cohort")
             }
         }
-        let name = URL(fileURLWithPath: directory).lastPathComponent
-        let window = min(positions, 128)
-        let train = TrainConfig(name: name, data: DataConfig(train: "data/REPLACE-WITH-TEXT/train.h5", window: window), layers: specs,
-                                optimizer: OptimizerConfig(kind: .adamw, learningRate: 5e-5))
-        var checkpoint = Checkpoint(position: Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0),
-                                    worldSize: 1, batchSize: 1, optimizerSteps: 0, config: train.text)
-        checkpoint.inputShape = [window]
-        checkpoint.inputLayout = "T"
-        checkpoint.inputScale = 1
+        var checkpoint = importedCheckpoint(directory, layers: specs, window: min(positions, 128), data: "data/REPLACE-WITH-TEXT/train.h5")
         let summary = "bert: \(layers) encoder blocks, \(heads) heads, width \(width), feed-forward \(inner), vocabulary \(vocabulary), \(positions) positions, \(types) token types, \(activation), epsilon \(epsilon)"
         if let text = try? String(contentsOfFile: "\(directory)/tokenizer.json", encoding: .utf8) {
             _ = try WordPiece(tokenizerJSON: "\(directory)/tokenizer.json")
@@ -382,14 +329,9 @@ public enum HuggingFace {
         }
         guard readingWeights else { return Imported(checkpoint: checkpoint, notes: [summary] + notes) }
 
-        let weightsPath = "\(directory)/model.safetensors"
-        guard FileManager.default.fileExists(atPath: weightsPath) else {
-            throw CohortError("\(weightsPath): no such file (only safetensors weights are read, not pytorch_model.bin)")
-        }
-        var (tensors, _) = try SafetensorsFile.read(weightsPath)
-        for name in Array(tensors.keys) where name.hasPrefix("bert.") {
-            tensors[String(name.dropFirst("bert.".count))] = tensors.removeValue(forKey: name)
-        }
+        let read = try weights(in: directory, droppingPrefix: "bert.")
+        let weightsPath = read.path
+        var tensors = read.tensors
         var mapped: [String: (shape: [Int], values: [Float])] = [:]
         func tensor(_ source: String, shape: [Int]) throws -> [Float] {
             // Older checkpoints name a layer norm's scale and shift gamma and beta.
@@ -557,6 +499,31 @@ public enum HuggingFace {
         return files
     }
 
+    /// A checkpoint of `layers` with no tensors yet and no step taken: its config names the
+    /// directory, a placeholder for the data and AdamW 5e-5, for a user to complete.
+    static func importedCheckpoint(_ directory: String, layers: [LayerSpec], window: Int, data: String) -> Checkpoint {
+        let train = TrainConfig(name: URL(fileURLWithPath: directory).lastPathComponent, data: DataConfig(train: data, window: window),
+                                layers: layers, optimizer: OptimizerConfig(kind: .adamw, learningRate: 5e-5))
+        var checkpoint = Checkpoint(position: Checkpoint.Position(epoch: 0, stepInEpoch: 0, globalStep: 0, samplesSeen: 0),
+                                    worldSize: 1, batchSize: 1, optimizerSteps: 0, config: train.text)
+        (checkpoint.inputShape, checkpoint.inputLayout, checkpoint.inputScale) = ([window], "T", 1)
+        checkpoint.loss = Loss.softmaxCrossEntropy(smoothing: 0).name
+        return checkpoint
+    }
+
+    /// DIR/model.safetensors' tensors, with a head model's prefix (`transformer.`, `bert.`) taken off.
+    static func weights(in directory: String, droppingPrefix prefix: String) throws -> (path: String, tensors: [String: SafetensorsFile.Tensor]) {
+        let path = "\(directory)/model.safetensors"
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CohortError("\(path): no such file (only safetensors weights are read, not pytorch_model.bin)")
+        }
+        var (tensors, _) = try SafetensorsFile.read(path)
+        for name in Array(tensors.keys) where name.hasPrefix(prefix) {
+            tensors[String(name.dropFirst(prefix.count))] = tensors.removeValue(forKey: name)
+        }
+        return (path, tensors)
+    }
+
     static func transposed(_ values: [Float], rows: Int, columns: Int) -> [Float] {
         (0..<(rows * columns)).map { index in values[(index % rows) * columns + index / rows] }
     }
@@ -575,5 +542,36 @@ extension TrainConfig {
         resolved.addedLayers = []
         resolved.text = resolved.yaml
         return resolved
+    }
+}
+
+/// A `config.json`'s values, read with errors that name the file and the key.
+struct ConfigJSON {
+    let values: [String: Any]
+    let path: String
+
+    func int(_ key: String, default value: Int? = nil) throws -> Int {
+        if let number = values[key] as? Int { return number }
+        if values[key] == nil || values[key] is NSNull, let value { return value }
+        throw CohortError("\(path): \(key) must be a whole number, got \(values[key].map { "\($0)" } ?? "nothing")")
+    }
+
+    func double(_ key: String, default value: Double) throws -> Double {
+        if let number = values[key] as? Double { return number }
+        if values[key] == nil { return value }
+        throw CohortError("\(path): \(key) must be a number")
+    }
+
+    /// The key holds the one value Cohort implements (or is absent and defaults to it).
+    func require<T: Equatable>(_ key: String, _ expected: T, default value: T) throws {
+        let actual = values[key] as? T ?? value
+        guard actual == expected else { throw CohortError("\(path): \(key) \(actual) is not implemented by Cohort (only \(expected))") }
+    }
+
+    /// Every key is used or known to leave the computation alone.
+    func refuseUnknown(used: Set<String>, inert: Set<String>, family: String) throws {
+        if let unknown = values.keys.sorted().first(where: { !used.contains($0) && !inert.contains($0) }) {
+            throw CohortError("\(path): \(unknown) is a setting Cohort does not implement for \(family)")
+        }
     }
 }
