@@ -68,6 +68,28 @@ final class BatchInvarianceTests: XCTestCase {
         try assertInvariant(layers, inputShape: [16], batch: 8, micro: [4, 1], vocabulary: 40)
     }
 
+    /// A BERT encoder over padded texts: each sample's products cover its real tokens only, so
+    /// its bits do not depend on the lengths of the samples beside it, and padding costs nothing:
+    /// any split, down to one sample (a dense head on the pooled rows splits at 16-row blocks).
+    func test_microBatchesGiveTheWholeBatchsBitsThroughAPaddedEncoder() throws {
+        let layers: [LayerSpec] = [.family(BertEmbeddingsOptions(vocabulary: 30, dimension: 32, maxLength: 24)),
+                                   .family(EncoderBlockOptions(heads: 4, mlpRatio: 2)), .family(SequencePoolOptions(mode: .mean))]
+        let (batch, length) = (8, 24)
+        let model = try Model(inputShape: [length], layers: layers, maxBatch: batch, seed: 5)
+        var generator = Generator(seed: 9)
+        var x: [Float] = []
+        for _ in 0..<batch {
+            let real = 1 + Int(generator.next() % UInt64(length))
+            x += (0..<length).map { $0 < real ? Float(1 + generator.next() % 29) : 0 }
+        }
+        let whole = passes(model, x, batch: batch, micro: batch)
+        for size in [4, 1] {
+            let split = passes(model, x, batch: batch, micro: size)
+            XCTAssertTrue(split.outputs == whole.outputs, "forward: \(batch / size) × \(size) differs from 1 × \(batch)")
+            XCTAssertTrue(split.gradients == whole.gradients, "gradients: \(batch / size) × \(size) differ from 1 × \(batch)")
+        }
+    }
+
     func test_anyThreadCountGivesTheSameBitsInRowBlocks() throws {
         let model = try Model(inputShape: [784], layers: [.dense(256, activation: .relu), .dense(10)], maxBatch: 72, seed: 5)
         var generator = Generator(seed: 9)

@@ -101,12 +101,16 @@ public final class Attention: Layer {
         (self.causal, self.lengths) = (causal, lengths)
         (length, width) = (inputShape[0], inputShape[1])
         let maxBatch = builder.maxBatch
-        qkv = Dense(name: "\(name)/qkv", inputShape: inputShape, units: 3 * width, initializer: .normal, useBias: bias, builder: builder)
+        // Bidirectionally, a padded position neither attends nor is attended to: the projections
+        // and products cover each sample's real positions only.
+        let realRows = causal ? nil : lengths
+        qkv = Dense(name: "\(name)/qkv", inputShape: inputShape, units: 3 * width, initializer: .normal, useBias: bias,
+                    lengths: realRows, builder: builder)
         weightDropout = dropout > 0
             ? Dropout(name: "\(name)/weight_dropout", inputShape: [heads, length, length], rate: dropout,
                       generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
         proj = Dense(name: "\(name)/proj", inputShape: inputShape, units: width, initializer: .normal, useBias: bias,
-                     initScale: projectionScale, builder: builder)
+                     initScale: projectionScale, lengths: realRows, builder: builder)
         outputDropout = dropout > 0
             ? Dropout(name: "\(name)/output_dropout", inputShape: inputShape, rate: dropout,
                       generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
@@ -133,6 +137,12 @@ public final class Attention: Layer {
         return outputDropout?.timedForward(out, batch: batch, training: training) ?? out
     }
 
+    /// Positions of sample b that attend and are attended to: all T (causal), or its real ones.
+    @inline(__always)
+    private static func computed(_ b: Int, length T: Int, causal: Bool, keys: [Int]?) -> Int {
+        causal ? T : min(keys?[b] ?? T, T)
+    }
+
     /// Each (row, head) pair is one part on `LayerThreads` (its products single-threaded).
     private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
         let (T, C, D) = (length, width, width / heads)
@@ -142,10 +152,11 @@ public final class Attention: Layer {
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let scores = probabilities + pair * T * T
-            sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+            let E = Attention.computed(b, length: T, causal: causal, keys: keys)
+            sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
                         scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
             let keyCount = keys?[b] ?? T
-            for i in 0..<T { cohort_softmax_prefix(scores + i * T, causal ? min(i + 1, keyCount) : keyCount, T) }
+            for i in 0..<E { cohort_softmax_prefix(scores + i * T, causal ? min(i + 1, keyCount) : keyCount, T) }
         }
         let used = weightDropout?.timedForward(probabilities, batch: batch, training: training) ?? UnsafePointer(probabilities)
         usedProbabilities = used
@@ -153,7 +164,8 @@ public final class Attention: Layer {
         LayerThreads.run(parts: batch * heads) { pair, _ in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
-            sgemm(CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+            let E = Attention.computed(b, length: T, causal: causal, keys: keys)
+            sgemm(CblasNoTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
                         1, used + pair * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
                         0, outputs + b * T * C + h * D, Int32(C))
         }
@@ -200,12 +212,13 @@ public final class Attention: Layer {
                 let base = projected + b * T * 3 * C
                 let dBase = dQKV + b * T * 3 * C
                 let dS = scratch + worker * T * T
-                sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                let E = Attention.computed(b, length: T, causal: causal, keys: keys)
+                sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
                             1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dS, Int32(T))
-                sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
                             1, used + pair * T * T, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
-                Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T, causal: causal, keys: keys?[b] ?? T)
-                Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, width: C, scale: scale)
+                Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T, rows: E, causal: causal, keys: keys?[b] ?? T)
+                Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, rows: E, width: C, scale: scale)
             }
             return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
         }
@@ -214,7 +227,8 @@ public final class Attention: Layer {
             let base = projected + b * T * 3 * C
             Attention.probabilityAndValueGradients(dY + b * T * C + h * D, base: base, used: used + pair * T * T,
                                                    into: probabilityGradient + pair * T * T, dBase: dQKV + b * T * 3 * C,
-                                                   head: h, headWidth: D, length: T, width: C)
+                                                   head: h, headWidth: D, length: T, rows: Attention.computed(b, length: T, causal: causal, keys: keys),
+                                                   width: C)
         }
         let dP = weightDropout.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
         LayerThreads.run(parts: batch * heads) { pair, worker in
@@ -222,28 +236,32 @@ public final class Attention: Layer {
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let dS = scratch + worker * T * T
-            Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T, causal: causal, keys: keys?[b] ?? T)
-            Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, width: C, scale: scale)
+            let E = Attention.computed(b, length: T, causal: causal, keys: keys)
+            Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T, rows: E, causal: causal,
+                                      keys: keys?[b] ?? T)
+            Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, rows: E,
+                                        width: C, scale: scale)
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
     }
 
-    /// dP_used = dY_h · V_hᵀ (into `dP`, T × T);  dV_h = P_usedᵀ · dY_h (into the rows' [T, 3C] gradient).
+    /// dP_used = dY_h · V_hᵀ (into `dP`, T × T);  dV_h = P_usedᵀ · dY_h (into the rows' [T, 3C] gradient),
+    /// over the first `rows` positions (all T, or a sample's real ones).
     private static func probabilityAndValueGradients(_ dY: UnsafePointer<Float>, base: UnsafePointer<Float>, used: UnsafePointer<Float>,
                                                      into dP: UnsafeMutablePointer<Float>, dBase: UnsafeMutablePointer<Float>,
-                                                     head h: Int, headWidth D: Int, length T: Int, width C: Int) {
-        sgemm(CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(D),
+                                                     head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int) {
+        sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
                     1, dY, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dP, Int32(T))
-        sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+        sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
                     1, used, Int32(T), dY, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
     }
 
     /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the keys row i attends to (the causal part, or the
     /// sample's `keys` real positions), 0 elsewhere; `dS` may be `dP` itself (each row's sum is
-    /// taken before the row is written).
+    /// taken before the row is written); rows from `rows` on are left alone.
     private static func softmaxBackward(_ p: UnsafePointer<Float>, _ dp: UnsafePointer<Float>, into dS: UnsafeMutablePointer<Float>,
-                                        length T: Int, causal: Bool, keys: Int) {
-        for i in 0..<T {
+                                        length T: Int, rows: Int, causal: Bool, keys: Int) {
+        for i in 0..<rows {
             let count = causal ? min(i + 1, keys) : keys
             var dot: Float = 0
             for j in 0..<count { dot += dp[i * T + j] * p[i * T + j] }
@@ -252,12 +270,12 @@ public final class Attention: Layer {
         }
     }
 
-    /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient.
+    /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient (first `rows` positions).
     private static func queryKeyGradients(_ dS: UnsafePointer<Float>, base: UnsafePointer<Float>, into dBase: UnsafeMutablePointer<Float>,
-                                          head h: Int, headWidth D: Int, length T: Int, width C: Int, scale: Float) {
-        sgemm(CblasNoTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+                                          head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int, scale: Float) {
+        sgemm(CblasNoTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
                     scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
-        sgemm(CblasTrans, CblasNoTrans, Int32(T), Int32(D), Int32(T),
+        sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
                     scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
     }
 }

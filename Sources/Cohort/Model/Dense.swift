@@ -64,6 +64,8 @@ public final class Dense: Layer, InputGradientOptional {
     let fusedReLU: Bool
     /// Every product over the batch's rows, in blocks of whole samples (`RowBlocks`).
     let blocks: RowBlocks
+    /// In a padded sequence (a BERT encoder's projections): each sample's real rows only.
+    let activeRows: ActiveRows?
     private let output: Workspace
     private let inputGradient: Workspace
     private let maskedGradient: Workspace
@@ -73,8 +75,10 @@ public final class Dense: Layer, InputGradientOptional {
     public var transposedForTorch: [String] { ["\(name)/weight"] }
 
     /// `initScale` multiplies the initializer's draws (GPT-2's residual projections: 1/√(2·layers)).
+    /// With `lengths`, a sequence sample's products cover its real positions only (`ActiveRows`),
+    /// and its output and input gradient are 0 at the padded ones.
     init(name: String, inputShape: [Int], units: Int, initializer: Initializer, useBias: Bool = true, fusedReLU: Bool = false,
-         initScale: Float = 1, builder: LayerBuilder) {
+         initScale: Float = 1, lengths: SequenceLengths? = nil, builder: LayerBuilder) {
         self.name = name
         self.fusedReLU = fusedReLU
         self.inputShape = inputShape
@@ -87,6 +91,7 @@ public final class Dense: Layer, InputGradientOptional {
         }
         let fanIn = features
         blocks = RowBlocks(positions: positions)
+        activeRows = inputShape.count == 2 ? lengths.map { ActiveRows(positions: inputShape[0], lengths: $0) } : nil
         parameters = builder.parameters
         weight = builder.declare("\(name)/weight", shape: [fanIn, units], decays: true) { pointer, generator in
             initializeWeights(pointer, count: fanIn * units, fanIn: fanIn, fanOut: units, initializer, &generator)
@@ -108,7 +113,10 @@ public final class Dense: Layer, InputGradientOptional {
             let b = parameters.values(of: bias)
             for row in 0..<rows { (output.pointer + row * Int(outCount)).update(from: b, count: Int(outCount)) }
         }
-        if rows == 1 {
+        if let activeRows {
+            activeRows.product(transposeB: false, samples: batch, Int(outCount), Int(inCount), 1, input, Int(inCount),
+                               parameters.values(of: weight), Int(outCount), bias == nil ? 0 : 1, output.pointer)
+        } else if rows == 1 {
             // One row (generation, a token at a time): a matrix-vector product. OpenBLAS's GEMM
             // would first pack all of W, which costs as much as the product itself.
             cblas_sgemv(CblasRowMajor, CblasTrans, inCount, outCount, 1, parameters.values(of: weight), outCount,
@@ -129,6 +137,15 @@ public final class Dense: Layer, InputGradientOptional {
         if fusedReLU {
             cohort_mask_copy(upstream, output.pointer, maskedGradient.pointer, batch * outputSize)
             outputGradient = UnsafePointer(maskedGradient.pointer)
+        }
+        if let activeRows {
+            activeRows.summedProduct(Int(inCount), Int(outCount), samples: batch, 1, input, Int(inCount), outputGradient, Int(outCount),
+                                     parameters.gradients(of: weight), Int(outCount))
+            if let bias { activeRows.summedRows(outputGradient, samples: batch, Int(outCount), into: parameters.gradients(of: bias)) }
+            guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
+            activeRows.product(transposeB: true, samples: batch, Int(inCount), Int(outCount), 1, outputGradient, Int(outCount),
+                               parameters.values(of: weight), Int(outCount), 0, inputGradient.pointer)
+            return UnsafePointer(inputGradient.pointer)
         }
         // dW[in, out] += xᵀ[in, rows] · dy[rows, out]
         blocks.summedProduct(Int(inCount), Int(outCount), rows, 1, input, Int(inCount), outputGradient, Int(outCount),

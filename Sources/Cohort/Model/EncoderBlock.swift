@@ -78,9 +78,12 @@ public final class EncoderBlock: Layer {
                                   bias: true, projectionScale: 1, causal: false, lengths: lengths, builder: builder)
         norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
         let inner = options.mlpRatio * width
-        fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: true, builder: builder)
+        // The MLP's products cover each sample's real positions (0 at the padded ones).
+        fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: true,
+                   lengths: lengths, builder: builder)
         activation = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch)
-        proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: true, builder: builder)
+        proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: true,
+                     lengths: lengths, builder: builder)
         mlpDropout = options.dropout > 0
             ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
                       maxBatch: builder.maxBatch) : nil
