@@ -145,5 +145,21 @@ bert_checkpoint="$(ls "$work/runs/bert/checkpoints/"*.h5 | tail -1)"
 "$cohort" export "$bert_checkpoint" --format onnx --out "$work/bert.onnx" >/dev/null
 "$cohort" predict "$bert_checkpoint" --data "$work/texts.h5" --out "$work/bert-predictions.h5" >/dev/null
 "$python" "$root/Benchmarks/check_onnx.py" "$work/bert.onnx" "$work/texts.h5" "$work/bert-predictions.h5" || failures=$((failures + 1))
+# The same encoder with its tokenizer beside it (so [SEP] ends segment A) on sentence pairs:
+# token type 1 after the first [SEP], computed in the graph from the ids.
+mkdir -p "$work/bert-pairs-model"
+cp "$root/Tests/Fixtures/huggingface/bert-tiny/"* "$work/bert-pairs-model/"
+cp "$root/Tests/Fixtures/huggingface/bert-tiny-tokenizer.json" "$work/bert-pairs-model/tokenizer.json"
+printf '%s\n' '{"a": "in the beginning", "b": "god created the heaven", "label": "x"}' '{"a": "jesus wept", "b": "and god said", "label": "y"}' \
+    '{"a": "let there be light", "b": "and there was light", "label": "x"}' '{"a": "the earth", "b": "was without form", "label": "y"}' > "$work/pairs.jsonl"
+"$cohort" prepare text-classification --input "$work/pairs.jsonl" --text a --text-pair b --label label \
+    --tokenizer "$work/bert-pairs-model/tokenizer.json" --max-length 16 --out "$work/pairs.h5" >/dev/null
+sed -e "s|$work/texts.h5|$work/pairs.h5|" -e "s|$root/Tests/Fixtures/huggingface/bert-tiny}|$work/bert-pairs-model}|" \
+    -e "s|runs/bert$|runs/bert-pairs|" -e "s|units: 3|units: 2|" "$work/bert.yaml" > "$work/bert-pairs.yaml"
+train "$work/bert-pairs.yaml"
+pairs_checkpoint="$(ls "$work/runs/bert-pairs/checkpoints/"*.h5 | tail -1)"
+"$cohort" export "$pairs_checkpoint" --format onnx --out "$work/bert-pairs.onnx" >/dev/null
+"$cohort" predict "$pairs_checkpoint" --data "$work/pairs.h5" --out "$work/bert-pairs-predictions.h5" >/dev/null
+"$python" "$root/Benchmarks/check_onnx.py" "$work/bert-pairs.onnx" "$work/pairs.h5" "$work/bert-pairs-predictions.h5" || failures=$((failures + 1))
 if [ "$failures" -gt 0 ]; then echo "export check: $failures model(s) differ"; exit 1; fi
 echo "export check: every shipped model's ONNX graph agrees with cohort"

@@ -230,7 +230,9 @@ struct PrepareTextClassification: ParsableCommand {
         discussion: """
         --input is JSON lines (.jsonl: one object per line) or a CSV table with a header row
         (.csv). Texts are tokenized with a BERT tokenizer.json ([CLS] … [SEP], truncated to
-        --max-length) and padded with its [PAD] id; the tokenizer is stored in the file. Classes
+        --max-length; with --text-pair, [CLS] text [SEP] pair [SEP], the longer text cut first,
+        and the model's bert_embeddings gives the pair's part token type 1 after the first
+        [SEP]) and padded with its [PAD] id; the tokenizer is stored in the file. Classes
         are the distinct labels, sorted, unless --classes lists them (give a test file its
         training file's classes, so that the indices agree). A config reads the file with
         features: ids, normalize: none (datasets/README.md, "Texts for classification").
@@ -242,6 +244,9 @@ struct PrepareTextClassification: ParsableCommand {
 
     @Option(help: "The key (JSON) or column (CSV) of the text.")
     var text: String
+
+    @Option(help: "The key or column of a second text (a sentence pair: [CLS] text [SEP] pair [SEP], token types 0 then 1).")
+    var textPair: String?
 
     @Option(help: "The key or column of the label.")
     var label: String
@@ -262,7 +267,7 @@ struct PrepareTextClassification: ParsableCommand {
         reportingErrors {
             try refuseOutput(out, namingAnyOf: [input, tokenizer])
             let given = classes.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
-            let summary = try TextClassificationPreparation.prepare(input: input, textKey: text, labelKey: label, tokenizerPath: tokenizer,
+            let summary = try TextClassificationPreparation.prepare(input: input, textKey: text, pairKey: textPair, labelKey: label, tokenizerPath: tokenizer,
                                                                     maxLength: maxLength, classes: given, output: out)
             printLine("wrote \(out): \(summary.rows) texts, \(summary.classNames.count) classes (\(summary.classNames.joined(separator: ", "))), "
                       + "longest \(summary.longest) ids, \(summary.truncated) truncated at \(maxLength)")

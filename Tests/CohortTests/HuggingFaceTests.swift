@@ -283,6 +283,67 @@ final class HuggingFaceTests: XCTestCase {
         }
     }
 
+    /// Sentence pairs: a model imported with its tokenizer takes `[SEP]` (id 3) as the end of
+    /// segment A, so `bert_embeddings` gives the rest token type 1 and the real positions'
+    /// states equal transformers' with `token_type_ids`; `cohort prepare text-classification
+    /// --text-pair` writes the pairs and a 2-rank fine-tuning run reads them.
+    func test_sentencePairsTakeTokenTypeOneAfterTheFirstSeparator() throws {
+        let source = "\(directory)/bert-with-tokenizer"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        for file in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(atPath: "\(Self.fixtures)/bert-tiny/\(file)", toPath: "\(source)/\(file)")
+        }
+        try FileManager.default.copyItem(atPath: "\(Self.fixtures)/bert-tiny-tokenizer.json", toPath: "\(source)/tokenizer.json")
+        let imported = try HuggingFace.importModel(from: source)
+        XCTAssertTrue(imported.checkpoint.config.contains("sep_id: 3"), imported.checkpoint.config)
+        let expected = try HDF5File.open("\(Self.fixtures)/bert-tiny-pairs.h5")
+        let (ids, shape): ([Int64], [Int]) = try expected.read("ids")
+        let types: [Int64] = try expected.read("types").values
+        let hidden: [Float] = try expected.read("hidden").values
+        let (batch, length, width) = (shape[0], shape[1], 32)
+        let encoder = try model(imported.checkpoint, length: length, batch: batch)
+        let states = Array(UnsafeBufferPointer(start: encoder.forward(ids.map(Float.init), batch: batch, training: false), count: batch * length * width))
+        let real = ids.indices.filter { index in ids[(index / length * length)..<((index / length + 1) * length)].dropFirst(index % length).contains { $0 != 0 } }
+        XCTAssertTrue(real.contains { types[$0] == 1 } && real.count < ids.count, "the fixture has type-1 and padded positions")
+        let pick = { (values: [Float]) in real.flatMap { values[($0 * width)..<(($0 + 1) * width)] } }
+        let difference = maxAbsoluteDifference(["hidden": pick(states)], ["hidden": pick(hidden)])
+        print("imported bert, sentence pairs: hidden states within \(difference) of transformers'")
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+
+        var lines = ""
+        for index in 0..<64 {
+            let (premise, hypothesis) = (["in the beginning god created the heaven", "jesus wept"][index % 2], ["and the earth", "let there be light"][index / 2 % 2])
+            lines += #"{"premise": "\#(premise)", "hypothesis": "\#(hypothesis)", "label": "\#(index / 2 % 2 == 0 ? "entails" : "neutral")"}"# + "\n"
+        }
+        try lines.write(toFile: "\(directory)/pairs.jsonl", atomically: true, encoding: .utf8)
+        let prepared = try runCohort(ranks: 1, ["prepare", "text-classification", "--input", "\(directory)/pairs.jsonl", "--text", "premise",
+                                                "--text-pair", "hypothesis", "--label", "label", "--tokenizer", "\(source)/tokenizer.json",
+                                                "--max-length", "12", "--out", "\(directory)/pairs.h5"], directory: directory)
+        XCTAssertEqual(prepared.status, 0, prepared.error)
+        let file = try HDF5File.open("\(directory)/pairs.h5")
+        let written: [Int32] = try file.read("ids").values
+        let tokenizer = try WordPiece(tokenizerJSON: "\(source)/tokenizer.json")
+        let pair = tokenizer.encodePair("in the beginning god created the heaven", "and the earth", maxLength: 12)
+        XCTAssertEqual(written[0..<pair.count].map(Int.init), pair)
+        XCTAssertEqual(pair.filter { $0 == 3 }.count, 2, "[SEP] twice")
+        let config = """
+            name: pairs
+            seed: 0
+            run_dir: \(directory)/runs/pairs
+            data: {train: \(directory)/pairs.h5, features: ids, labels: labels, normalize: none}
+            model:
+              init_from: {huggingface: \(source)}
+              add_layers:
+                - {type: sequence_pool, mode: first}
+                - {type: dense, units: 2, init: normal}
+            optimizer: {type: adamw, learning_rate: 0.001}
+            training: {epochs: 2, batch_size: 8}
+            """
+        try config.write(toFile: "\(directory)/pairs.yaml", atomically: true, encoding: .utf8)
+        let trained = try runCohort(ranks: 2, ["train", "\(directory)/pairs.yaml"], directory: directory)
+        XCTAssertEqual(trained.status, 0, trained.output + trained.error)
+    }
+
     /// A sentence-transformers directory (bert-tiny with a WordPiece tokenizer and mean pooling)
     /// through the command line: `cohort import` then `cohort embed` give the embeddings
     /// sentence-transformers' encode computes (the fixture script computes them its way).

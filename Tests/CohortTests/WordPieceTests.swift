@@ -30,6 +30,29 @@ final class WordPieceTests: XCTestCase {
         XCTAssertEqual(differing, 0, "of \(lines.count) lines")
     }
 
+    /// Sentence pairs: `[CLS] a [SEP] b [SEP]`, cut by longest_first truncation at 8 to 512 ids,
+    /// and the token types `bert_embeddings` derives from the first `[SEP]` equal tokenizers'.
+    func test_sentencePairsEqualTokenizersWithTheirTokenTypes() throws {
+        let tokenizer = try WordPiece(tokenizerJSON: "\(Self.fixtures)/tokenizer.json")
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(Self.fixtures)/expected.json")))
+            as? [String: Any])
+        let pairs = try XCTUnwrap(expected["pairs"] as? [[String: Any]])
+        XCTAssertEqual(pairs.count, 200)
+        let separator = try XCTUnwrap(tokenizer.separator)
+        var truncated = 0
+        for (index, pair) in pairs.enumerated() {
+            let (first, second) = (try XCTUnwrap(pair["first"] as? String), try XCTUnwrap(pair["second"] as? String))
+            let maxLength = try XCTUnwrap(pair["max_length"] as? Int)
+            let ids = tokenizer.encodePair(first, second, maxLength: maxLength)
+            XCTAssertEqual(ids, try XCTUnwrap(pair["ids"] as? [Int]), "pair \(index) at \(maxLength)")
+            let firstSeparator = ids.firstIndex(of: separator) ?? ids.count
+            let types = ids.indices.map { $0 > firstSeparator ? 1 : 0 }
+            XCTAssertEqual(types, try XCTUnwrap(pair["types"] as? [Int]), "pair \(index) types")
+            if ids.count == maxLength { truncated += 1 }
+        }
+        XCTAssertGreaterThan(truncated, 50, "the fixture exercises truncation")
+    }
+
     func test_whatItDoesNotImplementIsRefusedByName() throws {
         let directory = try temporaryDirectory(self)
         let text = try String(contentsOfFile: "\(Self.fixtures)/tokenizer.json", encoding: .utf8)

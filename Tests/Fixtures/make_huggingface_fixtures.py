@@ -101,6 +101,29 @@ def bert():
                 f[f"gradients/{name}"] = parameter.grad.numpy()
     print(f"wrote {directory} and bert-tiny-expected.h5")
     sentences(model)
+    pairs()
+
+
+def pairs():
+    """bert-tiny-pairs.h5: sentence pairs [CLS] a [SEP] b [SEP] (ids 2 and 3) under bert-tiny with
+    token_type_ids 1 after the first [SEP] (as BERT's tokenizer sets them), the second row padded:
+        ids, types int64 [2, 8];  hidden float32 [2, 8, 32];  pooled float32 [2, 32] (mean over real tokens)
+    """
+    model = BertModel.from_pretrained(os.path.join(OUT, "bert-tiny"))
+    model.eval()
+    ids = torch.tensor([[2, 17, 9, 3, 41, 8, 60, 3], [2, 25, 3, 5, 11, 3, 0, 0]])
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    weights = mask.unsqueeze(-1).float()
+    pooled = (hidden * weights).sum(1) / weights.sum(1)
+    with h5py.File(os.path.join(OUT, "bert-tiny-pairs.h5"), "w") as f:
+        f["ids"] = ids.numpy()
+        f["types"] = types.numpy()
+        f["hidden"] = hidden.numpy().astype(np.float32)
+        f["pooled"] = pooled.numpy().astype(np.float32)
+    print("wrote bert-tiny-pairs.h5")
 
 
 SENTENCES = ["In the beginning God created the heaven and the earth.", "And God said, Let there be light: and there was light.",

@@ -10,7 +10,8 @@ reads them. Benchmarks/check_wordpiece.py compares every KJV line with `tokenize
 
 The tokenizer is what BERT's `tokenizer.json` holds: BertNormalizer (clean text, CJK
 characters split, accents stripped, lower case), BertPreTokenizer, WordPiece with `##`
-continuations and `[UNK]` for words over 100 characters, `[CLS] $A [SEP]`.
+continuations and `[UNK]` for words over 100 characters, `[CLS] $A [SEP]`, and sentence pairs
+`[CLS] $A [SEP] $B [SEP]` with their token types, cut by `longest_first` truncation.
 """
 import json
 import os
@@ -57,6 +58,15 @@ def main():
     expected = {"lines": sample, "ids": [tokenizer.encode(line).ids for line in sample]}
     tokenizer.enable_truncation(max_length=16)
     expected["ids_max_length_16"] = [tokenizer.encode(line).ids for line in sample]
+    # Sentence pairs ([CLS] A [SEP] B [SEP], types 0 then 1), cut by longest_first truncation.
+    pairs = []
+    for index in range(0, 200):
+        first, second = sample[index], sample[(index * 7 + 3) % len(sample)]
+        max_length = [8, 9, 16, 33, 64, 512][index % 6]
+        tokenizer.enable_truncation(max_length=max_length)
+        encoding = tokenizer.encode(first, second)
+        pairs.append({"first": first, "second": second, "max_length": max_length, "ids": encoding.ids, "types": encoding.type_ids})
+    expected["pairs"] = pairs
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(expected, f, ensure_ascii=False)
     print(f"wrote {OUT}: vocabulary {tokenizer.get_vocab_size()}, {len(sample)} lines")

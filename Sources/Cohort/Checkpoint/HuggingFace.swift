@@ -300,8 +300,12 @@ public enum HuggingFace {
             throw CohortError("\(configPath): attention_probs_dropout_prob \(attentionDropout) differs from hidden_dropout_prob \(hiddenDropout); Cohort's block has one dropout rate")
         }
         let epsilon = Float(try json.double("layer_norm_eps", default: 1e-12))
+        // With a tokenizer, its [SEP] marks the second segment of a sentence pair (token type 1).
+        let tokenizerText = try? String(contentsOfFile: "\(directory)/tokenizer.json", encoding: .utf8)
+        let tokenizer = try tokenizerText.map { _ in try WordPiece(tokenizerJSON: "\(directory)/tokenizer.json") }
         var specs: [LayerSpec] = [LayerSpec(BertEmbeddingsOptions(vocabulary: vocabulary, dimension: width, maxLength: positions, tokenTypes: types,
-                                                                  epsilon: epsilon, padID: pad, dropout: Float(hiddenDropout)))]
+                                                                  epsilon: epsilon, padID: pad, sepID: types >= 2 ? tokenizer?.separator : nil,
+                                                                  dropout: Float(hiddenDropout)))]
         specs += (0..<layers).map { _ in
             LayerSpec(EncoderBlockOptions(heads: heads, mlpRatio: inner / width, epsilon: epsilon, dropout: Float(hiddenDropout), activation: kind))
         }
@@ -322,8 +326,7 @@ public enum HuggingFace {
         }
         var checkpoint = importedCheckpoint(directory, layers: specs, window: min(positions, 128), data: "data/REPLACE-WITH-TEXT/train.h5")
         let summary = "bert: \(layers) encoder blocks, \(heads) heads, width \(width), feed-forward \(inner), vocabulary \(vocabulary), \(positions) positions, \(types) token types, \(activation), epsilon \(epsilon)"
-        if let text = try? String(contentsOfFile: "\(directory)/tokenizer.json", encoding: .utf8) {
-            _ = try WordPiece(tokenizerJSON: "\(directory)/tokenizer.json")
+        if let text = tokenizerText {
             checkpoint.tokenizerJSON = text
             notes.append("\(directory)/tokenizer.json: WordPiece, stored in the checkpoint")
         }

@@ -2,7 +2,8 @@ import Foundation
 
 /// `cohort prepare text-classification`: labelled texts (JSON lines or a CSV table with a
 /// header row) tokenized with a BERT `tokenizer.json` into one HDF5 file:
-///   ids int32 [N, max_length]    `[CLS] … [SEP]`, truncated, padded with the pad id after
+///   ids int32 [N, max_length]    `[CLS] … [SEP]` (a pair: `[CLS] a [SEP] b [SEP]`, the longer
+///                                part cut first), truncated, padded with the pad id after
 ///   lengths int32 [N]            the real ids of each row
 ///   labels int64 [N]             class indices
 ///   tokenizer/json uint8         the tokenizer.json, so that the file says how it was made
@@ -18,13 +19,17 @@ public enum TextClassificationPreparation {
         public let longest: Int
     }
 
-    public static func prepare(input: String, textKey: String, labelKey: String, tokenizerPath: String, maxLength: Int,
+    public static func prepare(input: String, textKey: String, pairKey: String? = nil, labelKey: String, tokenizerPath: String, maxLength: Int,
                                classes given: [String]?, output: String) throws -> Summary {
-        guard maxLength >= 2 else { throw CohortError("--max-length must be at least 2 ([CLS] and [SEP]), got \(maxLength)") }
+        let specials = pairKey == nil ? 2 : 3
+        guard maxLength >= specials else {
+            throw CohortError("--max-length must be at least \(specials) ([CLS] and [SEP]\(pairKey == nil ? "" : " twice")), got \(maxLength)")
+        }
         guard let tokenizerData = FileManager.default.contents(atPath: tokenizerPath) else { throw CohortError("\(tokenizerPath): cannot read") }
         let tokenizer = try WordPiece(json: tokenizerData, source: tokenizerPath)
         guard let padID = tokenizer.vocabulary["[PAD]"] else { throw CohortError("\(tokenizerPath): no [PAD] token in the vocabulary") }
-        let examples = try read(input, textKey: textKey, labelKey: labelKey)
+        if pairKey != nil, tokenizer.separator == nil { throw CohortError("\(tokenizerPath): adds no [SEP], so it cannot join a sentence pair") }
+        let examples = try read(input, textKey: textKey, pairKey: pairKey, labelKey: labelKey)
         guard !examples.isEmpty else { throw CohortError("\(input): no examples") }
         let classNames = given ?? Array(Set(examples.map(\.label))).sorted { a, b in
             if let x = Double(a), let y = Double(b) { return x < y }
@@ -39,8 +44,9 @@ public enum TextClassificationPreparation {
             guard let label = index[example.label] else {
                 throw CohortError("\(input): line \(example.line): label '\(example.label)' is not one of the classes (\(classNames.joined(separator: ", ")))")
             }
-            let full = tokenizer.encode(example.text)
-            let encoded = full.count > maxLength ? tokenizer.encode(example.text, maxLength: maxLength) : full
+            let full = example.pair.map { tokenizer.encodePair(example.text, $0) } ?? tokenizer.encode(example.text)
+            let encoded = full.count <= maxLength ? full
+                : example.pair.map { tokenizer.encodePair(example.text, $0, maxLength: maxLength) } ?? tokenizer.encode(example.text, maxLength: maxLength)
             if full.count > maxLength { truncated += 1 }
             for (position, id) in encoded.enumerated() { ids[row * maxLength + position] = Int32(id) }
             (lengths[row], labels[row]) = (Int32(encoded.count), Int64(label))
@@ -57,7 +63,8 @@ public enum TextClassificationPreparation {
             try file.setAttribute("pad_id", [Int64(padID)])
             try file.setAttribute("max_length", [Int64(maxLength)])
             try file.setAttribute("format", "cohort-dataset")
-            try file.setAttribute("source", "\(input) (\(textKey) → \(labelKey)), tokenized with \(tokenizerPath)")
+            try file.setAttribute("source", "\(input) (\(textKey)\(pairKey.map { " + \($0)" } ?? "") → \(labelKey)), tokenized with \(tokenizerPath)")
+            if let separator = tokenizer.separator, pairKey != nil { try file.setAttribute("sep_id", [Int64(separator)]) }
             try file.flush()
             file.close()
             try FileIntegrity.seal(temporary)
@@ -69,10 +76,10 @@ public enum TextClassificationPreparation {
         return Summary(rows: examples.count, classNames: classNames, truncated: truncated, longest: Int(lengths.max() ?? 0))
     }
 
-    struct Example { let text: String; let label: String; let line: Int }
+    struct Example { let text: String; var pair: String? = nil; let label: String; let line: Int }
 
     /// The examples of a `.jsonl` file (one object per line) or a CSV table with a header row.
-    static func read(_ path: String, textKey: String, labelKey: String) throws -> [Example] {
+    static func read(_ path: String, textKey: String, pairKey: String? = nil, labelKey: String) throws -> [Example] {
         guard let data = FileManager.default.contents(atPath: path) else { throw CohortError("\(path): cannot read") }
         guard let text = String(data: data, encoding: .utf8) else { throw CohortError("\(path): not UTF-8 text") }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
@@ -84,19 +91,28 @@ public enum TextClassificationPreparation {
                 }
                 guard let value = object[textKey] as? String else { throw CohortError("\(path): line \(number + 1): no text under '\(textKey)'") }
                 guard let label = object[labelKey].flatMap(labelText) else { throw CohortError("\(path): line \(number + 1): no label under '\(labelKey)'") }
-                examples.append(Example(text: value, label: label, line: number + 1))
+                var example = Example(text: value, label: label, line: number + 1)
+                if let pairKey {
+                    guard let pair = object[pairKey] as? String else { throw CohortError("\(path): line \(number + 1): no second text under '\(pairKey)'") }
+                    example.pair = pair
+                }
+                examples.append(example)
             }
         } else if path.hasSuffix(".csv") {
             guard let header = lines.first else { throw CohortError("\(path): empty") }
             let columns = try TablePreparation.fields(header, file: path, line: 1)
             guard let textColumn = columns.firstIndex(of: textKey) else { throw CohortError("\(path): no column '\(textKey)' (columns: \(columns.joined(separator: ", ")))") }
             guard let labelColumn = columns.firstIndex(of: labelKey) else { throw CohortError("\(path): no column '\(labelKey)' (columns: \(columns.joined(separator: ", ")))") }
+            let pairColumn = try pairKey.map { key in
+                guard let column = columns.firstIndex(of: key) else { throw CohortError("\(path): no column '\(key)' (columns: \(columns.joined(separator: ", ")))") }
+                return column
+            }
             for (number, line) in lines.enumerated().dropFirst() where !line.isEmpty {
                 let fields = try TablePreparation.fields(line, file: path, line: number + 1)
                 guard fields.count == columns.count else {
                     throw CohortError("\(path): line \(number + 1): \(fields.count) fields, the header has \(columns.count) (a text with a line break must be quoted in JSON lines instead)")
                 }
-                examples.append(Example(text: fields[textColumn], label: fields[labelColumn], line: number + 1))
+                examples.append(Example(text: fields[textColumn], pair: pairColumn.map { fields[$0] }, label: fields[labelColumn], line: number + 1))
             }
         } else {
             throw CohortError("\(path): give texts as .jsonl (one JSON object per line) or .csv (a header row)")

@@ -88,6 +88,35 @@ public struct WordPiece: Sendable {
     /// The ids of `text`: `[CLS]`, the word pieces, `[SEP]` (when the file adds them), at most
     /// `maxLength` in all (the pieces truncated, as `tokenizers`' truncation from the right).
     public func encode(_ text: String, maxLength: Int? = nil) -> [Int] {
+        var pieces = self.pieces(text)
+        let specials = (classification == nil ? 0 : 1) + (separator == nil ? 0 : 1)
+        if let maxLength, pieces.count > maxLength - specials { pieces.removeLast(pieces.count - max(maxLength - specials, 0)) }
+        return (classification.map { [$0] } ?? []) + pieces + (separator.map { [$0] } ?? [])
+    }
+
+    /// A sentence pair as BERT's template makes it, `[CLS] first [SEP] second [SEP]`, at most
+    /// `maxLength` ids in all: the longer part is cut first, as `tokenizers`' `longest_first`
+    /// truncation cuts it. Its token types (0 up to the first `[SEP]`, 1 after) follow from the
+    /// ids: `bert_embeddings` with `sep_id` finds them.
+    public func encodePair(_ first: String, _ second: String, maxLength: Int? = nil) -> [Int] {
+        var (a, b) = (pieces(first), pieces(second))
+        let specials = (classification == nil ? 0 : 1) + (separator == nil ? 0 : 2)
+        if let maxLength, a.count + b.count > maxLength - specials {
+            let budget = max(maxLength - specials, 0)
+            // tokenizers' LongestFirst: the shorter part keeps what it can, up to half each.
+            var (short, long) = (min(a.count, b.count), max(a.count, b.count))
+            long = short > budget ? short : max(short, budget - short)
+            if short + long > budget { (short, long) = (budget / 2, budget / 2 + budget % 2) }
+            let (keepA, keepB) = a.count > b.count ? (long, short) : (short, long)
+            a.removeLast(max(a.count - keepA, 0))
+            b.removeLast(max(b.count - keepB, 0))
+        }
+        let sep = separator.map { [$0] } ?? []
+        return (classification.map { [$0] } ?? []) + a + sep + b + sep
+    }
+
+    /// The word pieces of `text`, added tokens included, without `[CLS]` and `[SEP]`.
+    func pieces(_ text: String) -> [Int] {
         var pieces: [Int] = []
         for segment in splitAddedTokens(text) {
             switch segment {
@@ -95,9 +124,7 @@ public struct WordPiece: Sendable {
             case .text(let part): for word in words(normalize(part)) { pieces += wordPieces(word) }
             }
         }
-        let specials = (classification == nil ? 0 : 1) + (separator == nil ? 0 : 1)
-        if let maxLength, pieces.count > maxLength - specials { pieces.removeLast(pieces.count - max(maxLength - specials, 0)) }
-        return (classification.map { [$0] } ?? []) + pieces + (separator.map { [$0] } ?? [])
+        return pieces
     }
 
     enum Segment { case text(String), added(Int) }

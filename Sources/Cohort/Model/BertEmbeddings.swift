@@ -1,14 +1,16 @@
 /// `bert_embeddings`: BERT's input layer (Hugging Face's `BertEmbeddings`): token ids to
-/// y = LayerNorm(word[id] + position[t] + token_type[0]), then dropout.
+/// y = LayerNorm(word[id] + position[t] + token_type[type]), then dropout.
 ///
 /// YAML: `{type: bert_embeddings, vocabulary: V, dim: C, max_length: 512, token_types: 2,
-/// epsilon: 1e-12, pad_id: 0, dropout: 0}`. Input [T] ids (Floats holding exact integers), padded
+/// epsilon: 1e-12, pad_id: 0, sep_id: none, dropout: 0}`. Input [T] ids (Floats holding exact integers), padded
 /// at the end with `pad_id`; output [T, C]. Parameters `word/weight` [V, C], `position/weight`
-/// [max_length, C], `token_type/weight` [token_types, C] (one sentence: type 0), `ln/weight`
+/// [max_length, C], `token_type/weight` [token_types, C], `ln/weight`
 /// and `ln/bias`. Each sample's length (1 + the last position whose id is not `pad_id`) is
 /// published in `lengths`, which the attention of `encoder_block`s and `sequence_pool` read:
 /// padded keys are masked and padded positions left out of pooling, as the `attention_mask`
-/// a Hugging Face tokenizer returns makes them.
+/// a Hugging Face tokenizer returns makes them. Token types: 0, or with `sep_id` (a sentence
+/// pair `[CLS] a [SEP] b [SEP]`, `cohort prepare text-classification --text-pair`) 1 for the real
+/// positions after the first `sep_id`, as BERT's tokenizer sets `token_type_ids`.
 public struct BertEmbeddingsOptions: LayerOptions {
     public static let type = "bert_embeddings"
     public var vocabulary: Int
@@ -17,12 +19,14 @@ public struct BertEmbeddingsOptions: LayerOptions {
     public var tokenTypes: Int
     public var epsilon: Float
     public var padID: Int
+    /// The id whose first occurrence ends segment A of a sentence pair (BERT's `[SEP]`), or nil: one segment.
+    public var sepID: Int?
     public var dropout: Float
 
     public init(vocabulary: Int, dimension: Int, maxLength: Int = 512, tokenTypes: Int = 2, epsilon: Float = 1e-12, padID: Int = 0,
-                dropout: Float = 0) {
+                sepID: Int? = nil, dropout: Float = 0) {
         (self.vocabulary, self.dimension, self.maxLength, self.tokenTypes) = (vocabulary, dimension, maxLength, tokenTypes)
-        (self.epsilon, self.padID, self.dropout) = (epsilon, padID, dropout)
+        (self.epsilon, self.padID, self.sepID, self.dropout) = (epsilon, padID, sepID, dropout)
     }
     public init(config: ConfigMap) throws {
         guard config.has("vocabulary"), config.has("dim") else {
@@ -34,12 +38,19 @@ public struct BertEmbeddingsOptions: LayerOptions {
         tokenTypes = try config.int("token_types", default: 2, range: 1...1024)
         epsilon = Float(try config.double("epsilon", default: 1e-12, range: 1e-14...1))
         padID = try config.int("pad_id", default: 0, range: 0...(1 << 24))
+        sepID = config.has("sep_id") ? try config.int("sep_id", default: 0, range: 0...(1 << 24)) : nil
         dropout = Float(try config.double("dropout", default: 0, range: 0...0.999))
         guard padID < vocabulary else { throw config.error("pad_id", "must be below vocabulary \(vocabulary)") }
+        if let sepID {
+            guard sepID < vocabulary else { throw config.error("sep_id", "must be below vocabulary \(vocabulary)") }
+            guard tokenTypes >= 2 else { throw config.error("sep_id", "marks a second segment, but token_types is \(tokenTypes)") }
+        }
     }
     public var yaml: [String: String] {
-        ["vocabulary": "\(vocabulary)", "dim": "\(dimension)", "max_length": "\(maxLength)", "token_types": "\(tokenTypes)",
-         "epsilon": "\(epsilon)", "pad_id": "\(padID)", "dropout": "\(dropout)"]
+        var keys = ["vocabulary": "\(vocabulary)", "dim": "\(dimension)", "max_length": "\(maxLength)", "token_types": "\(tokenTypes)",
+                    "epsilon": "\(epsilon)", "pad_id": "\(padID)", "dropout": "\(dropout)"]
+        keys["sep_id"] = sepID.map(String.init)
+        return keys
     }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
         guard inputShape.count == 1 else {
@@ -114,18 +125,32 @@ public final class BertEmbeddings: Layer {
         return id
     }
 
+    /// 1 + the last position whose id is not the pad id (at least 1).
+    private func realLength(_ ids: UnsafePointer<Float>) -> Int {
+        var last = 0
+        for t in 0..<inputShape[0] where id(ids[t]) != options.padID { last = t + 1 }
+        return max(last, 1)
+    }
+
+    /// The positions of token type 1: the real ones after the first `sep_id` (empty without one).
+    private func secondSegment(_ ids: UnsafePointer<Float>, length: Int) -> Range<Int> {
+        guard let sep = options.sepID, let first = (0..<length).first(where: { id(ids[$0]) == sep }) else { return 0..<0 }
+        return (first + 1)..<max(first + 1, length)
+    }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (T, C) = (inputShape[0], options.dimension)
         let (words, positions, types) = (parameters.values(of: word), parameters.values(of: position), parameters.values(of: tokenType))
         for b in 0..<batch {
-            var last = 0
+            let length = realLength(input + b * T)
+            lengths.values[b] = length
+            let second = secondSegment(input + b * T, length: length)
             for t in 0..<T {
                 let token = id(input[b * T + t])
-                if token != options.padID { last = t + 1 }
                 let (y, w, p) = (sum.pointer + (b * T + t) * C, words + token * C, positions + t * C)
-                for c in 0..<C { y[c] = w[c] + p[c] + types[c] }
+                let type = types + (second.contains(t) ? C : 0)
+                for c in 0..<C { y[c] = w[c] + p[c] + type[c] }
             }
-            lengths.values[b] = max(last, 1)
         }
         let normed = norm.timedForward(sum.pointer, batch: batch, training: training)
         self.normed = normed
@@ -138,13 +163,14 @@ public final class BertEmbeddings: Layer {
         let dSum = norm.timedBackward(sum.pointer, outputGradient: dNormed, batch: batch)
         let (dWords, dPositions, dTypes) = (parameters.gradients(of: word), parameters.gradients(of: position), parameters.gradients(of: tokenType))
         for b in 0..<batch {
+            let second = secondSegment(input + b * T, length: lengths.values[b])
             for t in 0..<T {
                 let dy = dSum + (b * T + t) * C
-                let (dw, dp) = (dWords + id(input[b * T + t]) * C, dPositions + t * C)
+                let (dw, dp, dt) = (dWords + id(input[b * T + t]) * C, dPositions + t * C, dTypes + (second.contains(t) ? C : 0))
                 for c in 0..<C {
                     dw[c] += dy[c]
                     dp[c] += dy[c]
-                    dTypes[c] += dy[c]
+                    dt[c] += dy[c]
                 }
             }
         }
@@ -167,9 +193,21 @@ extension BertEmbeddingsOptions {
         let embedded = graph.node("Gather", [words.name, x], attributes: [.int("axis", 0)])
         let positionRows = graph.node("Gather", [positions.name, graph.constantInt("positions", [T], (0..<T).map(Int64.init))],
                                       attributes: [.int("axis", 0)])
-        let typeZero = graph.node("Gather", [types.name, graph.constantInt("type_zero", [], [0])], attributes: [.int("axis", 0)])
-        let summed = graph.node("Add", [graph.node("Add", [embedded, positionRows]), typeZero])
         graph.sequenceMask(ids: x, padID: padID, length: T)
+        let typeRows: String
+        if let sepID, let mask = graph.sequenceMask {
+            // Type 1 after the first sep_id, at real positions: min(separators before t, 1) · real.
+            let separators = graph.node("Cast", [graph.node("Equal", [x, graph.constantInt("sep_id", [], [Int64(sepID)])])],
+                                        attributes: [.int("to", 7)])
+            let before = graph.node("CumSum", [separators, graph.constantInt("sequence_axis", [], [1])], attributes: [.int("exclusive", 1)])
+            let real = graph.node("Cast", [graph.node("Reshape", [mask.weights, graph.constantInt("ids_shape", [2], [0, Int64(T)])])],
+                                  attributes: [.int("to", 7)])
+            let typeIDs = graph.node("Mul", [graph.node("Min", [before, graph.constantInt("one_type", [], [1])]), real])
+            typeRows = graph.node("Gather", [types.name, typeIDs], attributes: [.int("axis", 0)])
+        } else {
+            typeRows = graph.node("Gather", [types.name, graph.constantInt("type_zero", [], [0])], attributes: [.int("axis", 0)])
+        }
+        let summed = graph.node("Add", [graph.node("Add", [embedded, positionRows]), typeRows])
         return (try graph.layerNorm(summed, "\(name)/ln", epsilon: epsilon), shape + [dimension])
     }
 }
