@@ -344,6 +344,37 @@ final class HuggingFaceTests: XCTestCase {
         XCTAssertEqual(trained.status, 0, trained.output + trained.error)
     }
 
+    /// `BertForSequenceClassification`: the encoder, then its [CLS] pooler (dense + tanh), dropout
+    /// and classifier as Cohort layers, giving transformers' logits; the export writes the same
+    /// architecture back with the same tensors, bit for bit.
+    func test_aSequenceClassifierGivesTransformersLogitsAndExportsBack() throws {
+        let source = "\(Self.fixtures)/bert-tiny-classifier"
+        let imported = try HuggingFace.importModel(from: source)
+        XCTAssertTrue(imported.notes.contains { $0.hasPrefix("BertForSequenceClassification: pooler") }, imported.notes.joined(separator: "\n"))
+        let expected = try HDF5File.open("\(Self.fixtures)/bert-tiny-classifier.h5")
+        let (ids, shape): ([Int64], [Int]) = try expected.read("ids")
+        let logits: [Float] = try expected.read("logits").values
+        let classifier = try model(imported.checkpoint, length: shape[1], batch: shape[0])
+        XCTAssertEqual(classifier.outputShape, [3])
+        let ours = Array(UnsafeBufferPointer(start: classifier.forward(ids.map(Float.init), batch: shape[0], training: false), count: logits.count))
+        let difference = maxAbsoluteDifference(["logits": ours], ["logits": logits])
+        print("imported BertForSequenceClassification: logits within \(difference) of transformers'")
+        XCTAssertLessThanOrEqual(difference, 1e-5)
+
+        let files = try HuggingFace.export(imported.checkpoint)
+        let written = try XCTUnwrap(JSONSerialization.jsonObject(with: files[0].bytes) as? [String: Any])
+        XCTAssertEqual(written["architectures"] as? [String], ["BertForSequenceClassification"])
+        XCTAssertEqual(written["num_labels"] as? Int, 3)
+        let path = "\(directory)/classifier.safetensors"
+        try files[1].bytes.write(to: URL(fileURLWithPath: path))
+        let original = try SafetensorsFile.read("\(source)/model.safetensors").tensors
+        let exported = try SafetensorsFile.read(path).tensors
+        XCTAssertEqual(Set(exported.keys), Set(original.keys).subtracting(["bert.embeddings.position_ids"]))
+        for (name, tensor) in exported {
+            XCTAssertTrue(original[name]?.values.elementsEqual(tensor.values) { $0.bitPattern == $1.bitPattern } == true, name)
+        }
+    }
+
     /// A sentence-transformers directory (bert-tiny with a WordPiece tokenizer and mean pooling)
     /// through the command line: `cohort import` then `cohort embed` give the embeddings
     /// sentence-transformers' encode computes (the fixture script computes them its way).

@@ -102,6 +102,7 @@ def bert():
     print(f"wrote {directory} and bert-tiny-expected.h5")
     sentences(model)
     pairs()
+    classifier()
 
 
 def pairs():
@@ -158,6 +159,34 @@ def sentences(model):
         f["embeddings"] = normalized.numpy().astype(np.float32)
         f.attrs["texts"] = np.array(SENTENCES, dtype=h5py.string_dtype("utf-8"))
     print("wrote bert-tiny-tokenizer.json and bert-tiny-sentences.h5")
+
+
+def classifier():
+    """bert-tiny-classifier/: BertForSequenceClassification with bert-tiny's encoder, a pooler and a
+    3-label classifier from seed 1 (pooler weights ×3), dropout off; bert-tiny-classifier.h5 holds
+    logits float32 [2, 3] for bert-tiny-expected.h5's ids (attention_mask = ids != 0)."""
+    from transformers import BertForSequenceClassification
+    encoder = BertModel.from_pretrained(os.path.join(OUT, "bert-tiny"))
+    config = encoder.config
+    config.num_labels = 3
+    config.id2label = {0: "genesis", 1: "gospel", 2: "light"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(config)
+    model.bert.load_state_dict(encoder.state_dict(), strict=False)
+    with torch.no_grad():
+        model.bert.pooler.dense.weight.mul_(3)
+        model.bert.pooler.dense.bias.add_(0.1 * torch.randn_like(model.bert.pooler.dense.bias))
+        model.classifier.bias.add_(0.1 * torch.randn_like(model.classifier.bias))
+    model.eval()
+    model.save_pretrained(os.path.join(OUT, "bert-tiny-classifier"), safe_serialization=True)
+    ids = torch.tensor([[2, 17, 9, 33, 41, 8, 60, 3], [2, 25, 11, 5, 3, 0, 0, 0]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    with h5py.File(os.path.join(OUT, "bert-tiny-classifier.h5"), "w") as f:
+        f["ids"] = ids.numpy()
+        f["logits"] = logits.numpy().astype(np.float32)
+    print("wrote bert-tiny-classifier/ and bert-tiny-classifier.h5")
 
 
 if __name__ == "__main__":

@@ -268,11 +268,15 @@ public enum HuggingFace {
         let used: Set<String> = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                                  "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
                                  "layer_norm_eps", "pad_token_id", "position_embedding_type", "is_decoder", "add_cross_attention",
-                                 "chunk_size_feed_forward"]
+                                 "chunk_size_feed_forward", "num_labels"]
         try json.refuseUnknown(used: used, inert: inertBERTKeys, family: "bert")
-        if let architectures = config["architectures"] as? [String], let other = architectures.first(where: { $0 != "BertModel" }) {
-            throw CohortError("\(configPath): architectures \(other): Cohort imports BertModel's encoder (add a head with model.add_layers)")
+        let architectures = config["architectures"] as? [String] ?? ["BertModel"]
+        if let other = architectures.first(where: { $0 != "BertModel" && $0 != "BertForSequenceClassification" }) {
+            throw CohortError("\(configPath): architectures \(other): Cohort imports BertModel and BertForSequenceClassification (add another head with model.add_layers)")
         }
+        // BertForSequenceClassification: the [CLS] pooler (dense + tanh), dropout, and a linear classifier.
+        let labels = architectures.contains("BertForSequenceClassification")
+            ? try (config["id2label"] as? [String: Any])?.count ?? json.int("num_labels", default: 2) : nil
         let (vocabulary, width, layers) = (try json.int("vocab_size"), try json.int("hidden_size"), try json.int("num_hidden_layers"))
         let (heads, inner, positions) = (try json.int("num_attention_heads"), try json.int("intermediate_size"), try json.int("max_position_embeddings", default: 512))
         let (types, pad) = (try json.int("type_vocab_size", default: 2), try json.int("pad_token_id", default: 0))
@@ -312,7 +316,13 @@ public enum HuggingFace {
         var notes: [String] = []
         // A sentence-transformers directory says how its sentence embeddings pool the tokens.
         let poolingPath = "\(directory)/1_Pooling/config.json"
-        if let data = FileManager.default.contents(atPath: poolingPath),
+        if let labels {
+            guard labels > 0 else { throw CohortError("\(configPath): num_labels must be positive") }
+            let dropout = (config["classifier_dropout"] as? Double) ?? hiddenDropout
+            specs += [LayerSpec(SequencePoolOptions(mode: .first)), .dense(width, activation: .tanh, initializer: .normal),
+                      LayerSpec(DropoutOptions(rate: Float(dropout))), .dense(labels, initializer: .normal)]
+            notes.append("BertForSequenceClassification: pooler (sequence_pool first, dense \(width) tanh), dropout \(dropout), classifier (dense \(labels))")
+        } else if let data = FileManager.default.contents(atPath: poolingPath),
            let pooling = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             if pooling["pooling_mode_mean_tokens"] as? Bool == true {
                 specs.append(LayerSpec(SequencePoolOptions(mode: .mean)))
@@ -390,6 +400,10 @@ public enum HuggingFace {
             try take("\(source).output.LayerNorm.weight", as: "\(target)/ln_2/weight", shape: [width])
             try take("\(source).output.LayerNorm.bias", as: "\(target)/ln_2/bias", shape: [width])
         }
+        if let labels {
+            try takeLinear("pooler.dense", as: "dense_1", inputs: width, outputs: width)
+            try takeLinear("classifier", as: "dense_2", inputs: width, outputs: labels)
+        }
         for part in ["weight", "bias"] {
             if let pooler = tensors.removeValue(forKey: "pooler.dense.\(part)") {
                 mapped["huggingface/pooler.dense.\(part)"] = (pooler.shape, pooler.values)
@@ -431,9 +445,21 @@ public enum HuggingFace {
             throw CohortError("--format huggingface: the encoder blocks' epsilon and dropout differ from bert_embeddings', which BertConfig cannot say")
         }
         let (width, inner) = (embeddings.dimension, block.mlpRatio * embeddings.dimension)
+        // BertForSequenceClassification's head after the encoder: [CLS] pooler, dropout, classifier.
+        let head = Array(layers.dropFirst(1 + blocks.count))
+        let classifier: (dropout: Float, labels: Int)?
+        if head.count == 4, (head[0].options as? SequencePoolOptions)?.mode == .first,
+           let pooler = head[1].options as? DenseOptions, pooler.units == width, pooler.activation == .tanh, pooler.bias,
+           let dropout = head[2].options as? DropoutOptions, let output = head[3].options as? DenseOptions, output.activation == nil, output.bias {
+            classifier = (dropout.rate, output.units)
+        } else {
+            classifier = nil
+        }
+        let prefix = classifier == nil ? "" : "bert."
         func decimal(_ value: Float) -> Double { Double("\(value)") ?? Double(value) }
-        let json: [String: Any] = [
-            "model_type": "bert", "architectures": ["BertModel"], "vocab_size": embeddings.vocabulary, "hidden_size": width,
+        var json: [String: Any] = [
+            "model_type": "bert", "architectures": [classifier == nil ? "BertModel" : "BertForSequenceClassification"],
+            "vocab_size": embeddings.vocabulary, "hidden_size": width,
             "num_hidden_layers": blocks.count, "num_attention_heads": block.heads, "intermediate_size": inner,
             "hidden_act": block.activation == .geluTanh ? "gelu_new" : block.activation.rawValue,
             "hidden_dropout_prob": decimal(block.dropout), "attention_probs_dropout_prob": decimal(block.dropout),
@@ -441,12 +467,19 @@ public enum HuggingFace {
             "layer_norm_eps": decimal(block.epsilon), "pad_token_id": embeddings.padID, "position_embedding_type": "absolute",
             "torch_dtype": "float32",
         ]
+        if let classifier {
+            json["num_labels"] = classifier.labels
+            json["id2label"] = Dictionary(uniqueKeysWithValues: (0..<classifier.labels).map { ("\($0)", "LABEL_\($0)") })
+            json["label2id"] = Dictionary(uniqueKeysWithValues: (0..<classifier.labels).map { ("LABEL_\($0)", $0) })
+            json["classifier_dropout"] = decimal(classifier.dropout)
+        }
         var tensors: [SafetensorsExport.Tensor] = []
         func parameter(_ name: String) throws -> (shape: [Int], values: [Float]) {
             guard let tensor = checkpoint.tensors["parameters/\(name)"] else { throw CohortError("the checkpoint has no parameters/\(name)") }
             return tensor
         }
         func put(_ name: String, _ shape: [Int], _ values: [Float]) {
+            let name = name.hasPrefix("classifier.") ? name : prefix + name
             tensors.append(SafetensorsExport.Tensor(name: name, dtype: "F32", shape: shape, bytes: values.withUnsafeBufferPointer { Data(buffer: $0) }))
         }
         func putLinear(_ target: String, _ source: String) throws {
@@ -486,7 +519,11 @@ public enum HuggingFace {
                 }
             }
         }
-        for part in ["weight", "bias"] {
+        if classifier != nil {
+            try putLinear("pooler.dense", "dense_1")
+            try putLinear("classifier", "dense_2")
+        }
+        for part in ["weight", "bias"] where classifier == nil {
             if let pooler = checkpoint.tensors["huggingface/pooler.dense.\(part)"] { put("pooler.dense.\(part)", pooler.shape, pooler.values) }
         }
         var files: [(name: String, bytes: Data)] = [
@@ -494,7 +531,7 @@ public enum HuggingFace {
             ("model.safetensors", try SafetensorsExport.encode(tensors.sorted { $0.name < $1.name }, metadata: ["format": "pt"])),
         ]
         if let tokenizer = checkpoint.tokenizerJSON { files.append(("tokenizer.json", Data(tokenizer.utf8))) }
-        if let pool = layers.dropFirst(1 + blocks.count).first?.options as? SequencePoolOptions {
+        if classifier == nil, let pool = head.first?.options as? SequencePoolOptions {
             let pooling: [String: Any] = ["word_embedding_dimension": width, "pooling_mode_mean_tokens": pool.mode == .mean,
                                           "pooling_mode_cls_token": pool.mode == .first, "pooling_mode_max_tokens": false]
             files.append(("1_Pooling/config.json", try JSONSerialization.data(withJSONObject: pooling, options: [.sortedKeys, .prettyPrinted])))
