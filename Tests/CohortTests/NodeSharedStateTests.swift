@@ -138,10 +138,10 @@ final class NodeSharedStateTests: XCTestCase {
 final class OverlappedAllReduceTests: XCTestCase {
     func test_bucketsFollowLayerBoundariesFromTheEnd() {
         // Layers' parameter starts: 0 (embedding), none (an activation), 100, 400, none (a tied head).
-        let plan = Trainer.OverlapPlan(starts: [0, nil, 100, 400, nil], count: 1000, bucket: 500)
+        let plan = OverlappedBucketSum.plan(starts: [0, nil, 100, 400, nil], count: 1000, bucketFloats: 500)
         XCTAssertEqual(plan.buckets, [400..<1000, 0..<400])
         XCTAssertEqual(plan.finalFrom, [0, 100, 100, 400, 1000])
-        let fine = Trainer.OverlapPlan(starts: [0, nil, 100, 400, nil], count: 1000, bucket: 1)
+        let fine = OverlappedBucketSum.plan(starts: [0, nil, 100, 400, nil], count: 1000, bucketFloats: 1)
         XCTAssertEqual(fine.buckets, [400..<1000, 100..<400, 0..<100])
     }
 

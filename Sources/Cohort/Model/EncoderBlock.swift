@@ -60,7 +60,6 @@ public final class EncoderBlock: Layer {
     private let inputGradient: Workspace
     private var hidden: UnsafePointer<Float>?
     private var expanded: UnsafePointer<Float>?
-    private var activated: UnsafePointer<Float>?
     private var projected: UnsafePointer<Float>?
     let norm2: LayerNorm
 
@@ -74,23 +73,35 @@ public final class EncoderBlock: Layer {
         self.inputShape = inputShape
         let (length, width) = (inputShape[0], inputShape[1])
         let lengths = (builder.built.last { $0 is BertEmbeddings } as? BertEmbeddings)?.lengths
-        attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads, dropout: options.dropout,
-                                  bias: true, projectionScale: 1, causal: false, lengths: lengths, builder: builder)
-        norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
-        let inner = options.mlpRatio * width
-        // The MLP's products cover each sample's real positions (0 at the padded ones).
-        fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: true,
-                   lengths: lengths, builder: builder)
-        activation = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch)
-        proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: true,
-                     lengths: lengths, builder: builder)
-        mlpDropout = options.dropout > 0
-            ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
-                      maxBatch: builder.maxBatch) : nil
-        norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
+        if Workspace.blockGradients?.recomputesBlocks == true {
+            throw CohortError("\(name): training.recompute: blocks computes transformer_blocks again in backward; encoder_block does not implement it")
+        }
+        // Built as a Transformer block is: the blocks of a model share their backward buffers and
+        // the GELU output (computed again in backward), the same results bit for bit.
+        let build = { () throws -> (Attention, LayerNorm, Dense, Activation, Dense, Dropout?, LayerNorm, Workspace, Workspace) in
+            let attention = try Attention(name: "\(name)/attention", inputShape: inputShape, heads: options.heads, dropout: options.dropout,
+                                          bias: true, projectionScale: 1, causal: false, lengths: lengths, builder: builder)
+            let norm1 = LayerNorm(name: "\(name)/ln_1", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
+            let inner = options.mlpRatio * width
+            // The MLP's products cover each sample's real positions (0 at the padded ones).
+            let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: true,
+                           lengths: lengths, builder: builder)
+            let activation = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch,
+                                        recomputedOutput: true)
+            let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: true,
+                             lengths: lengths, builder: builder)
+            let mlpDropout = options.dropout > 0
+                ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
+                          maxBatch: builder.maxBatch) : nil
+            let norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
+            let count = builder.maxBatch * length * width
+            return (attention, norm1, fc, activation, proj, mlpDropout, norm2, Workspace(gradient: count),
+                    Workspace(gradient: count, leavesBlock: true))
+        }
+        (attention, norm1, fc, activation, proj, mlpDropout, norm2, hiddenGradient, inputGradient) =
+            try Workspace.blockGradients?.block(build) ?? build()
         let count = builder.maxBatch * length * width
-        (firstSum, secondSum) = (Workspace(count), Workspace(count))
-        (hiddenGradient, inputGradient) = (Workspace(gradient: count), Workspace(gradient: count))
+        (firstSum, secondSum) = (Workspace(owned: count), Workspace(owned: count))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -103,7 +114,7 @@ public final class EncoderBlock: Layer {
         let projected = proj.timedForward(activated, batch: batch, training: training)
         let mlp = mlpDropout?.timedForward(projected, batch: batch, training: training) ?? projected
         for i in 0..<count { secondSum.pointer[i] = hidden[i] + mlp[i] }
-        (self.hidden, self.expanded, self.activated, self.projected) = (hidden, expanded, activated, projected)
+        (self.hidden, self.expanded, self.projected) = (hidden, expanded, projected)
         return norm2.timedForward(secondSum.pointer, batch: batch, training: training)
     }
 
@@ -112,7 +123,8 @@ public final class EncoderBlock: Layer {
         // y = ln_2(h + mlp(h)): both branches of h get d(second sum).
         let dSecond = norm2.timedBackward(secondSum.pointer, outputGradient: outputGradient, batch: batch)
         let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: dSecond, batch: batch) ?? dSecond
-        let dActivated = proj.timedBackward(activated!, outputGradient: dProjected, batch: batch)
+        let activated = activation.timedForward(expanded!, batch: batch, training: true)  // the blocks share its memory
+        let dActivated = proj.timedBackward(activated, outputGradient: dProjected, batch: batch)
         let dExpanded = activation.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dHiddenBranch = fc.timedBackward(hidden!, outputGradient: dExpanded, batch: batch)
         for i in 0..<count { hiddenGradient.pointer[i] = dSecond[i] + dHiddenBranch[i] }

@@ -178,25 +178,8 @@ public final class Trainer {
         communicator.compressesAcrossNodes = config.training.compress == .bf16
         communicator.broadcast(model.parameters.values, root: 0)
         communicator.broadcast(model.parameters.buffers, root: 0)
-        if let trainableSpans {
-            gradientAllReduce = "MPI_Allreduce of the trainable parameters (\(trainableSpans.reduce(0) { $0 + $1.count }) floats in \(trainableSpans.count) span(s))"
-        } else if config.training.allReduce == .auto, config.training.state == .nodeShared, config.training.accumulateSteps == 1,
-                  !config.training.overlapAllReduce, case let buckets = GradientBuckets(model: model),
-                  let sum = communicator.makeNodeGradientSum(count: model.parameters.count, buckets: buckets.ranges) {
-            // One gradient buffer per node, added into during backward (bitwise the sum below).
-            model.parameters.useGradients(sum.sum)
-            model.parameters.gradientRoute = sum.route
-            gradientSum = (sum, buckets.finalFrom)
-            gradientAllReduce = sum.description
-        } else if config.training.allReduce == .auto, let shared = communicator.makeReductionBuffer(count: model.parameters.count) {
-            model.parameters.placeGradients(in: shared.buffer)
-            gradientAllReduce = shared.description
-        }
-        if config.training.overlapAllReduce, communicator.size > 1, trainableSpans == nil, gradientAllReduce == "MPI_Allreduce", fault == nil {
-            overlap = OverlapPlan(starts: model.parameterStarts, count: model.parameters.count,
-                                  bucket: max(1, Int(config.training.bucketMegabytes * 1e6) / MemoryLayout<Float>.stride))
-            gradientAllReduce = "MPI_Iallreduce of \(overlap!.buckets.count) buckets started during backward"
-        }
+        synchronization = GradientStrategies.choose(gradientRun, from: gradientStrategies)
+        gradientAllReduce = synchronization.description
         if config.training.compress == .bf16 { gradientAllReduce += ", bfloat16 between nodes" }
         if config.training.state == .nodeShared,
            let shared = communicator.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
@@ -208,77 +191,19 @@ public final class Trainer {
         stoppedDuringStartup = communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0
     }
 
-    /// One bucket per top-level layer with parameters (its range of the flat gradient buffer),
-    /// and per top-level layer the offset from which gradients are final once its backward has
-    /// run (a tied output head writes its embedding's gradient long before the embedding's turn).
-    struct GradientBuckets {
-        let ranges: [Range<Int>]
-        let finalFrom: [Int]
-
-        init(model: Model) {
-            let starts = model.parameterStarts
-            let count = model.parameters.count
-            let sorted = starts.compactMap { $0 }.sorted()
-            ranges = sorted.indices.map { sorted[$0]..<($0 + 1 < sorted.count ? sorted[$0 + 1] : count) }.filter { !$0.isEmpty }
-            finalFrom = Self.finalFrom(starts: starts, count: count)
-        }
-
-        /// Per top-level layer: the lowest start among it and the layers after it.
-        static func finalFrom(starts: [Int?], count: Int) -> [Int] {
-            var floor = count
-            return Array(starts.reversed().map { start in
-                if let start { floor = min(floor, start) }
-                return floor
-            }.reversed())
-        }
-    }
-
-    /// The buckets of an overlapped all-reduce (`training.overlap_all_reduce`), in the order
-    /// they are started: from the end of the flat gradient buffer (the last layers, whose
-    /// backward ends first) to its start. Bucket bounds fall between layers, so they depend on
-    /// the model alone and every rank starts the same collectives in the same order.
-    struct OverlapPlan {
-        let buckets: [Range<Int>]
-        /// After top-level layer i's backward, gradients from `finalFrom[i]` on are final.
-        let finalFrom: [Int]
-        var started = 0
-
-        init(starts: [Int?], count: Int, bucket: Int) {
-            let finalFrom = GradientBuckets.finalFrom(starts: starts, count: count)
-            var buckets: [Range<Int>] = []
-            var high = count
-            for floor in finalFrom.reversed() where high - floor >= bucket {
-                buckets.append(floor..<high)
-                high = floor
-            }
-            if high > 0 { buckets.append(0..<high) }
-            (self.buckets, self.finalFrom) = (buckets, finalFrom)
-        }
-    }
-    private var overlap: OverlapPlan?
-
-    /// Starts every bucket that is final after layer `index`'s backward; lets the others advance.
-    private func startFinishedBuckets(after index: Int) {
-        guard var plan = overlap else { return }
-        let gradients = model.parameters.gradients
-        var started = false
-        while plan.started < plan.buckets.count, plan.buckets[plan.started].lowerBound >= plan.finalFrom[index] {
-            communicator.startSum(UnsafeMutableBufferPointer(rebasing: gradients[plan.buckets[plan.started]]))
-            plan.started += 1
-            started = true
-        }
-        if !started { communicator.progressSums() }
-        overlap = plan
-    }
-
     /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
     private(set) var sharedState: SharedState?
-    /// The node's one gradient sum (`node_shared` with one micro-batch per step) and, per
-    /// top-level layer, the offset from which gradients are final after its backward; or nil.
-    private var gradientSum: (sum: NodeGradientSum, finalFrom: [Int])?
-    /// Seconds this rank spent in its turns on the node's gradient sum during backward (inside
-    /// `computeSeconds`); nil without one gradient sum per node.
-    public var gradientTurnSeconds: Double? { gradientSum?.sum.turnSeconds }
+    /// How the gradients are held and summed (`GradientStrategies`), chosen in `synchronizeInitialState`.
+    private(set) lazy var synchronization: any GradientSynchronization = ReplicatedSum(run: gradientRun)
+    /// The strategies `synchronizeInitialState` asks, in order (a test puts its own first).
+    var gradientStrategies: [any GradientSynchronization.Type] = GradientStrategies.all
+    private var gradientRun: GradientRun {
+        GradientRun(model: model, communicator: communicator, training: config.training, trainableSpans: trainableSpans,
+                    faultInjected: fault != nil)
+    }
+    /// Seconds this rank spent summing gradients during backward (inside `computeSeconds`; the
+    /// turns on the node's one gradient sum); nil when its strategy sums afterwards.
+    public var gradientTurnSeconds: Double? { synchronization.backwardSumSeconds }
 
     /// Overwrites the parameters with `weights` on every rank (each writes its own slice where they are shared).
     private func setParameters(_ weights: [Float]) {
@@ -294,7 +219,7 @@ public final class Trainer {
     public func memoryPerNode() -> (modelState: Double, processes: Double)? {
         let parameters = model.parameters
         let regions = [parameters.values, parameters.gradients].map { UnsafeRawBufferPointer($0) } + optimizer.stateRegions
-            + (gradientSum?.sum.scratchRegions ?? [])
+            + synchronization.scratchRegions
         let mine = [ProportionalMemory.resident(holding: regions) ?? .nan, ProportionalMemory.process() ?? .nan,
                     1 / Double(communicator.ranksOnNode)]
         let sums = communicator.allReduceSum(mine)
@@ -459,7 +384,7 @@ public final class Trainer {
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
             + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : "")
             + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? "")
-            + (gradientSum != nil ? "; gradients once per node (each rank adds its own in turn during backward)" : "")
+            + (synchronization is NodeGradientSumStrategy ? "; gradients once per node (each rank adds its own in turn during backward)" : "")
             + (config.training.recompute == .blocks ? "; Transformer blocks computed again in backward (activation checkpointing)" : ""))
         for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
     }
@@ -548,7 +473,7 @@ public final class Trainer {
         // stops arriving ends the job.
         watchdog?.arm(step: position.globalStep + 1)
         defer { watchdog?.disarm() }
-        if gradientSum == nil { parameters.zeroGradients() }  // else each bucket's scratch is zeroed as it opens
+        synchronization.beginStep()
         // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
         if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
         if checksKernels { BLASCalls.startRecording() }
@@ -586,8 +511,7 @@ public final class Trainer {
         } else {
             let updateStart = monotonicNanoseconds()
             if config.optimizer.clipNorm > 0 {
-                clipGradientNorm(parameters.gradients, maxNorm: config.optimizer.clipNorm, scaling: gradientSum?.sum.ownSlice,
-                                 afterReading: { gradientSum?.sum.synchronizeNode() })
+                synchronization.clip(maxNorm: config.optimizer.clipNorm)
             }
             fault?.freezeDuringUpdate(at: position.globalStep, rank: communicator.rank)
             optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
@@ -636,56 +560,21 @@ public final class Trainer {
             epochTotals.rows += Double(rows * positions)
             lossSum += totals.lossSum
             let last = first + config.training.batchSize >= batch.count
-            let finished: ((Int) -> Void)?
-            if let gradientSum {
-                finished = { gradientSum.sum.finish(from: gradientSum.finalFrom[$0]) }
-            } else {
-                finished = last && overlap != nil ? { [unowned self] in self.startFinishedBuckets(after: $0) } : nil
-            }
-            model.backward(outputGradient: logitGradient, batch: rows, finished: finished)
+            model.backward(outputGradient: logitGradient, batch: rows, finished: synchronization.backwardHook(lastMicroBatch: last))
         }
         return lossSum
     }
 
-    /// Sums the flat gradient buffer over the ranks; true when the sum this rank checked is finite.
+    /// Sums the flat gradient buffer over the ranks (the run's `GradientSynchronization`); true
+    /// when the sum this rank checked is finite.
     private func allReduceGradients() -> Bool {
-        if let trainableSpans {
-            // Frozen gradients stay zero (no update, no decay); only the trainable spans travel.
-            let gradients = model.parameters.gradients
-            var start = 0
-            for span in trainableSpans + [gradients.count..<gradients.count] {
-                if start < span.lowerBound { (gradients.baseAddress! + start).update(repeating: 0, count: span.lowerBound - start) }
-                start = span.upperBound
-            }
-            let started = monotonicNanoseconds()
-            var finite = true
-            for span in trainableSpans {
-                finite = communicator.allReduceSumCheckingFinite(UnsafeMutableBufferPointer(rebasing: gradients[span])) && finite
-            }
-            allReduceSeconds += seconds(since: started)
-            allReduceCalls += 1
-            return finite
-        }
         if config.training.timingBarrier {
             let barrierStart = monotonicNanoseconds()
             communicator.barrier()
             barrierSeconds += seconds(since: barrierStart)
         }
         let started = monotonicNanoseconds()
-        let finite: Bool
-        if let gradientSum {
-            finite = gradientSum.sum.complete()
-        } else if var plan = overlap {
-            // Buckets backward did not start (all of them on a rank without rows this step).
-            let gradients = model.parameters.gradients
-            for bucket in plan.buckets[plan.started...] { communicator.startSum(UnsafeMutableBufferPointer(rebasing: gradients[bucket])) }
-            communicator.completeSums()
-            plan.started = 0
-            overlap = plan
-            finite = cohort_all_finite(gradients.baseAddress, gradients.count) != 0
-        } else {
-            finite = communicator.allReduceSumCheckingFinite(model.parameters.gradients)
-        }
+        let finite = synchronization.finish()
         let elapsed = seconds(since: started)
         allReduceSeconds += elapsed
         allReduceCalls += 1
