@@ -17,6 +17,24 @@ final class FineTuningTests: XCTestCase {
         return path
     }
 
+    /// Weights `init_from` loads draw their random numbers without transforming them: the
+    /// parameters initialized fresh (a new head) get the same values as when every weight is drawn.
+    func test_skippingTheDrawsOfLoadedWeightsLeavesTheOthersUnchanged() throws {
+        let layers: [LayerSpec] = [.family(BertEmbeddingsOptions(vocabulary: 50, dimension: 16, maxLength: 8)),
+                                   .family(EncoderBlockOptions(heads: 2)), .family(SequencePoolOptions(mode: .mean)),
+                                   .dense(8, activation: .relu, initializer: .glorotUniform), .dense(3, initializer: .normal)]
+        let full = try Model(inputShape: [8], layers: layers, maxBatch: 2, seed: 7)
+        let loaded = Set(full.parameters.entries.map(\.name).filter { !$0.hasPrefix("dense_") })
+        XCTAssertGreaterThan(loaded.count, 5)
+        let skipping = try Model(inputShape: [8], layers: layers, maxBatch: 2, seed: 7, willLoad: { name, _ in loaded.contains(name) })
+        for entry in full.parameters.entries where !loaded.contains(entry.name) {
+            let range = entry.offset..<(entry.offset + entry.count)
+            XCTAssertEqual(full.parameters.values[range].map(\.bitPattern), skipping.parameters.values[range].map(\.bitPattern), entry.name)
+        }
+        let word = try XCTUnwrap(skipping.parameters.entry(named: "bert_embeddings_1/word/weight"))
+        XCTAssertTrue(skipping.parameters.values[word.offset..<(word.offset + word.count)].allSatisfy { $0 == 0 }, "not transformed")
+    }
+
     func test_aFrozenBackboneFromAnotherRunStaysAsLoadedWhileTheNewHeadTrains() throws {
         let directory = try temporaryDirectory(self)
         let four = try writeSyntheticDataset("\(directory)/four.h5", rows: 96, classes: 4, seed: 1)

@@ -126,10 +126,17 @@ public final class LayerBuilder {
         return entry
     }
 
-    /// Allocates the flat buffers and runs each initializer in declaration order.
-    func finish() {
+    /// Allocates the flat buffers and runs each initializer in declaration order. A parameter
+    /// `willLoad` names (a checkpoint overwrites it next) draws its random numbers without
+    /// transforming them: the same stream for the others, without the cost (22.6 M normal draws
+    /// for all-MiniLM-L6-v2: about 0.4 s of start-up).
+    func finish(willLoad: (String, [Int]) -> Bool = { _, _ in false }) {
         parameters.seal()
-        for (entry, initialize) in initializers { initialize(parameters.values(of: entry), &generator) }
+        for (entry, initialize) in initializers {
+            generator.skipsTransforms = willLoad(entry.name, entry.shape)
+            initialize(parameters.values(of: entry), &generator)
+        }
+        generator.skipsTransforms = false
     }
 }
 

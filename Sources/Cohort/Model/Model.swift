@@ -23,10 +23,12 @@ public final class Model {
     /// `recomputeBlocks` (activation checkpointing) keeps only each Transformer block's output
     /// from forward and runs the block's forward again at the start of its backward, so the
     /// blocks share all their other buffers: about one forward more per step for a fraction of
-    /// the activations' memory, the same results bit for bit.
+    /// the activations' memory, the same results bit for bit. `willLoad` names the parameters
+    /// (by name and shape) that the caller overwrites next: their random draws skip the transforms.
     public init(inputShape: [Int], layers specs: [LayerSpec], maxBatch: Int = 64, seed: UInt64 = 0,
                 communicator: Communicator = SingleProcess(), fusePooling: Bool = true,
-                shareBlockGradients: Bool = true, recomputeBlocks: Bool = false) throws {
+                shareBlockGradients: Bool = true, recomputeBlocks: Bool = false,
+                willLoad: (String, [Int]) -> Bool = { _, _ in false }) throws {
         let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
         builder.fusesPooling = fusePooling
         builder.typeCounts = typeCounts(specs)
@@ -44,7 +46,7 @@ public final class Model {
         guard !budget.exceeded else {
             throw CohortError("the model needs \(MemoryBudget.describe(budget.reserved)) (layer buffers for batches of \(maxBatch) rows \(MemoryBudget.describe(budget.layerBytes)), parameters with their gradients and optimizer state \(MemoryBudget.describe(budget.stateBytes))); this process may use \(MemoryBudget.describe(budget.limit)); lower training.batch_size, training.eval_batch_size or the layer sizes")
         }
-        builder.finish()
+        builder.finish(willLoad: willLoad)
         layerBufferBytes = budget.layerBytes
         // The first layer with parameters needs no input gradient when only shape-only layers precede it.
         for layer in stack.layers {

@@ -34,9 +34,14 @@ public struct Generator: RandomNumberGenerator, Equatable, Sendable {
     /// Uniform in [0, 1) with 24 random bits, exactly representable as Float.
     public mutating func nextUnitFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
 
+    /// Draws as usual but skips the transforms (`nextGaussian` gives 0): for values about to be
+    /// overwritten (weights a checkpoint will load), so the stream after them is unchanged.
+    var skipsTransforms = false
+
     /// Standard normal (Box–Muller), used for weight initialization.
     public mutating func nextGaussian() -> Float {
         let (u1, u2) = nextBoxMullerPair()
+        if skipsTransforms { return 0 }
         return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
     }
 

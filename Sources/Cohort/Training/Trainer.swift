@@ -116,8 +116,11 @@ public final class Trainer {
         loader = BatchLoader(data: train, plan: plan, batchSize: rowsPerStep, augmenter: augmenter, prefetch: data.prefetch)
         let maxBatch = max(config.training.batchSize, config.training.evalBatchSize)
         LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
+        // Weights init_from loads whole (no layers or skip lists) need no random values first.
+        let loadsWhole = config.fineTuning.initFrom.map { $0.layers == nil && $0.skip.isEmpty } ?? false
+        let willLoad = { (name: String, shape: [Int]) in loadsWhole && source?.tensors["parameters/\(name)"]?.shape == shape }
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
-                          communicator: communicator, recomputeBlocks: config.training.recompute == .blocks)
+                          communicator: communicator, recomputeBlocks: config.training.recompute == .blocks, willLoad: willLoad)
         try checkTokenVocabulary(model: model, data: train)
         if train.isRegression {
             guard config.loss == .meanSquaredError else {
