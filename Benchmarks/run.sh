@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cohort beside PyTorch on the reference workloads, in one run; writes Benchmarks/RESULTS.md.
 #
-#   Benchmarks/run.sh [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7] [--w3-steps S]
+#   Benchmarks/run.sh [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7,W9] [--w3-steps S]
 #                     [--sequence-steps S] [--full] [--no-pytorch]
 #
 # --kernels: which OpenBLAS kernels Cohort runs (PyTorch's oneDNN picks its own either way).
@@ -14,6 +14,11 @@
 # W5 and W6 (the sequence workloads) are measured by Benchmarks/collect_sequence.py into
 # Benchmarks/RESULTS-sequence.md: tokens/s over steps 11 to S (default 200) per layout, MFU,
 # start-up, memory, generation tokens/s; --full adds the whole 2-rank recipes' validation losses.
+#
+# W9 (fine-tuning all-MiniLM-L6-v2, launch/prepare-data.sh fortunes) is measured by
+# Benchmarks/collect_w9.py: test accuracy, training samples/s, peak memory per rank and start-up
+# of Cohort and of PyTorch + transformers on 2 ranks, the recipe's 3 epochs (COHORT_BENCH_W9_EPOCHS
+# for fewer), as records appended to Benchmarks/results/records.jsonl and Benchmarks/W9.md.
 #
 # Measures, for W1, W2, W3 at 1 rank × 1 thread, 1 rank × 2 threads and 2 ranks × 1 thread:
 # training samples/s over a full epoch (median of --runs runs; W3 over its first S steps when
@@ -38,7 +43,7 @@ while [ $# -gt 0 ]; do
         --sequence-steps) sequence_steps="$2"; shift 2 ;;
         --full) full=1; shift ;;
         --no-pytorch) pytorch=0; shift ;;
-        *) echo "usage: $0 [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]" >&2; exit 64 ;;
+        *) echo "usage: $0 [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7,W9] [--w3-steps S] [--sequence-steps S] [--full] [--no-pytorch]" >&2; exit 64 ;;
     esac
 done
 case "$kernels" in cpu|environment|both) ;; *) echo "benchmarks: --kernels takes cpu, environment or both, not '$kernels'" >&2; exit 64 ;; esac
@@ -67,6 +72,10 @@ collectors() {
     fi
     if echo ",$workloads," | grep -qE ",W[567],"; then
         python3 "$here/collect_sequence.py" || status=$?
+    fi
+    if echo ",$workloads," | grep -qE ",W9,"; then
+        [ -d "$root/data/models/all-MiniLM-L6-v2" ] || "$root/launch/prepare-data.sh" fortunes >/dev/null || return 1
+        python3 "$here/collect_w9.py" || status=$?
     fi
     return $status
 }

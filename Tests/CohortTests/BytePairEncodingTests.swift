@@ -78,4 +78,24 @@ final class BytePairEncodingTests: XCTestCase {
         XCTAssertTrue(generated.output.hasPrefix("the cat"), generated.output)
         XCTAssertGreaterThan(generated.output.count, "the cat".count + 5, generated.output)
     }
+
+    /// A GPT-2-style tokenizer.json that `tokenizers` trained (Tests/Fixtures/make_bpe_fixtures.py):
+    /// every sampled KJV line, W9 text and edge case gets tokenizers' ids and decodes back.
+    func test_aTokenizersByteLevelBPEGivesItsIdsOnKJVLinesAndW9Texts() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/huggingface/bpe-kjv").path
+        let tokenizer = try BytePairEncoding(tokenizerJSON: try Data(contentsOf: URL(fileURLWithPath: "\(directory)/tokenizer.json")),
+                                             source: "bpe-kjv/tokenizer.json")
+        let expected = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(directory)/expected.json")))
+            as? [String: Any])
+        let lines = try XCTUnwrap(expected["lines"] as? [String])
+        let ids = try XCTUnwrap(expected["ids"] as? [[Int]])
+        XCTAssertGreaterThan(lines.count, 500)
+        var differing = 0
+        for (index, line) in lines.enumerated() where tokenizer.encode(line) != ids[index] {
+            differing += 1
+            if differing <= 5 { XCTFail("line \(index) \(line.debugDescription): \(tokenizer.encode(line)) against tokenizers' \(ids[index])") }
+        }
+        XCTAssertEqual(differing, 0, "of \(lines.count) lines")
+    }
 }
