@@ -33,9 +33,9 @@ struct Evaluate: ParsableCommand {
         do {
             if let json { try refuseOutput(json, namingAnyOf: [checkpoint] + (data.map { [$0] } ?? [])) }
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: communicator)
-            let result = try Cohort.evaluate(model: trained.model, data: trained.data, loss: trained.config.loss,
+            let result = try Cohort.evaluate(model: trained.model, data: trained.data, task: trained.task, loss: trained.config.loss,
                                              communicator: communicator, batchSize: batchSize)
-            if trained.data.isLanguageModel {
+            if case .languageModel = trained.task {
                 // Every non-overlapping window of the file, split across ranks; a report file only where --json says.
                 if communicator.isRoot {
                     let tokens = result.rows * trained.data.targetsPerRow
@@ -126,7 +126,7 @@ struct Predict: ParsableCommand {
             let trained = try TrainedModel.load(checkpoint: checkpoint, data: data, maxBatch: batchSize, communicator: SingleProcess())
             let predictions = try Cohort.predict(trained, batchSize: batchSize)
             try writeHDF5(out) { file in
-                if trained.data.isRegression {
+                if case .regression = trained.task {
                     try file.write("predictions", predictions.probabilities, shape: [trained.data.rows, predictions.classes])
                 } else {
                     try file.write("probabilities", predictions.probabilities, shape: [trained.data.rows, predictions.classes])

@@ -57,7 +57,7 @@ struct Train: ParsableCommand {
                 made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
                                                            stepsPerEpoch: made.stepsThisEpoch)
                 made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard,
-                                                languageModel: made.train.isLanguageModel)
+                                                task: made.task)
             }
             trainer = made
         } catch let error as CohortError {

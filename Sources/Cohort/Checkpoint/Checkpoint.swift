@@ -187,9 +187,9 @@ public struct Checkpoint {
                 try store(name, tensor.values, shape: tensor.shape)
             }
         }
-        for name in words.keys.sorted() { try store("state/\(name)", words[name]!, shape: [words[name]!.count]) }
-        if let tokenizerJSON { try store("tokenizer/json", Array(tokenizerJSON.utf8), shape: [tokenizerJSON.utf8.count]) }
-        for name in metrics.keys.sorted() { try store("metrics/\(name)", metrics[name]!, shape: [metrics[name]!.count]) }
+        for name in words.keys.sorted() { try store(CheckpointSchema.statePrefix + name, words[name]!, shape: [words[name]!.count]) }
+        if let tokenizerJSON { try store(CheckpointSchema.tokenizerJSON, Array(tokenizerJSON.utf8), shape: [tokenizerJSON.utf8.count]) }
+        for name in metrics.keys.sorted() { try store(CheckpointSchema.metricsPrefix + name, metrics[name]!, shape: [metrics[name]!.count]) }
         try file.setAttribute("format", "cohort-checkpoint")
         try file.setAttribute("format_version", [Checkpoint.formatVersion])
         try file.setAttribute("config", config)
@@ -269,18 +269,18 @@ public struct Checkpoint {
         var checksum = CRC32()
         for name in try file.stringsAttribute("datasets") {
             guard file.exists(name) else { throw CohortError("\(path): dataset \(name) is missing (truncated or damaged file)") }
-            if name.hasPrefix("state/") {
+            if name.hasPrefix(CheckpointSchema.statePrefix) {
                 let values: [UInt64] = try file.read(name).values
                 values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
-                checkpoint.words[String(name.dropFirst("state/".count))] = values
-            } else if name == "tokenizer/json" {
+                checkpoint.words[String(name.dropFirst(CheckpointSchema.statePrefix.count))] = values
+            } else if name == CheckpointSchema.tokenizerJSON {
                 let bytes: [UInt8] = try file.read(name).values
                 bytes.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
                 checkpoint.tokenizerJSON = String(decoding: bytes, as: UTF8.self)
-            } else if name.hasPrefix("metrics/") {
+            } else if name.hasPrefix(CheckpointSchema.metricsPrefix) {
                 let values: [Double] = try file.read(name).values
                 values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }
-                checkpoint.metrics[String(name.dropFirst("metrics/".count))] = values
+                checkpoint.metrics[String(name.dropFirst(CheckpointSchema.metricsPrefix.count))] = values
             } else {
                 let (values, shape): ([Float], [Int]) = try file.read(name)
                 values.withUnsafeBytes { checksum.update(name: name, bytes: $0) }

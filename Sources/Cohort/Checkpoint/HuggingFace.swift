@@ -134,7 +134,7 @@ public enum HuggingFace {
             guard tensor.shape == shape else {
                 throw CohortError("\(weightsPath): '\(source)' has shape \(tensor.shape), \(configPath) implies \(shape)")
             }
-            mapped["parameters/\(target)"] = (shape, tensor.values)
+            mapped[CheckpointSchema.parameter(target)] = (shape, tensor.values)
         }
         try take("wte.weight", as: "embedding_1/weight", shape: [vocabulary, width])
         try take("wpe.weight", as: "positional_embedding_1/weight", shape: [positions, width])
@@ -164,11 +164,11 @@ public enum HuggingFace {
                 throw CohortError("\(weightsPath): 'lm_head.weight' has shape \(head.shape), \(configPath) implies \([vocabulary, width])")
             }
             if tied {
-                guard head.values == mapped["parameters/embedding_1/weight"]?.values else {
+                guard head.values == mapped[CheckpointSchema.parameter("embedding_1/weight")]?.values else {
                     throw CohortError("\(weightsPath): 'lm_head.weight' differs from 'wte.weight' but \(configPath) ties them (tie_word_embeddings)")
                 }
             } else {
-                mapped["parameters/lm_head_1/weight"] = ([width, vocabulary], transposed(head.values, rows: vocabulary, columns: width))
+                mapped[CheckpointSchema.parameter("lm_head_1/weight")] = ([width, vocabulary], transposed(head.values, rows: vocabulary, columns: width))
             }
         } else if !tied {
             throw CohortError("\(weightsPath): no 'lm_head.weight', and \(configPath) does not tie it to wte (tie_word_embeddings false)")
@@ -226,7 +226,7 @@ public enum HuggingFace {
         (json["bos_token_id"], json["eos_token_id"]) = (NSNull(), NSNull())
         var tensors: [SafetensorsExport.Tensor] = []
         func put(_ target: String, _ source: String) throws {
-            guard let tensor = checkpoint.tensors["parameters/\(source)"] else { throw CohortError("the checkpoint has no parameters/\(source)") }
+            guard let tensor = checkpoint.tensors[CheckpointSchema.parameter(source)] else { throw CohortError("the checkpoint has no parameters/\(source)") }
             var (shape, values) = (tensor.shape, tensor.values)
             if target == "lm_head.weight" { (shape, values) = ([shape[1], shape[0]], transposed(values, rows: shape[0], columns: shape[1])) }
             tensors.append(SafetensorsExport.Tensor(name: target, dtype: "F32", shape: shape,
@@ -359,12 +359,12 @@ public enum HuggingFace {
             return found.values
         }
         func take(_ source: String, as target: String, shape: [Int]) throws {
-            mapped["parameters/\(target)"] = (shape, try tensor(source, shape: shape))
+            mapped[CheckpointSchema.parameter(target)] = (shape, try tensor(source, shape: shape))
         }
         /// A torch Linear's [out, in] weight as Cohort's [in, out].
         func takeLinear(_ source: String, as target: String, inputs: Int, outputs: Int) throws {
             let values = try tensor("\(source).weight", shape: [outputs, inputs])
-            mapped["parameters/\(target)/weight"] = ([inputs, outputs], transposed(values, rows: outputs, columns: inputs))
+            mapped[CheckpointSchema.parameter("\(target)/weight")] = ([inputs, outputs], transposed(values, rows: outputs, columns: inputs))
             try take("\(source).bias", as: "\(target)/bias", shape: [outputs])
         }
         try take("embeddings.word_embeddings.weight", as: "bert_embeddings_1/word/weight", shape: [vocabulary, width])
@@ -390,8 +390,8 @@ public enum HuggingFace {
                 }
                 bias += try tensor("\(source).attention.self.\(name).bias", shape: [width])
             }
-            mapped["parameters/\(target)/attention/qkv/weight"] = ([width, 3 * width], qkv)
-            mapped["parameters/\(target)/attention/qkv/bias"] = ([3 * width], bias)
+            mapped[CheckpointSchema.parameter("\(target)/attention/qkv/weight")] = ([width, 3 * width], qkv)
+            mapped[CheckpointSchema.parameter("\(target)/attention/qkv/bias")] = ([3 * width], bias)
             try takeLinear("\(source).attention.output.dense", as: "\(target)/attention/proj", inputs: width, outputs: width)
             try take("\(source).attention.output.LayerNorm.weight", as: "\(target)/ln_1/weight", shape: [width])
             try take("\(source).attention.output.LayerNorm.bias", as: "\(target)/ln_1/bias", shape: [width])
@@ -406,17 +406,17 @@ public enum HuggingFace {
         }
         for part in ["weight", "bias"] {
             if let pooler = tensors.removeValue(forKey: "pooler.dense.\(part)") {
-                mapped["huggingface/pooler.dense.\(part)"] = (pooler.shape, pooler.values)
+                mapped[CheckpointSchema.huggingFacePrefix + "pooler.dense.\(part)"] = (pooler.shape, pooler.values)
             }
         }
-        if mapped["huggingface/pooler.dense.weight"] != nil {
+        if mapped[CheckpointSchema.huggingFacePrefix + "pooler.dense.weight"] != nil {
             notes.append("pooler.dense: BertModel's [CLS] pooler, not used by these layers; kept for the export")
         }
         if let stray = tensors.keys.sorted().first {
             throw CohortError("\(weightsPath): tensor '\(stray)' has no place in a bert model of \(configPath)")
         }
         checkpoint.tensors = mapped
-        let parameters = mapped.filter { $0.key.hasPrefix("parameters/") }.values.reduce(0) { $0 + $1.values.count }
+        let parameters = mapped.filter { $0.key.hasPrefix(CheckpointSchema.parametersPrefix) }.values.reduce(0) { $0 + $1.values.count }
         return Imported(checkpoint: checkpoint, notes: [summary + "; \(parameters) parameters"] + notes)
     }
 
@@ -475,7 +475,7 @@ public enum HuggingFace {
         }
         var tensors: [SafetensorsExport.Tensor] = []
         func parameter(_ name: String) throws -> (shape: [Int], values: [Float]) {
-            guard let tensor = checkpoint.tensors["parameters/\(name)"] else { throw CohortError("the checkpoint has no parameters/\(name)") }
+            guard let tensor = checkpoint.tensors[CheckpointSchema.parameter(name)] else { throw CohortError("the checkpoint has no parameters/\(name)") }
             return tensor
         }
         func put(_ name: String, _ shape: [Int], _ values: [Float]) {
@@ -524,7 +524,7 @@ public enum HuggingFace {
             try putLinear("classifier", "dense_2")
         }
         for part in ["weight", "bias"] where classifier == nil {
-            if let pooler = checkpoint.tensors["huggingface/pooler.dense.\(part)"] { put("pooler.dense.\(part)", pooler.shape, pooler.values) }
+            if let pooler = checkpoint.tensors[CheckpointSchema.huggingFacePrefix + "pooler.dense.\(part)"] { put("pooler.dense.\(part)", pooler.shape, pooler.values) }
         }
         var files: [(name: String, bytes: Data)] = [
             ("config.json", try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])),

@@ -7,27 +7,27 @@ extension Checkpoint {
     public func restoreModel(_ model: Model, source: String) throws {
         let parameters = model.parameters
         var problems: [String] = []
-        let expected = Set(parameters.entries.map { "parameters/\($0.name)" })
+        let expected = Set(parameters.entries.map { CheckpointSchema.parameter($0.name) })
         for entry in parameters.entries {
-            guard let tensor = tensors["parameters/\(entry.name)"] else {
+            guard let tensor = tensors[CheckpointSchema.parameter(entry.name)] else {
                 problems.append("\(entry.name) \(entry.shape) missing from the checkpoint")
                 continue
             }
             if tensor.shape != entry.shape { problems.append("\(entry.name): checkpoint \(tensor.shape), model \(entry.shape)") }
         }
-        for name in tensors.keys where name.hasPrefix("parameters/") && !expected.contains(name) {
-            problems.append("\(name.dropFirst("parameters/".count)) \(tensors[name]!.shape) is not in this model")
+        for name in tensors.keys where name.hasPrefix(CheckpointSchema.parametersPrefix) && !expected.contains(name) {
+            problems.append("\(name.dropFirst(CheckpointSchema.parametersPrefix.count)) \(tensors[name]!.shape) is not in this model")
         }
         guard problems.isEmpty else {
             throw CohortError("\(source): the checkpoint does not fit this model: \(problems.sorted().joined(separator: "; "))")
         }
         for entry in parameters.entries {
-            tensors["parameters/\(entry.name)"]!.values.withUnsafeBufferPointer {
+            tensors[CheckpointSchema.parameter(entry.name)]!.values.withUnsafeBufferPointer {
                 parameters.values(of: entry).update(from: $0.baseAddress!, count: entry.count)
             }
         }
         for entry in parameters.bufferEntries {
-            guard let state = tensors["buffers/\(entry.name)"], state.shape == entry.shape else {
+            guard let state = tensors[CheckpointSchema.buffer(entry.name)], state.shape == entry.shape else {
                 throw CohortError("\(source): no \(entry.name) \(entry.shape) in the checkpoint")
             }
             state.values.withUnsafeBufferPointer { parameters.buffer(of: entry).update(from: $0.baseAddress!, count: entry.count) }
@@ -44,7 +44,7 @@ extension Checkpoint {
 
     /// The per-channel mean and std the model was trained with (`normalize: standardize`).
     public var normalization: (mean: [Double], std: [Double])? {
-        guard let mean = tensors["normalization/mean"]?.values, let std = tensors["normalization/std"]?.values else { return nil }
+        guard let mean = tensors[CheckpointSchema.normalizationMean]?.values, let std = tensors[CheckpointSchema.normalizationStd]?.values else { return nil }
         return (mean.map(Double.init), std.map(Double.init))
     }
 }
@@ -54,6 +54,8 @@ public struct TrainedModel {
     public let config: TrainConfig
     public let model: Model
     public let data: any SampleSource
+    /// What the model was trained for (`TrainingTask`), read from the data and the config's loss.
+    public let task: TrainingTask
 
     /// Opens `dataPath` (or the config's test file), builds the checkpoint's model for its samples
     /// and loads the weights.
@@ -77,25 +79,24 @@ public struct TrainedModel {
         let model = try Model(inputShape: data.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                               communicator: communicator)
         try checkpoint.restoreModel(model, source: path)
-        try checkTokenVocabulary(model: model, data: data)
-        let width = data.isRegression ? data.targetWidth : config.loss.outputWidth(classes: data.classes)
-        guard model.outputShape == (data.targetsPerRow > 1 ? [data.targetsPerRow, width] : [width]) else {
-            throw CohortError("\(file): needs \(width) output(s) per row but the checkpoint's model gives \(model.outputShape)")
-        }
-        return TrainedModel(config: config, model: model, data: data)
+        let task = try TrainingTask(data: data, loss: config.loss, model: model)
+        try task.checkTokens(of: model, file: data.path)
+        try task.checkOutput(model.outputShape, file: file, model: "the checkpoint's model")
+        return TrainedModel(config: config, model: model, data: data, task: task)
     }
 }
 
 /// Probabilities [N × K] and predicted labels for every row of a trained model's data.
 public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabilities: [Float], labels: [Int64], classes: Int) {
     let data = trained.data
-    guard !data.isLanguageModel else {
+    if case .languageModel = trained.task {
         throw CohortError("\(data.path): predict writes class probabilities per row; for a language model use cohort evaluate or cohort generate")
     }
     let loss = trained.config.loss
     let width = trained.model.outputShape.reduce(1, *)
     // Regression: the outputs themselves, under the name probabilities' place takes.
-    let classes = data.isRegression ? width : (loss == .binaryCrossEntropy ? 2 : width)
+    let regression: Bool = if case .regression = trained.task { true } else { false }
+    let classes = regression ? width : (loss == .binaryCrossEntropy ? 2 : width)
     let batch = max(1, min(batchSize, trained.model.maxBatch))
     let x = UnsafeMutablePointer<Float>.allocate(capacity: batch * data.sampleSize)
     let y = UnsafeMutablePointer<Int32>.allocate(capacity: batch)
@@ -112,7 +113,7 @@ public func predict(_ trained: TrainedModel, batchSize: Int) throws -> (probabil
         try data.load(rows: Array(start..<end)[...], epoch: 0, x: x, y: y)
         let outputs = trained.model.forward(x, batch: end - start, training: false)
         for row in 0..<(end - start) {
-            if data.isRegression {
+            if regression {
                 probabilities += (0..<width).map { outputs[row * width + $0] }
                 labels.append(0)
                 continue

@@ -11,7 +11,7 @@ public enum OnnxExport {
     /// The ONNX model bytes for `checkpoint`, whose model reads samples of `inputShape`.
     public static func model(of checkpoint: Checkpoint, inputShape: [Int]) throws -> [UInt8] {
         let config = try TrainConfig.parse(text: checkpoint.config, file: "the checkpoint's config")
-        var graph = OnnxGraph { name in checkpoint.tensors["parameters/\(name)"] ?? checkpoint.tensors["buffers/\(name)"] }
+        var graph = OnnxGraph { name in checkpoint.tensors[CheckpointSchema.parameter(name)] ?? checkpoint.tensors[CheckpointSchema.buffer(name)] }
         // A model that reads token ids takes them as int64, whatever file layout they came in.
         let readsTokens = config.layers.first.map { $0.options is EmbeddingOptions || $0.options is BertEmbeddingsOptions } ?? false
         let layout = readsTokens ? "T" : checkpoint.inputLayout ?? (inputShape.count == 3 ? "CHW" : inputShape.count == 1 ? "D" : "T")

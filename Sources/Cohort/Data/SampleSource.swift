@@ -32,7 +32,6 @@ public protocol SampleSource: AnyObject {
 
 extension SampleSource {
     public var sampleSize: Int { sampleShape.reduce(1, *) }
-    public var isLanguageModel: Bool { self is TokenWindows }
 }
 
 extension LabeledData: SampleSource {

@@ -92,15 +92,6 @@ public protocol TokenConsumer: Layer {
 }
 extension Embedding: TokenConsumer {}
 
-/// Every layer that reads token ids must accept every id of the data's vocabulary.
-func checkTokenVocabulary(model: Model, data: any SampleSource) throws {
-    for case let consumer as TokenConsumer in model.stack.allLayers where data.isLanguageModel {
-        guard consumer.vocabulary == data.classes else {
-            throw CohortError("\(data.path): its vocabulary has \(data.classes) tokens, but \(consumer.name) has vocabulary \(consumer.vocabulary)")
-        }
-    }
-}
-
 extension EmbeddingOptions {
     /// Int64 ids [N, T] → [N, T, dim] by `Gather`.
     public func onnx(_ graph: inout OnnxGraph, _ x: String, _ shape: [Int], name: String) throws -> (String, [Int]) {

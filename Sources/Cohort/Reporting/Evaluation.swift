@@ -28,9 +28,10 @@ public struct Evaluation: Sendable {
 /// For a language model every target token counts once: the loss is the mean over all of them
 /// (nats per token), the accuracy the share of next tokens predicted, and no confusion matrix
 /// is kept (V × V).
-public func evaluate(model: Model, data: any SampleSource, rows window: Range<Int>? = nil, loss: Loss, communicator: Communicator,
+public func evaluate(model: Model, data: any SampleSource, task: TrainingTask, rows window: Range<Int>? = nil, loss: Loss, communicator: Communicator,
                      batchSize: Int) throws -> Evaluation {
     let window = window ?? 0..<data.rows
+    let regression: Bool = if case .regression = task { true } else { false }
     let positions = data.targetsPerRow
     let classes = positions > 1 ? 0 : data.classes
     let width = model.outputShape.reduce(1, *) / positions
@@ -55,18 +56,18 @@ public func evaluate(model: Model, data: any SampleSource, rows window: Range<In
         let rows = Array(start..<end)[...]
         try data.load(rows: rows, epoch: 0, x: x, y: y)
         data.copyTargets(rows: rows, to: t)
-        if data.isRegression {
+        if regression {
             for index in 0..<((end - start) * data.targetWidth) {
                 targetSums[0] += Double(t[index])
                 targetSums[1] += Double(t[index]) * Double(t[index])
             }
         }
         let outputs = model.forward(x, batch: end - start, training: false)
-        let totals = loss.evaluate(outputs: outputs, labels: y, targets: data.isRegression ? UnsafePointer(t) : nil,
+        let totals = loss.evaluate(outputs: outputs, labels: y, targets: regression ? UnsafePointer(t) : nil,
                                    batch: (end - start) * positions, width: width, gradient: nil)
         lossSum += totals.lossSum
         correctTokens += Double(totals.correct)
-        for row in 0..<(end - start) where !data.isRegression && positions == 1 {
+        for row in 0..<(end - start) where !regression && positions == 1 {
             let predicted = min(loss.predictedClass(outputs + row * width, width: width), classes - 1)
             confusion[Int(y[row]) * classes + predicted] += 1
         }
@@ -81,9 +82,9 @@ public func evaluate(model: Model, data: any SampleSource, rows window: Range<In
     let matrix = (0..<classes).map { k in (0..<classes).map { Int(sums[1 + k * classes + $0]) } }
     let correct = (0..<classes).reduce(0) { $0 + matrix[$1][$1] }
     // Regression has no accuracy: it is reported as NaN and left out of the lines.
-    var result = Evaluation(loss: sums[0] / Double(max(count, 1)), accuracy: data.isRegression ? .nan : Double(correct) / Double(max(count, 1)),
+    var result = Evaluation(loss: sums[0] / Double(max(count, 1)), accuracy: regression ? .nan : Double(correct) / Double(max(count, 1)),
                             confusion: matrix, rows: count)
-    if data.isRegression {
+    if regression {
         // The loss per row is Σ_k (o_k − t_k)² / width, so the squared errors sum to lossSum · width.
         let targets = Double(max(count * data.targetWidth, 1))
         let (sum, squares) = (sums[1 + classes * classes], sums[2 + classes * classes])

@@ -19,9 +19,9 @@ public final class RunRecorder {
     /// metrics.csv of a language model; the test file is its validation split.
     public static let languageModelCSVHeader = "epoch,global_step,train_loss,train_accuracy,validation_loss,validation_perplexity,validation_bits_per_token,validation_accuracy,learning_rate,tokens_per_second,seconds"
 
-    public init(directory: String, configText: String, tensorBoard: Bool, languageModel: Bool = false) throws {
+    public init(directory: String, configText: String, tensorBoard: Bool, task: TrainingTask? = nil) throws {
         self.directory = directory
-        self.languageModel = languageModel
+        if case .languageModel = task { languageModel = true } else { languageModel = false }
         try makeDirectories(directory, for: "the run")
         guard FileManager.default.createFile(atPath: "\(directory)/config.yaml", contents: Data(configText.utf8)) else {
             throw CohortError("\(directory)/config.yaml: cannot write (is the run directory writable?)")

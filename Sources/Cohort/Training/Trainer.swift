@@ -20,6 +20,8 @@ public final class Trainer {
     public private(set) var frozen: Set<String> = []
     private var trainableSpans: [Range<Int>]?
     public let test: (any SampleSource)?
+    /// What the run learns (`TrainingTask`): its output shape, accuracy, unit and report.
+    public let task: TrainingTask
     /// Where each step's rows come from (global or sharded sampling, prefetch, augmentation).
     public let loader: BatchLoader
     /// Rows of the training file used for training; the rest (validation_split) for validation.
@@ -61,7 +63,7 @@ public final class Trainer {
         let source = found?.checkpoint
         // What a published model brings that no layer holds (BERT's unused pooler, its
         // tokenizer.json) rides along in every checkpoint, for the export.
-        carried = source?.tensors.filter { $0.key.hasPrefix("huggingface/") } ?? [:]
+        carried = source?.tensors.filter { $0.key.hasPrefix(CheckpointSchema.huggingFacePrefix) } ?? [:]
         carriedTokenizer = source?.tokenizerJSON
         startupLines += found.map { ["init_from: reading \($0.path)"] } ?? []
         if let from = config.fineTuning.initFrom, let stored = source?.normalization, data.normalize == .standardize, data.mean == nil {
@@ -79,12 +81,6 @@ public final class Trainer {
         if let normalization { (testData.mean, testData.std) = (normalization.mean, normalization.std) }
         test = try data.test.map {
             try openSamples(path: $0, config: testData, phase: .zero, seed: config.seed, cache: data.cache, expectedClasses: classes)
-        }
-        if let test, test.classNames != train.classNames, train.isLanguageModel {
-            throw CohortError("\(test.path): its vocabulary (\(test.classes) tokens) differs from \(train.path)'s (\(train.classes)); prepare both with one cohort prepare text")
-        }
-        if train.isLanguageModel, data.validationSplit > 0 {
-            throw CohortError("\(data.train): validation_split does not apply to token files; cohort prepare text writes val.h5 (data.test)")
         }
         if let test, test.sampleShape != train.sampleShape {
             throw CohortError("\(test.path): samples have shape \(test.sampleShape) but \(train.path) has \(train.sampleShape)")
@@ -118,30 +114,14 @@ public final class Trainer {
         LayerThreads.use(config.training.threads ?? LayerThreads.boundCores())
         // Weights init_from loads whole (no layers or skip lists) need no random values first.
         let loadsWhole = config.fineTuning.initFrom.map { $0.layers == nil && $0.skip.isEmpty } ?? false
-        let willLoad = { (name: String, shape: [Int]) in loadsWhole && source?.tensors["parameters/\(name)"]?.shape == shape }
+        let willLoad = { (name: String, shape: [Int]) in loadsWhole && source?.tensors[CheckpointSchema.parameter(name)]?.shape == shape }
         model = try Model(inputShape: train.sampleShape, layers: config.layers, maxBatch: maxBatch, seed: config.seed,
                           communicator: communicator, recomputeBlocks: config.training.recompute == .blocks, willLoad: willLoad)
-        try checkTokenVocabulary(model: model, data: train)
-        if train.isRegression {
-            guard config.loss == .meanSquaredError else {
-                throw CohortError("\(config.data.train): '\(config.data.labels)' holds float targets (regression); use loss: mean_squared_error")
-            }
-            guard model.outputShape == [train.targetWidth] else {
-                throw CohortError("\(config.data.train): has \(train.targetWidth) target(s) per row, but the model's last layer gives \(model.outputShape)")
-            }
-            if let test, !test.isRegression || test.targetWidth != train.targetWidth {
-                throw CohortError("\(test.path): its '\(config.data.labels)' does not hold \(train.targetWidth) float target(s) per row like \(train.path)")
-            }
-        } else {
-            let width = config.loss.outputWidth(classes: train.classes)
-            let expected = train.targetsPerRow > 1 ? [train.targetsPerRow, width] : [width]
-            guard model.outputShape == expected else {
-                throw CohortError("\(config.data.train): has \(train.classes) classes, so \(config.loss.name) needs \(width) outputs, but the model's last layer gives \(model.outputShape)")
-            }
-        }
-        if config.loss == .binaryCrossEntropy, train.classes != 2 {
-            throw CohortError("\(config.data.train): binary_cross_entropy needs labels 0 and 1 (2 classes), the file has \(train.classes)")
-        }
+        task = try TrainingTask(data: train, loss: config.loss, model: model)
+        try task.checkTokens(of: model, file: train.path)
+        try task.checkOutput(model.outputShape, file: config.data.train)
+        if let test { try task.checkTest(test, training: train) }
+        try task.checkValidationSplit(data.validationSplit, file: data.train)
         if let from = config.fineTuning.initFrom, let source {
             startupLines += try Trainer.initialize(model, from: source, as: from)
         }
@@ -350,7 +330,7 @@ public final class Trainer {
                     watchdog?.arm(step: position.globalStep)
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped after \(position.globalStep) steps (training.max_steps)") }
-                    try recordPartialEpoch(evaluating: train.isLanguageModel)
+                    try recordPartialEpoch(evaluating: task.evaluatesWhenStoppedMidEpoch)
                     return .stepLimit
                 }
                 if midEpoch, agreed.checkpointDue || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
@@ -378,7 +358,7 @@ public final class Trainer {
 
     /// The run's first line (rank 0), and the clean-up before the first step.
     private func announce() {
-        if train.isLanguageModel { progress?.unit = "tokens/s" }
+        progress?.unit = task.rateUnit
         guard communicator.isRoot else { return }
         let accumulation = config.training.accumulateSteps > 1 ? " × \(config.training.accumulateSteps) accumulation steps" : ""
         log("cohort: \(communicator.size) rank(s) × batch \(config.training.batchSize)\(accumulation) = global batch \(globalBatch); "
@@ -407,7 +387,7 @@ public final class Trainer {
         let sums = communicator.allReduceSum([epochTotals.loss, epochTotals.correct, epochTotals.rows])
         guard sums[2] > 0 else { return }
         let report = EpochReport(epoch: position.epoch + 1, trainLoss: sums[0] / max(sums[2], 1),
-                                 trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
+                                 trainAccuracy: task.hasAccuracy ? sums[1] / max(sums[2], 1) : .nan,
                                  testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
                                  samplesPerSecond: sums[2] / max(epochTotals.seconds, 1e-9), seconds: epochTotals.seconds)
         guard communicator.isRoot else { return }
@@ -432,7 +412,7 @@ public final class Trainer {
         var report = EpochReport(
             epoch: position.epoch + 1,
             trainLoss: sums[0] / max(sums[2], 1),
-            trainAccuracy: train.isRegression ? .nan : sums[1] / max(sums[2], 1),
+            trainAccuracy: task.hasAccuracy ? sums[1] / max(sums[2], 1) : .nan,
             testLoss: evaluation?.loss, testAccuracy: evaluation?.accuracy,
             samplesPerSecond: sums[2] / max(seconds, 1e-9), seconds: seconds)
         report.loaderWait = waited / max(seconds, 1e-9)
@@ -441,7 +421,7 @@ public final class Trainer {
             let trace = train.readLog
             train.readLog = nil
             defer { train.readLog = trace }
-            let validation = try Cohort.evaluate(model: model, data: train, rows: trainingRows..<train.rows, loss: config.loss,
+            let validation = try Cohort.evaluate(model: model, data: train, task: task, rows: trainingRows..<train.rows, loss: config.loss,
                                                  communicator: communicator, batchSize: config.training.evalBatchSize)
             (report.validationLoss, report.validationAccuracy) = (validation.loss, validation.accuracy)
         }
@@ -636,11 +616,11 @@ public final class Trainer {
     /// Evaluates the test file, keeping the classification report.
     private func evaluateTest() throws -> (loss: Double, accuracy: Double)? {
         guard let test else { return nil }
-        let result = try Cohort.evaluate(model: model, data: test, loss: config.loss, communicator: communicator,
+        let result = try Cohort.evaluate(model: model, data: test, task: task, loss: config.loss, communicator: communicator,
                                          batchSize: config.training.evalBatchSize)
-        finalReport = test.isRegression || test.isLanguageModel ? nil : result.report(classNames: test.classNames)
+        finalReport = task.reportsClasses ? result.report(classNames: test.classNames) : nil
         finalRegressionLine = result.regressionLine
-        if test.isLanguageModel { finalLanguageModelFigures = (result.loss, result.accuracy, result.rows * test.targetsPerRow) }
+        if case .languageModel = task { finalLanguageModelFigures = (result.loss, result.accuracy, task.targets(rows: result.rows)) }
         return (result.loss, result.accuracy)
     }
 
@@ -665,7 +645,7 @@ public final class Trainer {
         }
         var line = String(format: "epoch %d/%d", report.epoch, config.training.epochs)
             + figures("train", report.trainLoss, report.trainAccuracy)
-        if train.isLanguageModel, let loss = report.testLoss {
+        if case .languageModel = task, let loss = report.testLoss {
             line += "  validation " + languageModelFigures(loss: loss, accuracy: report.testAccuracy ?? .nan)
             line += String(format: "  tokens/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
             return line

@@ -31,9 +31,9 @@ extension Trainer {
                     checkpoint.words["generators/rank_\(rank)"] = words
                 }
                 checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
-                if let earlyStopping { checkpoint.metrics["callbacks/early_stopping"] = earlyStopping.state }
-                if let plateau { checkpoint.metrics["callbacks/reduce_lr_on_plateau"] = plateau.state }
-                if let bestWeights { checkpoint.tensors["callbacks/best_weights"] = ([bestWeights.count], bestWeights) }
+                if let earlyStopping { checkpoint.metrics[CheckpointSchema.earlyStoppingState] = earlyStopping.state }
+                if let plateau { checkpoint.metrics[CheckpointSchema.plateauState] = plateau.state }
+                if let bestWeights { checkpoint.tensors[CheckpointSchema.bestWeights] = ([bestWeights.count], bestWeights) }
                 let writeStart = monotonicNanoseconds()
                 fault?.limitFileSize(before: position.globalStep, bytes: checkpoint.datasetBytes / 2)
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
@@ -73,9 +73,9 @@ extension Trainer {
         let parameters = model.parameters
         for entry in parameters.entries {
             let range = entry.offset..<(entry.offset + entry.count)
-            checkpoint.views["parameters/\(entry.name)"] = (entry.shape, UnsafeBufferPointer(rebasing: parameters.values[range]))
+            checkpoint.views[CheckpointSchema.parameter(entry.name)] = (entry.shape, UnsafeBufferPointer(rebasing: parameters.values[range]))
             for slot in optimizer.slots {
-                let name = "optimizer/\(slot.name)/\(entry.name)"
+                let name = CheckpointSchema.optimizerSlot(slot.name, entry.name)
                 checkpoint.views[name] = (entry.shape, UnsafeBufferPointer(rebasing: slot.buffer[range]))
                 // Other ranks' slices of the node's moments: this rank reads them only here.
                 if let own = sharedState?.ownSlice.clamped(to: range) {
@@ -85,11 +85,11 @@ extension Trainer {
             }
         }
         for entry in parameters.bufferEntries {
-            checkpoint.tensors["buffers/\(entry.name)"] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
+            checkpoint.tensors[CheckpointSchema.buffer(entry.name)] = (entry.shape, Array(parameters.buffers[entry.offset..<(entry.offset + entry.count)]))
         }
         if let normalization {
-            checkpoint.tensors["normalization/mean"] = ([normalization.mean.count], normalization.mean.map(Float.init))
-            checkpoint.tensors["normalization/std"] = ([normalization.std.count], normalization.std.map(Float.init))
+            checkpoint.tensors[CheckpointSchema.normalizationMean] = ([normalization.mean.count], normalization.mean.map(Float.init))
+            checkpoint.tensors[CheckpointSchema.normalizationStd] = ([normalization.std.count], normalization.std.map(Float.init))
         }
         checkpoint.metrics["train_loss"] = history.map(\.trainLoss)
         checkpoint.metrics["train_accuracy"] = history.map(\.trainAccuracy)
@@ -171,7 +171,7 @@ extension Trainer {
         try checkpoint.restoreModel(model, source: request)
         for entry in parameters.entries {
             for slot in optimizer.slots {
-                guard let state = checkpoint.tensors["optimizer/\(slot.name)/\(entry.name)"], state.shape == entry.shape else {
+                guard let state = checkpoint.tensors[CheckpointSchema.optimizerSlot(slot.name, entry.name)], state.shape == entry.shape else {
                     throw CohortError("\(request): no \(slot.name) state for \(entry.name); was it written with another optimizer?")
                 }
                 state.values.withUnsafeBufferPointer {
@@ -188,11 +188,11 @@ extension Trainer {
             }
             for (index, layer) in layers.enumerated() { layer.generator = Generator(state: Array(words[(index * 4)..<(index * 4 + 4)])) }
         }
-        carried = checkpoint.tensors.filter { $0.key.hasPrefix("huggingface/") }
+        carried = checkpoint.tensors.filter { $0.key.hasPrefix(CheckpointSchema.huggingFacePrefix) }
         carriedTokenizer = checkpoint.tokenizerJSON
-        if let state = checkpoint.metrics["callbacks/early_stopping"] { earlyStopping?.restore(state) }
-        if let state = checkpoint.metrics["callbacks/reduce_lr_on_plateau"] { plateau?.restore(state) }
-        if let weights = checkpoint.tensors["callbacks/best_weights"]?.values, weights.count == parameters.count { bestWeights = weights }
+        if let state = checkpoint.metrics[CheckpointSchema.earlyStoppingState] { earlyStopping?.restore(state) }
+        if let state = checkpoint.metrics[CheckpointSchema.plateauState] { plateau?.restore(state) }
+        if let weights = checkpoint.tensors[CheckpointSchema.bestWeights]?.values, weights.count == parameters.count { bestWeights = weights }
         optimizer.stepCount = checkpoint.optimizerSteps
         position = checkpoint.position
         // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
