@@ -1,0 +1,71 @@
+import CCohort
+
+/// Products over each sample's real rows only: sample s is the first `active[s]` of its
+/// `positions` rows (the tokens of a padded sequence, `SequenceLengths`), one call per sample
+/// whose shape depends on that sample alone. So a sample's bits do not depend on the batch around
+/// it (as with `RowBlocks`), and padding costs no multiply-adds. Output rows past a sample's
+/// active ones are set to 0: the layers after read finite zeros there, and backward carries
+/// exact zeros through them.
+struct ActiveRows {
+    let positions: Int
+    let lengths: SequenceLengths
+
+    private func active(_ sample: Int) -> Int { min(max(lengths.values[sample], 0), positions) }
+
+    /// C[s] = alpha · A[s][active, k] · op(B)[k, n] + beta · C[s] on each sample's active rows
+    /// (its later rows of C zeroed); samples spread over the threads, or one sample's product
+    /// cut over them by its shape: the same calls either way. `ldc` is `n`.
+    func product(transposeB: Bool, samples: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                 _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                 _ beta: Float, _ c: UnsafeMutablePointer<Float>) {
+        let parallelSamples = samples >= LayerThreads.count
+        let one = { (s: Int) in
+            let (m, sampleC) = (active(s), c + s * positions * n)
+            if m > 0 {
+                gemm(false, transposeB, m, n, k, alpha, a + s * positions * lda, lda, b, ldb, beta, sampleC, n, serial: parallelSamples)
+            }
+            (sampleC + m * n).update(repeating: 0, count: (positions - m) * n)
+        }
+        if parallelSamples {
+            LayerThreads.run(parts: samples) { s, _ in one(s) }
+        } else {
+            for s in 0..<samples { one(s) }
+        }
+    }
+
+    /// C[m, n] += alpha · Σ over the samples, in order, of A[s][active, m]ᵀ · B[s][active, n]
+    /// (a weight gradient), C cut over the threads by its shape and `positions` alone, as
+    /// `RowBlocks.summedProduct` cuts it.
+    func summedProduct(_ m: Int, _ n: Int, samples: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
+                       _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        let side = max(m, n)
+        let parts = max(1, min(8, side / 32, m * n * positions / (1 << 18)))
+        let step = (side + parts - 1) / parts
+        LayerThreads.run(parts: parts) { part, _ in
+            let first = part * step
+            let count = min(step, side - first)
+            guard count > 0 else { return }
+            for s in 0..<samples where active(s) > 0 {
+                let (a, b, k) = (a + s * positions * lda, b + s * positions * ldb, Int32(active(s)))
+                if m >= n {
+                    sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), k, alpha, a + first, Int32(lda),
+                          b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
+                } else {
+                    sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), k, alpha, a, Int32(lda),
+                          b + first, Int32(ldb), 1, c + first, Int32(ldc))
+                }
+            }
+        }
+    }
+
+    /// sum[width] += Σ over the samples of their active rows, each sample's rows added up first.
+    func summedRows(_ x: UnsafePointer<Float>, samples: Int, _ width: Int, into sum: UnsafeMutablePointer<Float>) {
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: width)
+        defer { partial.deallocate() }
+        for s in 0..<samples {
+            partial.initialize(repeating: 0, count: width)
+            cohort_add_rows(x + s * positions * width, partial, active(s), width)
+            cohort_add_rows(partial, sum, 1, width)
+        }
+    }
+}
