@@ -34,28 +34,11 @@ struct ActiveRows {
     }
 
     /// C[m, n] += alpha · Σ over the samples, in order, of A[s][active, m]ᵀ · B[s][active, n]
-    /// (a weight gradient), C cut over the threads by its shape and `positions` alone, as
-    /// `RowBlocks.summedProduct` cuts it.
+    /// (a weight gradient), C cut over the threads by its shape and `positions` alone.
     func summedProduct(_ m: Int, _ n: Int, samples: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let side = max(m, n)
-        let parts = max(1, min(8, side / 32, m * n * positions / (1 << 18)))
-        let step = (side + parts - 1) / parts
-        LayerThreads.run(parts: parts) { part, _ in
-            let first = part * step
-            let count = min(step, side - first)
-            guard count > 0 else { return }
-            for s in 0..<samples where active(s) > 0 {
-                let (a, b, k) = (a + s * positions * lda, b + s * positions * ldb, Int32(active(s)))
-                if m >= n {
-                    sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), k, alpha, a + first, Int32(lda),
-                          b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
-                } else {
-                    sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), k, alpha, a, Int32(lda),
-                          b + first, Int32(ldb), 1, c + first, Int32(ldc))
-                }
-            }
-        }
+        let blocks = (0..<samples).filter { active($0) > 0 }.map { (start: $0 * positions, rows: active($0)) }
+        summedBlockProducts(m, n, blockRows: positions, blocks: blocks, alpha, a, lda, b, ldb, c, ldc)
     }
 
     /// sum[width] += Σ over the samples of their active rows, each sample's rows added up first.

@@ -68,29 +68,37 @@ struct RowBlocks {
     }
 
     /// C[m, n] += alpha · Σ over the k rows of A[k, m]ᵀ · B[k, n] (a weight gradient), one
-    /// block of rows after the other in row order, each product cut over the threads by its shape.
-    ///
-    /// For the threads, C is cut into parts along its longer side, as many as its shape and the
-    /// block give work for (never by k or the thread count), and each part adds every block in
-    /// row order: the same calls, so the same bits, on any number of threads.
+    /// block of rows after the other in row order (`summedBlockProducts`).
     func summedProduct(_ m: Int, _ n: Int, _ k: Int, _ alpha: Float, _ a: UnsafePointer<Float>, _ lda: Int,
                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let side = max(m, n)
-        let parts = max(1, min(8, side / 32, m * n * rows / (1 << 18)))
-        let step = (side + parts - 1) / parts
-        LayerThreads.run(parts: parts) { part, _ in
-            let first = part * step
-            let count = min(step, side - first)
-            guard count > 0 else { return }
-            for start in stride(from: 0, to: k, by: rows) {
-                let (a, b) = (a + start * lda, b + start * ldb)
-                if m >= n {  // rows first..<first+count of C: columns of A
-                    sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), Int32(min(rows, k - start)), alpha, a + first, Int32(lda),
-                          b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
-                } else {  // columns first..<first+count of C: columns of B
-                    sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), Int32(min(rows, k - start)), alpha, a, Int32(lda),
-                          b + first, Int32(ldb), 1, c + first, Int32(ldc))
-                }
+        let blocks = stride(from: 0, to: k, by: rows).map { (start: $0, rows: min(rows, k - $0)) }
+        summedBlockProducts(m, n, blockRows: rows, blocks: blocks, alpha, a, lda, b, ldb, c, ldc)
+    }
+}
+
+/// C[m, n] += alpha · Σ over `blocks` (a first row and a row count each), in order, of
+/// A[rows, m]ᵀ · B[rows, n]: a weight gradient. For the threads, C is cut into parts along its
+/// longer side, as many as its shape and `blockRows` give work for (never by the rows summed or
+/// the thread count), and each part adds every block in order: the same calls, so the same
+/// bits, on any number of threads.
+func summedBlockProducts(_ m: Int, _ n: Int, blockRows: Int, blocks: [(start: Int, rows: Int)], _ alpha: Float,
+                         _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                         _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+    let side = max(m, n)
+    let parts = max(1, min(8, side / 32, m * n * blockRows / (1 << 18)))
+    let step = (side + parts - 1) / parts
+    LayerThreads.run(parts: parts) { part, _ in
+        let first = part * step
+        let count = min(step, side - first)
+        guard count > 0 else { return }
+        for block in blocks {
+            let (a, b, k) = (a + block.start * lda, b + block.start * ldb, Int32(block.rows))
+            if m >= n {  // rows first..<first+count of C: columns of A
+                sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(n), k, alpha, a + first, Int32(lda),
+                      b, Int32(ldb), 1, c + first * ldc, Int32(ldc))
+            } else {  // columns first..<first+count of C: columns of B
+                sgemm(CblasTrans, CblasNoTrans, Int32(m), Int32(count), k, alpha, a, Int32(lda),
+                      b + first, Int32(ldb), 1, c + first, Int32(ldc))
             }
         }
     }
