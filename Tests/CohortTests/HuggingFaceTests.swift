@@ -342,6 +342,13 @@ final class HuggingFaceTests: XCTestCase {
         try config.write(toFile: "\(directory)/pairs.yaml", atomically: true, encoding: .utf8)
         let trained = try runCohort(ranks: 2, ["train", "\(directory)/pairs.yaml"], directory: directory)
         XCTAssertEqual(trained.status, 0, trained.output + trained.error)
+        // The same pairs with a model imported without its tokenizer (no sep_id): refused, not trained as one text.
+        try config.replacingOccurrences(of: "huggingface: \(source)}", with: "huggingface: \(Self.fixtures)/bert-tiny}")
+            .replacingOccurrences(of: "runs/pairs", with: "runs/no-sep").write(toFile: "\(directory)/no-sep.yaml", atomically: true, encoding: .utf8)
+        let refused = try runCohort(ranks: 1, ["train", "\(directory)/no-sep.yaml"], directory: directory)
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.error.contains("pairs.h5: holds sentence pairs whose first text ends at id 3, but bert_embeddings_1 has no sep_id"),
+                      refused.error)
     }
 
     /// `BertForSequenceClassification`: the encoder, then its [CLS] pooler (dense + tanh), dropout

@@ -33,6 +33,9 @@ public final class LabeledData {
     /// Values per row of `targets` (1 for class labels).
     public let targetWidth: Int
     public var isRegression: Bool { targets != nil }
+    /// The id that ends the first text of each row's sentence pair (`cohort prepare
+    /// text-classification --text-pair` writes it as `sep_id`), or nil.
+    public let separatorID: Int?
     /// The file keeps a sample's channels (features) last.
     private let channelsLast: Bool
     /// Samples keep channels last for the model too ([T, D] sequences; images become [C, H, W]).
@@ -119,12 +122,14 @@ public final class LabeledData {
             targetWidth = labelSet.rowElements
             classes = 0
             classNames = []
+            separatorID = nil
             labels = [Int32](repeating: 0, count: rows)
         } else {
             targets = nil
             targetWidth = 1
             let rawLabels: [Int64] = try labelSet.readAll()
             let names = (try? file.stringsAttribute("class_names")) ?? []
+            separatorID = (try? file.numberAttribute("sep_id", as: Int64.self).first).flatMap { $0.map(Int.init) }
             let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
             let largest = rawLabels.max() ?? 0
             if expectedClasses == nil, declared == nil, names.isEmpty, largest >= LabeledData.maximumClasses {

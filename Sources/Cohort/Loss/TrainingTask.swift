@@ -79,6 +79,16 @@ public enum TrainingTask: Equatable, Sendable {
         }
     }
 
+    /// Sentence pairs need a model that gives their second text token type 1: a data file
+    /// with `sep_id` is refused for a `bert_embeddings` without the same `sep_id`.
+    public func checkSegments(of model: Model, data: any SampleSource) throws {
+        guard case .sequenceClassification = self, let separator = (data as? LabeledData)?.separatorID,
+              let embeddings = model.layers.first as? BertEmbeddings, embeddings.options.sepID != separator else { return }
+        throw CohortError("\(data.path): holds sentence pairs whose first text ends at id \(separator), but \(embeddings.name) has "
+                          + (embeddings.options.sepID.map { "sep_id \($0)" } ?? "no sep_id")
+                          + " (import the model with its tokenizer.json, or set sep_id on bert_embeddings)")
+    }
+
     /// Refuses `data.validation_split` where it does not apply (a language model's token file).
     public func checkValidationSplit(_ split: Double, file: String) throws {
         if case .languageModel = self, split > 0 {

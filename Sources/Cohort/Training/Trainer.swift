@@ -119,6 +119,7 @@ public final class Trainer {
                           communicator: communicator, recomputeBlocks: config.training.recompute == .blocks, willLoad: willLoad)
         task = try TrainingTask(data: train, loss: config.loss, model: model)
         try task.checkTokens(of: model, file: train.path)
+        try task.checkSegments(of: model, data: train)
         try task.checkOutput(model.outputShape, file: config.data.train)
         if let test { try task.checkTest(test, training: train) }
         try task.checkValidationSplit(data.validationSplit, file: data.train)
