@@ -58,7 +58,7 @@ public final class Trainer {
         // unless the config gives its own: the loaded layers expect it.
         let found = try config.fineTuning.initFrom.map { from in
             from.huggingface ? (path: from.checkpoint, checkpoint: try HuggingFace.importModel(from: from.checkpoint).checkpoint)
-                : try Trainer.sourceCheckpoint(from.checkpoint)
+                : try from.sourceCheckpoint()
         }
         let source = found?.checkpoint
         // What a published model brings that no layer holds (BERT's unused pooler, its
@@ -124,14 +124,14 @@ public final class Trainer {
         if let test { try task.checkTest(test, training: train) }
         try task.checkValidationSplit(data.validationSplit, file: data.train)
         if let from = config.fineTuning.initFrom, let source {
-            startupLines += try Trainer.initialize(model, from: source, as: from)
+            startupLines += try from.load(into: model, from: source)
         }
         let names = model.parameters.entries.map(\.name)
         let frozenNames = try FineTuning.select(config.fineTuning.freeze, from: names, key: "model.freeze")
         frozen = frozenNames
         if !frozenNames.isEmpty {
             model.freeze(frozenNames, batchNormInference: config.fineTuning.frozenBatchNorm == .inference)
-            trainableSpans = Trainer.spans(of: model.parameters.entries.filter { !frozenNames.contains($0.name) })
+            trainableSpans = FrozenSpansSum.spans(of: model.parameters.entries.filter { !frozenNames.contains($0.name) })
             let count = model.parameters.entries.filter { frozenNames.contains($0.name) }.reduce(0) { $0 + $1.count }
             startupLines.append("frozen: \(count) of \(model.parameters.count) parameters (\(frozenNames.count) tensors); batch norm among them: \(config.fineTuning.frozenBatchNorm == .inference ? "running statistics, fixed" : "batch statistics")")
         }
@@ -156,8 +156,10 @@ public final class Trainer {
     public func synchronizeInitialState() {
         guard !synchronized else { return }
         synchronized = true
-        watchdog?.arm(step: 0)
-        defer { watchdog?.disarm() }
+        watched(step: 0) { synchronizeInitialStateWatched() }
+    }
+
+    private func synchronizeInitialStateWatched() {
         fault?.freezeDuringStartup(rank: communicator.rank)
         communicator.compressesAcrossNodes = config.training.compress == .bf16
         communicator.broadcast(model.parameters.values, root: 0)
@@ -321,6 +323,7 @@ public final class Trainer {
                 if communicator.isRoot { reportStep(started: started) }
                 let midEpoch = position.stepInEpoch < steps
                 if agreed.stop {
+                    // Armed until the process ends: the command's closing collectives are watched too.
                     watchdog?.arm(step: position.globalStep)
                     try stopMidEpoch(started: started)
                     if communicator.isRoot { log("stopped by signal at step \(position.globalStep); resume with --resume auto") }
@@ -335,23 +338,21 @@ public final class Trainer {
                     return .stepLimit
                 }
                 if midEpoch, agreed.checkpointDue || (config.checkpoint.everySteps > 0 && position.globalStep % config.checkpoint.everySteps == 0) {
-                    let now = monotonicNanoseconds()
-                    epochTotals.seconds += Double(now - started) / 1e9
-                    watchdog?.arm(step: position.globalStep)
-                    try saveCheckpoint()
-                    watchdog?.disarm()
+                    epochTotals.seconds += seconds(since: started)
+                    try watched(step: position.globalStep) { try saveCheckpoint() }
                     started = monotonicNanoseconds()
                 }
             }
             // The epoch's end is collectives too (its sums, evaluation, the checkpoint): watched.
-            watchdog?.arm(step: position.globalStep)
-            let report = try finishEpoch(started: started, waitAtEpochStart: waitAtEpochStart)
-            let stop = runCallbacks(report)
-            let last = position.epoch == config.training.epochs || stop
-            if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
-                try saveCheckpoint(improved: isBest(report))
+            let stop = try watched(step: position.globalStep) {
+                let report = try finishEpoch(started: started, waitAtEpochStart: waitAtEpochStart)
+                let stop = runCallbacks(report)
+                let last = position.epoch == config.training.epochs || stop
+                if last || (config.checkpoint.everyEpochs > 0 && position.epoch % config.checkpoint.everyEpochs == 0) {
+                    try saveCheckpoint(improved: isBest(report))
+                }
+                return stop
             }
-            watchdog?.disarm()
             if stop { return .earlyStopped }
         }
         return .completed
@@ -431,7 +432,8 @@ public final class Trainer {
         position.stepInEpoch = 0
         if communicator.isRoot {
             progress?.finishEpoch()
-            log(describe(report))
+            let shuffleBuffer = config.data.sampling == .sharded ? (rows: loader.peakBufferRows, bytes: loader.bufferBytes) : nil
+            log(report.line(epochs: config.training.epochs, task: task, shuffleBuffer: shuffleBuffer))
             recorder?.epoch(report, globalStep: position.globalStep, learningRate: Double(learningRate))
         }
         return report
@@ -447,33 +449,49 @@ public final class Trainer {
         var checkpointDue: Bool
     }
 
-    /// One optimizer step, the same on every rank:
-    /// batch → forward → loss → backward → all-reduce → agree → clip → update.
+    /// One optimizer step, the same on every rank, a rank that stops arriving anywhere in it
+    /// (the node's barrier after the update included) ending the job.
     private func step(_ batch: BatchLoader.Batch) throws -> StepAgreement {
-        let parameters = model.parameters
-        let checksKernels = firstStepStartedAt == nil
-        if firstStepStartedAt == nil { firstStepStartedAt = processUptime() }
-        // From here to the end of the update (the node's barrier after it included), a rank that
-        // stops arriving ends the job.
-        watchdog?.arm(step: position.globalStep + 1)
-        defer { watchdog?.disarm() }
-        synchronization.beginStep()
-        // Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
-        if parameters.buffers.count > 0 { communicator.broadcast(parameters.buffers, root: 0) }
-        if checksKernels { BLASCalls.startRecording() }
-        let stepLoss = computeGradients(batch)
-        let kernelFailure = checksKernels ? checkKernels(BLASCalls.stopRecording()) : nil
-        try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: parameters.gradients)
-        let sumFinite = allReduceGradients()
-        if firstStepAt == nil { firstStepAt = processUptime() }
+        let firstStep = firstStepStartedAt == nil
+        if firstStep { firstStepStartedAt = processUptime() }
+        return try watched(step: position.globalStep + 1) {
+            synchronization.beginStep()                                               // gradients cleared
+            followRankZerosBuffers()                                                  // batch-norm statistics
+            let (loss, kernelFailure) = computeGradients(batch, checkingKernels: firstStep)  // forward, loss, backward
+            try fault?.inject(at: position.globalStep, rank: communicator.rank, gradients: model.parameters.gradients)
+            let finite = allReduceGradients()                                         // synchronize
+            if firstStepAt == nil { firstStepAt = processUptime() }
+            let agreed = try agree(batch: batch, loss: loss, finite: finite, kernelFailure: kernelFailure)
+            if agreed.updates { update() }                                            // clip, update
+            position.stepInEpoch += 1                                                 // record
+            position.globalStep += 1
+            position.samplesSeen += batch.globalCount
+            return agreed.agreement
+        }
+    }
 
-        // One small all-reduce carries what every rank must agree on: a stop signal seen by any
-        // rank, rank 0's clock for timed checkpoints, a non-finite loss, a non-finite gradient sum
-        // in the part a rank checked.
+    /// Runs `body` with the stall watchdog armed for `step`: every wait for other ranks inside it is bounded.
+    private func watched<T>(step: Int, _ body: () throws -> T) rethrows -> T {
+        watchdog?.arm(step: step)
+        defer { watchdog?.disarm() }
+        return try body()
+    }
+
+    /// Buffers (batch-norm running statistics) follow rank 0's, as DDP's broadcast_buffers.
+    private func followRankZerosBuffers() {
+        if model.parameters.buffers.count > 0 { communicator.broadcast(model.parameters.buffers, root: 0) }
+    }
+
+    /// One small all-reduce carries what every rank must agree on: a stop signal seen by any
+    /// rank, rank 0's clock for timed checkpoints, a non-finite loss, a non-finite gradient sum in
+    /// the part a rank checked, a wrong kernel, unreadable rows. Throws the agreed failure (said
+    /// once, by the rank that saw it); else says whether to update.
+    private func agree(batch: BatchLoader.Batch, loss: Double, finite: Bool, kernelFailure: String?) throws
+        -> (agreement: StepAgreement, updates: Bool) {
         let timeDue = communicator.isRoot && config.checkpoint.everySeconds > 0
             && seconds(since: lastTimedCheckpoint) >= config.checkpoint.everySeconds
         let flags = communicator.allReduceMax([stopRequested() ? 1 : 0, timeDue ? 1 : 0,
-                                               stepLoss.isFinite ? -1 : Double(communicator.rank), sumFinite ? 0 : 1,
+                                               loss.isFinite ? -1 : Double(communicator.rank), finite ? 0 : 1,
                                                kernelFailure == nil ? -1 : Double(communicator.rank),
                                                batch.failure == nil ? -1 : Double(communicator.rank)])
         if flags[5] >= 0 {
@@ -483,30 +501,29 @@ public final class Trainer {
         if flags[4] >= 0 {
             throw AgreedFailure(kernelFailure ?? "", reporter: kernelFailure != nil && Int(flags[4]) == communicator.rank)
         }
-        if flags[2] >= 0 || flags[3] != 0 {
-            let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
-            switch config.training.onNonFinite {
-            case .stop:
-                throw AgreedFailure("step \(position.globalStep + 1): non-finite \(what); stopping (training.on_nonfinite: stop; skip_step skips such steps)",
-                                    reporter: communicator.isRoot)
-            case .skipStep:
-                if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
-            }
-        } else {
-            let updateStart = monotonicNanoseconds()
-            if config.optimizer.clipNorm > 0 {
-                synchronization.clip(maxNorm: config.optimizer.clipNorm)
-            }
-            fault?.freezeDuringUpdate(at: position.globalStep, rank: communicator.rank)
-            optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
-            // Every slice of the node's one copy is updated before any rank reads it again.
-            sharedState?.synchronize()
-            updateSeconds += seconds(since: updateStart)
+        let agreement = StepAgreement(stop: flags[0] > 0, checkpointDue: flags[1] > 0)
+        guard flags[2] >= 0 || flags[3] != 0 else { return (agreement, true) }
+        let what = flags[2] >= 0 ? "loss on rank \(Int(flags[2]))" : "gradient"
+        switch config.training.onNonFinite {
+        case .stop:
+            throw AgreedFailure("step \(position.globalStep + 1): non-finite \(what); stopping (training.on_nonfinite: stop; skip_step skips such steps)",
+                                reporter: communicator.isRoot)
+        case .skipStep:
+            if communicator.isRoot { log("step \(position.globalStep + 1): non-finite \(what); update skipped (training.on_nonfinite: skip_step)") }
+            return (agreement, false)
         }
-        position.stepInEpoch += 1
-        position.globalStep += 1
-        position.samplesSeen += batch.globalCount
-        return StepAgreement(stop: flags[0] > 0, checkpointDue: flags[1] > 0)
+    }
+
+    /// Clip and the optimizer's update, the same on every rank.
+    private func update() {
+        let started = monotonicNanoseconds()
+        if config.optimizer.clipNorm > 0 { synchronization.clip(maxNorm: config.optimizer.clipNorm) }
+        fault?.freezeDuringUpdate(at: position.globalStep, rank: communicator.rank)
+        let parameters = model.parameters
+        optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
+        // Every slice of the node's one copy is updated before any rank reads it again.
+        sharedState?.synchronize()
+        updateSeconds += seconds(since: started)
     }
 
     /// The products of the first step checked against float64 (`BLASCheck`, 64 elements of each
@@ -525,6 +542,13 @@ public final class Trainer {
     /// outputs, divided by every target of the optimizer step's global batch: so the sum over
     /// micro-batches and ranks is the gradient of the global mean, uneven last batches included.
     /// Batch norm normalizes each micro-batch by its own statistics (as PyTorch does). Returns the loss sum.
+    /// The first step records its products and checks them (`checkKernels`): the failure, or nil.
+    private func computeGradients(_ batch: BatchLoader.Batch, checkingKernels: Bool) -> (loss: Double, kernelFailure: String?) {
+        if checkingKernels { BLASCalls.startRecording() }
+        let loss = computeGradients(batch)
+        return (loss, checkingKernels ? checkKernels(BLASCalls.stopRecording()) : nil)
+    }
+
     private func computeGradients(_ batch: BatchLoader.Batch) -> Double {
         guard batch.count > 0 else { return 0 }
         let started = monotonicNanoseconds()
@@ -633,35 +657,6 @@ public final class Trainer {
         return config.checkpoint.monitor.lowerIsBetter ? value < best : value > best
     }
 
-    private func format(step totals: (loss: Double, correct: Int, rows: Int)) -> String {
-        String(format: "%.4f", totals.loss / Double(max(totals.rows, 1)))
-    }
-
-    private func describe(_ report: EpochReport) -> String {
-        // Regression has losses only (its accuracies are NaN).
-        func figures(_ name: String, _ loss: Double?, _ accuracy: Double?) -> String {
-            guard let loss else { return "" }
-            let accuracyText = accuracy.flatMap { $0.isNaN ? nil : "  \(name) accuracy " + String(format: "%.4f", $0) } ?? ""
-            return "  \(name) loss " + String(format: "%.4f", loss) + accuracyText
-        }
-        var line = String(format: "epoch %d/%d", report.epoch, config.training.epochs)
-            + figures("train", report.trainLoss, report.trainAccuracy)
-        if case .languageModel = task, let loss = report.testLoss {
-            line += "  validation " + languageModelFigures(loss: loss, accuracy: report.testAccuracy ?? .nan)
-            line += String(format: "  tokens/s %.0f  (%.1f s)", report.samplesPerSecond, report.seconds)
-            return line
-        }
-        line += figures("validation", report.validationLoss, report.validationAccuracy)
-            + figures("test", report.testLoss, report.testAccuracy)
-        line += String(format: "  samples/s %.0f  (%.1f s", report.samplesPerSecond, report.seconds)
-        if let wait = report.loaderWait { line += String(format: ", loader wait %.1f%%", wait * 100) }
-        if config.data.sampling == .sharded {
-            line += String(format: ", shuffle buffer peak %d rows, %.1f MB", loader.peakBufferRows, Double(loader.bufferBytes) / 1e6)
-        }
-        line += ")"
-        return line
-    }
-
     /// With COHORT_TRACE_READS=DIR (and `data.cache: false`), each rank writes the training rows
     /// it read from the file to DIR/rank-R.txt, one per line: how the tests prove sharded reading.
     func writeReadTrace() throws {
@@ -683,64 +678,5 @@ public final class Trainer {
         guard extremes[0] == -extremes[1] else {
             throw CohortError("rank \(communicator.rank): parameters differ between ranks at step \(position.globalStep)")
         }
-    }
-}
-
-extension Trainer {
-    /// `model.init_from.checkpoint`: a checkpoint file, or a directory of them (its newest that verifies).
-    static func sourceCheckpoint(_ path: String) throws -> (path: String, checkpoint: Checkpoint) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw CohortError("model.init_from.checkpoint: \(path): no such file or directory")
-        }
-        guard isDirectory.boolValue else { return (path, try Checkpoint.read(from: path)) }
-        var reasons: [String] = []
-        for candidate in checkpoints(in: path) {
-            do {
-                return (candidate, try Checkpoint.read(from: candidate))
-            } catch let error as CohortError {
-                reasons.append(error.message)
-            }
-        }
-        throw CohortError("model.init_from.checkpoint: \(path): no checkpoint that verifies\(reasons.isEmpty ? "" : " (" + reasons.joined(separator: "; ") + ")")")
-    }
-
-    /// Copies the tensors `from` selects out of `source` into `model` by name and shape;
-    /// returns the lines saying what was loaded, skipped and left freshly initialized.
-    static func initialize(_ model: Model, from source: Checkpoint, as from: FineTuning.InitFrom) throws -> [String] {
-        let parameters = model.parameters
-        let all = parameters.entries.map { ("parameters", $0, parameters.values.baseAddress! + $0.offset) }
-            + parameters.bufferEntries.map { ("buffers", $0, parameters.buffers.baseAddress! + $0.offset) }
-        let names = all.map { $0.1.name }
-        let wanted = try from.layers.map { try FineTuning.select($0, from: names, key: "model.init_from.layers") } ?? Set(names)
-        let skipped = try FineTuning.select(from.skip, from: names, key: "model.init_from.skip")
-        var loaded: [String] = [], mismatched: [String] = [], fresh: [String] = []
-        for (group, entry, pointer) in all {
-            guard wanted.contains(entry.name), !skipped.contains(entry.name) else { fresh.append(entry.name); continue }
-            guard let tensor = source.tensors["\(group)/\(entry.name)"] else { fresh.append("\(entry.name) (not in the checkpoint)"); continue }
-            guard tensor.shape == entry.shape else {
-                mismatched.append("\(entry.name) (\(tensor.shape) there, \(entry.shape) here)")
-                continue
-            }
-            pointer.update(from: tensor.values, count: entry.count)
-            loaded.append(entry.name)
-        }
-        let list = { (items: [String]) in items.isEmpty ? "none" : items.joined(separator: ", ") }
-        return ["init_from \(from.checkpoint): loaded \(loaded.count) tensors: \(list(loaded))",
-                "init_from: skipped for their shape \(mismatched.count): \(list(mismatched)); initialized fresh \(fresh.count): \(list(fresh))"]
-    }
-
-    /// The contiguous ranges of the flat buffer that `entries` (in offset order) cover.
-    static func spans(of entries: [ParameterStore.Entry]) -> [Range<Int>] {
-        var spans: [Range<Int>] = []
-        for entry in entries.sorted(by: { $0.offset < $1.offset }) {
-            let range = entry.offset..<(entry.offset + entry.count)
-            if let last = spans.last, last.upperBound == range.lowerBound {
-                spans[spans.count - 1] = last.lowerBound..<range.upperBound
-            } else {
-                spans.append(range)
-            }
-        }
-        return spans
     }
 }

@@ -26,4 +26,18 @@ final class FrozenSpansSum: GradientSynchronization {
         }
         return finite
     }
+
+    /// The contiguous ranges of the flat buffer that `entries` (in offset order) cover.
+    static func spans(of entries: [ParameterStore.Entry]) -> [Range<Int>] {
+        var spans: [Range<Int>] = []
+        for entry in entries.sorted(by: { $0.offset < $1.offset }) {
+            let range = entry.offset..<(entry.offset + entry.count)
+            if let last = spans.last, last.upperBound == range.lowerBound {
+                spans[spans.count - 1] = last.lowerBound..<range.upperBound
+            } else {
+                spans.append(range)
+            }
+        }
+        return spans
+    }
 }
