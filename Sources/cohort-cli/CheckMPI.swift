@@ -42,7 +42,7 @@ struct CheckMPI: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        let shared = communicator.makeReductionBuffer(count: 1)  // collective: every rank asks
+        let shared = communicator.nodeMemory?.makeReductionBuffer(count: 1)  // collective: every rank asks
         if communicator.isRoot {
             printLine("all-reduce sums exact on every rank: MPI_Allreduce" + (shared.map { ", cohort all-reduce (\($0.description))" } ?? ""))
         }

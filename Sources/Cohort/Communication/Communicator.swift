@@ -34,17 +34,6 @@ public protocol Communicator: AnyObject {
     /// Root receives every rank's words (rank order); other ranks receive [].
     func gather(_ words: [UInt64], root: Int) -> [[UInt64]]
     func barrier()
-    /// Collective: a zeroed buffer of `count` floats that `allReduceSum` sums faster than any
-    /// other, or nil when there is none (one process; ranks that share no memory). Each call
-    /// makes a new one, which lives until the communicator is finalized.
-    func makeReductionBuffer(count: Int) -> ReductionBuffer?
-    /// Collective: `arrays` flat arrays of `count` floats stored once per node, which every rank
-    /// of the node reads and each rank writes in its own slice only; nil when there is no such
-    /// memory (one process). Lives until the communicator is finalized.
-    func makeSharedState(count: Int, arrays: Int) -> SharedState?
-    /// Collective: one gradient sum per node that the node's ranks add into during backward,
-    /// bucket by bucket (`NodeGradientSum`); nil where ranks cannot share memory.
-    func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum?
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never
 }
@@ -56,7 +45,7 @@ public struct ReductionBuffer {
     public let description: String
 }
 
-/// Model state kept once per node (`Communicator.makeSharedState`).
+/// Model state kept once per node (`NodeMemory.makeSharedState`).
 public struct SharedState {
     public let arrays: [UnsafeMutableBufferPointer<Float>]
     /// The indices this rank writes; the slices of a node's ranks cover every index.
@@ -66,10 +55,26 @@ public struct SharedState {
     public let synchronize: () -> Void
 }
 
+/// Memory the ranks of a node share, which the communicator makes and reduces: a separate
+/// protocol, so that `Communicator` stays communication. `MPICommunicator` provides it; a
+/// communicator that does not (one process) has none, and the strategies that need it stand aside.
+public protocol NodeMemory: Communicator {
+    /// Collective: a zeroed buffer of `count` floats that `allReduceSum` sums faster than any
+    /// other, or nil when there is none (one process; ranks that share no memory). Each call
+    /// makes a new one, which lives until the communicator is finalized.
+    func makeReductionBuffer(count: Int) -> ReductionBuffer?
+    /// Collective: `arrays` flat arrays of `count` floats stored once per node, which every rank
+    /// of the node reads and each rank writes in its own slice only; nil when there is no such
+    /// memory (one process). Lives until the communicator is finalized.
+    func makeSharedState(count: Int, arrays: Int) -> SharedState?
+    /// Collective: one gradient sum per node that the node's ranks add into during backward,
+    /// bucket by bucket (`NodeGradientSum`); nil where ranks cannot share memory.
+    func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum?
+}
+
 extension Communicator {
-    public func makeReductionBuffer(count: Int) -> ReductionBuffer? { nil }
-    public func makeSharedState(count: Int, arrays: Int) -> SharedState? { nil }
-    public func makeNodeGradientSum(count: Int, buckets: [Range<Int>]) -> NodeGradientSum? { nil }
+    /// The node-shared memory this communicator makes, or nil.
+    public var nodeMemory: (any NodeMemory)? { self as? any NodeMemory }
     public func startSum(_ buffer: UnsafeMutableBufferPointer<Float>) { allReduceSum(buffer) }
     public func progressSums() {}
     public var reductionPhaseSeconds: (wait: Double, node: Double, across: Double)? { nil }

@@ -74,7 +74,7 @@ public func checkAllReduce(_ communicator: Communicator, floats: Int, shared: Bo
 private func withAllReduceBuffer<Result>(_ communicator: Communicator, floats: Int, shared: Bool,
                                          _ body: (UnsafeMutableBufferPointer<Float>) -> Result) -> Result? {
     if shared {
-        return communicator.makeReductionBuffer(count: floats).map { body($0.buffer) }
+        return communicator.nodeMemory?.makeReductionBuffer(count: floats).map { body($0.buffer) }
     }
     let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
     defer { buffer.deallocate() }

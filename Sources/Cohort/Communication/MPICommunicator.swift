@@ -3,7 +3,7 @@ import Foundation
 
 /// MPI_COMM_WORLD. Initialized once per process (`MPI_Init_thread`, funneled: only the main
 /// thread calls MPI) and finalized by `finalize()` at a clean exit.
-public final class MPICommunicator: Communicator {
+public final class MPICommunicator: NodeMemory {
     public let rank: Int
     public let size: Int
     public let ranksOnNode: Int

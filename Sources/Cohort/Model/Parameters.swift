@@ -75,7 +75,7 @@ public final class ParameterStore {
     }
 
     /// Moves the gradients into `storage` (same count), which the store uses but does not free:
-    /// memory a communicator sums without copying (`Communicator.makeReductionBuffer`).
+    /// memory a communicator sums without copying (`NodeMemory.makeReductionBuffer`).
     public func placeGradients(in storage: UnsafeMutableBufferPointer<Float>) {
         precondition(sealed && storage.count == gradients.count, "gradients are placed in storage of their size after sealing")
         _ = storage.update(fromContentsOf: gradients)
@@ -85,7 +85,7 @@ public final class ParameterStore {
     }
 
     /// Moves the values into `storage` (same count), which the store uses but does not free:
-    /// memory the ranks of a node share (`Communicator.makeSharedState`). This rank copies only
+    /// memory the ranks of a node share (`NodeMemory.makeSharedState`). This rank copies only
     /// `slice`; the other ranks copy theirs, and their synchronization publishes the whole.
     public func placeValues(in storage: UnsafeMutableBufferPointer<Float>, copying slice: Range<Int>) {
         precondition(sealed && storage.count == values.count, "values are placed in storage of their size after sealing")

@@ -168,7 +168,7 @@ public final class Trainer {
         gradientAllReduce = synchronization.description
         if config.training.compress == .bf16 { gradientAllReduce += ", bfloat16 between nodes" }
         if config.training.state == .nodeShared,
-           let shared = communicator.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
+           let shared = communicator.nodeMemory?.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
             model.parameters.placeValues(in: shared.arrays[0], copying: shared.ownSlice)
             optimizer.share(Array(shared.arrays.dropFirst()), updating: shared.ownSlice)
             shared.synchronize()

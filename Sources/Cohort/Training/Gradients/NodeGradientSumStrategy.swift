@@ -17,7 +17,7 @@ final class NodeGradientSumStrategy: GradientSynchronization {
             return nil
         }
         let buckets = GradientBuckets(model: run.model)
-        guard let sum = run.communicator.makeNodeGradientSum(count: run.model.parameters.count, buckets: buckets.ranges) else { return nil }
+        guard let sum = run.communicator.nodeMemory?.makeNodeGradientSum(count: run.model.parameters.count, buckets: buckets.ranges) else { return nil }
         run.model.parameters.useGradients(sum.sum)
         run.model.parameters.gradientRoute = sum.route
         return NodeGradientSumStrategy(run: run, sum: sum, finalFrom: buckets.finalFrom)

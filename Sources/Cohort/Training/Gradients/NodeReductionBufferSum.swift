@@ -9,7 +9,7 @@ final class NodeReductionBufferSum: GradientSynchronization {
 
     static func make(_ run: GradientRun) -> NodeReductionBufferSum? {
         guard run.training.allReduce == .auto,
-              let shared = run.communicator.makeReductionBuffer(count: run.model.parameters.count) else { return nil }
+              let shared = run.communicator.nodeMemory?.makeReductionBuffer(count: run.model.parameters.count) else { return nil }
         run.model.parameters.placeGradients(in: shared.buffer)
         return NodeReductionBufferSum(run: run, description: shared.description)
     }
