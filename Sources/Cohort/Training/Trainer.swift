@@ -167,18 +167,12 @@ public final class Trainer {
         synchronization = GradientStrategies.choose(gradientRun, from: gradientStrategies)
         gradientAllReduce = synchronization.description
         if config.training.compress == .bf16 { gradientAllReduce += ", bfloat16 between nodes" }
-        if config.training.state == .nodeShared,
-           let shared = communicator.nodeMemory?.makeSharedState(count: model.parameters.count, arrays: 1 + optimizer.slots.count) {
-            model.parameters.placeValues(in: shared.arrays[0], copying: shared.ownSlice)
-            optimizer.share(Array(shared.arrays.dropFirst()), updating: shared.ownSlice)
-            shared.synchronize()
-            sharedState = shared
-        }
+        if let shared = NodeSharedModelState.make(gradientRun, optimizer: optimizer) { statePlacement = shared }
         stoppedDuringStartup = communicator.allReduceMax([stopRequested() ? 1 : 0])[0] > 0
     }
 
-    /// The parameters and optimizer state once per node (`training.state: node_shared`), or nil.
-    private(set) var sharedState: SharedState?
+    /// Where the parameters and optimizer state live (`ModelStatePlacement`): every rank, or once per node.
+    private(set) var statePlacement: any ModelStatePlacement = ReplicatedState()
     /// How the gradients are held and summed (`GradientStrategies`), chosen in `synchronizeInitialState`.
     private(set) lazy var synchronization: any GradientSynchronization = ReplicatedSum(run: gradientRun)
     /// The strategies `synchronizeInitialState` asks, in order (a test puts its own first).
@@ -193,11 +187,11 @@ public final class Trainer {
 
     /// Overwrites the parameters with `weights` on every rank (each writes its own slice where they are shared).
     private func setParameters(_ weights: [Float]) {
-        let slice = sharedState?.ownSlice ?? 0..<weights.count
+        let slice = statePlacement.ownSlice ?? 0..<weights.count
         weights.withUnsafeBufferPointer {
             (model.parameters.values.baseAddress! + slice.lowerBound).update(from: $0.baseAddress! + slice.lowerBound, count: slice.count)
         }
-        sharedState?.synchronize()
+        statePlacement.publish()
     }
 
     /// Memory per node (PSS) of the model state (parameters, gradients, optimizer state) and
@@ -368,7 +362,7 @@ public final class Trainer {
             + (trainingRows < train.rows ? ", \(train.rows - trainingRows) validation rows" : "")
             + (config.data.sampling == .sharded ? "; sharded sampling" : "")
             + (communicator.size > 1 ? "; gradient all-reduce: \(gradientAllReduce)" : "")
-            + (sharedState.map { "; model state once per node (\($0.ranksPerNode) ranks, each updating a slice)" } ?? "")
+            + (statePlacement.description.map { "; " + $0 } ?? "")
             + (synchronization is NodeGradientSumStrategy ? "; gradients once per node (each rank adds its own in turn during backward)" : "")
             + (config.training.recompute == .blocks ? "; Transformer blocks computed again in backward (activation checkpointing)" : ""))
         for path in Checkpoint.removeStaleTemporaries(in: checkpointDirectory) { log("removed \(path), left by a writer that was killed") }
@@ -522,7 +516,7 @@ public final class Trainer {
         let parameters = model.parameters
         optimizer.step(parameters: parameters.values, gradients: UnsafeBufferPointer(parameters.gradients), learningRate: learningRate)
         // Every slice of the node's one copy is updated before any rank reads it again.
-        sharedState?.synchronize()
+        statePlacement.publish()
         updateSeconds += seconds(since: started)
     }
 

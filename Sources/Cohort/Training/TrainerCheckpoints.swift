@@ -78,7 +78,7 @@ extension Trainer {
                 let name = CheckpointSchema.optimizerSlot(slot.name, entry.name)
                 checkpoint.views[name] = (entry.shape, UnsafeBufferPointer(rebasing: slot.buffer[range]))
                 // Other ranks' slices of the node's moments: this rank reads them only here.
-                if let own = sharedState?.ownSlice.clamped(to: range) {
+                if let own = statePlacement.ownSlice?.clamped(to: range) {
                     let others = own.isEmpty ? [range] : [range.lowerBound..<own.lowerBound, own.upperBound..<range.upperBound]
                     checkpoint.sharedPartsToUnmap[name] = others.filter { !$0.isEmpty }.map { UnsafeBufferPointer(rebasing: slot.buffer[$0]) }
                 }
