@@ -9,6 +9,25 @@ public final class BatchLoader: @unchecked Sendable {
     public enum Plan {
         case global(GlobalSampler)
         case sharded(ShardedSampler)
+
+        /// The sampling `data` asks for over the first `rows` rows of `file`, for `rank` of
+        /// `ranks` taking `batchPerRank` rows a step; refuses a sharding that cannot deal a
+        /// block to every rank.
+        public init(_ data: DataConfig, file: any SampleSource, rows: Int, ranks: Int, rank: Int, batchPerRank: Int, seed: UInt64) throws {
+            switch data.sampling {
+            case .global:
+                self = .global(GlobalSampler(rows: rows, worldSize: ranks, rank: rank, batchPerRank: batchPerRank, seed: seed,
+                                             dropRemainder: data.dropRemainder))
+            case .sharded:
+                let blockRows = data.blockRows ?? file.chunkRows ?? 1024
+                let sharded = ShardedSampler(rows: rows, worldSize: ranks, rank: rank, batchPerRank: batchPerRank, blockRows: blockRows,
+                                             bufferRows: data.shuffleBuffer, seed: seed, dropRemainder: data.dropRemainder)
+                guard sharded.blockCount >= ranks else {
+                    throw CohortError("\(file.path): \(sharded.blockCount) blocks of \(blockRows) rows cannot be dealt to \(ranks) ranks; lower data.block_rows")
+                }
+                self = .sharded(sharded)
+            }
+        }
     }
 
     public struct Batch {

@@ -92,21 +92,8 @@ public final class Trainer {
         guard trainingRows >= globalBatch else {
             throw CohortError("\(train.path): \(trainingRows) training rows are fewer than one global batch (\(communicator.size) ranks × \(rowsPerStep))")
         }
-        let plan: BatchLoader.Plan
-        switch data.sampling {
-        case .global:
-            plan = .global(GlobalSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
-                                         batchPerRank: rowsPerStep, seed: config.seed, dropRemainder: data.dropRemainder))
-        case .sharded:
-            let blockRows = data.blockRows ?? train.chunkRows ?? 1024
-            let sharded = ShardedSampler(rows: trainingRows, worldSize: communicator.size, rank: communicator.rank,
-                                         batchPerRank: rowsPerStep, blockRows: blockRows,
-                                         bufferRows: data.shuffleBuffer, seed: config.seed, dropRemainder: data.dropRemainder)
-            guard sharded.blockCount >= communicator.size else {
-                throw CohortError("\(train.path): \(sharded.blockCount) blocks of \(blockRows) rows cannot be dealt to \(communicator.size) ranks; lower data.block_rows")
-            }
-            plan = .sharded(sharded)
-        }
+        let plan = try BatchLoader.Plan(data, file: train, rows: trainingRows, ranks: communicator.size, rank: communicator.rank,
+                                        batchPerRank: rowsPerStep, seed: config.seed)
         let augmenter = data.augmentation.isEnabled
             ? Augmenter(augmentation: data.augmentation, shape: train.sampleShape, seed: config.seed, rank: communicator.rank) : nil
         loader = BatchLoader(data: train, plan: plan, batchSize: rowsPerStep, augmenter: augmenter, prefetch: data.prefetch)
