@@ -64,8 +64,9 @@ public struct BertEmbeddingsOptions: LayerOptions {
     public static var specimen: LayerSpecimen {
         // Its table entries are N(0, 0.02²): a large epsilon keeps the normalization smooth at the
         // finite-difference step (1e-2) without changing what is checked. Ids 0…4, pad 0: the
-        // samples end in padding of different lengths.
-        LayerSpecimen(layers: [.family(BertEmbeddingsOptions(vocabulary: 5, dimension: 4, maxLength: 8, epsilon: 0.1)),
+        // samples end in padding of different lengths; sep_id 3 gives the positions after the
+        // first 3 token type 1 (a sentence pair), so both type rows are checked.
+        LayerSpecimen(layers: [.family(BertEmbeddingsOptions(vocabulary: 5, dimension: 4, maxLength: 8, epsilon: 0.1, sepID: 3)),
                                .dense(3)], inputShape: [6], vocabulary: 5)
     }
 }
