@@ -38,41 +38,7 @@ struct Train: ParsableCommand {
         installStopSignalHandlers()
         let communicator = MPICommunicator()
         installStopSignalHandlers()
-        let rank = communicator.rank
-
-        // Set-up touches only local state, so a rank that fails here cannot leave the others
-        // waiting in a collective. The ranks then agree: the lowest failing rank reports.
-        var trainer: Trainer?
-        var setupError: CohortError?
-        var lock: RunDirectoryLock?
-        do {
-            let config = try TrainConfig.load(path: config, overrides: overrides).resolvingPublishedModel()
-            // Before anything is read or written: one job per run directory.
-            if communicator.isRoot {
-                lock = try RunDirectoryLock(directory: config.runDirectory)
-                try Checkpoint.prepareDirectory("\(config.runDirectory)/checkpoints")
-            }
-            let made = try Trainer(config: config, communicator: communicator, resume: resume)
-            if communicator.isRoot {
-                made.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
-                                                           stepsPerEpoch: made.stepsThisEpoch)
-                made.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard,
-                                                task: made.task)
-            }
-            trainer = made
-        } catch let error as CohortError {
-            setupError = error
-        } catch {
-            setupError = CohortError("\(error)")
-        }
-        let worst = communicator.allReduceMax([setupError == nil ? 0 : Double(communicator.size - rank)])[0]
-        if worst > 0 {
-            if let setupError, Int(worst) == communicator.size - rank { printError("cohort: \(setupError.message)") }
-            communicator.finalize()
-            throw ExitCode(1)
-        }
-        guard let trainer else { fatalError("unreachable: set-up succeeded without a trainer") }
-
+        let (trainer, lock) = try setUp(communicator)
         trainer.synchronizeInitialState()
         if trainer.stoppedDuringStartup {
             if communicator.isRoot {
@@ -93,81 +59,51 @@ struct Train: ParsableCommand {
         } catch {
             // Only this rank knows: report it with the rank and end the whole job now.
             let message = (error as? CohortError)?.message ?? "\(error)"
-            printError("cohort: rank \(rank): \(message)")
+            printError("cohort: rank \(communicator.rank): \(message)")
             if communicator.size > 1 { communicator.abort(code: 1) }
             communicator.finalize()
             throw ExitCode(1)
         }
-        let memory = trainer.peakResidentMemory()
-        let perNode = trainer.memoryPerNode()
-        let steps = Double(max(trainer.allReduceCalls, 1))
-        let reduce = communicator.allReduceMax([trainer.allReduceSeconds / steps])[0]
-        // Per-rank step phases in ms, to see a straggler: compute (forward, loss, backward),
-        // the optimizer update, and the all-reduce (with the barrier wait when timing_barrier is on).
-        let split = communicator.reductionPhaseSeconds
-        let perStep = [trainer.computeSeconds / steps, trainer.updateSeconds / steps, trainer.allReduceSeconds / steps,
-                       median(trainer.allReduceTimes), trainer.barrierSeconds / steps,
-                       (split?.wait ?? 0) / steps, (split?.node ?? 0) / steps, (split?.across ?? 0) / steps,
-                       (trainer.gradientTurnSeconds ?? 0) / steps]
-        let phases = communicator.gather(perStep.map { ($0 * 1e3).bitPattern }, root: 0).map { $0.map(Double.init(bitPattern:)) }
-        if communicator.isRoot {
-            if let seconds = trainer.lastCheckpointSeconds {
-                printLine(String(format: "last checkpoint written in %.3f s (%.1f MB of parameters and optimizer state)", seconds,
-                                 Double(trainer.model.parameters.count * 4 * (1 + trainer.optimizer.slots.count)) / 1e6))
-            }
-            if let first = trainer.firstStepAt {
-                printLine(String(format: "process start to first step %.2f s; gradient all-reduce %.1f µs per step (%d floats)",
-                                 first, reduce * 1e6, trainer.model.parameters.count)
-                          + (trainer.firstStepStartedAt.map { String(format: "; the first step began %.2f s after process start", $0) } ?? ""))
-                func column(_ index: Int, _ format: String = "%.3f") -> String {
-                    phases.map { String(format: format, $0[index]) }.joined(separator: ", ")
-                }
-                var line = "per step by rank (ms): compute \(column(0, "%.2f")); update \(column(1, "%.2f")); gradient all-reduce \(column(2))"
-                if trainer.config.training.timingBarrier {
-                    line += " (median \(column(3)), after a barrier that waited \(column(4)))"
-                } else if communicator.size > 1 {
-                    line += " (including the wait for the slowest rank)"
-                }
-                if split != nil {
-                    line += "; of which waiting for the node's ranks \(column(5)), summing within the node \(column(6)), across nodes \(column(7))"
-                }
-                if trainer.gradientTurnSeconds != nil {
-                    line += "; turns on the node's gradient sum during backward (part of compute) \(column(8))"
-                }
-                printLine(line)
-            }
-            let loaderWait = trainer.history.last?.loaderWait.map { String(format: "; loader wait in the last epoch %.1f%% of step time", $0 * 100) }
-                ?? (trainer.trainingSeconds > 0 ? String(format: "; loader wait %.1f%% of step time", trainer.loader.waitSeconds / trainer.trainingSeconds * 100) : "")
-            printLine("peak resident memory per rank: " + memory.map { String(format: "%.0f MB", $0 / 1e6) }.joined(separator: ", ") + loaderWait)
-            if let perNode {
-                printLine(String(format: "memory per node at the end (PSS, shared pages counted once): model state %.1f MB (%@), processes %.1f MB",
-                                 perNode.modelState / 1e6, trainer.config.training.state.rawValue, perNode.processes / 1e6))
-            }
-        }
-        if communicator.isRoot, outcome != .interrupted, let figures = trainer.finalLanguageModelFigures {
-            do {
-                try trainer.recorder?.writeLanguageModelReport(loss: figures.loss, accuracy: figures.accuracy, tokens: figures.tokens,
-                                                               globalStep: trainer.position.globalStep)
-                printLine("saved \(trainer.config.runDirectory)/report.json, metrics.csv, config.yaml and TensorBoard events")
-            } catch let error as CohortError {
-                printError("cohort: \(error.message)")
-            }
-        }
-        if communicator.isRoot, outcome != .interrupted, let line = trainer.finalRegressionLine {
-            printLine("test file: " + line)
-        }
-        if communicator.isRoot, outcome != .interrupted, let report = trainer.finalReport {
-            printLine("\nclassification report (test file, \(report.macro.support) rows):\n" + report.table())
-            do {
-                try trainer.recorder?.writeReport(report)
-                printLine("saved \(trainer.config.runDirectory)/report.json, metrics.csv, config.yaml and TensorBoard events")
-            } catch let error as CohortError {
-                printError("cohort: \(error.message)")
-            }
-        }
+        RunSummary(trainer: trainer, communicator: communicator).report(outcome: outcome)
         communicator.finalize()
         withExtendedLifetime(lock) {}  // held to the end of the run
         if outcome == .interrupted { throw ExitCode(Train.interruptedExitCode) }
+    }
+
+    /// The config read, the run directory locked (rank 0: one job per run directory), the trainer
+    /// built. Set-up touches only local state, so a rank that fails here cannot leave the others
+    /// waiting in a collective. The ranks then agree: the lowest failing rank reports.
+    private func setUp(_ communicator: MPICommunicator) throws -> (Trainer, RunDirectoryLock?) {
+        var made: (Trainer, RunDirectoryLock?)?
+        var setupError: CohortError?
+        do {
+            let config = try TrainConfig.load(path: config, overrides: overrides).resolvingPublishedModel()
+            var lock: RunDirectoryLock?
+            if communicator.isRoot {
+                lock = try RunDirectoryLock(directory: config.runDirectory)
+                try Checkpoint.prepareDirectory("\(config.runDirectory)/checkpoints")
+            }
+            let trainer = try Trainer(config: config, communicator: communicator, resume: resume)
+            if communicator.isRoot {
+                trainer.progress = Progress.forStandardOutput(quiet: quiet, every: logEvery ?? config.training.logEvery,
+                                                              stepsPerEpoch: trainer.stepsThisEpoch)
+                trainer.recorder = try RunRecorder(directory: config.runDirectory, configText: config.text, tensorBoard: config.tensorBoard,
+                                                   task: trainer.task)
+            }
+            made = (trainer, lock)
+        } catch let error as CohortError {
+            setupError = error
+        } catch {
+            setupError = CohortError("\(error)")
+        }
+        let rank = communicator.rank
+        let worst = communicator.allReduceMax([setupError == nil ? 0 : Double(communicator.size - rank)])[0]
+        guard worst == 0, let made else {
+            if let setupError, Int(worst) == communicator.size - rank { printError("cohort: \(setupError.message)") }
+            communicator.finalize()
+            throw ExitCode(1)
+        }
+        return made
     }
 
     /// Exit status after a stop signal: the checkpoint is written; run again with --resume auto.

@@ -42,6 +42,16 @@ public enum TrainingTask: Equatable, Sendable {
         }
     }
 
+    /// Every check of a run's model and files against the task, in the order a user fixes them:
+    /// the token ids, the sentence pairs, the output width, the test file, the validation split.
+    public func check(_ model: Model, training: any SampleSource, test: (any SampleSource)?, validationSplit: Double) throws {
+        try checkTokens(of: model, file: training.path)
+        try checkSegments(of: model, data: training)
+        try checkOutput(model.outputShape, file: training.path)
+        if let test { try checkTest(test, training: training) }
+        try checkValidationSplit(validationSplit, file: training.path)
+    }
+
     /// Refuses a model whose last layer does not give `outputShape`, naming `file` and `model`.
     public func checkOutput(_ shape: [Int], file: String, model: String = "the model's last layer") throws {
         guard shape != outputShape else { return }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The epoch-end callbacks Keras users expect, as plain state machines over a metric sequence
 /// (so tests can script them), whose state is part of the checkpoint.
 
@@ -113,5 +115,53 @@ public enum Metric: String, Sendable, CaseIterable {
         case .validationAccuracy: return report.validationAccuracy
         case .validationLoss: return report.validationLoss
         }
+    }
+}
+
+/// The run's callbacks together, fed one epoch's report at a time: every rank runs them on the
+/// same figures, so every rank decides the same; rank 0 says what they did.
+public struct EpochCallbacks: Sendable {
+    public internal(set) var earlyStopping: EarlyStopping?
+    public internal(set) var plateau: ReduceOnPlateau?
+    /// The parameters of the best epoch so far, kept when early stopping restores them.
+    public internal(set) var bestWeights: [Float]?
+    /// The plateau's multiplier on the schedule's learning rate.
+    public var learningRateScale: Double { plateau?.scale ?? 1 }
+
+    public init(earlyStopping: EarlyStopping?, plateau: ReduceOnPlateau?) {
+        (self.earlyStopping, self.plateau) = (earlyStopping, plateau)
+    }
+
+    /// What the callbacks decide after an epoch: whether to stop, the weights to put back
+    /// (early stopping's best), and the lines saying so.
+    public struct Decision {
+        public var stop = false
+        public var restore: [Float]?
+        public var lines: [String] = []
+    }
+
+    /// Feeds `report`; `parameters` are this epoch's weights, kept when they are the best.
+    public mutating func epochEnded(_ report: EpochReport, parameters: UnsafeBufferPointer<Float>, baseRate: Double) -> Decision {
+        var decision = Decision()
+        if var callback = plateau, let value = callback.monitor.value(in: report) {
+            if let scale = callback.update(value, baseRate: baseRate) {
+                decision.lines.append("reduce_lr_on_plateau: \(callback.monitor.rawValue) has not improved for \(callback.patience) epochs; "
+                                      + "learning rate × " + String(format: "%.3g", scale))
+            }
+            plateau = callback
+        }
+        guard var callback = earlyStopping, let value = callback.monitor.value(in: report) else { return decision }
+        let (stop, improved) = callback.update(value, epoch: report.epoch)
+        earlyStopping = callback
+        if improved && callback.restoreBestWeights { bestWeights = Array(parameters) }
+        guard stop else { return decision }
+        decision.stop = true
+        decision.lines.append("early_stopping: \(callback.monitor.rawValue) has not improved for \(callback.patience) epochs; "
+                              + "best \(String(format: "%.4f", callback.best ?? .nan)) at epoch \(callback.bestEpoch)")
+        if callback.restoreBestWeights, let bestWeights {
+            decision.restore = bestWeights
+            decision.lines.append("early_stopping: restored the weights of epoch \(callback.bestEpoch)")
+        }
+        return decision
     }
 }

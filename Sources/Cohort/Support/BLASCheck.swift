@@ -137,6 +137,15 @@ public enum BLASCheck {
                            got: c[worst.row * call.ldc + worst.column], expected: worst.expected)
     }
 
+    /// The products of a run's first step checked against float64 (64 elements of each distinct
+    /// call): the line that ends the run, naming the call, when the library computes a wrong
+    /// result on this CPU; nil when every product is within float32 rounding.
+    public static func startupFailure(_ calls: [GEMMCall], rank: Int, corrupt: Bool = false) -> String? {
+        guard let failure = verify(calls, elements: 64, corrupt: corrupt).first(where: { !$0.passed }) else { return nil }
+        return "rank \(rank): \(kernelsAndCPU()): \(failure.failureLine); "
+            + "try another kernel family (OPENBLAS_CORETYPE=Haswell) or another OpenBLAS build; `cohort check-blas --verify CONFIG` checks every element"
+    }
+
     /// The kernel family OpenBLAS picked and the CPU it runs on, for reports.
     public static func kernelsAndCPU() -> String {
         "OpenBLAS \(String(cString: cohort_openblas_corename())) kernels on \(cpuDescription())"

@@ -31,9 +31,9 @@ extension Trainer {
                     checkpoint.words["generators/rank_\(rank)"] = words
                 }
                 checkpoint.metrics["epoch_in_progress"] = partial + [epochTotals.seconds]
-                if let earlyStopping { checkpoint.metrics[CheckpointSchema.earlyStoppingState] = earlyStopping.state }
-                if let plateau { checkpoint.metrics[CheckpointSchema.plateauState] = plateau.state }
-                if let bestWeights { checkpoint.tensors[CheckpointSchema.bestWeights] = ([bestWeights.count], bestWeights) }
+                if let state = callbacks.earlyStopping?.state { checkpoint.metrics[CheckpointSchema.earlyStoppingState] = state }
+                if let state = callbacks.plateau?.state { checkpoint.metrics[CheckpointSchema.plateauState] = state }
+                if let weights = callbacks.bestWeights { checkpoint.tensors[CheckpointSchema.bestWeights] = ([weights.count], weights) }
                 let writeStart = monotonicNanoseconds()
                 fault?.limitFileSize(before: position.globalStep, bytes: checkpoint.datasetBytes / 2)
                 try checkpoint.writeAtomically(to: path, crashForTesting: fault?.crashesDuringCheckpoint(after: position.globalStep) == true)
@@ -190,9 +190,9 @@ extension Trainer {
         }
         carried = checkpoint.tensors.filter { $0.key.hasPrefix(CheckpointSchema.huggingFacePrefix) }
         carriedTokenizer = checkpoint.tokenizerJSON
-        if let state = checkpoint.metrics[CheckpointSchema.earlyStoppingState] { earlyStopping?.restore(state) }
-        if let state = checkpoint.metrics[CheckpointSchema.plateauState] { plateau?.restore(state) }
-        if let weights = checkpoint.tensors[CheckpointSchema.bestWeights]?.values, weights.count == parameters.count { bestWeights = weights }
+        if let state = checkpoint.metrics[CheckpointSchema.earlyStoppingState] { callbacks.earlyStopping?.restore(state) }
+        if let state = checkpoint.metrics[CheckpointSchema.plateauState] { callbacks.plateau?.restore(state) }
+        if let weights = checkpoint.tensors[CheckpointSchema.bestWeights]?.values, weights.count == parameters.count { callbacks.bestWeights = weights }
         optimizer.stepCount = checkpoint.optimizerSteps
         position = checkpoint.position
         // Rank 0 carries the global sums of the interrupted epoch; the epoch-end all-reduce adds the rest.
