@@ -47,6 +47,15 @@ def kernels_and_cpu(run, cohort):
             f"model {fields.get('model', '?')} ({vector})")
 
 
+def report_path(root, name):
+    """Benchmarks/results/DATE-COMMIT-NAME.md (…-pinned.md for the environment's pinned kernels):
+    one round's full reading. Its figures also go to records.jsonl, from which RESULTS.md is made."""
+    import subprocess, time
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    suffix = os.environ.get("COHORT_BENCH_OUTPUT_SUFFIX", "")
+    return os.path.join(root, "Benchmarks", "results", f"{time.strftime('%Y-%m-%d')}-{commit}-{name}{suffix}.md")
+
+
 def output_path(root, name):
     """Benchmarks/NAME.md, or NAME-pinned.md for the environment's pinned kernels (run.sh --kernels)."""
     return os.path.join(root, "Benchmarks", name + os.environ.get("COHORT_BENCH_OUTPUT_SUFFIX", "") + ".md")

@@ -1,7 +1,10 @@
-"""Runs the benchmark matrix for Benchmarks/run.sh and writes Benchmarks/RESULTS.md."""
+"""Runs the W1–W3 benchmark matrix for Benchmarks/run.sh: appends one record per workload and layout to
+Benchmarks/results/records.jsonl (results.py makes RESULTS.md from them) and writes the round's full
+reading to Benchmarks/results/DATE-COMMIT-W1-W3.md."""
 import json, os, re, shutil, statistics, subprocess, time
 
-from benchlib import kernels_and_cpu, logged_runner, output_path
+from benchlib import kernels_and_cpu, logged_runner, report_path
+import results
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -190,7 +193,8 @@ peak_probes.append(peak_after[1])
 peak = {1: max(peak_probes), 2: max(peak_before[2], peak_after[2])}
 for r in rows:
     r["mfu"] = r["cohort"] * FLOPS[r["workload"]] / (peak[1] * 1e9 * r["ranks"] * r["threads"]) if r["cohort"] else None
-with open(output_path(ROOT, "RESULTS"), "w") as out:
+REPORT = report_path(ROOT, "W1-W3")
+with open(REPORT, "w") as out:
     out.write("# Benchmark results\n\n")
     out.write(f"Kernels: {kernels_and_cpu(run, COHORT)}.\n\n")
     out.write(f"Produced by `Benchmarks/run.sh --runs {RUNS} --workloads {','.join(WORKLOADS)}" +
@@ -287,4 +291,15 @@ with open(output_path(ROOT, "RESULTS"), "w") as out:
               "most the share shown, and only with a core free to progress it. The model is one rank per node: with several, Cohort "
               "first sums within each node through shared memory (the table above) and the ring runs over nodes, each rank of a node "
               "carrying its slice of the buffer, so read n as the number of nodes.\n")
-print(open(output_path(ROOT, "RESULTS")).read())
+print(open(REPORT).read())
+commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+kernels = kernels_and_cpu(run, COHORT)
+results.append([{"workload": r["workload"], "layout": r["layout"], "commit": commit, "date": time.strftime("%Y-%m-%d"),
+                 "kernels_and_cpu": kernels, "unit": "samples/s",
+                 "command": f"Benchmarks/run.sh --runs {RUNS} --workloads {','.join(WORKLOADS)}",
+                 "cohort": {k: v for k, v in {"rate": r["cohort"], "mfu_percent": r["mfu"] * 100 if r["mfu"] else None,
+                                              "first_step_ended_s": r["first_step"], "peak_mb_per_rank": r["rss"]}.items() if v is not None},
+                 "pytorch": {k: v for k, v in {"rate": r["torch"], "first_step_ended_s": r["torch_first_step"],
+                                               "peak_mb_per_rank": r["torch_rss"]}.items() if v is not None}}
+                for r in rows])
+results.main()

@@ -1,6 +1,7 @@
 """The sequence workloads (W5, W6, W7) of Benchmarks/run.sh: Cohort beside the PyTorch recipe in
 Benchmarks/pytorch_sequence.py, in rounds (every layout once, Cohort then PyTorch, then the
-next layout), written to Benchmarks/RESULTS-sequence.md.
+next layout): one record per workload and layout appended to Benchmarks/results/records.jsonl
+(results.py makes RESULTS.md from them), the round's full reading in Benchmarks/results/DATE-COMMIT-sequence.md.
 
 Per layout (1 rank × 1 thread, 1 rank × 2 threads, 2 ranks × 1 thread): tokens/s over steps
 11 to STEPS (median over rounds), model-FLOP utilisation against the GEMM peak measured in the
@@ -12,7 +13,8 @@ validation loss of the full 2-rank recipe (W5 1,000 steps, W6 2,000) for both.
 """
 import json, os, re, statistics, subprocess, time
 
-from benchlib import kernels_and_cpu, logged_runner, output_path
+from benchlib import kernels_and_cpu, logged_runner, report_path
+import results as records
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -160,6 +162,23 @@ if generation:
     lines += ["## Generation (W6's shape, greedy, batch 1, 500 tokens after a 64-token prompt, 1 thread)", "",
               f"Cohort {fmt(generation['cohort'])} tokens/s, PyTorch {fmt(generation.get('pytorch'))} tokens/s "
               f"(the same loop: key/value cache, newest half kept when the 64-token context is full): {fmt(ratio, 2)}×.", ""]
-with open(os.environ.get("COHORT_BENCH_SEQUENCE_OUTPUT") or output_path(ROOT, "RESULTS-sequence"), "w") as f:
+with open(os.environ.get("COHORT_BENCH_SEQUENCE_OUTPUT") or report_path(ROOT, "sequence"), "w") as f:
     f.write("\n".join(lines))
 print("\n".join(lines))
+
+
+def figures(rows, rate_peak, cores, workload):
+    rate = median([r.get("tokens_per_second") for r in rows])
+    found = {"rate": rate, "mfu_percent": None if rate is None else rate * FLOPS[workload] / (rate_peak * 1e9 * cores) * 100,
+             "first_step_ended_s": median([r.get("first_step_seconds") for r in rows]),
+             "first_step_began_s": median([r.get("setup_seconds") for r in rows]),
+             "peak_mb_per_rank": median([r.get("peak_rss_mb") for r in rows])}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+records.append([{"workload": workload, "layout": name, "commit": commit, "date": time.strftime("%Y-%m-%d"), "kernels_and_cpu": kernels,
+                 "unit": "tokens/s", "command": f"Benchmarks/run.sh --workloads {','.join(WORKLOADS)} --runs {RUNS} --sequence-steps {STEPS}",
+                 "cohort": figures(results[workload][name]["cohort"], peak, ranks * threads, workload),
+                 "pytorch": figures(results[workload][name]["pytorch"], peak, ranks * threads, workload)}
+                for workload in WORKLOADS for name, ranks, threads in layouts(workload)])
+records.main()

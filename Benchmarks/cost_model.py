@@ -4,7 +4,7 @@ measured on this machine (2 cores, simulated hosts over veth pairs shaped with t
 
     python3 Benchmarks/cost_model.py > /tmp/table.md
 
-Every input below names the command that measured it (Benchmarks/RESULTS-sequence.md has the
+Every input below names the command that measured it (Benchmarks/results/2026-12-05-sequence.md has the
 runs). The model, per optimizer step on n nodes x r ranks per node:
 
   compute       C: forward, loss and backward of one rank's micro-batches (measured, 1 thread)
@@ -42,7 +42,7 @@ LINKS = {
 # the node" 24.8 ms per step from the run's last lines (8N bytes per rank: 27.6 GB/s).
 NODE_SUM = dict(parameters=85_449_216, seconds=0.0248)
 
-# Per-rank figures at 1 thread, batch as shipped (measured in this session, see RESULTS-sequence.md).
+# Per-rank figures at 1 thread, batch as shipped (measured in this session, see Benchmarks/results/2026-12-05-sequence.md).
 WORKLOADS = {
     # name: parameters, compute seconds per step per rank, update seconds per step (replicated, 1 rank)
     # 2 hosts × 1 rank at 1 Gbit/s (the "per step by rank" line): W2 300 steps, W6 100, W7 12;

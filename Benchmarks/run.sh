@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Cohort beside PyTorch on the reference workloads, in one run; writes Benchmarks/RESULTS.md.
+# Cohort beside PyTorch on the reference workloads, in one run: each round's figures are appended to
+# Benchmarks/results/records.jsonl, Benchmarks/RESULTS.md is generated from them (results.py), and
+# the round's full reading goes to Benchmarks/results/DATE-COMMIT-{W1-W3,sequence}.md.
 #
 #   Benchmarks/run.sh [--kernels cpu|environment|both] [--runs N] [--workloads W1,W2,W3,W5,W6,W7,W9] [--w3-steps S]
 #                     [--sequence-steps S] [--full] [--no-pytorch]
 #
 # --kernels: which OpenBLAS kernels Cohort runs (PyTorch's oneDNN picks its own either way).
 #   cpu (default): the CPU's own, as on a user's machine: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
-#     unset for the run; tables go to Benchmarks/RESULTS.md and RESULTS-sequence.md.
+#     unset for the run.
 #   environment: as this environment sets them (some pin the Haswell kernels); when it pins a
-#     family, tables go to Benchmarks/RESULTS-pinned.md and RESULTS-sequence-pinned.md.
+#     family, the round's reports end in -pinned.md; the records name the kernels either way.
 #   both: the two, one after the other. Every table names the kernel family and the CPU.
 #
 # W5 and W6 (the sequence workloads) are measured by Benchmarks/collect_sequence.py into
-# Benchmarks/RESULTS-sequence.md: tokens/s over steps 11 to S (default 200) per layout, MFU,
+# Benchmarks/results/DATE-COMMIT-sequence.md: tokens/s over steps 11 to S (default 200) per layout, MFU,
 # start-up, memory, generation tokens/s; --full adds the whole 2-rank recipes' validation losses.
 #
 # W9 (fine-tuning all-MiniLM-L6-v2, launch/prepare-data.sh fortunes) is measured by
