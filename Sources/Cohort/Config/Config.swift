@@ -99,7 +99,7 @@ public struct TrainingConfig: Equatable, Sendable {
 }
 
 /// What backward computes again instead of keeping from forward.
-public enum Recompute: String, Sendable {
+public enum Recompute: String, Sendable, CaseIterable {
     /// Nothing: forward keeps every activation backward reads.
     case none
     /// Transformer blocks keep only their outputs; each runs its forward again at the start of
@@ -108,7 +108,7 @@ public enum Recompute: String, Sendable {
 }
 
 /// How the gradients are summed over the ranks.
-public enum AllReduceMethod: String, Sendable {
+public enum AllReduceMethod: String, Sendable, CaseIterable {
     /// Through memory shared by the ranks of a node (then MPI across nodes) when every node has
     /// the same number of ranks; `MPI_Allreduce` otherwise.
     case auto
@@ -117,7 +117,7 @@ public enum AllReduceMethod: String, Sendable {
 }
 
 /// Where the model state (parameters and optimizer moments) lives.
-public enum StateMode: String, Sendable {
+public enum StateMode: String, Sendable, CaseIterable {
     /// A full copy in every rank, as PyTorch DDP and Horovod keep it.
     case replicated
     /// One copy per node in shared memory; each rank of a node updates its slice of it.
@@ -125,14 +125,14 @@ public enum StateMode: String, Sendable {
 }
 
 /// What gradient sums between nodes travel as.
-public enum GradientCompression: String, Sendable {
+public enum GradientCompression: String, Sendable, CaseIterable {
     case none
     /// bfloat16: half the bytes, 8 bits of mantissa; each partial sum rounded to it.
     case bf16
 }
 
 /// What a non-finite loss or gradient does to a run.
-public enum NonFinitePolicy: String, Sendable {
+public enum NonFinitePolicy: String, Sendable, CaseIterable {
     /// End the run with the step and rank (the default).
     case stop
     /// Skip that optimizer update on every rank and carry on.
@@ -194,160 +194,17 @@ extension TrainConfig {
         let runDirectory = try top.string("run_dir", default: "runs/\(name)")
 
         guard let dataMap = try top.map("data") else { throw CohortError("\(file): missing key data") }
-        let data = DataConfig(
-            train: try dataMap.requiredString("train"),
-            test: try dataMap.string("test"),
-            features: try dataMap.string("features", default: "images"),
-            labels: try dataMap.string("labels", default: "labels"),
-            cache: try dataMap.bool("cache", default: true),
-            normalize: Normalization(rawValue: try dataMap.choice("normalize", ["scale", "standardize", "none"], default: "scale"))!,
-            dropRemainder: try dataMap.choice("remainder", ["partial", "drop"], default: "partial") == "drop",
-            mean: try dataMap.doubles("mean"),
-            std: try dataMap.doubles("std"),
-            sampling: SamplingMode(rawValue: try dataMap.choice("sampling", ["global", "sharded"], default: "global"))!,
-            blockRows: try dataMap.int("block_rows").map { rows in
-                guard rows > 0 else { throw dataMap.error("block_rows", "must be positive") }
-                return rows
-            },
-            shuffleBuffer: try dataMap.int("shuffle_buffer", default: 8192, range: 1...Int.max),
-            validationSplit: try dataMap.double("validation_split", default: 0, range: 0...0.9),
-            prefetch: try dataMap.bool("prefetch", default: true),
-            augmentation: try {
-                guard let map = try dataMap.map("augment") else { return Augmentation() }
-                let augmentation = Augmentation(cropPadding: try map.int("crop_padding", default: 0, range: 0...64),
-                                                horizontalFlip: try map.bool("horizontal_flip", default: false))
-                try map.finish()
-                return augmentation
-            }(),
-            checkFinite: try dataMap.bool("check_finite", default: true),
-            window: try dataMap.int("window").map { window in
-                guard (1...1_048_576).contains(window) else { throw dataMap.error("window", "must be in 1...1048576") }
-                return window
-            }
-        )
-        try dataMap.finish()
-
+        let data = try DataConfig.parse(dataMap)
         guard let modelMap = try top.map("model") else { throw CohortError("\(file): missing key model") }
-        var fineTuning = FineTuning(freeze: try modelMap.strings("freeze") ?? [],
-                                    frozenBatchNorm: FineTuning.FrozenBatchNorm(rawValue: try modelMap.choice(
-                                        "frozen_batch_norm", FineTuning.FrozenBatchNorm.allCases.map(\.rawValue), default: "inference"))!)
-        if let map = try modelMap.map("init_from") {
-            let huggingface = try map.string("huggingface")
-            guard (huggingface == nil) != (map.has("checkpoint") == false) else {
-                throw map.error("checkpoint", "init_from takes checkpoint (a Cohort checkpoint) or huggingface (a model directory), one of them")
-            }
-            fineTuning.initFrom = FineTuning.InitFrom(checkpoint: try huggingface ?? map.requiredString("checkpoint"),
-                                                      layers: try map.strings("layers"), skip: try map.strings("skip") ?? [])
-            fineTuning.initFrom?.huggingface = huggingface != nil
-            try map.finish()
-        }
-        let layers: [LayerSpec]
-        if let layerNodes = try modelMap.list("layers"), !layerNodes.isEmpty {
-            layers = try layerNodes.enumerated().map { index, node in
-                try parseLayer(node, file: file, path: "model.layers[\(index)]")
-            }
-        } else if let from = fineTuning.initFrom, from.huggingface {
-            layers = []  // the published model's own (`resolvingPublishedModel`)
-        } else {
-            throw CohortError("\(file): model.layers must list at least one layer")
-        }
-        var addedLayers: [LayerSpec] = []
-        if let nodes = try modelMap.list("add_layers") {
-            guard layers.isEmpty else {
-                throw modelMap.error("add_layers", "adds to a published model's layers (init_from: {huggingface: DIR} without model.layers); list them in model.layers instead")
-            }
-            addedLayers = try nodes.enumerated().map { index, node in try parseLayer(node, file: file, path: "model.add_layers[\(index)]") }
-        }
+        let fineTuning = try FineTuning.parse(modelMap)
+        let (layers, addedLayers) = try parseLayers(modelMap, publishedModel: fineTuning.initFrom?.huggingface == true, file: file)
         try modelMap.finish()
-
         let loss = try parseLoss(top, file: file)
-
-        let optimizerMap = try top.map("optimizer") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "optimizer")
-        let kind = OptimizerConfig.Kind(rawValue: try optimizerMap.choice("type", ["sgd", "adam", "adamw"], default: "adam"))!
-        let learningRate = Float(try optimizerMap.double("learning_rate", default: kind == .sgd ? 1e-2 : 1e-3, range: 0...10))
-        let optimizer = OptimizerConfig(
-            kind: kind,
-            learningRate: learningRate,
-            momentum: Float(try optimizerMap.double("momentum", default: 0, range: 0...1)),
-            nesterov: try optimizerMap.bool("nesterov", default: false),
-            beta1: Float(try optimizerMap.double("beta1", default: 0.9, range: 0...1)),
-            beta2: Float(try optimizerMap.double("beta2", default: 0.999, range: 0...1)),
-            epsilon: Float(try optimizerMap.double("epsilon", default: 1e-8, range: 0...1)),
-            weightDecay: Float(try optimizerMap.double("weight_decay", default: kind == .adamw ? 0.01 : 0, range: 0...1)),
-            decayBiasAndNorm: try optimizerMap.bool("decay_bias_and_norm", default: false),
-            clipNorm: Float(try optimizerMap.double("clip_grad_norm", default: 0, range: 0...1e9)),
-            schedule: try parseSchedule(optimizerMap, learningRate: learningRate, file: file)
-        )
-        if optimizer.nesterov && (kind != .sgd || optimizer.momentum == 0) {
-            throw optimizerMap.error("nesterov", "Nesterov momentum needs type sgd and momentum > 0")
-        }
-        try optimizerMap.finish()
-
-        let trainingMap = try top.map("training") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "training")
-        let batchSize = try trainingMap.int("batch_size", default: 64, range: 1...1_000_000)
-        var training = TrainingConfig(
-            epochs: try trainingMap.int("epochs", default: 1, range: 1...1_000_000),
-            batchSize: batchSize,
-            // Workspaces are sized for the larger of the two batches: by default evaluation
-            // reuses the training batch and costs no extra memory.
-            evalBatchSize: try trainingMap.int("eval_batch_size", default: batchSize, range: 1...1_000_000),
-            maxSteps: try trainingMap.int("max_steps").map { steps in
-                guard steps > 0 else { throw trainingMap.error("max_steps", "must be positive") }
-                return steps
-            },
-            logEvery: try trainingMap.int("log_every", default: 0, range: 0...Int.max),
-            onNonFinite: NonFinitePolicy(rawValue: try trainingMap.choice("on_nonfinite", ["stop", "skip_step"], default: "stop"))!,
-            timingBarrier: try trainingMap.bool("timing_barrier", default: false),
-            allReduce: AllReduceMethod(rawValue: try trainingMap.choice("all_reduce", ["auto", "mpi"], default: "auto"))!,
-            accumulateSteps: try trainingMap.int("accumulate_steps", default: 1, range: 1...65_536),
-            state: StateMode(rawValue: try trainingMap.choice("state", ["replicated", "node_shared"], default: "node_shared"))!,
-            overlapAllReduce: try trainingMap.bool("overlap_all_reduce", default: false),
-            bucketMegabytes: try trainingMap.double("bucket_mb", default: 4, range: 0.001...1e6),
-            compress: GradientCompression(rawValue: try trainingMap.choice("compress", ["none", "bf16"], default: "none"))!,
-            threads: try trainingMap.int("threads").map { threads in
-                guard (1...1024).contains(threads) else { throw trainingMap.error("threads", "must be in 1...1024, got \(threads)") }
-                return threads
-            },
-            stallTimeout: try trainingMap.double("stall_timeout", default: 300, range: 0...1e7),
-            recompute: Recompute(rawValue: try trainingMap.choice("recompute", ["none", "blocks"], default: "none"))!
-        )
-        training.keepGlobalBatch = try trainingMap.bool("keep_global_batch", default: false)
-        try trainingMap.finish()
-
-        let checkpointMap = try top.map("checkpoint") ?? ConfigMap(Node([(Node, Node)]()), file: file, path: "checkpoint")
-        let checkpoint = CheckpointConfig(
-            everyEpochs: try checkpointMap.int("every_epochs", default: 1, range: 0...Int.max),
-            everySteps: try checkpointMap.int("every_steps", default: 0, range: 0...Int.max),
-            everySeconds: try checkpointMap.double("every_seconds", default: 0, range: 0...1e9),
-            keepLast: try checkpointMap.int("keep_last", default: 3, range: 1...Int.max),
-            keepBest: try checkpointMap.bool("keep_best", default: false),
-            monitor: Metric(rawValue: try checkpointMap.choice("monitor", Metric.allCases.map(\.rawValue), default: "test_accuracy"))!
-        )
-        try checkpointMap.finish()
-
-        var callbacks = CallbackConfig()
-        if let callbackMap = try top.map("callbacks") {
-            func metric(_ map: ConfigMap) throws -> Metric {
-                Metric(rawValue: try map.choice("monitor", Metric.allCases.map(\.rawValue), default: "test_loss"))!
-            }
-            if let map = try callbackMap.map("early_stopping") {
-                callbacks.earlyStopping = EarlyStopping(
-                    monitor: try metric(map), patience: try map.int("patience", default: 3, range: 1...Int.max),
-                    minDelta: try map.double("min_delta", default: 0, range: 0...1e9),
-                    restoreBestWeights: try map.bool("restore_best_weights", default: false))
-                try map.finish()
-            }
-            if let map = try callbackMap.map("reduce_lr_on_plateau") {
-                callbacks.reduceOnPlateau = ReduceOnPlateau(
-                    monitor: try metric(map), factor: try map.double("factor", default: 0.1, range: 0...0.999_999),
-                    patience: try map.int("patience", default: 2, range: 1...Int.max),
-                    minDelta: try map.double("min_delta", default: 0, range: 0...1e9),
-                    cooldown: try map.int("cooldown", default: 0, range: 0...Int.max),
-                    minimumRate: try map.double("min_learning_rate", default: 0, range: 0...10))
-                try map.finish()
-            }
-            try callbackMap.finish()
-        }
+        let empty = { (path: String) in try ConfigMap(Node([(Node, Node)]()), file: file, path: path) }
+        let optimizer = try OptimizerConfig.parse(top.map("optimizer") ?? empty("optimizer"))
+        let training = try TrainingConfig.parse(top.map("training") ?? empty("training"))
+        let checkpoint = try CheckpointConfig.parse(top.map("checkpoint") ?? empty("checkpoint"))
+        let callbacks = try CallbackConfig.parse(top.map("callbacks") ?? empty("callbacks"))
         let tensorBoard = try top.bool("tensorboard", default: true)
         try top.finish()
 
@@ -381,22 +238,22 @@ extension TrainConfig {
         return loss
     }
 
-    static func parseSchedule(_ optimizer: ConfigMap, learningRate: Float, file: String) throws -> LearningRateSchedule {
-        guard let map = try optimizer.map("schedule") else { return LearningRateSchedule(baseRate: learningRate) }
-        let kinds = LearningRateSchedule.Kind.allCases.map(\.rawValue)
-        var schedule = LearningRateSchedule(
-            kind: LearningRateSchedule.Kind(rawValue: try map.choice("type", kinds, default: "constant"))!,
-            baseRate: learningRate,
-            warmupSteps: try map.int("warmup_steps", default: 0, range: 0...Int.max),
-            stepSize: try map.int("step_size", default: 1, range: 1...Int.max),
-            gamma: Float(try map.double("gamma", default: 0.1, range: 0...1)),
-            minimumRate: Float(try map.double("min_learning_rate", default: 0, range: 0...10)))
-        schedule.totalSteps = try map.int("total_steps").map { steps in
-            guard steps > 0 else { throw map.error("total_steps", "must be positive") }
-            return steps
+    /// `model.layers`, or none for a published model's own (`resolvingPublishedModel`), and
+    /// `model.add_layers` on top of those.
+    static func parseLayers(_ model: ConfigMap, publishedModel: Bool, file: String) throws -> (layers: [LayerSpec], added: [LayerSpec]) {
+        let layers: [LayerSpec]
+        if let nodes = try model.list("layers"), !nodes.isEmpty {
+            layers = try nodes.enumerated().map { index, node in try parseLayer(node, file: file, path: "model.layers[\(index)]") }
+        } else if publishedModel {
+            layers = []
+        } else {
+            throw CohortError("\(file): model.layers must list at least one layer")
         }
-        try map.finish()
-        return schedule
+        guard let nodes = try model.list("add_layers") else { return (layers, []) }
+        guard layers.isEmpty else {
+            throw model.error("add_layers", "adds to a published model's layers (init_from: {huggingface: DIR} without model.layers); list them in model.layers instead")
+        }
+        return (layers, try nodes.enumerated().map { index, node in try parseLayer(node, file: file, path: "model.add_layers[\(index)]") })
     }
 
     static func parseLayer(_ node: Node, file: String, path: String) throws -> LayerSpec {

@@ -38,7 +38,7 @@ public struct DataConfig: Equatable, Sendable {
     }
 }
 
-public enum SamplingMode: String, Sendable {
+public enum SamplingMode: String, Sendable, CaseIterable {
     /// One permutation of all rows per epoch, split into global batches.
     case global
     /// Chunk-aligned blocks dealt to ranks, shuffled within a bounded buffer: for data larger than memory.
@@ -57,7 +57,7 @@ public struct Augmentation: Equatable, Sendable {
     }
 }
 
-public enum Normalization: String, Sendable {
+public enum Normalization: String, Sendable, CaseIterable {
     /// Integer pixels divided by 255, floats as they are.
     case scale
     /// As `scale`, then per channel (x - mean) / std with the file's `mean`/`std` attributes.

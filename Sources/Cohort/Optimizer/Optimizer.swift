@@ -228,7 +228,7 @@ final class UpdateState {
 
 /// The `optimizer:` section of a config.
 public struct OptimizerConfig: Equatable, Sendable {
-    public enum Kind: String, Sendable { case sgd, adam, adamw }
+    public enum Kind: String, Sendable, CaseIterable { case sgd, adam, adamw }
     public var kind: Kind
     public var learningRate: Float
     public var momentum: Float
