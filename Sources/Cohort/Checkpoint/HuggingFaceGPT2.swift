@@ -59,66 +59,54 @@ extension HuggingFace {
         let summary = "gpt2: \(layers) blocks, \(heads) heads, width \(width), vocabulary \(vocabulary), \(positions) positions, \(activation), \(tied ? "tied" : "untied") head"
         guard readingWeights else { return Imported(checkpoint: checkpoint, notes: [summary]) }
 
-        // The tensors, by their GPT2Model names (GPT2LMHeadModel prefixes them with `transformer.`).
-        let read = try weights(in: directory, droppingPrefix: "transformer.")
-        let weightsPath = read.path
-        var tensors = read.tensors
-        var mapped: [String: (shape: [Int], values: [Float])] = [:]
         var notes: [String] = []
-        func take(_ source: String, as target: String, shape: [Int]) throws {
-            guard let tensor = tensors.removeValue(forKey: source) else {
-                throw CohortError("\(weightsPath): no tensor '\(source)', which \(configPath) implies")
-            }
-            guard tensor.shape == shape else {
-                throw CohortError("\(weightsPath): '\(source)' has shape \(tensor.shape), \(configPath) implies \(shape)")
-            }
-            mapped[CheckpointSchema.parameter(target)] = (shape, tensor.values)
-        }
-        try take("wte.weight", as: "embedding_1/weight", shape: [vocabulary, width])
-        try take("wpe.weight", as: "positional_embedding_1/weight", shape: [positions, width])
+        let weights = try gpt2Weights(directory: directory, vocabulary: vocabulary, positions: positions, width: width, inner: inner,
+                                      layers: layers, tied: tied, notes: &notes)
+        checkpoint.tensors = weights.mapped
+        notes.insert(summary + "; \(weights.parameterCount) parameters", at: 0)
+        return Imported(checkpoint: checkpoint, notes: notes)
+    }
+
+    /// The weights of a GPT-2 model under Cohort's names (GPT2LMHeadModel prefixes GPT2Model's
+    /// with `transformer.`; its Conv1D weights are [in, out] already): an untied head transposed,
+    /// a tied one checked equal to the embedding.
+    private static func gpt2Weights(directory: String, vocabulary: Int, positions: Int, width: Int, inner: Int, layers: Int, tied: Bool,
+                                    notes: inout [String]) throws -> WeightMapping {
+        var weights = try WeightMapping(directory: directory, droppingPrefix: "transformer.")
+        try weights.take("wte.weight", as: "embedding_1/weight", shape: [vocabulary, width])
+        try weights.take("wpe.weight", as: "positional_embedding_1/weight", shape: [positions, width])
         for index in 0..<layers {
             let (source, target) = ("h.\(index)", "transformer_block_\(index + 1)")
             for norm in ["ln_1", "ln_2"] {
-                try take("\(source).\(norm).weight", as: "\(target)/\(norm)/weight", shape: [width])
-                try take("\(source).\(norm).bias", as: "\(target)/\(norm)/bias", shape: [width])
+                try weights.take("\(source).\(norm).weight", as: "\(target)/\(norm)/weight", shape: [width])
+                try weights.take("\(source).\(norm).bias", as: "\(target)/\(norm)/bias", shape: [width])
             }
-            try take("\(source).attn.c_attn.weight", as: "\(target)/attention/qkv/weight", shape: [width, 3 * width])
-            try take("\(source).attn.c_attn.bias", as: "\(target)/attention/qkv/bias", shape: [3 * width])
-            try take("\(source).attn.c_proj.weight", as: "\(target)/attention/proj/weight", shape: [width, width])
-            try take("\(source).attn.c_proj.bias", as: "\(target)/attention/proj/bias", shape: [width])
-            try take("\(source).mlp.c_fc.weight", as: "\(target)/fc/weight", shape: [width, inner])
-            try take("\(source).mlp.c_fc.bias", as: "\(target)/fc/bias", shape: [inner])
-            try take("\(source).mlp.c_proj.weight", as: "\(target)/proj/weight", shape: [inner, width])
-            try take("\(source).mlp.c_proj.bias", as: "\(target)/proj/bias", shape: [width])
+            for (from, to, inputs, outputs) in [("attn.c_attn", "attention/qkv", width, 3 * width), ("attn.c_proj", "attention/proj", width, width),
+                                                ("mlp.c_fc", "fc", width, inner), ("mlp.c_proj", "proj", inner, width)] {
+                try weights.take("\(source).\(from).weight", as: "\(target)/\(to)/weight", shape: [inputs, outputs])
+                try weights.take("\(source).\(from).bias", as: "\(target)/\(to)/bias", shape: [outputs])
+            }
             // The causal mask, stored as buffers by older versions: Cohort's attention builds its own.
-            for buffer in ["\(source).attn.bias", "\(source).attn.masked_bias"] where tensors.removeValue(forKey: buffer) != nil {
+            for buffer in ["\(source).attn.bias", "\(source).attn.masked_bias"] where weights.remove(buffer) != nil {
                 if index == 0 { notes.append("h.N.attn.bias / masked_bias: causal-mask buffers, not needed (Cohort's attention is causal)") }
             }
         }
-        try take("ln_f.weight", as: "layer_norm_1/weight", shape: [width])
-        try take("ln_f.bias", as: "layer_norm_1/bias", shape: [width])
-        if let head = tensors.removeValue(forKey: "lm_head.weight") {
-            guard head.shape == [vocabulary, width] else {
-                throw CohortError("\(weightsPath): 'lm_head.weight' has shape \(head.shape), \(configPath) implies \([vocabulary, width])")
-            }
+        try weights.take("ln_f.weight", as: "layer_norm_1/weight", shape: [width])
+        try weights.take("ln_f.bias", as: "layer_norm_1/bias", shape: [width])
+        if weights.has("lm_head.weight") {
+            let head = try weights.tensor("lm_head.weight", shape: [vocabulary, width])
             if tied {
-                guard head.values == mapped[CheckpointSchema.parameter("embedding_1/weight")]?.values else {
-                    throw CohortError("\(weightsPath): 'lm_head.weight' differs from 'wte.weight' but \(configPath) ties them (tie_word_embeddings)")
+                guard head == weights.mapped[CheckpointSchema.parameter("embedding_1/weight")]?.values else {
+                    throw CohortError("\(weights.weightsPath): 'lm_head.weight' differs from 'wte.weight' but \(weights.configPath) ties them (tie_word_embeddings)")
                 }
             } else {
-                mapped[CheckpointSchema.parameter("lm_head_1/weight")] = ([width, vocabulary], transposed(head.values, rows: vocabulary, columns: width))
+                weights.put("lm_head_1/weight", [width, vocabulary], transposed(head, rows: vocabulary, columns: width))
             }
         } else if !tied {
-            throw CohortError("\(weightsPath): no 'lm_head.weight', and \(configPath) does not tie it to wte (tie_word_embeddings false)")
+            throw CohortError("\(weights.weightsPath): no 'lm_head.weight', and \(weights.configPath) does not tie it to wte (tie_word_embeddings false)")
         }
-        if let stray = tensors.keys.sorted().first {
-            throw CohortError("\(weightsPath): tensor '\(stray)' has no place in a gpt2 model of \(configPath)")
-        }
-
-        checkpoint.tensors = mapped
-        let parameters = mapped.values.reduce(0) { $0 + $1.values.count }
-        notes.insert(summary + "; \(parameters) parameters", at: 0)
-        return Imported(checkpoint: checkpoint, notes: notes)
+        try weights.refuseLeftovers(family: "gpt2")
+        return weights
     }
 
     /// A Cohort checkpoint of a gpt2-shaped model (embedding, positional_embedding, optional

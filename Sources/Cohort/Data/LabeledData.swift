@@ -97,80 +97,16 @@ public final class LabeledData {
         }
         let dims = Array(features.shape.dropFirst())
         outputChannelsLast = layout == "NTC" || dims.count == 1
-        switch dims.count {
-        case 1:
-            // Vectors: each of the D features is a channel (a table's columns standardize one by one).
-            (sampleShape, channelsLast, channels) = (dims, true, dims[0])
-        case 2 where layout == "NTC":
-            (sampleShape, channelsLast, channels) = (dims, true, dims[1])
-        case 2:
-            (sampleShape, channelsLast, channels) = ([1, dims[0], dims[1]], false, 1)
-        case 3 where layout == "NCHW":
-            (sampleShape, channelsLast, channels) = (dims, false, dims[0])
-        case 3 where layout == "NHWC":
-            (sampleShape, channelsLast, channels) = ([dims[2], dims[0], dims[1]], true, dims[2])
-        default:
-            throw CohortError("\(path): dataset '\(featuresName)' has \(dims.count) axes per sample with layout \(layout); Cohort reads [D] vectors, [T, D] sequences (NTC), [H, W] or [H, W, C] images (NHWC) and [C, H, W] (NCHW)")
-        }
-
-        if floatTargets {
-            let values: [Float] = try labelSet.readAll()
-            if let bad = values.firstIndex(where: { !$0.isFinite }) {
-                throw CohortError("\(path): dataset '\(labelsName)' row \(bad / max(labelSet.rowElements, 1)) holds a NaN or infinite target")
-            }
-            targets = values
-            targetWidth = labelSet.rowElements
-            classes = 0
-            classNames = []
-            separatorID = nil
-            labels = [Int32](repeating: 0, count: rows)
-        } else {
-            targets = nil
-            targetWidth = 1
-            let rawLabels: [Int64] = try labelSet.readAll()
-            let names = (try? file.stringsAttribute("class_names")) ?? []
-            separatorID = (try? file.numberAttribute("sep_id", as: Int64.self).first).flatMap { $0.map(Int.init) }
-            let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
-            let largest = rawLabels.max() ?? 0
-            if expectedClasses == nil, declared == nil, names.isEmpty, largest >= LabeledData.maximumClasses {
-                let row = rawLabels.firstIndex(of: largest) ?? 0
-                throw CohortError("\(path): dataset '\(labelsName)' row \(row) has label \(largest); labels count classes from 0 and at most \(LabeledData.maximumClasses) are taken (damaged file?)")
-            }
-            let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(largest) + 1 : names.count)
-            guard (1...LabeledData.maximumClasses).contains(classes) else {
-                throw CohortError("\(path): \(classes) classes declared; between 1 and \(LabeledData.maximumClasses) are taken")
-            }
-            if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
-                throw CohortError("\(path): dataset '\(labelsName)' row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
-            }
-            self.classes = classes
-            self.classNames = names.count == classes ? names : (0..<classes).map { "class \($0)" }
-            labels = rawLabels.map { Int32($0) }
-        }
-
+        (sampleShape, channelsLast, channels) = try LabeledData.sampleLayout(dims, layout: layout, name: "\(path): dataset '\(featuresName)'")
+        let read = try LabeledData.readLabels(labelSet, floatTargets: floatTargets, file: file, expectedClasses: expectedClasses,
+                                              name: "\(path): dataset '\(labelsName)'", path: path)
+        (targets, targetWidth, classes, classNames, separatorID, labels) = (read.targets, read.targetWidth, read.classes, read.classNames,
+                                                                            read.separatorID, read.labels)
         let isInteger: Bool
         if case .integer = features.elementType { isInteger = true } else { isInteger = false }
         scale = (normalization != .none && features.elementType == .integer(bytes: 1, signed: false)) ? 1 / 255 : 1
-        if normalization == .standardize {
-            // The config's values win over the file's attributes.
-            guard var mean = mean ?? (try? file.numberAttribute("mean", as: Double.self)),
-                  var std = std ?? (try? file.numberAttribute("std", as: Double.self)) else {
-                throw CohortError("\(path): normalize: standardize needs mean and std, as file attributes (cohort prepare writes them) or data.mean/data.std in the config")
-            }
-            // One value for every feature of a vector (a file written before per-feature statistics).
-            if sampleShape.count == 1, mean.count == 1, std.count == 1 {
-                (mean, std) = (Array(repeating: mean[0], count: channels), Array(repeating: std[0], count: channels))
-            }
-            guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
-                throw CohortError("\(path): mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
-            }
-            (channelMean, channelStd) = (mean.map(Float.init), std.map(Float.init))
-            standardizes = true
-        } else {
-            standardizes = false
-            (channelMean, channelStd) = ([Float](repeating: 0, count: channels), [Float](repeating: 1, count: channels))
-        }
-
+        (channelMean, channelStd, standardizes) = try LabeledData.channelStatistics(normalization, mean: mean, std: std, file: file, path: path,
+                                                                                   vector: sampleShape.count == 1, channels: channels)
         if cache {
             let bytes = features.rows * features.rowElements * (features.elementType == .integer(bytes: 1, signed: false) ? 1 : 4)
             guard UInt64(bytes) < ProcessInfo.processInfo.physicalMemory / 2 else {
@@ -188,6 +124,78 @@ public final class LabeledData {
         } else if !isInteger && checkFinite {
             try scanForNonFinite(featuresName)
         }
+    }
+
+    /// A sample's shape as the layers see it (channels first for images), whether the file holds
+    /// it channels last, and its channels, from the file's per-row axes and `layout`.
+    private static func sampleLayout(_ dims: [Int], layout: String, name: String) throws -> (shape: [Int], channelsLast: Bool, channels: Int) {
+        switch dims.count {
+        case 1:
+            // Vectors: each of the D features is a channel (a table's columns standardize one by one).
+            return (dims, true, dims[0])
+        case 2 where layout == "NTC":
+            return (dims, true, dims[1])
+        case 2:
+            return ([1, dims[0], dims[1]], false, 1)
+        case 3 where layout == "NCHW":
+            return (dims, false, dims[0])
+        case 3 where layout == "NHWC":
+            return ([dims[2], dims[0], dims[1]], true, dims[2])
+        default:
+            throw CohortError("\(name) has \(dims.count) axes per sample with layout \(layout); Cohort reads [D] vectors, [T, D] sequences (NTC), [H, W] or [H, W, C] images (NHWC) and [C, H, W] (NCHW)")
+        }
+    }
+
+    /// The labels dataset read and checked: float targets (a regression's), or class ids with the
+    /// classes, their names and a sentence pair's separator id from the file's attributes.
+    private static func readLabels(_ labelSet: HDF5Dataset, floatTargets: Bool, file: HDF5File, expectedClasses: Int?, name: String,
+                                   path: String) throws
+        -> (targets: [Float]?, targetWidth: Int, classes: Int, classNames: [String], separatorID: Int?, labels: [Int32]) {
+        if floatTargets {
+            let values: [Float] = try labelSet.readAll()
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw CohortError("\(name) row \(bad / max(labelSet.rowElements, 1)) holds a NaN or infinite target")
+            }
+            return (values, labelSet.rowElements, 0, [], nil, [Int32](repeating: 0, count: labelSet.rows))
+        }
+        let rawLabels: [Int64] = try labelSet.readAll()
+        let names = (try? file.stringsAttribute("class_names")) ?? []
+        let separatorID = (try? file.numberAttribute("sep_id", as: Int64.self).first).flatMap { $0.map(Int.init) }
+        let declared = (try? file.numberAttribute("num_classes", as: Int64.self).first).flatMap { $0.map(Int.init) }
+        let largest = rawLabels.max() ?? 0
+        if expectedClasses == nil, declared == nil, names.isEmpty, largest >= maximumClasses {
+            let row = rawLabels.firstIndex(of: largest) ?? 0
+            throw CohortError("\(name) row \(row) has label \(largest); labels count classes from 0 and at most \(maximumClasses) are taken (damaged file?)")
+        }
+        let classes = expectedClasses ?? declared ?? (names.isEmpty ? Int(largest) + 1 : names.count)
+        guard (1...maximumClasses).contains(classes) else {
+            throw CohortError("\(path): \(classes) classes declared; between 1 and \(maximumClasses) are taken")
+        }
+        if let bad = rawLabels.firstIndex(where: { $0 < 0 || $0 >= Int64(classes) }) {
+            throw CohortError("\(name) row \(bad) has label \(rawLabels[bad]), outside [0, \(classes))")
+        }
+        return (nil, 1, classes, names.count == classes ? names : (0..<classes).map { "class \($0)" }, separatorID, rawLabels.map { Int32($0) })
+    }
+
+    /// Per-channel mean and std of `normalize: standardize` (the config's values win over the
+    /// file's attributes); zeros and ones otherwise.
+    private static func channelStatistics(_ normalization: Normalization, mean: [Double]?, std: [Double]?, file: HDF5File, path: String,
+                                          vector: Bool, channels: Int) throws -> (mean: [Float], std: [Float], standardizes: Bool) {
+        guard normalization == .standardize else {
+            return ([Float](repeating: 0, count: channels), [Float](repeating: 1, count: channels), false)
+        }
+        guard var mean = mean ?? (try? file.numberAttribute("mean", as: Double.self)),
+              var std = std ?? (try? file.numberAttribute("std", as: Double.self)) else {
+            throw CohortError("\(path): normalize: standardize needs mean and std, as file attributes (cohort prepare writes them) or data.mean/data.std in the config")
+        }
+        // One value for every feature of a vector (a file written before per-feature statistics).
+        if vector, mean.count == 1, std.count == 1 {
+            (mean, std) = (Array(repeating: mean[0], count: channels), Array(repeating: std[0], count: channels))
+        }
+        guard mean.count == channels, std.count == channels, std.allSatisfy({ $0 > 0 }) else {
+            throw CohortError("\(path): mean/std must hold \(channels) value(s) with std > 0 for normalize: standardize")
+        }
+        return (mean.map(Float.init), std.map(Float.init), true)
     }
 
     /// Reads float features once in bounded slices, before training, so that a NaN or
