@@ -24,7 +24,7 @@ public struct ActivationOptions: LayerOptions {
         return [:]
     }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
-        Activation(name: name, kind: kind, inputShape: inputShape, maxBatch: builder.maxBatch)
+        Activation(name: name, kind: kind, inputShape: inputShape, builder: builder)
     }
     public static var specimen: LayerSpecimen {
         // Inputs are at least 0.1 from 0 and the step is 0.01: the kinks of leaky_relu (slope 0.2 keeps them that far) and relu are not crossed.
@@ -50,16 +50,17 @@ public final class Activation: Layer {
     private let inputGradient: Workspace
 
     /// `recomputedOutput`: the caller runs `forward` again before a backward that reads the
-    /// output (the output's memory is then shared, `Workspace(recomputed:)`), and nothing reads
+    /// output (the output's memory is then shared, `builder.workspace(recomputed:)`), and nothing reads
     /// the output after this layer's backward, which then writes the input gradient over it
     /// (element by element: each dx[i] is made from y[i], x[i] and dy[i] alone).
-    init(name: String, kind: ActivationKind, inputShape: [Int], maxBatch: Int, recomputedOutput: Bool = false) {
+    init(name: String, kind: ActivationKind, inputShape: [Int], builder: LayerBuilder, recomputedOutput: Bool = false) {
+        let maxBatch = builder.maxBatch
         self.name = name
         self.kind = kind
         self.inputShape = inputShape
         let count = maxBatch * inputShape.reduce(1, *)
-        output = recomputedOutput ? Workspace(recomputed: count) : Workspace(count)
-        inputGradient = recomputedOutput ? output : Workspace(gradient: count)
+        output = recomputedOutput ? builder.workspace(recomputed: count) : builder.workspace(count)
+        inputGradient = recomputedOutput ? output : builder.workspace(gradient: count)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -76,8 +76,8 @@ public final class Attention: Layer {
         public var position = 0
         init(capacity: Int, width: Int) {
             self.capacity = capacity
-            keys = Workspace(capacity * width)
-            values = Workspace(capacity * width)
+            keys = Workspace(owned: capacity * width)
+            values = Workspace(owned: capacity * width)
         }
     }
     public var cache: Cache?
@@ -108,19 +108,19 @@ public final class Attention: Layer {
                     lengths: realRows, builder: builder)
         weightDropout = dropout > 0
             ? Dropout(name: "\(name)/weight_dropout", inputShape: [heads, length, length], rate: dropout,
-                      generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
+                      generator: builder.dropoutGenerator(), builder: builder) : nil
         proj = Dense(name: "\(name)/proj", inputShape: inputShape, units: width, initializer: .normal, useBias: bias,
                      initScale: projectionScale, lengths: realRows, builder: builder)
         outputDropout = dropout > 0
             ? Dropout(name: "\(name)/output_dropout", inputShape: inputShape, rate: dropout,
-                      generator: builder.dropoutGenerator(), maxBatch: maxBatch) : nil
-        probabilities = Workspace(maxBatch * heads * length * length)
+                      generator: builder.dropoutGenerator(), builder: builder) : nil
+        probabilities = builder.workspace(maxBatch * heads * length * length)
         // Without dropout on the weights, backward makes each pair's dP in its thread's scratch.
-        probabilityGradient = Workspace(gradient: dropout > 0 ? maxBatch * heads * length * length : 0)
-        scoreGradient = Workspace(gradient: LayerThreads.count * length * length)
-        headOutputs = Workspace(maxBatch * length * width)
-        qkvGradient = Workspace(gradient: maxBatch * length * 3 * width)
-        cacheScores = Workspace(length == 1 ? 1 << 16 : 1)
+        probabilityGradient = builder.workspace(gradient: dropout > 0 ? maxBatch * heads * length * length : 0)
+        scoreGradient = builder.workspace(gradient: LayerThreads.count * length * length)
+        headOutputs = builder.workspace(maxBatch * length * width)
+        qkvGradient = builder.workspace(gradient: maxBatch * length * 3 * width)
+        cacheScores = builder.workspace(length == 1 ? 1 << 16 : 1)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

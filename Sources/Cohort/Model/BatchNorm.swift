@@ -74,9 +74,9 @@ public final class BatchNorm: Layer {
         mean = [Float](repeating: 0, count: c)
         inverseStd = [Float](repeating: 1, count: c)
         let count = builder.maxBatch * inputShape.reduce(1, *)
-        normalized = Workspace(count)
-        output = Workspace(count)
-        inputGradient = Workspace(count)
+        normalized = builder.workspace(count)
+        output = builder.workspace(count)
+        inputGradient = builder.workspace(count)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -113,10 +113,10 @@ public final class BertEmbeddings: Layer {
         norm = LayerNorm(name: "\(name)/ln", inputShape: [length, C], epsilon: options.epsilon, builder: builder)
         dropout = options.dropout > 0
             ? Dropout(name: "\(name)/dropout", inputShape: [length, C], rate: options.dropout, generator: builder.dropoutGenerator(),
-                      maxBatch: builder.maxBatch) : nil
+                      builder: builder) : nil
         lengths = SequenceLengths(maxBatch: builder.maxBatch, length: length)
-        sum = Workspace(builder.maxBatch * length * C)
-        zeros = Workspace(builder.maxBatch * length)
+        sum = builder.workspace(builder.maxBatch * length * C)
+        zeros = builder.workspace(builder.maxBatch * length)
     }
 
     @inline(__always)

@@ -138,16 +138,16 @@ public final class Conv2D: Layer, InputGradientOptional {
         chunk = Conv2D.samplesPerChunk(geometry, maxBatch: builder.maxBatch)
         let chunkPixels = chunk * geometry.outputPixels
         let chunks = (builder.maxBatch + chunk - 1) / chunk
-        packed = Workspace(chunks * chunk * geometry.paddedPlaneSize * geometry.channels)
+        packed = builder.workspace(chunks * chunk * geometry.paddedPlaneSize * geometry.channels)
         let groups = min(Conv2D.groups, chunks)
         let (samples, plane) = (chunk, geometry.paddedPlaneSize * geometry.channels)
         scratch = (0..<groups).map { _ in
-            (Workspace(samples * plane), Workspace(geometry.patchSize * chunkPixels), Workspace(filters * chunkPixels))
+            (builder.workspace(samples * plane), builder.workspace(geometry.patchSize * chunkPixels), builder.workspace(filters * chunkPixels))
         }
-        weightPartials = Workspace(groups * filters * geometry.patchSize)
-        biasPartials = Workspace(groups * filters)
-        output = Workspace(builder.maxBatch * outputShape.reduce(1, *))
-        inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
+        weightPartials = builder.workspace(groups * filters * geometry.patchSize)
+        biasPartials = builder.workspace(groups * filters)
+        output = builder.workspace(builder.maxBatch * outputShape.reduce(1, *))
+        inputGradient = builder.workspace(builder.maxBatch * inputShape.reduce(1, *))
         winners = [UInt8](repeating: 0, count: pooled ? builder.maxBatch * outputShape.reduce(1, *) : 0)
     }
 

@@ -100,9 +100,9 @@ public final class Dense: Layer, InputGradientOptional {
         bias = useBias ? builder.declare("\(name)/bias", shape: [units], decays: false) { pointer, _ in
             pointer.initialize(repeating: 0, count: units)
         } : nil
-        output = Workspace(builder.maxBatch * positions * units)
-        inputGradient = Workspace(gradient: builder.maxBatch * positions * fanIn)
-        maskedGradient = Workspace(gradient: fusedReLU ? builder.maxBatch * positions * units : 0)
+        output = builder.workspace(builder.maxBatch * positions * units)
+        inputGradient = builder.workspace(gradient: builder.maxBatch * positions * fanIn)
+        maskedGradient = builder.workspace(gradient: fusedReLU ? builder.maxBatch * positions * units : 0)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

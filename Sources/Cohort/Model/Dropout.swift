@@ -9,7 +9,7 @@ public struct DropoutOptions: LayerOptions {
     public init(config: ConfigMap) throws { rate = Float(try config.double("rate", default: 0.5, range: 0...0.999)) }
     public var yaml: [String: String] { ["rate": "\(rate)"] }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
-        Dropout(name: name, inputShape: inputShape, rate: rate, generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch)
+        Dropout(name: name, inputShape: inputShape, rate: rate, generator: builder.dropoutGenerator(), builder: builder)
     }
     public static var specimen: LayerSpecimen { LayerSpecimen(layers: [.dense(3), .dropout(0), .dense(2)], inputShape: [4]) }
 }
@@ -28,15 +28,16 @@ public final class Dropout: Layer, RandomizedLayer {
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, inputShape: [Int], rate: Float, generator: Generator, maxBatch: Int) {
+    init(name: String, inputShape: [Int], rate: Float, generator: Generator, builder: LayerBuilder) {
+        let maxBatch = builder.maxBatch
         self.name = name
         self.inputShape = inputShape
         self.rate = rate
         self.generator = generator
         let count = maxBatch * inputShape.reduce(1, *)
-        mask = Workspace(count)
-        output = Workspace(count)
-        inputGradient = Workspace(gradient: count)
+        mask = builder.workspace(count)
+        output = builder.workspace(count)
+        inputGradient = builder.workspace(gradient: count)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

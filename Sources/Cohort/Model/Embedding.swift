@@ -56,8 +56,8 @@ public final class Embedding: Layer {
         weight = builder.declare("\(name)/weight", shape: [vocabulary, dimension], decays: true) { pointer, generator in
             initializeWeights(pointer, count: vocabulary * dimension, fanIn: dimension, fanOut: vocabulary, .normal, &generator)
         }
-        output = Workspace(builder.maxBatch * length * dimension)
-        zeros = Workspace(builder.maxBatch * length)
+        output = builder.workspace(builder.maxBatch * length * dimension)
+        zeros = builder.workspace(builder.maxBatch * length)
     }
 
     @inline(__always)

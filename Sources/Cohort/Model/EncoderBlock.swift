@@ -73,7 +73,7 @@ public final class EncoderBlock: Layer {
         self.inputShape = inputShape
         let (length, width) = (inputShape[0], inputShape[1])
         let lengths = (builder.built.last { $0 is BertEmbeddings } as? BertEmbeddings)?.lengths
-        if Workspace.blockGradients?.recomputesBlocks == true {
+        if builder.recomputesBlocks {
             throw CohortError("\(name): training.recompute: blocks computes transformer_blocks again in backward; encoder_block does not implement it")
         }
         // Built as a Transformer block is: the blocks of a model share their backward buffers and
@@ -86,22 +86,22 @@ public final class EncoderBlock: Layer {
             // The MLP's products cover each sample's real positions (0 at the padded ones).
             let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: true,
                            lengths: lengths, builder: builder)
-            let activation = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch,
+            let activation = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], builder: builder,
                                         recomputedOutput: true)
             let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal, useBias: true,
                              lengths: lengths, builder: builder)
             let mlpDropout = options.dropout > 0
                 ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout, generator: builder.dropoutGenerator(),
-                          maxBatch: builder.maxBatch) : nil
+                          builder: builder) : nil
             let norm2 = LayerNorm(name: "\(name)/ln_2", inputShape: inputShape, epsilon: options.epsilon, builder: builder)
             let count = builder.maxBatch * length * width
-            return (attention, norm1, fc, activation, proj, mlpDropout, norm2, Workspace(gradient: count),
-                    Workspace(gradient: count, leavesBlock: true))
+            return (attention, norm1, fc, activation, proj, mlpDropout, norm2, builder.workspace(gradient: count),
+                    builder.workspace(gradient: count, leavesBlock: true))
         }
         (attention, norm1, fc, activation, proj, mlpDropout, norm2, hiddenGradient, inputGradient) =
-            try Workspace.blockGradients?.block(build) ?? build()
+            try builder.block(build)
         let count = builder.maxBatch * length * width
-        (firstSum, secondSum) = (Workspace(owned: count), Workspace(owned: count))
+        (firstSum, secondSum) = (builder.workspace(owned: count), builder.workspace(owned: count))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -77,14 +77,14 @@ public final class LSTM: Layer, IncrementalLayer {
             width = options.hidden
             if options.dropout > 0, k < options.layers - 1 {
                 dropouts.append(Dropout(name: "\(name)/dropout_l\(k)", inputShape: [length, width], rate: options.dropout,
-                                        generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch))
+                                        generator: builder.dropoutGenerator(), builder: builder))
             }
         }
         self.cells = cells
         self.dropouts = dropouts
         outputShape = options.returnSequences ? [length, options.hidden] : [options.hidden]
-        last = Workspace(options.returnSequences ? 1 : builder.maxBatch * options.hidden)
-        lastGradient = Workspace(options.returnSequences ? 1 : builder.maxBatch * length * options.hidden)
+        last = builder.workspace(options.returnSequences ? 1 : builder.maxBatch * options.hidden)
+        lastGradient = builder.workspace(options.returnSequences ? 1 : builder.maxBatch * length * options.hidden)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -174,16 +174,16 @@ final class LSTMLayer: Layer {
         biasInput = builder.declare("\(name)/bias_ih_l\(k)", shape: [4 * hidden], decays: false, initialize: uniform(4 * hidden))
         biasHidden = builder.declare("\(name)/bias_hh_l\(k)", shape: [4 * hidden], decays: false, initialize: uniform(4 * hidden))
         let rows = builder.maxBatch * length
-        gates = Workspace(rows * 4 * hidden)
-        cells = Workspace(rows * hidden)
-        hiddenStates = Workspace(rows * hidden)
-        gateGradient = Workspace(rows * 4 * hidden)
-        previousHidden = Workspace(rows * hidden)
-        inputGradient = Workspace(rows * input)
-        carry = Workspace(builder.maxBatch * 6 * hidden)
-        zeros = Workspace(hidden)
-        savedHidden = Workspace(builder.maxBatch * hidden)
-        savedCell = Workspace(builder.maxBatch * hidden)
+        gates = builder.workspace(rows * 4 * hidden)
+        cells = builder.workspace(rows * hidden)
+        hiddenStates = builder.workspace(rows * hidden)
+        gateGradient = builder.workspace(rows * 4 * hidden)
+        previousHidden = builder.workspace(rows * hidden)
+        inputGradient = builder.workspace(rows * input)
+        carry = builder.workspace(builder.maxBatch * 6 * hidden)
+        zeros = builder.workspace(hidden)
+        savedHidden = builder.workspace(builder.maxBatch * hidden)
+        savedCell = builder.workspace(builder.maxBatch * hidden)
     }
 
     func resetState() {

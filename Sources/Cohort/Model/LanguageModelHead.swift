@@ -39,7 +39,7 @@ public struct LanguageModelHeadOptions: LayerOptions {
         if let units, units != embedding.vocabulary {
             throw CohortError("\(name): units \(units) differs from the tied embedding's vocabulary \(embedding.vocabulary)")
         }
-        return TiedHead(name: name, inputShape: inputShape, embedding: embedding, maxBatch: builder.maxBatch)
+        return TiedHead(name: name, inputShape: inputShape, embedding: embedding, builder: builder)
     }
     public static var specimen: LayerSpecimen {
         LayerSpecimen(layers: [.family(EmbeddingOptions(vocabulary: 5, dimension: 3)), .dense(3, activation: .tanh),
@@ -61,14 +61,15 @@ public final class TiedHead: Layer, InputGradientOptional {
 
     public var multiplyAddsPerSample: Int { inputSize * embedding.vocabulary }
 
-    init(name: String, inputShape: [Int], embedding: Embedding, maxBatch: Int) {
+    init(name: String, inputShape: [Int], embedding: Embedding, builder: LayerBuilder) {
+        let maxBatch = builder.maxBatch
         self.name = name
         self.inputShape = inputShape
         self.embedding = embedding
         outputShape = Array(inputShape.dropLast()) + [embedding.vocabulary]
         blocks = RowBlocks(positions: inputShape.count == 2 ? inputShape[0] : 1)
-        output = Workspace(maxBatch * outputShape.reduce(1, *))
-        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        output = builder.workspace(maxBatch * outputShape.reduce(1, *))
+        inputGradient = builder.workspace(maxBatch * inputShape.reduce(1, *))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

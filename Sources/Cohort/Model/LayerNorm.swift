@@ -52,10 +52,10 @@ public final class LayerNorm: Layer {
         weight = builder.declare("\(name)/weight", shape: [width], decays: false) { pointer, _ in pointer.initialize(repeating: 1, count: width) }
         bias = builder.declare("\(name)/bias", shape: [width], decays: false) { pointer, _ in pointer.initialize(repeating: 0, count: width) }
         let rows = builder.maxBatch * inputShape.reduce(1, *) / width
-        output = Workspace(rows * width)
-        mean = Workspace(rows)
-        inverseStd = Workspace(rows)
-        inputGradient = Workspace(gradient: rows * width)
+        output = builder.workspace(rows * width)
+        mean = builder.workspace(rows)
+        inverseStd = builder.workspace(rows)
+        inputGradient = builder.workspace(gradient: rows * width)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -29,16 +29,14 @@ public final class Model {
                 communicator: Communicator = SingleProcess(), fusePooling: Bool = true,
                 shareBlockGradients: Bool = true, recomputeBlocks: Bool = false,
                 willLoad: (String, [Int]) -> Bool = { _, _ in false }) throws {
-        let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator)
-        builder.fusesPooling = fusePooling
-        builder.typeCounts = typeCounts(specs)
         // Every buffer is counted before it is allocated: a model or batch too large for this
         // process is refused with the bytes it needs, not met by a failed allocation.
         let budget = MemoryBudget()
-        Workspace.budget = budget
         let blockGradients = shareBlockGradients || recomputeBlocks ? BlockGradients(recomputesBlocks: recomputeBlocks) : nil
-        Workspace.blockGradients = blockGradients
-        defer { (Workspace.budget, Workspace.blockGradients) = (nil, nil) }
+        let builder = LayerBuilder(parameters: ParameterStore(), maxBatch: maxBatch, seed: seed, communicator: communicator,
+                                   budget: budget, blockGradients: blockGradients)
+        builder.fusesPooling = fusePooling
+        builder.typeCounts = typeCounts(specs)
         stack = try LayerStack(specs: specs, inputShape: inputShape, builder: builder, prefix: "")
         if recomputeBlocks && blockGradients?.blocks == 0 {
             throw CohortError("training.recompute: blocks computes Transformer blocks again in backward; this model has no transformer_block layer")
@@ -160,7 +158,7 @@ final class LayerStack {
         builder.built.append(layer)
         guard let activation = spec.options.followingActivation else { return [layer] }
         return [layer, Activation(name: "\(layer.name)/\(activation.rawValue)", kind: activation, inputShape: layer.outputShape,
-                                  maxBatch: builder.maxBatch)]
+                                  builder: builder)]
     }
 
     func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -21,7 +21,7 @@ public struct MaxPoolOptions: WindowedPoolOptions {
     public var stride: Int
     public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
-        try MaxPool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
+        try MaxPool2D(name: name, inputShape: inputShape, size: size, stride: stride, builder: builder)
     }
     public static var specimen: LayerSpecimen {
         LayerSpecimen(layers: [.maxPool(2), .maxPool(2, stride: 1), .flatten, .dense(2)], inputShape: [2, 5, 5])
@@ -35,7 +35,7 @@ public struct AveragePoolOptions: WindowedPoolOptions {
     public var stride: Int
     public init(size: Int, stride: Int? = nil) { (self.size, self.stride) = (size, stride ?? size) }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
-        try AveragePool2D(name: name, inputShape: inputShape, size: size, stride: stride, maxBatch: builder.maxBatch)
+        try AveragePool2D(name: name, inputShape: inputShape, size: size, stride: stride, builder: builder)
     }
     public static var specimen: LayerSpecimen {
         LayerSpecimen(layers: [.averagePool(2), .flatten, .dense(2)], inputShape: [2, 4, 5])
@@ -49,7 +49,7 @@ public struct GlobalAveragePoolOptions: LayerOptions {
     public init(config: ConfigMap) throws {}
     public var yaml: [String: String] { [:] }
     public func makeLayer(name: String, inputShape: [Int], builder: LayerBuilder) throws -> Layer {
-        try GlobalAveragePool(name: name, inputShape: inputShape, maxBatch: builder.maxBatch)
+        try GlobalAveragePool(name: name, inputShape: inputShape, builder: builder)
     }
     public static var specimen: LayerSpecimen { LayerSpecimen(layers: [.globalAveragePool, .dense(2)], inputShape: [3, 2, 2]) }
 }
@@ -69,13 +69,14 @@ public final class MaxPool2D: Layer {
     /// Which of the four inputs won each 2×2 window (the common case; pooling.c).
     private var winners: [UInt8]
 
-    init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
+    init(name: String, inputShape: [Int], size: Int, stride: Int, builder: LayerBuilder) throws {
+        let maxBatch = builder.maxBatch
         self.name = name
         self.inputShape = inputShape
         (self.size, self.stride) = (size, stride)
         outputShape = try pooledShape(name: name, type: "max_pool", inputShape: inputShape, size: size, stride: stride)
-        output = Workspace(maxBatch * outputShape.reduce(1, *))
-        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        output = builder.workspace(maxBatch * outputShape.reduce(1, *))
+        inputGradient = builder.workspace(maxBatch * inputShape.reduce(1, *))
         let outputs = maxBatch * outputShape.reduce(1, *)
         let pairs = size == 2 && stride == 2
         argmax = [Int32](repeating: 0, count: pairs ? 0 : outputs)
@@ -140,13 +141,14 @@ public final class AveragePool2D: Layer {
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, inputShape: [Int], size: Int, stride: Int, maxBatch: Int) throws {
+    init(name: String, inputShape: [Int], size: Int, stride: Int, builder: LayerBuilder) throws {
+        let maxBatch = builder.maxBatch
         self.name = name
         self.inputShape = inputShape
         (self.size, self.stride) = (size, stride)
         outputShape = try pooledShape(name: name, type: "avg_pool", inputShape: inputShape, size: size, stride: stride)
-        output = Workspace(maxBatch * outputShape.reduce(1, *))
-        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        output = builder.workspace(maxBatch * outputShape.reduce(1, *))
+        inputGradient = builder.workspace(maxBatch * inputShape.reduce(1, *))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -198,13 +200,14 @@ public final class GlobalAveragePool: Layer {
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, inputShape: [Int], maxBatch: Int) throws {
+    init(name: String, inputShape: [Int], builder: LayerBuilder) throws {
+        let maxBatch = builder.maxBatch
         guard inputShape.count == 3 else { throw CohortError("\(name): global_avg_pool needs image input [C, H, W], got \(inputShape)") }
         self.name = name
         self.inputShape = inputShape
         outputShape = [inputShape[0]]
-        output = Workspace(maxBatch * inputShape[0])
-        inputGradient = Workspace(maxBatch * inputShape.reduce(1, *))
+        output = builder.workspace(maxBatch * inputShape[0])
+        inputGradient = builder.workspace(maxBatch * inputShape.reduce(1, *))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

@@ -48,7 +48,7 @@ public final class PositionalEmbedding: Layer {
         weight = builder.declare("\(name)/weight", shape: [maxLength, width], decays: true) { pointer, generator in
             initializeWeights(pointer, count: maxLength * width, fanIn: width, fanOut: maxLength, .normal, &generator)
         }
-        output = Workspace(builder.maxBatch * inputShape[0] * width)
+        output = builder.workspace(builder.maxBatch * inputShape[0] * width)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

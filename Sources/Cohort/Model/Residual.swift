@@ -78,10 +78,10 @@ public final class Residual: Layer {
             shortcut = nil
         }
         self.activation = activation.map {
-            Activation(name: "\(name)/\($0.rawValue)", kind: $0, inputShape: outputShape, maxBatch: builder.maxBatch)
+            Activation(name: "\(name)/\($0.rawValue)", kind: $0, inputShape: outputShape, builder: builder)
         }
-        sum = Workspace(builder.maxBatch * outputShape.reduce(1, *))
-        inputGradient = Workspace(builder.maxBatch * inputShape.reduce(1, *))
+        sum = builder.workspace(builder.maxBatch * outputShape.reduce(1, *))
+        inputGradient = builder.workspace(builder.maxBatch * inputShape.reduce(1, *))
     }
 
     public var sublayers: [Layer] { main.layers + (shortcut?.layers ?? []) + (activation.map { [$0] } ?? []) }

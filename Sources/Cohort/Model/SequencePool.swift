@@ -18,7 +18,7 @@ public struct SequencePoolOptions: LayerOptions {
             throw CohortError("\(name): sequence_pool reads a sequence of vectors [T, C]; its input here has shape \(inputShape)")
         }
         let lengths = (builder.built.last { $0 is BertEmbeddings } as? BertEmbeddings)?.lengths
-        return SequencePool(name: name, inputShape: inputShape, mode: mode, lengths: lengths, maxBatch: builder.maxBatch)
+        return SequencePool(name: name, inputShape: inputShape, mode: mode, lengths: lengths, builder: builder)
     }
     public static var specimen: LayerSpecimen {
         LayerSpecimen(layers: [.family(BertEmbeddingsOptions(vocabulary: 5, dimension: 4, maxLength: 8, epsilon: 0.1)),
@@ -38,10 +38,11 @@ public final class SequencePool: Layer {
     private let output: Workspace
     private let inputGradient: Workspace
 
-    init(name: String, inputShape: [Int], mode: SequencePoolOptions.Mode, lengths: SequenceLengths?, maxBatch: Int) {
+    init(name: String, inputShape: [Int], mode: SequencePoolOptions.Mode, lengths: SequenceLengths?, builder: LayerBuilder) {
+        let maxBatch = builder.maxBatch
         (self.name, self.inputShape, self.mode, self.lengths) = (name, inputShape, mode, lengths)
-        output = Workspace(maxBatch * inputShape[1])
-        inputGradient = Workspace(gradient: maxBatch * inputShape[0] * inputShape[1])
+        output = builder.workspace(maxBatch * inputShape[1])
+        inputGradient = builder.workspace(gradient: maxBatch * inputShape[0] * inputShape[1])
     }
 
     private func length(_ b: Int) -> Int { mode == .first ? 1 : min(lengths?.values[b] ?? inputShape[0], inputShape[0]) }

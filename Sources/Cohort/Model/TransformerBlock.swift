@@ -92,8 +92,8 @@ public final class TransformerBlock: Layer {
         let blocks = max(builder.typeCounts[TransformerBlockOptions.type] ?? 1, 1)
         let residualScale = 1 / Float(2 * blocks).squareRoot()
         let count = builder.maxBatch * length * width
-        output = Workspace(owned: count)
-        recomputes = Workspace.blockGradients?.recomputesBlocks ?? false
+        output = builder.workspace(owned: count)
+        recomputes = builder.recomputesBlocks
         // The sublayers' gradient buffers, and this block's, are shared with the model's other
         // blocks (`BlockGradients`): nothing reads them once the block's backward has returned.
         typealias Parts = (LayerNorm, Attention, LayerNorm, Dense, Activation, Dense, Dropout?, Workspace, Workspace, Workspace)
@@ -106,18 +106,18 @@ public final class TransformerBlock: Layer {
             let fc = Dense(name: "\(name)/fc", inputShape: inputShape, units: inner, initializer: .normal, useBias: options.bias,
                            builder: builder)
             // Its output is computed again in backward (one GELU pass) instead of kept per block.
-            let gelu = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], maxBatch: builder.maxBatch,
+            let gelu = Activation(name: "\(name)/gelu", kind: options.activation, inputShape: [length, inner], builder: builder,
                                   recomputedOutput: true)
             let proj = Dense(name: "\(name)/proj", inputShape: [length, inner], units: width, initializer: .normal,
                              useBias: options.bias, initScale: residualScale, builder: builder)
             let mlpDropout = options.dropout > 0
                 ? Dropout(name: "\(name)/dropout", inputShape: inputShape, rate: options.dropout,
-                          generator: builder.dropoutGenerator(), maxBatch: builder.maxBatch) : nil
-            return (norm1, attention, norm2, fc, gelu, proj, mlpDropout, Workspace(count),
-                    Workspace(gradient: count), Workspace(gradient: count, leavesBlock: true))
+                          generator: builder.dropoutGenerator(), builder: builder) : nil
+            return (norm1, attention, norm2, fc, gelu, proj, mlpDropout, builder.workspace(count),
+                    builder.workspace(gradient: count), builder.workspace(gradient: count, leavesBlock: true))
         }
         (norm1, attention, norm2, fc, gelu, proj, mlpDropout, hidden, hiddenGradient, inputGradient) =
-            try Workspace.blockGradients?.block(build) ?? build()
+            try builder.block(build)
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
