@@ -7,6 +7,8 @@
 #
 # Build the old binary from another commit (git checkout REV && swift build -c release, copy
 # .build/release/cohort aside). Prints "CONFIG: N tensors, K differ"; exits 1 when any differ.
+# COHORT_COMPARE_HOSTS=2x2 runs each side on 2 simulated hosts × 2 ranks instead (network
+# namespaces over TCP, launch/netns-hosts.sh; needs root), so the across-nodes sums are compared too.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 3 ] || { echo "usage: $0 OLD_BINARY NEW_BINARY CONFIG.yaml [--set KEY=VALUE ...]" >&2; exit 64; }
@@ -14,11 +16,23 @@ old="$1" new="$2" config="$3"; shift 3
 python="${COHORT_CHECK_PYTHON:-$root/Benchmarks/.venv/bin/python}"
 work="$(mktemp -d /tmp/cohort-compare-bits.XXXXXX)"
 name="$(basename "$config" .yaml)"
+hosts="${COHORT_COMPARE_HOSTS:-}"
+if [ -n "$hosts" ]; then
+    [ "$hosts" = 2x2 ] || { echo "COHORT_COMPARE_HOSTS: only 2x2 (2 hosts × 2 ranks)" >&2; exit 64; }
+    "$root/launch/netns-hosts.sh" up 2 >/dev/null
+    trap '"$root/launch/netns-hosts.sh" down >/dev/null 2>&1 || true' EXIT
+fi
 for side in old new; do
     binary="$old"; [ "$side" = new ] && binary="$new"
-    COHORT_BIN="$binary" COHORT_PROGRESS=lines "$root/launch/cohort-mpirun" -n 2 train "$root/configs/$name.yaml" \
-        --set training.max_steps=20 --set run_dir="$work/$side" "$@" > "$work/$side.log" 2>&1 \
-        || { echo "$name: the $side binary failed; see $work/$side.log" >&2; exit 1; }
+    arguments=(train "$root/configs/$name.yaml" --set training.max_steps=20 --set run_dir="$work/$side" "$@")
+    if [ -n "$hosts" ]; then
+        (cd "$root" && OPENBLAS_NUM_THREADS=1 COHORT_SLOTS_PER_HOST=2 COHORT_PROGRESS=lines \
+            "$root/launch/netns-hosts.sh" mpirun -np 4 "$binary" "${arguments[@]}") > "$work/$side.log" 2>&1 \
+            || { echo "$name: the $side binary failed on 2 × 2 hosts; see $work/$side.log" >&2; exit 1; }
+    else
+        COHORT_BIN="$binary" COHORT_PROGRESS=lines "$root/launch/cohort-mpirun" -n 2 "${arguments[@]}" > "$work/$side.log" 2>&1 \
+            || { echo "$name: the $side binary failed; see $work/$side.log" >&2; exit 1; }
+    fi
 done
 "$python" - "$work" "$name" <<'PY'
 import glob, sys

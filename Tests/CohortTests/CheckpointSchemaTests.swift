@@ -130,4 +130,122 @@ final class CheckpointSchemaTests: XCTestCase {
         XCTAssertEqual(Set(datasets.map(\.text)).subtracting(seenPatterns), [], "documented datasets no checkpoint here holds")
         XCTAssertEqual(attributes.subtracting(seenAttributes), [], "documented attributes no checkpoint here holds")
     }
+
+    /// Every shipped config's checkpoint, as `cohort train` would write it before its first step,
+    /// holds only documented datasets and attributes. The configs' data are stood in for by
+    /// synthetic files of the same kind (images of 28 × 28, tables, token files of the model's
+    /// vocabulary, sentence-classification ids), their published model by the tiny BERT fixture
+    /// (with sentence-transformers' mean pooling, as all-MiniLM-L6-v2 has), the fine-tune's
+    /// source by the checkpoint of the run it names, written just before, and gpt-100m's width
+    /// by an eighth of it.
+    func test_aCheckpointOfEveryShippedConfigHoldsOnlyDocumentedNames() throws {
+        let directory = try temporaryDirectory(self)
+        let (datasets, attributes) = try documented()
+        let configs = Self.root.appendingPathComponent("configs").path
+        // The fine-tune starts from the 8-class run's checkpoint: that run first.
+        let names = try FileManager.default.contentsOfDirectory(atPath: configs).filter { $0.hasSuffix(".yaml") }
+            .map { String($0.dropLast(5)) }.sorted { ($0.hasSuffix("finetune") ? 1 : 0, $0) < ($1.hasSuffix("finetune") ? 1 : 0, $1) }
+        XCTAssertGreaterThanOrEqual(names.count, 16)
+        for name in names {
+            let path = "\(configs)/\(name).yaml"
+            // gpt-100m's 768-wide blocks cut to 96 (the names are the same; a debug build takes 20 s to initialize 100 M weights).
+            let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "dim: 768", with: "dim: 96")
+            let shipped = try TrainConfig.parse(text: text, file: path)
+            var overrides = ["run_dir=\(directory)/runs/\(name)", "tensorboard=false"]
+            overrides += try standInData(for: shipped, name: name, directory: directory)
+            if let from = shipped.fineTuning.initFrom {
+                overrides.append(from.huggingface ? "model.init_from.huggingface=\(try standInBERT(directory))"
+                                 : "model.init_from.checkpoint=\(directory)/runs/\(URL(fileURLWithPath: from.checkpoint).deletingLastPathComponent().lastPathComponent)/checkpoints")
+            }
+            let trainer = try Trainer(config: try TrainConfig.parse(text: text, file: path, overrides: overrides), communicator: SingleProcess())
+            trainer.log = { _ in }
+            trainer.synchronizeInitialState()
+            try trainer.saveCheckpoint()
+            let checkpoint = try XCTUnwrap(Trainer.checkpoints(in: trainer.checkpointDirectory).first, name)
+            let file = try HDF5File.open(checkpoint)
+            for dataset in try file.stringsAttribute("datasets") {
+                let range = NSRange(dataset.startIndex..., in: dataset)
+                XCTAssertTrue(datasets.contains { $0.pattern.firstMatch(in: dataset, range: range) != nil },
+                              "\(name): dataset /\(dataset) is not in docs/formats.md")
+            }
+            for attribute in file.attributeNames() {
+                XCTAssertTrue(attributes.contains(attribute), "\(name): attribute \(attribute) is not in docs/formats.md")
+            }
+            file.close()
+        }
+    }
+
+    /// `--set` lines that point a shipped config at synthetic files of its data's kind.
+    private func standInData(for config: TrainConfig, name: String, directory: String) throws -> [String] {
+        let (train, test) = ("\(directory)/\(name)-train.h5", "\(directory)/\(name)-test.h5")
+        let files = ["data.train=\(train)"] + (config.data.test == nil ? [] : ["data.test=\(test)"])
+        if config.data.window != nil {
+            let vocabulary = try XCTUnwrap((config.layers.first?.options as? EmbeddingOptions)?.vocabulary, name)
+            for (path, seed) in [(train, 1), (test, 2)] { try writeTokens(path, vocabulary: vocabulary, count: 16_384, seed: UInt64(seed)) }
+        } else if config.fineTuning.initFrom?.huggingface == true {
+            let classes = try XCTUnwrap((config.addedLayers.last?.options as? DenseOptions)?.units, name)
+            let model = try standInBERT(directory)
+            try (0..<64).map { #"{"text": "\#(["jesus wept", "and god said", "in the beginning"][$0 % 3])", "label": "\#($0 % classes)"}"# }
+                .joined(separator: "\n").write(toFile: "\(directory)/\(name).jsonl", atomically: true, encoding: .utf8)
+            for out in [train, test] {
+                let prepared = try runCohort(ranks: 1, ["prepare", "text-classification", "--input", "\(directory)/\(name).jsonl", "--text", "text",
+                                                        "--label", "label", "--tokenizer", "\(model)/tokenizer.json", "--max-length", "8",
+                                                        "--out", out], directory: directory)
+                XCTAssertEqual(prepared.status, 0, prepared.error)
+            }
+        } else {
+            let units = try XCTUnwrap((config.layers.last?.options as? DenseOptions)?.units, name)
+            let classes = units == 1 ? 2 : units
+            for (path, seed) in [(train, 3), (test, 4)] {
+                if config.data.train.contains("tabular") {
+                    try writeTable(path, rows: 128, columns: 8, classes: config.loss == .meanSquaredError ? nil : classes, seed: UInt64(seed))
+                } else {
+                    try writeSyntheticDataset(path, rows: 256, height: 28, width: 28, classes: classes, seed: UInt64(seed))
+                }
+            }
+        }
+        return files
+    }
+
+    /// The tiny BERT fixture as a published model directory, with its tokenizer and mean pooling.
+    private func standInBERT(_ directory: String) throws -> String {
+        let model = "\(directory)/stand-in-bert"
+        guard !FileManager.default.fileExists(atPath: model) else { return model }
+        let fixtures = Self.root.appendingPathComponent("Tests/Fixtures/huggingface").path
+        try FileManager.default.createDirectory(atPath: "\(model)/1_Pooling", withIntermediateDirectories: true)
+        for file in ["config.json", "model.safetensors"] { try FileManager.default.copyItem(atPath: "\(fixtures)/bert-tiny/\(file)", toPath: "\(model)/\(file)") }
+        try FileManager.default.copyItem(atPath: "\(fixtures)/bert-tiny-tokenizer.json", toPath: "\(model)/tokenizer.json")
+        try #"{"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true}"#.write(toFile: "\(model)/1_Pooling/config.json", atomically: true, encoding: .utf8)
+        return model
+    }
+
+    /// A token file (`cohort prepare text`'s format) of random ids below `vocabulary`.
+    private func writeTokens(_ path: String, vocabulary: Int, count: Int, seed: UInt64) throws {
+        var generator = Generator(seed: seed)
+        let file = try HDF5File.create(path)
+        try file.write("tokens", (0..<count).map { _ in UInt8(generator.nextIndex(below: vocabulary)) }, shape: [count])
+        try file.setAttribute("vocabulary", (0..<vocabulary).map { "t\($0)" })
+        try file.setAttribute("tokenizer", vocabulary == 256 ? "bytes" : "chars")
+        try file.setAttribute("format", "cohort-tokens")
+        try file.setAttribute("tokens_count", [Int64(count)])
+        try file.flush()
+        file.close()
+    }
+
+    /// A table (`cohort prepare csv`'s format): float features with their mean and std, and class
+    /// ids, or float targets when `classes` is nil.
+    private func writeTable(_ path: String, rows: Int, columns: Int, classes: Int?, seed: UInt64) throws {
+        var generator = Generator(seed: seed)
+        let file = try HDF5File.create(path)
+        try file.write("features", (0..<(rows * columns)).map { _ in generator.nextUnitFloat() }, shape: [rows, columns])
+        if let classes {
+            try file.write("labels", (0..<rows).map { Int64($0 % classes) }, shape: [rows])
+        } else {
+            try file.write("labels", (0..<rows).map { _ in generator.nextUnitFloat() }, shape: [rows])
+        }
+        try file.setAttribute("mean", [Double](repeating: 0.5, count: columns))
+        try file.setAttribute("std", [Double](repeating: 0.3, count: columns))
+        try file.flush()
+        file.close()
+    }
 }
