@@ -34,6 +34,14 @@ extension SampleSource {
     public var sampleSize: Int { sampleShape.reduce(1, *) }
 }
 
+/// A source whose samples are token ids of a tokenizer a checkpoint records (so that generation
+/// and the export decode them as training encoded them).
+public protocol TokenizedSource: SampleSource {
+    /// The tokenizer's name (`chars`, `bytes`, `bpe`) and a BPE's merges (empty otherwise).
+    var tokenizer: String { get }
+    var merges: [String] { get }
+}
+
 extension LabeledData: SampleSource {
     public var targetsPerRow: Int { 1 }
     public func fingerprint() throws -> String {

@@ -188,3 +188,8 @@ public final class TokenWindows: SampleSource {
         return "\(corpus.count) tokens, vocabulary \(corpus.vocabulary.count), sample CRC \(String(crc.value, radix: 16))"
     }
 }
+
+extension TokenWindows: TokenizedSource {
+    public var tokenizer: String { corpus.tokenizer }
+    public var merges: [String] { corpus.merges }
+}

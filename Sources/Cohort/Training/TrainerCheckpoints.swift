@@ -62,8 +62,10 @@ extension Trainer {
         checkpoint.classNames = train.classNames
         checkpoint.tensors.merge(carried) { kept, _ in kept }
         checkpoint.tokenizerJSON = carriedTokenizer
-        checkpoint.tokenizer = (train as? TokenWindows)?.corpus.tokenizer
-        if let corpus = (train as? TokenWindows)?.corpus, !corpus.merges.isEmpty { checkpoint.merges = corpus.merges }
+        if let tokenized = train as? TokenizedSource {
+            checkpoint.tokenizer = tokenized.tokenizer
+            if !tokenized.merges.isEmpty { checkpoint.merges = tokenized.merges }
+        }
         (checkpoint.inputShape, checkpoint.inputLayout, checkpoint.loss) = (train.sampleShape, train.sampleLayout, config.loss.name)
         checkpoint.inputScale = (train as? LabeledData).map { Double($0.scale) } ?? 1
         let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
