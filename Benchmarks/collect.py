@@ -4,7 +4,7 @@ reading to Benchmarks/results/DATE-COMMIT-W1-W3.md."""
 import json, os, re, shutil, statistics, subprocess, time
 
 from benchlib import kernels_and_cpu, logged_runner, report_path
-import results
+import results as records
 
 ROOT = os.environ["COHORT_BENCH_ROOT"]
 PYTHON = os.environ.get("COHORT_BENCH_PYTHON", "")
@@ -294,7 +294,7 @@ with open(REPORT, "w") as out:
 print(open(REPORT).read())
 commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 kernels = kernels_and_cpu(run, COHORT)
-results.append([{"workload": r["workload"], "layout": r["layout"], "commit": commit, "date": time.strftime("%Y-%m-%d"),
+records.append([{"workload": r["workload"], "layout": r["layout"], "commit": commit, "date": time.strftime("%Y-%m-%d"),
                  "kernels_and_cpu": kernels, "unit": "samples/s",
                  "command": f"Benchmarks/run.sh --runs {RUNS} --workloads {','.join(WORKLOADS)}",
                  "cohort": {k: v for k, v in {"rate": r["cohort"], "mfu_percent": r["mfu"] * 100 if r["mfu"] else None,
@@ -302,4 +302,4 @@ results.append([{"workload": r["workload"], "layout": r["layout"], "commit": com
                  "pytorch": {k: v for k, v in {"rate": r["torch"], "first_step_ended_s": r["torch_first_step"],
                                                "peak_mb_per_rank": r["torch_rss"]}.items() if v is not None}}
                 for r in rows])
-results.main()
+records.main()
