@@ -194,7 +194,7 @@ extension TrainConfig {
         let runDirectory = try top.string("run_dir", default: "runs/\(name)")
 
         guard let dataMap = try top.map("data") else { throw CohortError("\(file): missing key data") }
-        let data = try DataConfig.parse(dataMap)
+        let data = try DataConfig.parse(dataMap, over: DataConfig(train: try dataMap.requiredString("train")))
         guard let modelMap = try top.map("model") else { throw CohortError("\(file): missing key model") }
         let fineTuning = try FineTuning.parse(modelMap)
         let (layers, addedLayers) = try parseLayers(modelMap, publishedModel: fineTuning.initFrom?.huggingface == true, file: file)
@@ -202,9 +202,9 @@ extension TrainConfig {
         let loss = try parseLoss(top, file: file)
         let empty = { (path: String) in try ConfigMap(Node([(Node, Node)]()), file: file, path: path) }
         let optimizer = try OptimizerConfig.parse(top.map("optimizer") ?? empty("optimizer"))
-        let training = try TrainingConfig.parse(top.map("training") ?? empty("training"))
-        let checkpoint = try CheckpointConfig.parse(top.map("checkpoint") ?? empty("checkpoint"))
-        let callbacks = try CallbackConfig.parse(top.map("callbacks") ?? empty("callbacks"))
+        let training = try TrainingConfig.parse(top.map("training") ?? empty("training"), over: TrainingConfig())
+        let checkpoint = try CheckpointConfig.parse(top.map("checkpoint") ?? empty("checkpoint"), over: CheckpointConfig())
+        let callbacks = try CallbackConfig.parse(top.map("callbacks") ?? empty("callbacks"), over: CallbackConfig())
         let tensorBoard = try top.bool("tensorboard", default: true)
         try top.finish()
 

@@ -87,6 +87,13 @@ extension ConfigSection {
         return section
     }
 
+    /// `read`, then every key of `map` must have been one of the table's.
+    static func parse(_ map: ConfigMap, over defaults: Self) throws -> Self {
+        let section = try read(map, over: defaults)
+        try map.finish()
+        return section
+    }
+
     /// The section's keys as YAML lines under their section ("  key: value"), sorted by key.
     var yamlLines: [String] {
         Self.keys.compactMap { key in key.write(self).map { (key.name, $0) } }.sorted { $0.0 < $1.0 }.map { "  \($0.0): \($0.1)" }

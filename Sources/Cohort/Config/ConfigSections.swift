@@ -1,5 +1,4 @@
 import Foundation
-import Yams
 
 // The tables of the config's sections (keys: configs/README.md). Each key's default is its
 // section's initializer's; `TrainConfig.parse` and `TrainConfig.yaml` both go through these.
@@ -17,20 +16,13 @@ extension DataConfig: ConfigSection {
         .bool("prefetch", \.prefetch),
         ConfigKey(name: "augment", read: { map, data in
             guard let augment = try map.map("augment") else { return }
-            data.augmentation = try Augmentation.read(augment, over: data.augmentation)
-            try augment.finish()
+            data.augmentation = try Augmentation.parse(augment, over: data.augmentation)
         }, write: { data in
             data.augmentation.isEnabled ? "{" + data.augmentation.yamlLines.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ") + "}" : nil
         }),
         .bool("check_finite", \.checkFinite),
         .int("window", \.window) { (1...1_048_576).contains($0) ? nil : "must be in 1...1048576" },
     ] }
-
-    static func parse(_ map: ConfigMap) throws -> DataConfig {
-        let data = try read(map, over: DataConfig(train: try map.requiredString("train")))
-        try map.finish()
-        return data
-    }
 }
 
 extension Augmentation: ConfigSection {
@@ -46,8 +38,7 @@ extension OptimizerConfig: ConfigSection {
         ConfigKey(name: "schedule", read: { map, optimizer in
             var schedule = LearningRateSchedule(baseRate: optimizer.learningRate)
             if let map = try map.map("schedule") {
-                schedule = try LearningRateSchedule.read(map, over: schedule)
-                try map.finish()
+                schedule = try LearningRateSchedule.parse(map, over: schedule)
             }
             optimizer.schedule = schedule
         }, write: { optimizer in
@@ -94,12 +85,6 @@ extension TrainingConfig: ConfigSection {
         .int("threads", \.threads) { (1...1024).contains($0) ? nil : "must be in 1...1024, got \($0)" },
         .double("stall_timeout", \.stallTimeout, 0...1e7), .choice("recompute", \.recompute), .bool("keep_global_batch", \.keepGlobalBatch),
     ] }
-
-    static func parse(_ map: ConfigMap) throws -> TrainingConfig {
-        let training = try read(map, over: TrainingConfig())
-        try map.finish()
-        return training
-    }
 }
 
 extension CheckpointConfig: ConfigSection {
@@ -108,12 +93,6 @@ extension CheckpointConfig: ConfigSection {
         .double("every_seconds", \.everySeconds, 0...1e9), .int("keep_last", \.keepLast, 1...Int.max), .bool("keep_best", \.keepBest),
         .choice("monitor", \.monitor),
     ] }
-
-    static func parse(_ map: ConfigMap) throws -> CheckpointConfig {
-        let checkpoint = try read(map, over: CheckpointConfig())
-        try map.finish()
-        return checkpoint
-    }
 }
 
 extension EarlyStopping: ConfigSection {
@@ -142,17 +121,10 @@ extension CallbackConfig: ConfigSection {
                                                           _ defaults: Callback) -> ConfigKey<CallbackConfig> {
         ConfigKey(name: name, read: { map, callbacks in
             guard let map = try map.map(name) else { return }
-            callbacks[keyPath: path] = try Callback.read(map, over: defaults)
-            try map.finish()
+            callbacks[keyPath: path] = try Callback.parse(map, over: defaults)
         }, write: { callbacks in
             callbacks[keyPath: path].map { "{" + $0.yamlLines.map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ") + "}" }
         })
-    }
-
-    static func parse(_ map: ConfigMap) throws -> CallbackConfig {
-        let callbacks = try read(map, over: CallbackConfig())
-        try map.finish()
-        return callbacks
     }
 }
 
