@@ -29,6 +29,14 @@ static inline MPI_Datatype cohort_mpi_uint16(void) { return MPI_UINT16_T; }
 static inline MPI_Status *cohort_mpi_statuses_ignore(void) { return MPI_STATUSES_IGNORE; }
 static inline MPI_Status *cohort_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 
+/// One part of a parallel region: `part` of the region's parts, run by thread `worker`.
+typedef void (*cohort_part_fn)(void *context, long part, long worker);
+/// Runs fn(context, part, worker) for every part in 0..<parts on `workers` threads (the caller
+/// is worker 0; worker w takes parts w, w + workers, …), returning when all are done. Not
+/// reentrant: a part that needs parallel work runs it serially (`cohort_pool_inside`).
+void cohort_pool_run(long parts, long workers, cohort_part_fn fn, void *context);
+/// Whether this thread is running a part of a region (a worker, or the caller inside one).
+int cohort_pool_inside(void);
 /// CPUs this process may run on (its affinity mask), at least 1.
 int cohort_bound_cores(void);
 /// bfloat16 (the top 16 bits of a float32), rounded to nearest even; NaN stays NaN.

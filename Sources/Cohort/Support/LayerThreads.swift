@@ -31,21 +31,21 @@ public enum LayerThreads {
     }
 
     /// Runs `body(part, worker)` for every part in 0..<parts, parts spread over the threads;
-    /// `worker` (0..<min(count, parts)) indexes per-thread scratch.
+    /// `worker` (0..<min(count, parts)) indexes per-thread scratch. The threads are a pool that
+    /// waits for work spinning briefly (`cohort_pool_run`); a region asked for inside a region
+    /// runs its parts on the asking thread, worker 0.
     static func run(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
         let workers = min(count, parts)
-        guard workers > 1 else {
+        guard workers > 1, cohort_pool_inside() == 0 else {
             for part in 0..<parts { body(part, 0) }
             return
         }
         withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendable(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                var part = worker
-                while part < parts {
-                    box.value(part, worker)
-                    part += workers
-                }
+            var region = body
+            withUnsafeMutablePointer(to: &region) { pointer in
+                cohort_pool_run(parts, workers, { context, part, worker in
+                    context!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(part, worker)
+                }, pointer)
             }
         }
     }
@@ -63,11 +63,6 @@ extension LayerThreads {
             body(lower, upper - lower)
         }
     }
-}
-
-private struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 /// C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, row-major, as `cblas_sgemm`; a
