@@ -5,10 +5,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <immintrin.h>
+#include <sched.h>
 
 #define COHORT_POOL_MAX 64
-// About 50 µs of spinning before a worker sleeps until the next job.
-#define COHORT_POOL_SPINS 20000
+// About 2 ms of spinning before a worker sleeps until the next job: a training step's regions
+// come closer together than that, so its workers do not sleep between them.
+#define COHORT_POOL_SPINS 100000
 
 static pthread_mutex_t pool_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
@@ -23,6 +25,13 @@ static long pool_parts, pool_workers;
 static _Thread_local int pool_inside;
 static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
 
+// A spin-wait's step: a pause, and every 64th time the core handed to any other runnable thread,
+// so that more threads than cores (training.threads above the cores, or other processes) still
+// make progress instead of spinning against the thread they wait for.
+static inline void spin_wait(long spin) {
+    if ((spin & 63) == 63) sched_yield(); else _mm_pause();
+}
+
 static void run_share(long worker) {
     for (long part = worker; part < pool_parts; part += pool_workers) pool_fn(pool_context, part, worker);
 }
@@ -34,7 +43,7 @@ static void *pool_thread(void *argument) {
     pool_inside = 1;
     for (;;) {
         unsigned long now = seen;
-        for (int spin = 0; spin < COHORT_POOL_SPINS && (now = atomic_load(&pool_generation)) == seen; spin++) _mm_pause();
+        for (int spin = 0; spin < COHORT_POOL_SPINS && (now = atomic_load(&pool_generation)) == seen; spin++) spin_wait(spin);
         if (now == seen) {
             atomic_fetch_add(&pool_sleepers, 1);
             pthread_mutex_lock(&pool_mutex);
@@ -86,6 +95,6 @@ void cohort_pool_run(long parts, long workers, cohort_part_fn fn, void *context)
     pool_inside = 1;
     run_share(0);
     pool_inside = 0;
-    while (atomic_load(&pool_done) < workers - 1) _mm_pause();
+    for (long spin = 0; atomic_load(&pool_done) < workers - 1; spin++) spin_wait(spin);
     atomic_flag_clear(&pool_busy);
 }
