@@ -20,6 +20,13 @@ final class GradientCheckTests: XCTestCase {
         try checkModel([.flatten, .dense(3, initializer: .heNormal)], inputShape: [2, 3, 2], batch: 2)
     }
 
+    /// The LSTM recurrence in panels (8 units forward, 32 backward) and tiles of 6 rows: 40 units
+    /// over 2 layers and a batch of 7 reach full and partial panels and a partial tile (every
+    /// 17th of the 20,000 parameters: all four gates of units in every panel).
+    func test_lstmGradientsMatchFiniteDifferencesAcrossPanelsAndRowTiles() throws {
+        try checkModel([.family(LSTMOptions(hidden: 40, layers: 2))], inputShape: [4, 3], batch: 7, parameterStride: 17)
+    }
+
     func test_activationGradientsMatchFiniteDifferences() throws {
         for kind in ActivationKind.allCases + [.leakyRelu(slope: 0.2)] {
             try checkModel([.activation(kind)], inputShape: [11], batch: 4)
@@ -172,8 +179,9 @@ extension XCTestCase {
     /// have no gradient: only the parameters are checked.
     /// `inputStride` > 1 probes every that-many-th input only (large inputs: each probe is two
     /// forward passes; every parameter is still probed).
+    /// `inputStride`, `parameterStride`: every n-th input and parameter (all by default).
     func checkModel(_ specs: [LayerSpec], inputShape: [Int], batch: Int, vocabulary: Int? = nil, inputStride: Int = 1,
-                    file: StaticString = #filePath, line: UInt = #line) throws {
+                    parameterStride: Int = 1, file: StaticString = #filePath, line: UInt = #line) throws {
         let model = try Model(inputShape: inputShape, layers: specs, maxBatch: batch, seed: 5)
         model.computeInputGradient()
         var generator = Generator(seed: 9)
@@ -208,7 +216,7 @@ extension XCTestCase {
             assertClose((plus - minus) / Double(2 * h), Double(inputGradient[index]), "input \(index)", file: file, line: line)
         }
         let values = model.parameters.values
-        for index in 0..<values.count {
+        for index in stride(from: 0, to: values.count, by: parameterStride) {
             let saved = values[index]
             values[index] = saved + h
             let plus = loss()

@@ -70,6 +70,12 @@ final class TorchParityTests: XCTestCase {
         try checkLayer("lstm", [.family(LSTMOptions(hidden: 5, layers: 2))])
     }
 
+    /// 40 units and a batch of 7: the recurrence's full panels (8 units forward, 32 backward),
+    /// its partial ones and a partial tile of rows (6), which 5 units and 2 rows never reach.
+    func test_wideLSTMMatchesPyTorchAcrossPanelsAndRowTiles() throws {
+        try checkLayer("lstm_wide", [.family(LSTMOptions(hidden: 40))])
+    }
+
     func test_tiedHeadMatchesPyTorch() throws {
         try checkLayer("tied_head", [.family(EmbeddingOptions(vocabulary: 7, dimension: 8)), .dense(8, activation: .tanh),
                                      .family(LanguageModelHeadOptions())], ids: true)

@@ -2,8 +2,10 @@
 """Writes the PyTorch fixtures the Swift tests compare Cohort's sequence layers against.
 
 Run by hand where PyTorch is installed (for example Benchmarks/.venv):
-    Benchmarks/.venv/bin/python Tests/Fixtures/make_torch_fixtures.py
-It rewrites Tests/Fixtures/torch_*.h5; CI only reads them (no PyTorch needed there).
+    Benchmarks/.venv/bin/python Tests/Fixtures/make_torch_fixtures.py [NAME ...]
+It rewrites Tests/Fixtures/torch_*.h5 (only torch_NAME.h5 for the names given: the other
+fixtures' draws are still made, so every file comes out the same either way); CI only reads
+them (no PyTorch needed there).
 
 Each layer fixture holds, under Cohort's parameter names and layouts (Linear weights
 transposed to [in, out]):
@@ -71,11 +73,16 @@ def randomize(module):
             parameter.copy_(torch.randn_like(parameter) * 0.3 + (1.0 if parameter.dim() == 1 and parameter.shape[0] > 0 else 0.0) * 0.1)
 
 
+ONLY = set(sys.argv[1:])
+
+
 def write_layer(name, module, cohort_names, x, ids=False):
     x = x.clone().requires_grad_(not ids)
     y = module(x.long() if ids else x)
     r = torch.randn_like(y)
     (y * r).sum().backward()
+    if ONLY and name not in ONLY:
+        return
     with h5py.File(os.path.join(HERE, f"torch_{name}.h5"), "w") as f:
         f["input"] = x.detach().numpy().astype(np.float32)
         f["output"] = y.detach().numpy().astype(np.float32)
@@ -108,14 +115,23 @@ def main():
 
     # nn.LSTM, 2 layers, batch first, every step's output; Cohort keeps PyTorch's names and layouts.
     class Recurrent(nn.Module):
-        def __init__(self):
+        def __init__(self, hidden=5, layers=2):
             super().__init__()
-            self.lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True)
+            self.lstm = nn.LSTM(3, hidden, num_layers=layers, batch_first=True)
 
         def forward(self, x):
             return self.lstm(x)[0]
     recurrent = Recurrent()
     write_layer("lstm", recurrent, lambda m: {f"lstm_1/{n}": t for n, t in m.lstm.named_parameters()}, torch.randn(2, 6, 3))
+
+    # A wider one: Cohort's recurrence works in panels of 8 units (forward) and 32 (backward) and
+    # in tiles of 6 rows; 40 units and a batch of 7 give full panels, partial ones and a partial
+    # tile. Its own seed, the generator's state put back after: the other fixtures stay as they were.
+    state = torch.get_rng_state()
+    torch.manual_seed(27)
+    wide = Recurrent(hidden=40, layers=1)
+    write_layer("lstm_wide", wide, lambda m: {f"lstm_1/{n}": t for n, t in m.lstm.named_parameters()}, torch.randn(7, 6, 3))
+    torch.set_rng_state(state)
 
     # Tied head after an embedding: ids → embedding → tanh(dense) → logits with the same weight.
     class Tied(nn.Module):
@@ -167,6 +183,8 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+    if ONLY and "gpt_trajectory" not in ONLY:
+        return
     with h5py.File(os.path.join(HERE, "torch_gpt_trajectory.h5"), "w") as f:
         f["ids"] = ids.numpy().astype(np.float32)
         f["targets"] = targets.numpy().astype(np.int32)

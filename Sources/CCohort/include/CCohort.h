@@ -97,11 +97,21 @@ void cohort_gelu_backward(const float *restrict x, const float *restrict dy, flo
 void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
-void cohort_lstm_cell_forward(float *restrict gates, const float *restrict recurrent, const float *restrict previous_cell,
-                              float *restrict cell, float *restrict hidden, long H);
-void cohort_lstm_cell_backward(const float *restrict gates, const float *restrict cell, const float *restrict previous_cell,
-                               const float *restrict dy, const float *restrict dh_next, float *restrict dc_next,
-                               float *restrict dgates, long H);
+/// The LSTM recurrence without a BLAS call per step (recurrent.c): W_hh packed once per pass,
+/// each step one call per part of its panels (product, then the cells of those units).
+long cohort_lstm_forward_panels(long H);
+long cohort_lstm_backward_panels(long H);
+void cohort_lstm_pack_forward(const float *restrict w, float *restrict packed, long H);
+void cohort_lstm_pack_backward(const float *restrict w, float *restrict packed, long H);
+void cohort_lstm_forward_step(const float *restrict packed, long H, long batch, long first, long count,
+                              const float *previous, long previous_stride, float *gates, long gates_stride,
+                              const float *previous_cell, long previous_cell_stride,
+                              float *cell, float *hidden, long state_stride);
+void cohort_lstm_backward_step(const float *restrict packed, long H, long batch, long first, long count,
+                               const float *next_dgates, long dgates_stride, float *dgates,
+                               const float *gates, long gates_stride, const float *cell, const float *previous_cell,
+                               long state_stride, long previous_cell_stride, const float *dy, long dy_stride,
+                               float *dc);
 /// Every destination gets Σ sources in source order; returns 1 when every sum is finite.
 int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
 /// 1 when every x[i] is finite (not ±inf, not NaN).

@@ -128,7 +128,10 @@ public final class LSTM: Layer, IncrementalLayer {
 ///   gates_t = x_t·W_ihᵀ + b_ih + h_{t−1}·W_hhᵀ + b_hh  (the x part for all steps in one SGEMM)
 ///   i, f, o = σ(·), g = tanh(·);  c_t = f ⊙ c_{t−1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
 /// Backward runs the steps in reverse carrying dh and dc; the weight gradients are then one
-/// SGEMM each over all steps.
+/// SGEMM each over all steps. The recurrence itself is not BLAS: W_hh is packed once per pass
+/// and each step is one region on the threads, a part computing its units' share of the
+/// product and then their cells (`cohort_lstm_forward_step`, `cohort_lstm_backward_step`). Each
+/// element is one dot product in k order, so rows, parts and thread counts do not change a bit.
 final class LSTMLayer: Layer {
     var threading: LayerThreading { .products }
     let name: String
@@ -151,6 +154,10 @@ final class LSTMLayer: Layer {
     private let inputGradient: Workspace
     private let carry: Workspace
     private let zeros: Workspace
+    /// W_hh packed for the forward steps (panels of 8 units' four gates) and the backward ones
+    /// (panels of 32 columns).
+    private let packedForward: Workspace
+    private let packedBackward: Workspace
     /// While generating, each call starts from the state the previous call ended with.
     var carriesState = false
     private let savedHidden: Workspace
@@ -180,15 +187,25 @@ final class LSTMLayer: Layer {
         gateGradient = builder.workspace(rows * 4 * hidden)
         previousHidden = builder.workspace(rows * hidden)
         inputGradient = builder.workspace(rows * input)
-        carry = builder.workspace(builder.maxBatch * 6 * hidden)
+        carry = builder.workspace(builder.maxBatch * hidden)
         zeros = builder.workspace(hidden)
+        packedForward = builder.workspace(owned: cohort_lstm_forward_panels(hidden) * 32 * hidden)
+        packedBackward = builder.workspace(owned: cohort_lstm_backward_panels(hidden) * 32 * 4 * hidden)
         savedHidden = builder.workspace(builder.maxBatch * hidden)
         savedCell = builder.workspace(builder.maxBatch * hidden)
     }
 
+    /// Generation packs W_hh here, once per sequence, not at every one-token call.
     func resetState() {
         savedHidden.pointer.update(repeating: 0, count: savedHidden.count)
         savedCell.pointer.update(repeating: 0, count: savedCell.count)
+        if carriesState { cohort_lstm_pack_forward(parameters.values(of: weightHidden), packedForward.pointer, hidden) }
+    }
+
+    /// Parts of a step's panels on the threads: any cut gives the same bits, so as many as there
+    /// are threads once a step's product is worth a region (1 MFLOP).
+    private func stepParts(panels: Int, batch: Int) -> Int {
+        8 * batch * hidden * hidden >= 1 << 20 ? min(panels, LayerThreads.count) : 1
     }
 
     func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -199,22 +216,21 @@ final class LSTMLayer: Layer {
         for row in 0..<rows { for j in 0..<G { gates.pointer[row * G + j] = bi[j] + bh[j] } }
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
                     1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 1, gates.pointer, Int32(G))
-        let recurrent = carry.pointer  // [B, 4H]: h_{t−1} · W_hhᵀ
+        if !carriesState { cohort_lstm_pack_forward(parameters.values(of: weightHidden), packedForward.pointer, H) }
+        let (packed, panels) = (UnsafePointer(packedForward.pointer), cohort_lstm_forward_panels(H))
+        let parts = stepParts(panels: panels, batch: batch)
+        let (gateRows, cellRows, hiddenRows) = (gates.pointer, cells.pointer, hiddenStates.pointer)
         for t in 0..<T {
-            let hasPrevious = t > 0 || carriesState
-            if hasPrevious {
-                // Row b of the previous state: h[b, t−1] (stride T·H), or the carried state.
-                let previous: UnsafePointer<Float> = t > 0 ? UnsafePointer(hiddenStates.pointer + (t - 1) * H) : UnsafePointer(savedHidden.pointer)
-                let stride = t > 0 ? T * H : H
-                gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(G), Int32(H),
-                            1, previous, Int32(stride), parameters.values(of: weightHidden), Int32(H), 0, recurrent, Int32(G))
-            }
-            for b in 0..<batch {
-                let row = b * T + t
-                let previousCell: UnsafePointer<Float> = t > 0 ? UnsafePointer(cells.pointer + (row - 1) * H)
-                    : UnsafePointer(carriesState ? savedCell.pointer + b * H : zeros.pointer)
-                cohort_lstm_cell_forward(gates.pointer + row * G, hasPrevious ? UnsafePointer(recurrent + b * G) : nil, previousCell,
-                                         cells.pointer + row * H, hiddenStates.pointer + row * H, H)
+            // Row b of the previous state: h[b, t−1] (stride T·H), the carried state, or none.
+            let previous: UnsafePointer<Float>? = t > 0 ? UnsafePointer(hiddenRows + (t - 1) * H)
+                : carriesState ? UnsafePointer(savedHidden.pointer) : nil
+            let (previousCell, previousCellStride) = t > 0 ? (UnsafePointer(cellRows + (t - 1) * H), T * H)
+                : carriesState ? (UnsafePointer(savedCell.pointer), H) : (UnsafePointer(zeros.pointer), 0)
+            LayerThreads.run(parts: parts) { part, _ in
+                let first = part * panels / parts
+                cohort_lstm_forward_step(packed, H, batch, first, (part + 1) * panels / parts - first,
+                                         previous, t > 0 ? T * H : H, gateRows + t * G, T * G, previousCell, previousCellStride,
+                                         cellRows + t * H, hiddenRows + t * H, T * H)
             }
         }
         if carriesState {
@@ -229,21 +245,21 @@ final class LSTMLayer: Layer {
     func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let (T, H, G) = (length, hidden, 4 * hidden)
         let rows = batch * T
-        let dHidden = carry.pointer            // [B, H]: dL/dh_{t} from step t + 1
-        let dCell = carry.pointer + batch * H  // [B, H]: dL/dc_{t} from step t + 1
-        dHidden.update(repeating: 0, count: 2 * batch * H)
+        let dCell = carry.pointer  // [B, H]: dL/dc_t from step t + 1, then dL/dc_{t−1}
+        dCell.update(repeating: 0, count: batch * H)
+        cohort_lstm_pack_backward(parameters.values(of: weightHidden), packedBackward.pointer, H)
+        let (packed, panels) = (UnsafePointer(packedBackward.pointer), cohort_lstm_backward_panels(H))
+        let parts = stepParts(panels: panels, batch: batch)
+        let (gateRows, cellRows, gradientRows) = (gates.pointer, cells.pointer, gateGradient.pointer)
         for t in stride(from: T - 1, through: 0, by: -1) {
-            for b in 0..<batch {
-                let row = b * T + t
-                let previousCell = t > 0 ? UnsafePointer(cells.pointer + (row - 1) * H) : UnsafePointer(zeros.pointer)
-                cohort_lstm_cell_backward(gates.pointer + row * G, cells.pointer + row * H, previousCell, outputGradient + row * H,
-                                          dHidden + b * H, dCell + b * H, gateGradient.pointer + row * G, H)
-            }
-            // dh_{t−1} = dgates_t · W_hh  [B, 4H] · [4H, H] (rows of step t: stride T·4H)
-            if t > 0 {
-                gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(batch), Int32(H), Int32(G),
-                            1, gateGradient.pointer + t * G, Int32(T * G), parameters.values(of: weightHidden), Int32(H),
-                            0, dHidden, Int32(H))
+            // dh_t = dy_t + dgates_{t+1} · W_hh (none after the last step), then the cells.
+            let next: UnsafePointer<Float>? = t < T - 1 ? UnsafePointer(gradientRows + (t + 1) * G) : nil
+            let (previousCell, previousCellStride) = t > 0 ? (UnsafePointer(cellRows + (t - 1) * H), T * H) : (UnsafePointer(zeros.pointer), 0)
+            LayerThreads.run(parts: parts) { part, _ in
+                let first = part * panels / parts
+                cohort_lstm_backward_step(packed, H, batch, first, (part + 1) * panels / parts - first,
+                                          next, T * G, gradientRows + t * G, gateRows + t * G, T * G, cellRows + t * H, previousCell,
+                                          T * H, previousCellStride, outputGradient + t * H, T * H, dCell)
             }
         }
         // h_{t−1} for every step (zero before the first), then the weight gradients in one SGEMM each.
