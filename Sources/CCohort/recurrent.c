@@ -71,11 +71,11 @@ void cohort_lstm_pack_backward(const float *restrict w, float *restrict packed, 
 }
 
 // One forward step for forward panels [first, first + count): for each batch row b,
-// pre = gates_b (the input part and both biases) + h_{t−1,b} · W_hhᵀ (skipped when `previous` is
-// NULL), then i, f, o = σ, g = tanh written back over gates_b; c = f·c_prev + i·g; h = o·tanh c.
+// pre = (gates_b (the input part) + bias (b_ih + b_hh)) + h_{t−1,b} · W_hhᵀ (skipped when
+// `previous` is NULL), then i, f, o = σ, g = tanh written back over gates_b; c = f·c_prev + i·g; h = o·tanh c.
 // Row b of each array is at its pointer + b · its stride.
 VECTORIZED
-void cohort_lstm_forward_step(const float *restrict packed, long H, long batch, long first, long count,
+void cohort_lstm_forward_step(const float *restrict packed, const float *restrict bias, long H, long batch, long first, long count,
                               const float *previous, long previous_stride, float *gates, long gates_stride,
                               const float *previous_cell, long previous_cell_stride,
                               float *cell, float *hidden, long state_stride) {
@@ -102,11 +102,11 @@ void cohort_lstm_forward_step(const float *restrict packed, long H, long batch, 
                 float z[4][8] = {{0}}, cp[8] = {0}, a[4][8], c[8], h[8];
                 if (units == 8) {  // constant bounds: plain vector moves (a masked store is slow on some cores)
                     for (int k = 0; k < 4; k++)
-                        for (int u = 0; u < 8; u++) z[k][u] = g[k * H + u];
+                        for (int u = 0; u < 8; u++) z[k][u] = g[k * H + u] + bias[k * H + p * 8 + u];
                     for (int u = 0; u < 8; u++) cp[u] = c_prev[u];
                 } else {
                     for (long u = 0; u < units; u++) {
-                        for (int k = 0; k < 4; k++) z[k][u] = g[k * H + u];
+                        for (int k = 0; k < 4; k++) z[k][u] = g[k * H + u] + bias[k * H + p * 8 + u];
                         cp[u] = c_prev[u];
                     }
                 }
@@ -209,5 +209,16 @@ void cohort_lstm_backward_step(const float *restrict packed, long H, long batch,
                 }
             }
         }
+    }
+}
+
+// sum_a[c] += Σ_r rows[r][c] and the same into sum_b, rows `stride` apart, r in order (two bias
+// gradients that take the same sum, in one pass; a range of columns per thread).
+VECTORIZED
+void cohort_add_rows_twice(const float *restrict rows, long stride, float *restrict sum_a, float *restrict sum_b,
+                           long count, long width) {
+    for (long r = 0; r < count; r++) {
+        const float *restrict row = rows + r * stride;
+        for (long c = 0; c < width; c++) { sum_a[c] += row[c]; sum_b[c] += row[c]; }
     }
 }

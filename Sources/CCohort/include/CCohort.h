@@ -103,7 +103,7 @@ long cohort_lstm_forward_panels(long H);
 long cohort_lstm_backward_panels(long H);
 void cohort_lstm_pack_forward(const float *restrict w, float *restrict packed, long H);
 void cohort_lstm_pack_backward(const float *restrict w, float *restrict packed, long H);
-void cohort_lstm_forward_step(const float *restrict packed, long H, long batch, long first, long count,
+void cohort_lstm_forward_step(const float *restrict packed, const float *restrict bias, long H, long batch, long first, long count,
                               const float *previous, long previous_stride, float *gates, long gates_stride,
                               const float *previous_cell, long previous_cell_stride,
                               float *cell, float *hidden, long state_stride);
@@ -112,6 +112,8 @@ void cohort_lstm_backward_step(const float *restrict packed, long H, long batch,
                                const float *gates, long gates_stride, const float *cell, const float *previous_cell,
                                long state_stride, long previous_cell_stride, const float *dy, long dy_stride,
                                float *dc);
+void cohort_add_rows_twice(const float *restrict rows, long stride, float *restrict sum_a, float *restrict sum_b,
+                           long count, long width);
 /// Every destination gets Σ sources in source order; returns 1 when every sum is finite.
 int cohort_sum_sources(const float *const *sources, int count, float *const *destinations, int destination_count, long n);
 /// 1 when every x[i] is finite (not ±inf, not NaN).

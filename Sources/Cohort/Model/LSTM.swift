@@ -158,6 +158,8 @@ final class LSTMLayer: Layer {
     /// (panels of 32 columns).
     private let packedForward: Workspace
     private let packedBackward: Workspace
+    /// b_ih + b_hh, which every step adds to its gates' input part.
+    private let combinedBias: Workspace
     /// While generating, each call starts from the state the previous call ended with.
     var carriesState = false
     private let savedHidden: Workspace
@@ -191,6 +193,7 @@ final class LSTMLayer: Layer {
         zeros = builder.workspace(hidden)
         packedForward = builder.workspace(owned: cohort_lstm_forward_panels(hidden) * 32 * hidden)
         packedBackward = builder.workspace(owned: cohort_lstm_backward_panels(hidden) * 32 * 4 * hidden)
+        combinedBias = builder.workspace(owned: 4 * hidden)
         savedHidden = builder.workspace(builder.maxBatch * hidden)
         savedCell = builder.workspace(builder.maxBatch * hidden)
     }
@@ -211,15 +214,15 @@ final class LSTMLayer: Layer {
     func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let (T, H, G) = (length, hidden, 4 * hidden)
         let rows = batch * T
-        // gates[rows, 4H] = b_ih + b_hh, then += x[rows, in] · W_ihᵀ
+        // gates[rows, 4H] = x[rows, in] · W_ihᵀ; each step adds b_ih + b_hh, then h_{t−1} · W_hhᵀ.
         let (bi, bh) = (parameters.values(of: biasInput), parameters.values(of: biasHidden))
-        for row in 0..<rows { for j in 0..<G { gates.pointer[row * G + j] = bi[j] + bh[j] } }
+        for j in 0..<G { combinedBias.pointer[j] = bi[j] + bh[j] }
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
-                    1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 1, gates.pointer, Int32(G))
+                    1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 0, gates.pointer, Int32(G))
         if !carriesState { cohort_lstm_pack_forward(parameters.values(of: weightHidden), packedForward.pointer, H) }
         let (packed, panels) = (UnsafePointer(packedForward.pointer), cohort_lstm_forward_panels(H))
         let parts = stepParts(panels: panels, batch: batch)
-        let (gateRows, cellRows, hiddenRows) = (gates.pointer, cells.pointer, hiddenStates.pointer)
+        let (gateRows, cellRows, hiddenRows, bias) = (gates.pointer, cells.pointer, hiddenStates.pointer, UnsafePointer(combinedBias.pointer))
         for t in 0..<T {
             // Row b of the previous state: h[b, t−1] (stride T·H), the carried state, or none.
             let previous: UnsafePointer<Float>? = t > 0 ? UnsafePointer(hiddenRows + (t - 1) * H)
@@ -228,7 +231,7 @@ final class LSTMLayer: Layer {
                 : carriesState ? (UnsafePointer(savedCell.pointer), H) : (UnsafePointer(zeros.pointer), 0)
             LayerThreads.run(parts: parts) { part, _ in
                 let first = part * panels / parts
-                cohort_lstm_forward_step(packed, H, batch, first, (part + 1) * panels / parts - first,
+                cohort_lstm_forward_step(packed, bias, H, batch, first, (part + 1) * panels / parts - first,
                                          previous, t > 0 ? T * H : H, gateRows + t * G, T * G, previousCell, previousCellStride,
                                          cellRows + t * H, hiddenRows + t * H, T * H)
             }
@@ -271,8 +274,12 @@ final class LSTMLayer: Layer {
                     1, gateGradient.pointer, Int32(G), previousHidden.pointer, Int32(H), 1, parameters.gradients(of: weightHidden), Int32(H))
         gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(inputWidth), Int32(rows),
                     1, gateGradient.pointer, Int32(G), input, Int32(inputWidth), 1, parameters.gradients(of: weightInput), Int32(inputWidth))
-        cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasInput), rows, G)
-        cohort_add_rows(gateGradient.pointer, parameters.gradients(of: biasHidden), rows, G)
+        // db_ih and db_hh += Σ_rows dgates, one pass, a range of columns per part (each column's sum in row order).
+        let (dbi, dbh, columnParts) = (parameters.gradients(of: biasInput), parameters.gradients(of: biasHidden), min(LayerThreads.count, G / 64))
+        LayerThreads.run(parts: max(1, columnParts)) { part, _ in
+            let first = part * G / max(1, columnParts)
+            cohort_add_rows_twice(gateGradient.pointer + first, G, dbi + first, dbh + first, rows, (part + 1) * G / max(1, columnParts) - first)
+        }
         // dx = dgates · W_ih  [rows, 4H] · [4H, in]
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inputWidth), Int32(G),
                     1, gateGradient.pointer, Int32(G), parameters.values(of: weightInput), Int32(inputWidth), 0, inputGradient.pointer, Int32(inputWidth))
