@@ -27,6 +27,13 @@ final class GradientCheckTests: XCTestCase {
         try checkModel([.family(LSTMOptions(hidden: 40, layers: 2))], inputShape: [4, 3], batch: 7, parameterStride: 17)
     }
 
+    /// Attention's per-head products in tiles of 6 rows × 16 columns over the causal half: 40
+    /// positions give whole and partial tiles of both kinds and column tiles past the diagonal
+    /// (every 11th input, every 5th parameter).
+    func test_causalAttentionGradientsMatchFiniteDifferencesAcrossTiles() throws {
+        try checkModel([.family(AttentionOptions(heads: 2))], inputShape: [40, 8], batch: 2, inputStride: 11, parameterStride: 5)
+    }
+
     func test_activationGradientsMatchFiniteDifferences() throws {
         for kind in ActivationKind.allCases + [.leakyRelu(slope: 0.2)] {
             try checkModel([.activation(kind)], inputShape: [11], batch: 4)

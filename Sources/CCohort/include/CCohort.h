@@ -97,6 +97,11 @@ void cohort_gelu_backward(const float *restrict x, const float *restrict dy, flo
 void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
+/// One attention pair's products (activations.c): C = alpha · A · B over a causal span.
+enum { COHORT_SPAN_ALL = 0, COHORT_SPAN_LOWER = 1, COHORT_SPAN_PREFIX = 2, COHORT_SPAN_SUFFIX = 3 };
+void cohort_attention_product(long M, long N, long K, float alpha, const float *a, long a_row, long a_col,
+                              const float *b, long ldb, float *c, long ldc, int span, float *restrict padded);
+void cohort_transpose(const float *restrict x, long ldx, long rows, long columns, float *restrict t);
 /// The LSTM recurrence without a BLAS call per step (recurrent.c): W_hh packed once per pass,
 /// each step one call per part of its panels (product, then the cells of those units).
 long cohort_lstm_forward_panels(long H);

@@ -62,6 +62,8 @@ public final class Attention: Layer {
     private let headOutputs: Workspace
     private let probabilityGradient: Workspace
     private let scoreGradient: Workspace
+    /// Per thread: a head's keys or values transposed (D × T) and a zero-padded column panel (16 × T).
+    private let headScratch: Workspace
     private let qkvGradient: Workspace
     private var projected: UnsafePointer<Float>?
     private var usedProbabilities: UnsafePointer<Float>?
@@ -84,7 +86,7 @@ public final class Attention: Layer {
     private let cacheScores: Workspace
 
     public var sublayers: [Layer] { [qkv] + (weightDropout.map { [$0] } ?? []) + [proj] + (outputDropout.map { [$0] } ?? []) }
-    /// Q·Kᵀ and P·V: 2 · T² · C per sample (the causal half is computed in full).
+    /// Q·Kᵀ and P·V: 2 · T² · C per sample, the model's count (causally, about half is computed).
     public var multiplyAddsPerSample: Int { 2 * length * length * width }
 
     init(name: String, inputShape: [Int], heads: Int, dropout: Float, bias: Bool, projectionScale: Float, causal: Bool = true,
@@ -118,6 +120,7 @@ public final class Attention: Layer {
         // Without dropout on the weights, backward makes each pair's dP in its thread's scratch.
         probabilityGradient = builder.workspace(gradient: dropout > 0 ? maxBatch * heads * length * length : 0)
         scoreGradient = builder.workspace(gradient: LayerThreads.count * length * length)
+        headScratch = builder.workspace(owned: LayerThreads.count * Attention.scratchPerThread(length: length, headWidth: width / heads))
         headOutputs = builder.workspace(maxBatch * length * width)
         qkvGradient = builder.workspace(gradient: maxBatch * length * 3 * width)
         cacheScores = builder.workspace(length == 1 ? 1 << 16 : 1)
@@ -143,31 +146,44 @@ public final class Attention: Layer {
         causal ? T : min(keys?[b] ?? T, T)
     }
 
-    /// Each (row, head) pair is one part on `LayerThreads` (its products single-threaded).
+    private static func scratchPerThread(length T: Int, headWidth D: Int) -> Int { D * T + 16 * max(T, D) }
+
+    /// A thread's scratch: the transposed head (D × T) and the padded panel after it.
+    private func scratch(_ worker: Int) -> (transposed: UnsafeMutablePointer<Float>, padded: UnsafeMutablePointer<Float>) {
+        let D = width / heads
+        let start = headScratch.pointer + worker * Attention.scratchPerThread(length: length, headWidth: D)
+        return (start, start + D * length)
+    }
+
+    /// Each (row, head) pair is one part on `LayerThreads`; its products are
+    /// `cohort_attention_product`'s, over the causal half only.
     private func attend(_ projected: UnsafePointer<Float>, batch: Int, training: Bool) {
         let (T, C, D) = (length, width, width / heads)
         let scale = 1 / Float(D).squareRoot()
         let (heads, probabilities, causal, keys) = (heads, probabilities.pointer, causal, lengths?.values)
-        LayerThreads.run(parts: batch * heads) { pair, _ in
+        let (lower, prefix) = causal ? (COHORT_SPAN_LOWER, COHORT_SPAN_PREFIX) : (COHORT_SPAN_ALL, COHORT_SPAN_ALL)
+        LayerThreads.run(parts: batch * heads) { pair, worker in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let scores = probabilities + pair * T * T
             let E = Attention.computed(b, length: T, causal: causal, keys: keys)
-            sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
-                        scale, base + h * D, Int32(3 * C), base + C + h * D, Int32(3 * C), 0, scores, Int32(T))
+            // S = Q_h · K_hᵀ / √D: K_h transposed first, so each product reads its B along a row.
+            let (keysT, padded) = scratch(worker)
+            cohort_transpose(base + C + h * D, 3 * C, E, D, keysT)
+            cohort_attention_product(E, E, D, scale, base + h * D, 3 * C, 1, keysT, E, scores, T, Int32(lower), padded)
             let keyCount = keys?[b] ?? T
             for i in 0..<E { cohort_softmax_prefix(scores + i * T, causal ? min(i + 1, keyCount) : keyCount, T) }
         }
         let used = weightDropout?.timedForward(probabilities, batch: batch, training: training) ?? UnsafePointer(probabilities)
         usedProbabilities = used
         let outputs = headOutputs.pointer
-        LayerThreads.run(parts: batch * heads) { pair, _ in
+        LayerThreads.run(parts: batch * heads) { pair, worker in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             let E = Attention.computed(b, length: T, causal: causal, keys: keys)
-            sgemm(CblasNoTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
-                        1, used + pair * T * T, Int32(T), base + 2 * C + h * D, Int32(3 * C),
-                        0, outputs + b * T * C + h * D, Int32(C))
+            // Y_h = P · V_h
+            cohort_attention_product(E, D, E, 1, used + pair * T * T, T, 1, base + 2 * C + h * D, 3 * C,
+                                     outputs + b * T * C + h * D, C, Int32(prefix), scratch(worker).padded)
         }
     }
 
@@ -202,7 +218,7 @@ public final class Attention: Layer {
         let dQKV = qkvGradient.pointer
         let (heads, probabilities, probabilityGradient) = (heads, probabilities.pointer, probabilityGradient.pointer)
         let (causal, keys) = (causal, lengths?.values)
-        let (scratch, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
+        let (scores, workers) = (scoreGradient.pointer, scoreGradient.count / (T * T))
         guard let weightDropout else {
             // One pass per (row, head): dP, dV, the softmax's backward in place over dP (a T×T
             // block that stays in the thread's cache), then dQ and dK.
@@ -211,49 +227,52 @@ public final class Attention: Layer {
                 let (b, h) = (pair / heads, pair % heads)
                 let base = projected + b * T * 3 * C
                 let dBase = dQKV + b * T * 3 * C
-                let dS = scratch + worker * T * T
+                let dS = scores + worker * T * T
                 let E = Attention.computed(b, length: T, causal: causal, keys: keys)
-                sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
-                            1, dY + b * T * C + h * D, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dS, Int32(T))
-                sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
-                            1, used + pair * T * T, Int32(T), dY + b * T * C + h * D, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
+                let head = self.scratch(worker)
+                Attention.probabilityAndValueGradients(dY + b * T * C + h * D, base: base, used: used + pair * T * T, into: dS,
+                                                       dBase: dBase, head: h, headWidth: D, length: T, rows: E, width: C,
+                                                       causal: causal, scratch: head)
                 Attention.softmaxBackward(probabilities + pair * T * T, dS, into: dS, length: T, rows: E, causal: causal, keys: keys?[b] ?? T)
-                Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, rows: E, width: C, scale: scale)
+                Attention.queryKeyGradients(dS, base: base, into: dBase, head: h, headWidth: D, length: T, rows: E, width: C, scale: scale,
+                                            causal: causal, padded: head.padded)
             }
             return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
         }
-        LayerThreads.run(parts: batch * heads) { pair, _ in
+        LayerThreads.run(parts: batch * heads) { pair, worker in
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
             Attention.probabilityAndValueGradients(dY + b * T * C + h * D, base: base, used: used + pair * T * T,
                                                    into: probabilityGradient + pair * T * T, dBase: dQKV + b * T * 3 * C,
                                                    head: h, headWidth: D, length: T, rows: Attention.computed(b, length: T, causal: causal, keys: keys),
-                                                   width: C)
+                                                   width: C, causal: causal, scratch: self.scratch(worker))
         }
         let dP = weightDropout.timedBackward(probabilities, outputGradient: probabilityGradient, batch: batch)
         LayerThreads.run(parts: batch * heads) { pair, worker in
             precondition(worker < workers, "attention scratch was sized for fewer threads")
             let (b, h) = (pair / heads, pair % heads)
             let base = projected + b * T * 3 * C
-            let dS = scratch + worker * T * T
+            let dS = scores + worker * T * T
             let E = Attention.computed(b, length: T, causal: causal, keys: keys)
             Attention.softmaxBackward(probabilities + pair * T * T, dP + pair * T * T, into: dS, length: T, rows: E, causal: causal,
                                       keys: keys?[b] ?? T)
             Attention.queryKeyGradients(dS, base: base, into: dQKV + b * T * 3 * C, head: h, headWidth: D, length: T, rows: E,
-                                        width: C, scale: scale)
+                                        width: C, scale: scale, causal: causal, padded: self.scratch(worker).padded)
         }
         return qkv.timedBackward(input, outputGradient: dQKV, batch: batch)
     }
 
-    /// dP_used = dY_h · V_hᵀ (into `dP`, T × T);  dV_h = P_usedᵀ · dY_h (into the rows' [T, 3C] gradient),
-    /// over the first `rows` positions (all T, or a sample's real ones).
+    /// dP_used = dY_h · V_hᵀ (into `dP`, T × T; causally, its lower half only);  dV_h = P_usedᵀ · dY_h
+    /// (into the rows' [T, 3C] gradient), over the first `rows` positions (all T, or a sample's real ones).
     private static func probabilityAndValueGradients(_ dY: UnsafePointer<Float>, base: UnsafePointer<Float>, used: UnsafePointer<Float>,
                                                      into dP: UnsafeMutablePointer<Float>, dBase: UnsafeMutablePointer<Float>,
-                                                     head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int) {
-        sgemm(CblasNoTrans, CblasTrans, Int32(E), Int32(E), Int32(D),
-                    1, dY, Int32(C), base + 2 * C + h * D, Int32(3 * C), 0, dP, Int32(T))
-        sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
-                    1, used, Int32(T), dY, Int32(C), 0, dBase + 2 * C + h * D, Int32(3 * C))
+                                                     head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int, causal: Bool,
+                                                     scratch: (transposed: UnsafeMutablePointer<Float>, padded: UnsafeMutablePointer<Float>)) {
+        cohort_transpose(base + 2 * C + h * D, 3 * C, E, D, scratch.transposed)
+        cohort_attention_product(E, E, D, 1, dY, C, 1, scratch.transposed, E, dP, T,
+                                 Int32(causal ? COHORT_SPAN_LOWER : COHORT_SPAN_ALL), scratch.padded)
+        cohort_attention_product(E, D, E, 1, used, 1, T, dY, C, dBase + 2 * C + h * D, 3 * C,
+                                 Int32(causal ? COHORT_SPAN_SUFFIX : COHORT_SPAN_ALL), scratch.padded)
     }
 
     /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the keys row i attends to (the causal part, or the
@@ -272,11 +291,12 @@ public final class Attention: Layer {
 
     /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient (first `rows` positions).
     private static func queryKeyGradients(_ dS: UnsafePointer<Float>, base: UnsafePointer<Float>, into dBase: UnsafeMutablePointer<Float>,
-                                          head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int, scale: Float) {
-        sgemm(CblasNoTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
-                    scale, dS, Int32(T), base + C + h * D, Int32(3 * C), 0, dBase + h * D, Int32(3 * C))
-        sgemm(CblasTrans, CblasNoTrans, Int32(E), Int32(D), Int32(E),
-                    scale, dS, Int32(T), base + h * D, Int32(3 * C), 0, dBase + C + h * D, Int32(3 * C))
+                                          head h: Int, headWidth D: Int, length T: Int, rows E: Int, width C: Int, scale: Float,
+                                          causal: Bool, padded: UnsafeMutablePointer<Float>) {
+        cohort_attention_product(E, D, E, scale, dS, T, 1, base + C + h * D, 3 * C, dBase + h * D, 3 * C,
+                                 Int32(causal ? COHORT_SPAN_PREFIX : COHORT_SPAN_ALL), padded)
+        cohort_attention_product(E, D, E, scale, dS, 1, T, base + h * D, 3 * C, dBase + C + h * D, 3 * C,
+                                 Int32(causal ? COHORT_SPAN_SUFFIX : COHORT_SPAN_ALL), padded)
     }
 }
 
