@@ -9,34 +9,45 @@
 // over threads, and each step's work needs one region on the threads: a part's product, then
 // the cells of the units it computed.
 
-// out[r][0..32) = Σ_k a_r[k] · panel[k][0..32) for six rows a_0 … a_5 (a row may repeat another:
-// each row is computed alone), as two passes of 6 rows × 16 columns: twelve 8-lane accumulators
-// in registers, and each 64 bytes of the panel read once per six rows.
-static inline __attribute__((always_inline)) void dot6x16(const float *const a[6], const float *restrict panel, long K,
-                                                           float out[6][32]) {
-    float c[6][16];
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < 16; j++) c[r][j] = 0.0f;
-    for (long k = 0; k < K; k++) {
-        const float *restrict w = panel + k * 32;
-        for (int r = 0; r < 6; r++) {
-            const float x = a[r][k];
-            for (int j = 0; j < 16; j++) c[r][j] = fmaf(x, w[j], c[r][j]);
-        }
+// out[r][0..32) = Σ_k a_r[k] · panel[k][0..32) for R = 6 or 4 rows a_0 … a_{R−1} (a row may
+// repeat another: each row is computed alone), as two passes of R rows × 16 columns: 2R 8-lane
+// accumulators in registers, and each 64 bytes of the panel read once per R rows.
+#define DOT_ROWS_X16(R)                                                                                        \
+    static inline __attribute__((always_inline)) void dot##R##x16(const float *const a[R], const float *restrict panel, \
+                                                               long K, float out[6][32], int column) {        \
+        float c[R][16];                                                                                        \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int j = 0; j < 16; j++) c[r][j] = 0.0f;                                                       \
+        for (long k = 0; k < K; k++) {                                                                         \
+            const float *restrict w = panel + k * 32;                                                          \
+            for (int r = 0; r < R; r++) {                                                                      \
+                const float x = a[r][k];                                                                       \
+                for (int j = 0; j < 16; j++) c[r][j] = fmaf(x, w[j], c[r][j]);                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int j = 0; j < 16; j++) out[r][column + j] = c[r][j];                                         \
     }
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < 16; j++) out[r][j] = c[r][j];
+DOT_ROWS_X16(6)
+DOT_ROWS_X16(4)
+
+// Rows b0 … b0 + tile − 1 of a step (tile 6 or 4; past the batch, the last row again).
+static inline long tile_rows(long b0, long batch) {
+    const long left = batch - b0;
+    return left >= 6 && left != 8 ? 6 : 4;  // 32 rows: 6, 6, 6, 6, 4, 4
 }
 
-static inline __attribute__((always_inline)) void dot6x32(const float *base, long stride, long b0, long batch,
-                                                           const float *restrict panel, long K, float out[6][32]) {
+static inline __attribute__((always_inline)) void dot_tile(const float *base, long stride, long b0, long tile, long batch,
+                                                            const float *restrict panel, long K, float out[6][32]) {
     const float *a[6];
     for (int r = 0; r < 6; r++) a[r] = base + (b0 + r < batch ? b0 + r : batch - 1) * stride;
-    float half[6][32];
-    dot6x16(a, panel, K, out);
-    dot6x16(a, panel + 16, K, half);
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < 16; j++) out[r][16 + j] = half[r][j];
+    if (tile == 6) {
+        dot6x16(a, panel, K, out, 0);
+        dot6x16(a, panel + 16, K, out, 16);
+    } else {
+        dot4x16(a, panel, K, out, 0);
+        dot4x16(a, panel + 16, K, out, 16);
+    }
 }
 
 long cohort_lstm_forward_panels(long H) { return (H + 7) / 8; }
@@ -81,19 +92,19 @@ void cohort_lstm_forward_step(const float *restrict packed, const float *restric
                               float *cell, float *hidden, long state_stride) {
     for (long p = first; p < first + count; p++) {
         const long units = H - p * 8 < 8 ? H - p * 8 : 8;
-        for (long b0 = 0; b0 < batch; b0 += 6) {
+        for (long b0 = 0, tile = tile_rows(0, batch); b0 < batch; b0 += tile, tile = tile_rows(b0, batch)) {
             float pre[6][32];
             // The rows the cells below read and write, T steps apart in memory (beyond what the
             // hardware prefetcher follows, and pushed out of cache by the panels of the step
             // before): fetched now, while the product runs.
-            for (long r = 0; r < 6 && b0 + r < batch; r++) {
+            for (long r = 0; r < tile && b0 + r < batch; r++) {
                 for (int k = 0; k < 4; k++) __builtin_prefetch(gates + (b0 + r) * gates_stride + k * H + p * 8, 1);
                 __builtin_prefetch(previous_cell + (b0 + r) * previous_cell_stride + p * 8);
                 __builtin_prefetch(cell + (b0 + r) * state_stride + p * 8, 1);
                 __builtin_prefetch(hidden + (b0 + r) * state_stride + p * 8, 1);
             }
-            if (previous) dot6x32(previous, previous_stride, b0, batch, packed + p * H * 32, H, pre);
-            for (long r = 0; r < 6 && b0 + r < batch; r++) {
+            if (previous) dot_tile(previous, previous_stride, b0, tile, batch, packed + p * H * 32, H, pre);
+            for (long r = 0; r < tile && b0 + r < batch; r++) {
                 const long b = b0 + r;
                 float *g = gates + b * gates_stride + p * 8;
                 const float *c_prev = previous_cell + b * previous_cell_stride + p * 8;
@@ -149,9 +160,9 @@ void cohort_lstm_backward_step(const float *restrict packed, long H, long batch,
                                float *dc) {
     for (long q = first; q < first + count; q++) {
         const long units = H - q * 32 < 32 ? H - q * 32 : 32;
-        for (long b0 = 0; b0 < batch; b0 += 6) {
+        for (long b0 = 0, tile = tile_rows(0, batch); b0 < batch; b0 += tile, tile = tile_rows(b0, batch)) {
             float product[6][32];
-            for (long r = 0; r < 6 && b0 + r < batch; r++) {  // as in the forward step
+            for (long r = 0; r < tile && b0 + r < batch; r++) {  // as in the forward step
                 const long b = b0 + r, j0 = q * 32;
                 for (long line = 0; line < 32; line += 16) {
                     for (int k = 0; k < 4; k++) {
@@ -163,8 +174,8 @@ void cohort_lstm_backward_step(const float *restrict packed, long H, long batch,
                     __builtin_prefetch(dy + b * dy_stride + j0 + line);
                 }
             }
-            if (next_dgates) dot6x32(next_dgates, dgates_stride, b0, batch, packed + q * 4 * H * 32, 4 * H, product);
-            for (long r = 0; r < 6 && b0 + r < batch; r++) {
+            if (next_dgates) dot_tile(next_dgates, dgates_stride, b0, tile, batch, packed + q * 4 * H * 32, 4 * H, product);
+            for (long r = 0; r < tile && b0 + r < batch; r++) {
                 const long b = b0 + r, j0 = q * 32;
                 const float *gb = gates + b * gates_stride + j0;
                 const float *c_state = cell + b * state_stride + j0, *c_prev = previous_cell + b * previous_cell_stride + j0;
