@@ -48,12 +48,19 @@ def kernels_and_cpu(run, cohort):
 
 
 def report_path(root, name):
-    """Benchmarks/results/DATE-COMMIT-NAME.md (…-pinned.md for the environment's pinned kernels):
-    one round's full reading. Its figures also go to records.jsonl, from which RESULTS.md is made."""
+    """Benchmarks/results/DATE-COMMIT-NAME.md (…-pinned.md for the environment's pinned kernels; -2, -3, …
+    for a later round the same day at the same commit): one round's full reading. Its figures also go to records.jsonl, from which RESULTS.md is made."""
     import subprocess, time
     commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     suffix = os.environ.get("COHORT_BENCH_OUTPUT_SUFFIX", "")
-    return os.path.join(root, "Benchmarks", "results", f"{time.strftime('%Y-%m-%d')}-{commit}-{name}{suffix}.md")
+    stem = os.path.join(root, "Benchmarks", "results", f"{time.strftime('%Y-%m-%d')}-{commit}-{name}{suffix}")
+    # A second round at the same commit on the same day (W7 after W5 and W6) gets -2, -3, …: a
+    # report is never written over.
+    path, round_ = stem + ".md", 1
+    while os.path.exists(path):
+        round_ += 1
+        path = f"{stem}-{round_}.md"
+    return path
 
 
 def output_path(root, name):
