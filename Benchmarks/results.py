@@ -1,6 +1,6 @@
 """Benchmark results as data: every round appends records to Benchmarks/results/records.jsonl,
 and Benchmarks/RESULTS.md is generated from them (the latest round of each workload on each
-kernel family, then every round). Docs link here instead of quoting figures.
+kernel family and CPU, then every round). Docs link here instead of quoting figures.
 
 One record per workload and layout of a round:
   {"workload": "W6", "layout": "2 ranks × 1 thread", "commit": "3a361e8", "date": "2026-12-07",
@@ -36,6 +36,15 @@ def kernel_kind(record):
     """'the CPU's own' or 'pinned': the targets are judged on the first, the second stands beside."""
     text = record.get("kernels_and_cpu") or ""
     return "pinned" if "pinned" in text else "the CPU's own"
+
+
+def machine(record):
+    """The kernel family and the CPU a record ran on ('Zen kernels, AMD EPYC, family 25, model 1'):
+    each gets its own latest round, so one machine's figures do not hide another's."""
+    text = record.get("kernels_and_cpu") or ""
+    family = text.split(" (")[0] if " kernels" in text else "unknown kernels"
+    cpu = text.split(" on ", 1)[1].split(" (")[0] if " on " in text else ""
+    return f"{family}, {cpu}" if cpu else family
 
 
 def rate(side):
@@ -74,16 +83,16 @@ def render(records):
              "records and writes this page. Each round's reading (step anatomy, scaling, memory) is in the dated reports under "
              "`Benchmarks/results/`. The targets are judged on the CPU's own kernels; the environment's pinned kernels stand beside.", ""]
     for workload in workloads:
-        for kind in ("the CPU's own", "pinned"):
-            keys = [k for k in grouped if k[0] == workload and kernel_kind(grouped[k][0]) == kind]
-            if not keys:
-                continue
+        kinds = sorted({(kernel_kind(grouped[k][0]), machine(grouped[k][0])) for k in grouped if k[0] == workload},
+                       key=lambda kind: (kind[0] == "pinned", kind[1]))
+        for kind, on in kinds:
+            keys = [k for k in grouped if k[0] == workload and (kernel_kind(grouped[k][0]), machine(grouped[k][0])) == (kind, on)]
             latest = max(keys, key=lambda k: (k[2] or "", list(grouped).index(k)))
             rows = grouped[latest]
             first = rows[0]
             unit = first.get("unit", "samples/s")
             heading = "the CPU's own kernels" if kind != "pinned" else "pinned kernels"
-            lines += [f"## {workload}, latest round on {heading}", "",
+            lines += [f"## {workload}, latest round on {heading} ({on})", "",
                       f"Commit {latest[1]}, {latest[2]}; {latest[3]}." + (f" `{first['command']}`." if first.get("command") else ""), "",
                       f"| layout | Cohort {unit} | PyTorch {unit} | Cohort / PyTorch | MFU % (Cohort / PyTorch) | "
                       "start → first step ends, s (Cohort / PyTorch) | peak memory per rank, MB (Cohort / PyTorch) |",
