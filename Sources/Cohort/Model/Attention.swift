@@ -120,7 +120,8 @@ public final class Attention: Layer {
         // Without dropout on the weights, backward makes each pair's dP in its thread's scratch.
         probabilityGradient = builder.workspace(gradient: dropout > 0 ? maxBatch * heads * length * length : 0)
         scoreGradient = builder.workspace(gradient: LayerThreads.count * length * length)
-        headScratch = builder.workspace(owned: LayerThreads.count * Attention.scratchPerThread(length: length, headWidth: width / heads))
+        // Scratch within one call (forward, or backward after a recomputed forward): the blocks share it.
+        headScratch = builder.workspace(gradient: LayerThreads.count * Attention.scratchPerThread(length: length, headWidth: width / heads))
         headOutputs = builder.workspace(maxBatch * length * width)
         qkvGradient = builder.workspace(gradient: maxBatch * length * 3 * width)
         cacheScores = builder.workspace(length == 1 ? 1 << 16 : 1)
