@@ -56,7 +56,7 @@ void cohort_softmax_prefix(float *restrict row, long count, long length) {
 // C[i][j] = alpha · Σ_k A(i, k) · B[k][j] for i < M, j < N, where A(i, k) = a[i·a_row + k·a_col]
 // (a row-major A, or a transposed view) and B's rows are `ldb` apart. Each element is one
 // fused multiply-add chain in k order, times alpha at the end: its bits depend on nothing else.
-// Tiles of 6 rows × 16 columns keep twelve 8-lane accumulators in registers; a last partial
+// Tiles of 6 rows × 16 columns (`fma_tile6x16`, as the LSTM recurrence's); a last partial
 // column tile is read from a zero-padded copy, a last partial row tile repeats its last row.
 // `span` skips what a causal mask makes zero, per tile of rows i0 … i1:
 //   COHORT_SPAN_ALL     every k, every column;
@@ -65,23 +65,6 @@ void cohort_softmax_prefix(float *restrict row, long count, long length) {
 //   COHORT_SPAN_PREFIX  k ≤ i1 only (A(i, k) = 0 for k > i: causal probabilities or their gradient);
 //   COHORT_SPAN_SUFFIX  k ≥ i0 only (A(i, k) = 0 for k < i: their transposes).
 // A skipped term is a product with an exact zero, so the sum is the same.
-static inline __attribute__((always_inline)) void attention_tile(const float *a, long a_row, long a_col, const long rows[6],
-                                                                  const float *restrict panel, long ldp, long k0, long k1,
-                                                                  float out[6][16]) {
-    float c[6][16];
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < 16; j++) c[r][j] = 0.0f;
-    for (long k = k0; k < k1; k++) {
-        const float *restrict w = panel + k * ldp;
-        for (int r = 0; r < 6; r++) {
-            const float x = a[rows[r] * a_row + k * a_col];
-            for (int j = 0; j < 16; j++) c[r][j] = fmaf(x, w[j], c[r][j]);
-        }
-    }
-    for (int r = 0; r < 6; r++)
-        for (int j = 0; j < 16; j++) out[r][j] = c[r][j];
-}
-
 VECTORIZED
 void cohort_attention_product(long M, long N, long K, float alpha, const float *a, long a_row, long a_col,
                               const float *b, long ldb, float *c, long ldc, int span, float *restrict padded) {
@@ -102,8 +85,8 @@ void cohort_attention_product(long M, long N, long K, float alpha, const float *
             const long k1 = span == COHORT_SPAN_PREFIX ? (i1 + 1 < K ? i1 + 1 : K) : K;
             long rows[6];
             for (int r = 0; r < 6; r++) rows[r] = i0 + r <= i1 ? i0 + r : i1;
-            float out[6][16];
-            attention_tile(a, a_row, a_col, rows, panel, ldp, k0, k1, out);
+            float out[6][32];
+            fma_tile6x16(a, a_row, a_col, rows, panel, ldp, k0, k1, out, 0);
             for (long r = 0; i0 + r <= i1; r++) {
                 float *restrict row = c + (i0 + r) * ldc + j0;
                 if (width == 16) {

@@ -48,4 +48,28 @@ static inline __attribute__((unused)) int probes_finite(const float lanes[8]) {
     return total == 0.0f;
 }
 
+// The product tile the LSTM recurrence and attention share: out[r][column + j] =
+// Σ_{k0 ≤ k < k1} a[rows[r]·a_row + k·a_col] · panel[k·ldp + j], for R rows (6 or 4) and 16
+// columns, each element one fused multiply-add chain in k order from 0 (its bits depend on
+// nothing else). 2R 8-lane accumulators stay in registers; `rows` may repeat a row.
+#define FMA_TILE_X16(R)                                                                                         \
+    static inline __attribute__((always_inline, unused)) void fma_tile##R##x16(                                 \
+        const float *a, long a_row, long a_col, const long rows[R], const float *restrict panel, long ldp,     \
+        long k0, long k1, float out[][32], int column) {                                                       \
+        float c[R][16];                                                                                         \
+        for (int r = 0; r < R; r++)                                                                             \
+            for (int j = 0; j < 16; j++) c[r][j] = 0.0f;                                                        \
+        for (long k = k0; k < k1; k++) {                                                                        \
+            const float *restrict w = panel + k * ldp;                                                          \
+            for (int r = 0; r < R; r++) {                                                                       \
+                const float x = a[rows[r] * a_row + k * a_col];                                                 \
+                for (int j = 0; j < 16; j++) c[r][j] = fmaf(x, w[j], c[r][j]);                                  \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int r = 0; r < R; r++)                                                                             \
+            for (int j = 0; j < 16; j++) out[r][column + j] = c[r][j];                                          \
+    }
+FMA_TILE_X16(6)
+FMA_TILE_X16(4)
+
 #endif

@@ -9,44 +9,24 @@
 // over threads, and each step's work needs one region on the threads: a part's product, then
 // the cells of the units it computed.
 
-// out[r][0..32) = Σ_k a_r[k] · panel[k][0..32) for R = 6 or 4 rows a_0 … a_{R−1} (a row may
-// repeat another: each row is computed alone), as two passes of R rows × 16 columns: 2R 8-lane
-// accumulators in registers, and each 64 bytes of the panel read once per R rows.
-#define DOT_ROWS_X16(R)                                                                                        \
-    static inline __attribute__((always_inline)) void dot##R##x16(const float *const a[R], const float *restrict panel, \
-                                                               long K, float out[6][32], int column) {        \
-        float c[R][16];                                                                                        \
-        for (int r = 0; r < R; r++)                                                                            \
-            for (int j = 0; j < 16; j++) c[r][j] = 0.0f;                                                       \
-        for (long k = 0; k < K; k++) {                                                                         \
-            const float *restrict w = panel + k * 32;                                                          \
-            for (int r = 0; r < R; r++) {                                                                      \
-                const float x = a[r][k];                                                                       \
-                for (int j = 0; j < 16; j++) c[r][j] = fmaf(x, w[j], c[r][j]);                                 \
-            }                                                                                                  \
-        }                                                                                                      \
-        for (int r = 0; r < R; r++)                                                                            \
-            for (int j = 0; j < 16; j++) out[r][column + j] = c[r][j];                                         \
-    }
-DOT_ROWS_X16(6)
-DOT_ROWS_X16(4)
-
 // Rows b0 … b0 + tile − 1 of a step (tile 6 or 4; past the batch, the last row again).
 static inline long tile_rows(long b0, long batch) {
     const long left = batch - b0;
     return left >= 6 && left != 8 ? 6 : 4;  // 32 rows: 6, 6, 6, 6, 4, 4
 }
 
+// out[r][0..32) = Σ_k row_r[k] · panel[k][0..32) for the tile's rows of `base` (`fma_tile`, two
+// passes of 16 columns: each 64 bytes of the panel read once per tile).
 static inline __attribute__((always_inline)) void dot_tile(const float *base, long stride, long b0, long tile, long batch,
                                                             const float *restrict panel, long K, float out[6][32]) {
-    const float *a[6];
-    for (int r = 0; r < 6; r++) a[r] = base + (b0 + r < batch ? b0 + r : batch - 1) * stride;
+    long rows[6];
+    for (int r = 0; r < 6; r++) rows[r] = b0 + r < batch ? b0 + r : batch - 1;
     if (tile == 6) {
-        dot6x16(a, panel, K, out, 0);
-        dot6x16(a, panel + 16, K, out, 16);
+        fma_tile6x16(base, stride, 1, rows, panel, 32, 0, K, out, 0);
+        fma_tile6x16(base, stride, 1, rows, panel + 16, 32, 0, K, out, 16);
     } else {
-        dot4x16(a, panel, K, out, 0);
-        dot4x16(a, panel + 16, K, out, 16);
+        fma_tile4x16(base, stride, 1, rows, panel, 32, 0, K, out, 0);
+        fma_tile4x16(base, stride, 1, rows, panel + 16, 32, 0, K, out, 16);
     }
 }
 
