@@ -16,6 +16,15 @@ final class GradientCheckTests: XCTestCase {
         try checkModel([.dense(3, bias: false)], inputShape: [4], batch: 2)
     }
 
+    /// Dense products in panels of 16 columns, tiles of 6, 4, 2 and 1 rows and chunks of 256
+    /// along k (`PanelProduct`): 300 inputs and 37 units reach a second chunk and a narrow last
+    /// panel in forward (k 300, 3 panels) and in the input gradient (k 37, 19 panels); batches
+    /// of 11 and 8 give tiles of 6 + 4 + 1 and 6 + 2 rows.
+    func test_denseGradientsMatchFiniteDifferencesAcrossPanelsTilesAndChunks() throws {
+        try checkModel([.dense(37)], inputShape: [300], batch: 11, inputStride: 13, parameterStride: 29)
+        try checkModel([.dense(37, bias: false)], inputShape: [300], batch: 8, inputStride: 13, parameterStride: 29)
+    }
+
     func test_denseOnImageInputFlattensRows() throws {
         try checkModel([.flatten, .dense(3, initializer: .heNormal)], inputShape: [2, 3, 2], batch: 2)
     }

@@ -102,6 +102,15 @@ enum { COHORT_SPAN_ALL = 0, COHORT_SPAN_LOWER = 1, COHORT_SPAN_PREFIX = 2, COHOR
 void cohort_attention_product(long M, long N, long K, float alpha, const float *a, long a_row, long a_col,
                               const float *b, long ldb, float *c, long ldc, int span, float *restrict padded);
 void cohort_transpose(const float *restrict x, long ldx, long rows, long columns, float *restrict t);
+/// Products of a batch's rows by one matrix packed once per call (products.c): op(B) [K, N] in
+/// panels of 16 columns, then any rows and panels of C = op(A) · op(B) (+ C with `accumulate`, or
+/// + bias broadcast over the rows).
+long cohort_panel_count(long N);
+long cohort_panels_size(long K, long N);
+void cohort_pack_panels(long p0, long p1, long K, long N, const float *restrict b, long ldb, int transposed,
+                        float *restrict packed);
+void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row, long a_col,
+                          const float *packed, float *c, long ldc, int accumulate, const float *bias);
 /// The LSTM recurrence without a BLAS call per step (recurrent.c): W_hh packed once per pass,
 /// each step one call per part of its panels (product, then the cells of those units).
 long cohort_lstm_forward_panels(long H);

@@ -1,9 +1,9 @@
 import CCohort
 
 /// Products over each sample's real rows only: sample s is the first `active[s]` of its
-/// `positions` rows (the tokens of a padded sequence, `SequenceLengths`), one call per sample
-/// whose shape depends on that sample alone. So a sample's bits do not depend on the batch around
-/// it (as with `RowBlocks`), and padding costs no multiply-adds. Output rows past a sample's
+/// `positions` rows (the tokens of a padded sequence, `SequenceLengths`): `PanelProduct` over
+/// those rows, and weight gradients one call per sample whose shape depends on that sample alone.
+/// So a sample's bits do not depend on the batch around it, and padding costs no multiply-adds. Output rows past a sample's
 /// active ones are set to 0: the layers after read finite zeros there, and backward carries
 /// exact zeros through them.
 struct ActiveRows {
@@ -12,24 +12,16 @@ struct ActiveRows {
 
     private func active(_ sample: Int) -> Int { min(max(lengths.values[sample], 0), positions) }
 
-    /// C[s] = alpha · A[s][active, k] · op(B)[k, n] + beta · C[s] on each sample's active rows
-    /// (its later rows of C zeroed); samples spread over the threads, or one sample's product
-    /// cut over them by its shape: the same calls either way. `ldc` is `n`.
-    func product(transposeB: Bool, samples: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                 _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                 _ beta: Float, _ c: UnsafeMutablePointer<Float>) {
-        let parallelSamples = samples >= LayerThreads.count
-        let one = { (s: Int) in
-            let (m, sampleC) = (active(s), c + s * positions * n)
-            if m > 0 {
-                gemm(false, transposeB, m, n, k, alpha, a + s * positions * lda, lda, b, ldb, beta, sampleC, n, serial: parallelSamples)
-            }
-            (sampleC + m * n).update(repeating: 0, count: (positions - m) * n)
-        }
-        if parallelSamples {
-            LayerThreads.run(parts: samples) { s, _ in one(s) }
-        } else {
-            for s in 0..<samples { one(s) }
+    /// Each sample's active rows of a batch of `samples`: the rows a product computes.
+    func ranges(samples: Int) -> [Range<Int>] {
+        (0..<samples).map { $0 * positions..<($0 * positions + active($0)) }
+    }
+
+    /// Sets the rows past each sample's active ones to 0 in `c` [samples · positions, width].
+    func clearPadding(_ c: UnsafeMutablePointer<Float>, samples: Int, _ width: Int) {
+        for s in 0..<samples {
+            let m = active(s)
+            (c + (s * positions + m) * width).update(repeating: 0, count: (positions - m) * width)
         }
     }
 

@@ -47,8 +47,9 @@ public struct FlattenOptions: LayerOptions {
 /// W is [in, out] (as Keras stores kernels), b is [out]. A vector sample [in] gives [out]; a
 /// sequence sample [T, in] gives [T, out], the same W at every position (torch.nn.Linear on
 /// [B, T, C]); an image sample [C, H, W] is read as its flattened row (kept for configs written
-/// before `flatten` was required; prefer an explicit flatten). Every product is one SGEMM over
-/// all B·T rows, in blocks of whole samples (`RowBlocks`).
+/// before `flatten` was required; prefer an explicit flatten). The forward product and the input
+/// gradient multiply all B·T rows by W packed once (`PanelProduct`); the weight gradient sums
+/// SGEMMs over blocks of whole samples (`RowBlocks`).
 public final class Dense: Layer, InputGradientOptional {
     public var threading: LayerThreading { .products }
     public var computesInputGradient = true
@@ -62,13 +63,15 @@ public final class Dense: Layer, InputGradientOptional {
     let weight: ParameterStore.Entry
     let bias: ParameterStore.Entry?
     let fusedReLU: Bool
-    /// Every product over the batch's rows, in blocks of whole samples (`RowBlocks`).
+    /// The weight gradient's sum over the batch's rows, in blocks of whole samples (`RowBlocks`).
     let blocks: RowBlocks
     /// In a padded sequence (a BERT encoder's projections): each sample's real rows only.
     let activeRows: ActiveRows?
     private let output: Workspace
     private let inputGradient: Workspace
     private let maskedGradient: Workspace
+    /// W packed for one product (`PanelProduct`), forward or transposed for the input gradient.
+    private let packed: Workspace
 
     public var multiplyAddsPerSample: Int { inputSize * outputShape.last! }
     public var summaryTag: String { fusedReLU ? "+relu" : "" }
@@ -103,27 +106,25 @@ public final class Dense: Layer, InputGradientOptional {
         output = builder.workspace(builder.maxBatch * positions * units)
         inputGradient = builder.workspace(gradient: builder.maxBatch * positions * fanIn)
         maskedGradient = builder.workspace(gradient: fusedReLU ? builder.maxBatch * positions * units : 0)
+        packed = builder.workspace(gradient: max(PanelProduct.scratch(fanIn, units), PanelProduct.scratch(units, fanIn)))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let rows = batch * positions
         let (inCount, outCount) = (Int32(features), Int32(outputShape.last!))
-        // y[rows, out] = b broadcast over rows, then y += x[rows, in] · W[in, out]
-        if let bias {
-            let b = parameters.values(of: bias)
-            for row in 0..<rows { (output.pointer + row * Int(outCount)).update(from: b, count: Int(outCount)) }
-        }
-        if let activeRows {
-            activeRows.product(transposeB: false, samples: batch, Int(outCount), Int(inCount), 1, input, Int(inCount),
-                               parameters.values(of: weight), Int(outCount), bias == nil ? 0 : 1, output.pointer)
-        } else if rows == 1 {
-            // One row (generation, a token at a time): a matrix-vector product. OpenBLAS's GEMM
-            // would first pack all of W, which costs as much as the product itself.
+        // y[rows, out] = x[rows, in] · W[in, out] + b
+        let b = bias.map { UnsafePointer(parameters.values(of: $0)) }
+        if rows == 1 && activeRows == nil {
+            // One row (generation, a token at a time): a matrix-vector product. Packing W first
+            // would cost as much as the product itself.
+            if let b { output.pointer.update(from: b, count: Int(outCount)) }
             cblas_sgemv(CblasRowMajor, CblasTrans, inCount, outCount, 1, parameters.values(of: weight), outCount,
-                        input, 1, bias == nil ? 0 : 1, output.pointer, 1)
+                        input, 1, b == nil ? 0 : 1, output.pointer, 1)
         } else {
-            blocks.product(transposeB: false, rows, Int(outCount), Int(inCount), 1, input, Int(inCount),
-                           parameters.values(of: weight), Int(outCount), bias == nil ? 0 : 1, output.pointer, Int(outCount))
+            PanelProduct.multiply(rows: activeRows?.ranges(samples: batch) ?? [0..<rows], Int(outCount), Int(inCount), input, Int(inCount),
+                                  parameters.values(of: weight), Int(outCount), transposeB: false, output.pointer, Int(outCount),
+                                  accumulate: false, bias: b, packed: packed.pointer)
+            activeRows?.clearPadding(output.pointer, samples: batch, Int(outCount))
         }
         if fusedReLU { cohort_relu_inplace(output.pointer, batch * outputSize) }
         return UnsafePointer(output.pointer)
@@ -138,24 +139,22 @@ public final class Dense: Layer, InputGradientOptional {
             cohort_mask_copy(upstream, output.pointer, maskedGradient.pointer, batch * outputSize)
             outputGradient = UnsafePointer(maskedGradient.pointer)
         }
+        // dW[in, out] += xᵀ[in, rows] · dy[rows, out]; db[out] += Σ_rows dy[rows, out]
         if let activeRows {
             activeRows.summedProduct(Int(inCount), Int(outCount), samples: batch, 1, input, Int(inCount), outputGradient, Int(outCount),
                                      parameters.gradients(of: weight), Int(outCount))
             if let bias { activeRows.summedRows(outputGradient, samples: batch, Int(outCount), into: parameters.gradients(of: bias)) }
-            guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
-            activeRows.product(transposeB: true, samples: batch, Int(inCount), Int(outCount), 1, outputGradient, Int(outCount),
-                               parameters.values(of: weight), Int(outCount), 0, inputGradient.pointer)
-            return UnsafePointer(inputGradient.pointer)
+        } else {
+            blocks.summedProduct(Int(inCount), Int(outCount), rows, 1, input, Int(inCount), outputGradient, Int(outCount),
+                                 parameters.gradients(of: weight), Int(outCount))
+            if let bias { blocks.summedRows(outputGradient, rows, Int(outCount), into: parameters.gradients(of: bias)) }
         }
-        // dW[in, out] += xᵀ[in, rows] · dy[rows, out]
-        blocks.summedProduct(Int(inCount), Int(outCount), rows, 1, input, Int(inCount), outputGradient, Int(outCount),
-                             parameters.gradients(of: weight), Int(outCount))
-        // db[out] += Σ_rows dy[rows, out]
-        if let bias { blocks.summedRows(outputGradient, rows, Int(outCount), into: parameters.gradients(of: bias)) }
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
         // dx[rows, in] = dy[rows, out] · Wᵀ[out, in]
-        blocks.product(transposeB: true, rows, Int(inCount), Int(outCount), 1, outputGradient, Int(outCount),
-                       parameters.values(of: weight), Int(outCount), 0, inputGradient.pointer, Int(inCount))
+        PanelProduct.multiply(rows: activeRows?.ranges(samples: batch) ?? [0..<rows], Int(inCount), Int(outCount), outputGradient,
+                              Int(outCount), parameters.values(of: weight), Int(outCount), transposeB: true, inputGradient.pointer,
+                              Int(inCount), accumulate: false, packed: packed.pointer)
+        activeRows?.clearPadding(inputGradient.pointer, samples: batch, Int(inCount))
         return UnsafePointer(inputGradient.pointer)
     }
 }

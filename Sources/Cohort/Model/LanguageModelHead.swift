@@ -55,9 +55,12 @@ public final class TiedHead: Layer, InputGradientOptional {
     public let inputShape: [Int]
     public let outputShape: [Int]
     let embedding: Embedding
+    /// The table gradient's sum over the batch's rows, in blocks of whole samples (`RowBlocks`).
     let blocks: RowBlocks
     private let output: Workspace
     private let inputGradient: Workspace
+    /// The table packed for one product (`PanelProduct`).
+    private let packed: Workspace
 
     public var multiplyAddsPerSample: Int { inputSize * embedding.vocabulary }
 
@@ -70,6 +73,8 @@ public final class TiedHead: Layer, InputGradientOptional {
         blocks = RowBlocks(positions: inputShape.count == 2 ? inputShape[0] : 1)
         output = builder.workspace(maxBatch * outputShape.reduce(1, *))
         inputGradient = builder.workspace(maxBatch * inputShape.reduce(1, *))
+        let (width, vocabulary) = (embedding.dimension, embedding.vocabulary)
+        packed = builder.workspace(gradient: max(PanelProduct.scratch(width, vocabulary), PanelProduct.scratch(vocabulary, width)))
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -79,7 +84,8 @@ public final class TiedHead: Layer, InputGradientOptional {
         if rows == 1 {  // generation: logits = E·x without packing E (see Dense.forward)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(vocabulary), Int32(width), 1, table, Int32(width), input, 1, 0, output.pointer, 1)
         } else {
-            blocks.product(transposeB: true, rows, vocabulary, width, 1, input, width, table, width, 0, output.pointer, vocabulary)
+            PanelProduct.multiply(rows: [0..<rows], vocabulary, width, input, width, table, width, transposeB: true,
+                                  output.pointer, vocabulary, accumulate: false, packed: packed.pointer)
         }
         return UnsafePointer(output.pointer)
     }
@@ -90,8 +96,9 @@ public final class TiedHead: Layer, InputGradientOptional {
         blocks.summedProduct(vocabulary, width, rows, 1, outputGradient, vocabulary, input, width,
                              embedding.parameters.gradients(of: embedding.weight), width)
         guard computesInputGradient else { return UnsafePointer(inputGradient.pointer) }
-        blocks.product(transposeB: false, rows, width, vocabulary, 1, outputGradient, vocabulary,
-                       embedding.parameters.values(of: embedding.weight), width, 0, inputGradient.pointer, width)
+        PanelProduct.multiply(rows: [0..<rows], width, vocabulary, outputGradient, vocabulary,
+                              embedding.parameters.values(of: embedding.weight), width, transposeB: false,
+                              inputGradient.pointer, width, accumulate: false, packed: packed.pointer)
         return UnsafePointer(inputGradient.pointer)
     }
 }

@@ -1,9 +1,10 @@
 import CCohort
 
-/// Products over the rows of a batch, computed in blocks of whole samples (at least 16 rows)
-/// that are the same wherever the samples sit: a micro-batch of b samples and the same samples
-/// inside a batch of k·b give the same bits (b·positions a multiple of `rows`), on any kernel
-/// family and for any thread count.
+/// Sums over the rows of a batch (weight and bias gradients), taken in blocks of whole samples (at
+/// least 16 rows) that are the same wherever the samples sit: a micro-batch of b samples and the
+/// same samples inside a batch of k·b give the same bits (b·positions a multiple of `rows`), on
+/// any kernel family and for any thread count. (Products row by row, forward and input
+/// gradients, are `PanelProduct`'s: each element's bits depend on its row alone.)
 ///
 /// Why: OpenBLAS rounds an element of a product differently by the call's shape (the Haswell
 /// kernels by a row's place in the call, modulo 12; the SkylakeX/Cooperlake ones by how Cohort
@@ -12,46 +13,14 @@ import CCohort
 /// apart, which is harmless until a ReLU pre-activation within that rounding of 0 falls on the
 /// other side of the kink: W1 on 4 ranks, 32 × 2 accumulated against 64, parted at step 32 and
 /// drifted to 0.3 relative by step 60 (Cooperlake kernels; Haswell's happened to miss a kink).
-/// With every call of one shape and every sum over the batch taken block after block in row
-/// order, accumulation is the same arithmetic as the whole batch.
+/// With every sum over the batch taken block after block in row order, accumulation is the same
+/// arithmetic as the whole batch.
 struct RowBlocks {
     /// Rows per block: whole samples of `positions` rows, at least 16 rows.
     let rows: Int
 
     init(positions: Int) {
         rows = positions * ((16 + positions - 1) / positions)
-    }
-
-    /// C[m, n] = alpha · A[m, k] · op(B)[k, n] + beta · C: each block of rows one product of
-    /// `rows` rows (the last one zero-padded in a scratch of its own), blocks spread over the
-    /// threads (or one block's product cut over them by its shape: the same parts either way).
-    func product(transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                 _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                 _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        let (full, tail) = (m / rows, m % rows)
-        let blocks = full + (tail > 0 ? 1 : 0)
-        let parallelBlocks = blocks >= LayerThreads.count
-        let block = { (part: Int) in
-            let start = part * rows
-            guard part == full else {
-                gemm(false, transposeB, rows, n, k, alpha, a + start * lda, lda, b, ldb, beta, c + start * ldc, ldc, serial: parallelBlocks)
-                return
-            }
-            let paddedA = UnsafeMutablePointer<Float>.allocate(capacity: rows * lda)
-            let paddedC = UnsafeMutablePointer<Float>.allocate(capacity: rows * ldc)
-            defer { paddedA.deallocate(); paddedC.deallocate() }
-            paddedA.initialize(repeating: 0, count: rows * lda)
-            paddedC.initialize(repeating: 0, count: rows * ldc)
-            paddedA.update(from: a + start * lda, count: (tail - 1) * lda + k)
-            if beta != 0 { paddedC.update(from: c + start * ldc, count: (tail - 1) * ldc + n) }
-            gemm(false, transposeB, rows, n, k, alpha, paddedA, lda, b, ldb, beta, paddedC, ldc, serial: parallelBlocks)
-            for row in 0..<tail { (c + (start + row) * ldc).update(from: paddedC + row * ldc, count: n) }
-        }
-        if parallelBlocks {
-            LayerThreads.run(parts: blocks) { part, _ in block(part) }
-        } else {
-            for part in 0..<blocks { block(part) }
-        }
     }
 
     /// sum[width] += Σ rows[count, width], each block's rows added up first and then added to

@@ -1,0 +1,114 @@
+// Products of a batch's rows by one matrix packed once per call.
+#include "kernels_common.h"
+
+// A Dense layer's forward product (x · W) and input gradient (dy · Wᵀ) multiply every row of the
+// batch by one matrix. OpenBLAS packs that matrix again for every call, and Cohort called it once
+// per block of whole samples (`RowBlocks`): W3's 12.8 MB kernel was packed 4 times a step, W7's
+// every W 8 times. Here the matrix is packed once into panels of 16 columns, and the rows are
+// multiplied by the panels in tiles of up to 6 rows × 16 columns held in registers. Each element
+// is one fused multiply-add chain in k order, started from C's value or from 0, so its bits
+// depend on nothing but its row and its column: not on the rows around it, the blocks, the k
+// chunks (a chain is stored and picked up again), the parts the threads take, or the clone the
+// CPU runs (every clone rounds each fmaf alike). A micro-batch computes the same rows as the
+// whole batch.
+
+#define PANEL 16
+#define KC 256  // a panel's chunk of k, 16 KB: stays in L1 while a block's row tiles pass over it
+#define MC 96   // rows per block: their KC-chunk (96 KB) stays in L2 while the panels pass
+
+// The clones of the product: AVX-512 (one 16-lane register per tile row), AVX2 (two 8-lane
+// ones) and the baseline.
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define PRODUCT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PRODUCT_CLONES
+#endif
+
+long cohort_panel_count(long N) { return (N + PANEL - 1) / PANEL; }
+long cohort_panels_size(long K, long N) { return cohort_panel_count(N) * K * PANEL; }
+
+// Panels p0 … p1 − 1 of op(B) [K, N]: panel p holds, for each k, columns 16p … 16p + 15 (zero
+// past N). op(B) = B [K, N] (row stride ldb ≥ N), or with `transposed` Bᵀ, B [N, K] (ldb ≥ K).
+VECTORIZED void cohort_pack_panels(long p0, long p1, long K, long N, const float *restrict b, long ldb, int transposed,
+                                   float *restrict packed) {
+    for (long p = p0; p < p1; p++) {
+        float *restrict panel = packed + p * K * PANEL;
+        const long n0 = p * PANEL, width = N - n0 < PANEL ? N - n0 : PANEL;
+        if (!transposed) {
+            for (long k = 0; k < K; k++)
+                for (long j = 0; j < PANEL; j++) panel[k * PANEL + j] = j < width ? b[k * ldb + n0 + j] : 0.0f;
+        } else {
+            for (long j = 0; j < PANEL; j++)
+                for (long k = 0; k < K; k++) panel[k * PANEL + j] = j < width ? b[(n0 + j) * ldb + k] : 0.0f;
+        }
+    }
+}
+
+// c[r][0..16) = c₀ + Σ_{k0 ≤ k < k1} a[r·a_row + k·a_col] · panel[k][j], for R rows, each element
+// one fmaf chain in k order from c₀: 0 (`start` 0), c[r][j] (1) or bias[j] (2).
+#define PANEL_TILE(R)                                                                                          \
+    static inline __attribute__((always_inline)) void panel_tile##R(                                           \
+        const float *restrict a, long a_row, long a_col, const float *restrict panel, long k0, long k1,        \
+        float *restrict c, long ldc, int start, const float *restrict bias) {                                  \
+        float acc[R][PANEL];                                                                                   \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int j = 0; j < PANEL; j++)                                                                    \
+                acc[r][j] = start == 1 ? c[r * ldc + j] : start == 2 ? bias[j] : 0.0f;                         \
+        for (long k = k0; k < k1; k++) {                                                                       \
+            const float *restrict w = panel + k * PANEL;                                                       \
+            for (int r = 0; r < R; r++) {                                                                      \
+                const float x = a[r * a_row + k * a_col];                                                      \
+                for (int j = 0; j < PANEL; j++) acc[r][j] = fmaf(x, w[j], acc[r][j]);                          \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < R; r++)                                                                            \
+            for (int j = 0; j < PANEL; j++) c[r * ldc + j] = acc[r][j];                                        \
+    }
+PANEL_TILE(6)
+PANEL_TILE(4)
+PANEL_TILE(2)
+PANEL_TILE(1)
+
+// Rows m0 … m1 − 1 of one panel over k0 … k1 − 1: tiles of 6 rows, then 4, 2 and 1.
+static inline __attribute__((always_inline)) void panel_rows(long m0, long m1, const float *a, long a_row, long a_col,
+                                                              const float *panel, long k0, long k1, float *c,
+                                                              long ldc, int start, const float *bias) {
+    long m = m0;
+    for (; m + 6 <= m1; m += 6) panel_tile6(a + m * a_row, a_row, a_col, panel, k0, k1, c + m * ldc, ldc, start, bias);
+    if (m + 4 <= m1) { panel_tile4(a + m * a_row, a_row, a_col, panel, k0, k1, c + m * ldc, ldc, start, bias); m += 4; }
+    if (m + 2 <= m1) { panel_tile2(a + m * a_row, a_row, a_col, panel, k0, k1, c + m * ldc, ldc, start, bias); m += 2; }
+    if (m < m1) panel_tile1(a + m * a_row, a_row, a_col, panel, k0, k1, c + m * ldc, ldc, start, bias);
+}
+
+// C[m, n] for rows m0 … m1 − 1 and the columns of panels p0 … p1 − 1: op(A)[m, K] · op(B),
+// op(A)[m][k] = a[m·a_row + k·a_col], op(B) packed by `cohort_pack_panels`; added to C's values
+// with `accumulate`, else to `bias` [N] broadcast over the rows when there is one, else to 0.
+// Rows go in blocks of MC and k in chunks of KC; the last panel, when narrower than 16 columns,
+// goes through a scratch of 16.
+PRODUCT_CLONES void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row,
+                                         long a_col, const float *packed, float *c, long ldc, int accumulate,
+                                         const float *bias) {
+    float narrow[MC * PANEL], narrowBias[PANEL];
+    const long full = N / PANEL < p1 ? N / PANEL : p1, hasNarrow = full < p1, n0 = full * PANEL;
+    const int first = accumulate ? 1 : bias ? 2 : 0;
+    for (long j = 0; j < PANEL; j++) narrowBias[j] = bias && n0 + j < N ? bias[n0 + j] : 0.0f;
+    for (long b0 = m0; b0 < m1; b0 += MC) {
+        const long b1 = b0 + MC < m1 ? b0 + MC : m1;
+        if (hasNarrow && accumulate)
+            for (long m = b0; m < b1; m++)
+                for (long j = 0; j < PANEL; j++) narrow[(m - b0) * PANEL + j] = n0 + j < N ? c[m * ldc + n0 + j] : 0.0f;
+        for (long k0 = 0; k0 < K; k0 += KC) {
+            const long k1 = k0 + KC < K ? k0 + KC : K;
+            const int start = k0 > 0 ? 1 : first;
+            for (long p = p0; p < full; p++)
+                panel_rows(b0, b1, a, a_row, a_col, packed + p * K * PANEL, k0, k1, c + p * PANEL, ldc, start,
+                           bias ? bias + p * PANEL : 0);
+            if (hasNarrow)
+                panel_rows(0, b1 - b0, a + b0 * a_row, a_row, a_col, packed + full * K * PANEL, k0, k1, narrow, PANEL, start,
+                           narrowBias);
+        }
+        if (hasNarrow)
+            for (long m = b0; m < b1; m++)
+                for (long j = 0; n0 + j < N; j++) c[m * ldc + n0 + j] = narrow[(m - b0) * PANEL + j];
+    }
+}
