@@ -43,6 +43,11 @@ final class GradientCheckTests: XCTestCase {
         try checkModel([.family(AttentionOptions(heads: 2))], inputShape: [40, 8], batch: 2, inputStride: 11, parameterStride: 5)
     }
 
+    /// Layer norm's sums in 8 lanes and a tail: 21 features are two whole lane groups and 5 more.
+    func test_layerNormGradientsMatchFiniteDifferencesAcrossLanes() throws {
+        try checkModel([.dense(21), .family(LayerNormOptions()), .dense(3)], inputShape: [4, 5], batch: 3)
+    }
+
     func test_activationGradientsMatchFiniteDifferences() throws {
         for kind in ActivationKind.allCases + [.leakyRelu(slope: 0.2)] {
             try checkModel([.activation(kind)], inputShape: [11], batch: 4)

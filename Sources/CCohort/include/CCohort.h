@@ -97,11 +97,20 @@ void cohort_gelu_backward(const float *restrict x, const float *restrict dy, flo
 void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
+void cohort_softmax_backward(const float *p, const float *dp, float *ds, long T, long rows, int causal, long keys);
 /// One attention pair's products (activations.c): C = alpha · A · B over a causal span.
 enum { COHORT_SPAN_ALL = 0, COHORT_SPAN_LOWER = 1, COHORT_SPAN_PREFIX = 2, COHORT_SPAN_SUFFIX = 3 };
 void cohort_attention_product(long M, long N, long K, float alpha, const float *a, long a_row, long a_col,
                               const float *b, long ldb, float *c, long ldc, int span, float *restrict padded);
 void cohort_transpose(const float *restrict x, long ldx, long rows, long columns, float *restrict t);
+/// Layer normalization over rows (normalization.c), sums in 8 lanes.
+void cohort_layer_norm_forward(const float *restrict x, const float *restrict gamma, const float *restrict beta,
+                               float *restrict y, float *restrict mean, float *restrict inverse, long r0, long r1,
+                               long width, float epsilon);
+void cohort_layer_norm_backward(const float *restrict x, const float *restrict dy, const float *restrict gamma,
+                                const float *restrict mean, const float *restrict inverse, float *restrict dx,
+                                float *restrict dgamma, float *restrict dbeta, long rows, long width, long r0, long r1,
+                                long c0, long c1);
 /// Products of a batch's rows by one matrix packed once per call (products.c): op(B) [K, N] in
 /// panels of 16 columns, then any rows and panels of C = op(A) · op(B) (+ C with `accumulate`, or
 /// + bias broadcast over the rows).

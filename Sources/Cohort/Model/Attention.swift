@@ -277,17 +277,11 @@ public final class Attention: Layer {
     }
 
     /// dS = P ⊙ (dP − rowsum(dP ⊙ P)) over the keys row i attends to (the causal part, or the
-    /// sample's `keys` real positions), 0 elsewhere; `dS` may be `dP` itself (each row's sum is
-    /// taken before the row is written); rows from `rows` on are left alone.
+    /// sample's `keys` real positions), 0 elsewhere (`cohort_softmax_backward`); `dS` may be `dP`
+    /// itself (each row's sum is taken before the row is written); rows from `rows` on are left alone.
     private static func softmaxBackward(_ p: UnsafePointer<Float>, _ dp: UnsafePointer<Float>, into dS: UnsafeMutablePointer<Float>,
                                         length T: Int, rows: Int, causal: Bool, keys: Int) {
-        for i in 0..<rows {
-            let count = causal ? min(i + 1, keys) : keys
-            var dot: Float = 0
-            for j in 0..<count { dot += dp[i * T + j] * p[i * T + j] }
-            for j in 0..<count { dS[i * T + j] = p[i * T + j] * (dp[i * T + j] - dot) }
-            for j in count..<T { dS[i * T + j] = 0 }
-        }
+        cohort_softmax_backward(p, dp, dS, T, rows, causal ? 1 : 0, keys)
     }
 
     /// dQ_h = dS · K_h / √D;  dK_h = dSᵀ · Q_h / √D, into the rows' [T, 3C] gradient (first `rows` positions).

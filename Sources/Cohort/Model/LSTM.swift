@@ -158,6 +158,8 @@ final class LSTMLayer: Layer {
     /// (panels of 32 columns).
     private let packedForward: Workspace
     private let packedBackward: Workspace
+    /// W_ih packed for the input product or the input gradient (`PanelProduct`).
+    private let packedInput: Workspace
     /// b_ih + b_hh, which every step adds to its gates' input part.
     private let combinedBias: Workspace
     /// While generating, each call starts from the state the previous call ended with.
@@ -193,6 +195,7 @@ final class LSTMLayer: Layer {
         zeros = builder.workspace(hidden)
         packedForward = builder.workspace(owned: cohort_lstm_forward_panels(hidden) * 32 * hidden)
         packedBackward = builder.workspace(owned: cohort_lstm_backward_panels(hidden) * 32 * 4 * hidden)
+        packedInput = builder.workspace(owned: max(PanelProduct.scratch(input, 4 * hidden), PanelProduct.scratch(4 * hidden, input)))
         combinedBias = builder.workspace(owned: 4 * hidden)
         savedHidden = builder.workspace(builder.maxBatch * hidden)
         savedCell = builder.workspace(builder.maxBatch * hidden)
@@ -217,8 +220,8 @@ final class LSTMLayer: Layer {
         // gates[rows, 4H] = x[rows, in] · W_ihᵀ; each step adds b_ih + b_hh, then h_{t−1} · W_hhᵀ.
         let (bi, bh) = (parameters.values(of: biasInput), parameters.values(of: biasHidden))
         for j in 0..<G { combinedBias.pointer[j] = bi[j] + bh[j] }
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(G), Int32(inputWidth),
-                    1, input, Int32(inputWidth), parameters.values(of: weightInput), Int32(inputWidth), 0, gates.pointer, Int32(G))
+        PanelProduct.multiply(rows: [0..<rows], G, inputWidth, input, inputWidth, parameters.values(of: weightInput), inputWidth,
+                              transposeB: true, gates.pointer, G, accumulate: false, packed: packedInput.pointer)
         if !carriesState { cohort_lstm_pack_forward(parameters.values(of: weightHidden), packedForward.pointer, H) }
         let (packed, panels) = (UnsafePointer(packedForward.pointer), cohort_lstm_forward_panels(H))
         let parts = stepParts(panels: panels, batch: batch)
@@ -281,8 +284,8 @@ final class LSTMLayer: Layer {
             cohort_add_rows_twice(gateGradient.pointer + first, G, dbi + first, dbh + first, rows, (part + 1) * G / max(1, columnParts) - first)
         }
         // dx = dgates · W_ih  [rows, 4H] · [4H, in]
-        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inputWidth), Int32(G),
-                    1, gateGradient.pointer, Int32(G), parameters.values(of: weightInput), Int32(inputWidth), 0, inputGradient.pointer, Int32(inputWidth))
+        PanelProduct.multiply(rows: [0..<rows], inputWidth, G, gateGradient.pointer, G, parameters.values(of: weightInput), inputWidth,
+                              transposeB: false, inputGradient.pointer, inputWidth, accumulate: false, packed: packedInput.pointer)
         return UnsafePointer(inputGradient.pointer)
     }
 }

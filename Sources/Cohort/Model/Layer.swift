@@ -42,7 +42,7 @@ public protocol Layer: AnyObject {
 
 /// How a layer's work spreads over `LayerThreads`.
 public enum LayerThreading: String, Sendable {
-    /// One thread: element-wise and row-wise work (layer norm, GELU, softmax, embeddings, pooling, batch norm, dropout).
+    /// One thread: element-wise and row-wise work (GELU, softmax, embeddings, pooling, batch norm, dropout).
     case single = "1"
     /// Its matrix products above 8 MFLOP, cut into parts (`gemm`).
     case products = "products"
@@ -52,6 +52,8 @@ public enum LayerThreading: String, Sendable {
     case chunks = "batch chunks"
     /// Element-wise work in parts of at least 64K elements (`LayerThreads.elementwise`).
     case elements = "elements"
+    /// Parts of the rows (layer norm), and of the columns for its parameter gradients.
+    case rows = "rows"
 }
 
 extension Layer {

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CCohort
 
 /// `layer_norm`: normalization over the last axis (Ba et al. 2016; `torch.nn.LayerNorm(C)`).
 ///
@@ -25,7 +23,7 @@ public struct LayerNormOptions: LayerOptions {
 }
 
 /// x, y are [rows, C] with rows = B · (positions per sample); mean and 1/σ are kept per row for
-/// backward (llm.c's `layernorm_forward`/`layernorm_backward`).
+/// backward (llm.c's `layernorm_forward`/`layernorm_backward`; `normalization.c`).
 public final class LayerNorm: Layer {
     public let name: String
     public let inputShape: [Int]
@@ -41,6 +39,7 @@ public final class LayerNorm: Layer {
     private let inputGradient: Workspace
 
     public var multiplyAddsPerSample: Int { inputSize * 4 }
+    public var threading: LayerThreading { .rows }
 
     init(name: String, inputShape: [Int], epsilon: Float, builder: LayerBuilder) {
         self.name = name
@@ -58,23 +57,18 @@ public final class LayerNorm: Layer {
         inputGradient = builder.workspace(gradient: rows * width)
     }
 
+    /// Parts for the threads once a pass is worth a region (64K elements): any cut of the rows
+    /// (and of the columns, for γ's and β's gradients) gives the same bits.
+    private func parts(rows: Int) -> Int { rows * width >= 1 << 16 ? max(1, min(LayerThreads.count, rows, width / 8)) : 1 }
+
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let rows = batch * inputSize / width
         let (gamma, beta) = (parameters.values(of: weight), parameters.values(of: bias))
-        for row in 0..<rows {
-            let x = input + row * width
-            let y = output.pointer + row * width
-            var sum: Float = 0
-            for c in 0..<width { sum += x[c] }
-            let m = sum / Float(width)
-            var squares: Float = 0
-            for c in 0..<width { squares += (x[c] - m) * (x[c] - m) }
-            let s = 1 / (squares / Float(width) + epsilon).squareRoot()
-            for c in 0..<width { y[c] = (x[c] - m) * s * gamma[c] + beta[c] }
-            mean.pointer[row] = m
-            inverseStd.pointer[row] = s
+        let (output, mean, inverseStd, width, epsilon, parts) = (output.pointer, mean.pointer, inverseStd.pointer, width, epsilon, parts(rows: rows))
+        LayerThreads.run(parts: parts) { part, _ in
+            cohort_layer_norm_forward(input, gamma, beta, output, mean, inverseStd, rows * part / parts, rows * (part + 1) / parts, width, epsilon)
         }
-        return UnsafePointer(output.pointer)
+        return UnsafePointer(output)
     }
 
     /// With n = (x − μ)·s and g = dy ⊙ γ: dγ += Σ dy ⊙ n, dβ += Σ dy, and
@@ -83,29 +77,12 @@ public final class LayerNorm: Layer {
         let rows = batch * inputSize / width
         let gamma = parameters.values(of: weight)
         let (dGamma, dBeta) = (parameters.gradients(of: weight), parameters.gradients(of: bias))
-        for row in 0..<rows {
-            let x = input + row * width
-            let dy = outputGradient + row * width
-            let dx = inputGradient.pointer + row * width
-            let (m, s) = (mean.pointer[row], inverseStd.pointer[row])
-            var gMean: Float = 0
-            var gnMean: Float = 0
-            for c in 0..<width {
-                let n = (x[c] - m) * s
-                let g = dy[c] * gamma[c]
-                gMean += g
-                gnMean += g * n
-                dGamma[c] += dy[c] * n
-                dBeta[c] += dy[c]
-            }
-            gMean /= Float(width)
-            gnMean /= Float(width)
-            for c in 0..<width {
-                let n = (x[c] - m) * s
-                dx[c] = s * (dy[c] * gamma[c] - gMean - n * gnMean)
-            }
+        let (dx, mean, inverseStd, width, parts) = (inputGradient.pointer, mean.pointer, inverseStd.pointer, width, parts(rows: rows))
+        LayerThreads.run(parts: parts) { part, _ in
+            cohort_layer_norm_backward(input, outputGradient, gamma, mean, inverseStd, dx, dGamma, dBeta, rows, width,
+                                       rows * part / parts, rows * (part + 1) / parts, width * part / parts, width * (part + 1) / parts)
         }
-        return UnsafePointer(inputGradient.pointer)
+        return UnsafePointer(dx)
     }
 }
 
