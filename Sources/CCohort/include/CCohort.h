@@ -119,7 +119,11 @@ long cohort_panels_size(long K, long N);
 void cohort_pack_panels(long p0, long p1, long K, long N, const float *restrict b, long ldb, int transposed,
                         float *restrict packed);
 void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row, long a_col,
-                          const float *packed, float *c, long ldc, int accumulate, const float *bias);
+                          const float *packed, float *c, long ldc, int accumulate, const float *bias, int transposed_c);
+long cohort_panel_rows(void);
+void cohort_panel_product_streamed(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row,
+                                   long a_col, const float *b, long ldb, int transposed, float *c, long ldc, int accumulate,
+                                   const float *bias, float *restrict scratch);
 /// The LSTM recurrence without a BLAS call per step (recurrent.c): W_hh packed once per pass,
 /// each step one call per part of its panels (product, then the cells of those units).
 long cohort_lstm_forward_panels(long H);
