@@ -1,7 +1,8 @@
 import CCohort
 
 /// Products of a batch's rows by one matrix that is packed once per call (`cohort_panel_product`
-/// in products.c): a Dense layer's forward product and its input gradient. Each element of C is
+/// in products.c): Dense layers' and the tied head's forward products and input gradients, and
+/// the LSTM's input product and input gradient. Each element of C is
 /// one fused multiply-add chain in k order, so its bits depend only on its row and column: a
 /// micro-batch computes the same rows as the whole batch, on any thread count and in any clone
 /// (AVX-512, AVX2, baseline), with no blocks of whole samples (`RowBlocks`) needed.
@@ -42,7 +43,7 @@ enum PanelProduct {
         let product = { (range: Range<Int>, p0: Int, p1: Int) in
             cohort_panel_product(range.lowerBound, range.upperBound, p0, p1, n, k, a, lda, 1, packed, c, ldc, accumulate ? 1 : 0, bias, 0)
         }
-        if threads > 1, total <= 96 * threads, panels >= threads {
+        if threads > 1, total <= cohort_panel_rows() * threads, panels >= threads {
             LayerThreads.run(parts: threads) { part, _ in
                 for range in rows { product(range, panels * part / threads, panels * (part + 1) / threads) }
             }
