@@ -2,15 +2,15 @@
 #include "kernels_common.h"
 
 // A Dense layer's forward product (x · W) and input gradient (dy · Wᵀ) multiply every row of the
-// batch by one matrix (so do the tied head's and the LSTM's input products). OpenBLAS packs that matrix again for every call, and Cohort called it once
-// per block of whole samples (`RowBlocks`): W3's 12.8 MB kernel was packed 4 times a step, W7's
-// every W 8 times. Here the matrix is packed once into panels of 16 columns, and the rows are
-// multiplied by the panels in tiles of up to 6 rows × 16 columns held in registers. Each element
-// is one fused multiply-add chain in k order, started from C's value, the bias or 0, so its bits
-// depend on nothing but its row and its column: not on the rows around it, the blocks, the k
-// chunks (a chain is stored and picked up again), the parts the threads take, or the clone the
-// CPU runs (every clone rounds each fmaf alike). A micro-batch computes the same rows as the
-// whole batch.
+// batch by one matrix (so do the tied head's and the LSTM's input products). OpenBLAS packs that
+// matrix again for every call, and Cohort called it once per block of whole samples
+// (`RowBlocks`): W3's 12.8 MB kernel was packed 4 times a step, W7's every W 8 times. Here the
+// matrix is packed once into panels of 16 columns, and the rows are multiplied by the panels in
+// tiles of up to 6 rows × 16 columns held in registers. Each element is one fused multiply-add
+// chain in k order, started from C's value, the bias or 0, so its bits depend on nothing but its
+// row and its column: not on the rows around it, the blocks, the k chunks (a chain is stored and
+// picked up again), the parts the threads take, or the clone the CPU runs (every clone rounds
+// each fmaf alike). A micro-batch computes the same rows as the whole batch.
 
 #define PANEL 16
 #define KC 256  // a panel's chunk of k, 16 KB: stays in L1 while a block's row tiles pass over it

@@ -3,9 +3,9 @@ import CCohort
 /// Products over each sample's real rows only: sample s is the first `active[s]` of its
 /// `positions` rows (the tokens of a padded sequence, `SequenceLengths`): `PanelProduct` over
 /// those rows, and weight gradients one call per sample whose shape depends on that sample alone.
-/// So a sample's bits do not depend on the batch around it, and padding costs no multiply-adds. Output rows past a sample's
-/// active ones are set to 0: the layers after read finite zeros there, and backward carries
-/// exact zeros through them.
+/// So a sample's bits do not depend on the batch around it, and padding costs no multiply-adds.
+/// Output rows past a sample's active ones are set to 0: the layers after read finite zeros
+/// there, and backward carries exact zeros through them.
 struct ActiveRows {
     let positions: Int
     let lengths: SequenceLengths
