@@ -51,8 +51,7 @@ void cohort_softmax_prefix(float *restrict row, long count, long length) {
 
 // The softmax's backward over rows 0 … rows − 1 of a T × T block: dS[i][j] = p[i][j]·(dp[i][j] − Σ_j'
 // dp[i][j']·p[i][j']) for j < count_i (count_i = min(i + 1, keys) when causal, else keys) and 0
-// for count_i ≤ j < T. The sum in 8 lanes (element j in lane j mod 8), the lanes added in a fixed
-// tree; `ds` may be `dp` (a row's sum is taken before the row is written).
+// for count_i ≤ j < T. The sum in 8 lanes (`lane_tree`); `ds` may be `dp` (a row's sum is taken before the row is written).
 VECTORIZED
 void cohort_softmax_backward(const float *p, const float *dp, float *ds, long T, long rows, int causal, long keys) {
     for (long i = 0; i < rows; i++) {
@@ -64,7 +63,7 @@ void cohort_softmax_backward(const float *p, const float *dp, float *ds, long T,
         for (; j + 8 <= count; j += 8)
             for (int l = 0; l < 8; l++) lanes[l] += dpr[j + l] * pr[j + l];
         for (; j < count; j++) lanes[j & 7] += dpr[j] * pr[j];
-        const float dot = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+        const float dot = lane_tree(lanes);
         for (j = 0; j < count; j++) dsr[j] = pr[j] * (dpr[j] - dot);
         for (j = count; j < T; j++) dsr[j] = 0.0f;
     }

@@ -48,6 +48,12 @@ static inline __attribute__((unused)) int probes_finite(const float lanes[8]) {
     return total == 0.0f;
 }
 
+// The sum of 8 lanes in a fixed tree: a sum kept in lanes (element i in lane i mod 8, in order)
+// comes out with the same bits in every clone, since each lane's additions are the same scalar ones.
+static inline __attribute__((always_inline, unused)) float lane_tree(const float lanes[8]) {
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 // The product tile the LSTM recurrence and attention share: out[r][column + j] =
 // Σ_{k0 ≤ k < k1} a[rows[r]·a_row + k·a_col] · panel[k·ldp + j], for R rows (6 or 4) and 16
 // columns, each element one fused multiply-add chain in k order from 0 (its bits depend on

@@ -1,12 +1,6 @@
 // Layer normalization over rows (llm.c's layernorm_forward and layernorm_backward), 8 lanes wide.
 #include "kernels_common.h"
 
-// Σ x[0..n) with element i added to lane i mod 8 in order, and the lanes added in a fixed tree:
-// the same bits in every clone (each lane's additions are the same scalar ones).
-static inline __attribute__((always_inline)) float lane_tree(const float lanes[8]) {
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-}
-
 // Rows r0 … r1 − 1 of x [rows, width]: μ = mean, s = 1/√(biased variance + ε),
 // y = (x − μ)·s·γ + β; μ and s kept per row for backward.
 VECTORIZED

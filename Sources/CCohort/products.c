@@ -43,20 +43,27 @@ static inline __attribute__((always_inline)) void pack_panel(long p, long k0, lo
     }
 }
 
-// Panels p0 … p1 − 1 of op(B) into `packed`: panel p at packed + p·K·16. Untransposed, row k of B
-// is read once for all the panels (a panel at a time would read 64 bytes of every row, 4 KB apart
-// in W3's kernel: 9.2 against 6.2 ms to pack and multiply it, one thread, Zen 4).
-VECTORIZED void cohort_pack_panels(long p0, long p1, long K, long N, const float *restrict b, long ldb, int transposed,
-                                   float *restrict packed) {
+// Rows k0 … k1 − 1 of panels p0 … p1 − 1 of op(B), panel p at dst + (p − p0)·depth·16 (depth ≥
+// k1 − k0). Untransposed, each row of B is read once for all the panels (a panel at a time would
+// read 64 bytes of every row, 4 KB apart in W3's kernel: 9.2 against 6.2 ms to pack and
+// multiply it, one thread, Zen 4).
+static inline __attribute__((always_inline)) void pack_rows(long p0, long p1, long k0, long k1, long N, const float *restrict b,
+                                                             long ldb, int transposed, float *restrict dst, long depth) {
     if (transposed) {
-        for (long p = p0; p < p1; p++) pack_panel(p, 0, K, N, b, ldb, 1, packed + p * K * PANEL);
+        for (long p = p0; p < p1; p++) pack_panel(p, k0, k1, N, b, ldb, 1, dst + (p - p0) * depth * PANEL);
         return;
     }
     const long full = N / PANEL < p1 ? N / PANEL : p1;
-    for (long k = 0; k < K; k++)
+    for (long k = k0; k < k1; k++)
         for (long p = p0; p < full; p++)
-            for (long j = 0; j < PANEL; j++) packed[(p * K + k) * PANEL + j] = b[k * ldb + p * PANEL + j];
-    if (full < p1) pack_panel(full, 0, K, N, b, ldb, 0, packed + full * K * PANEL);
+            for (long j = 0; j < PANEL; j++) dst[((p - p0) * depth + k - k0) * PANEL + j] = b[k * ldb + p * PANEL + j];
+    if (full < p1) pack_panel(full, k0, k1, N, b, ldb, 0, dst + (full - p0) * depth * PANEL);
+}
+
+// Panels p0 … p1 − 1 of op(B) into `packed`: panel p at packed + p·K·16.
+VECTORIZED void cohort_pack_panels(long p0, long p1, long K, long N, const float *restrict b, long ldb, int transposed,
+                                   float *restrict packed) {
+    pack_rows(p0, p1, 0, K, N, b, ldb, transposed, packed + p0 * K * PANEL, K);
 }
 
 // c(r, j) = c₀ + Σ_{k0 ≤ k < k1} a[r·a_row + k·a_col] · panel[k][j] for R rows and 16 columns, c(r, j)
@@ -96,6 +103,24 @@ static inline __attribute__((always_inline)) void panel_rows(long m0, long m1, c
     if (m < m1) panel_tile1(a + m * a_row, a_row, a_col, panel, k0, k1, c + m * c_row, c_row, c_col, start, bias);
 }
 
+// A last panel narrower than 16 columns (n0 … N − 1) runs on a scratch of rows × 16: its bias
+// zero-padded, C's columns copied in (when the chains start from C) and back out.
+static inline __attribute__((always_inline)) void narrow_bias(const float *bias, long n0, long N, float out[PANEL]) {
+    for (long j = 0; j < PANEL; j++) out[j] = bias && n0 + j < N ? bias[n0 + j] : 0.0f;
+}
+
+static inline __attribute__((always_inline)) void narrow_in(const float *c, long c_row, long c_col, long rows, long n0, long N,
+                                                             float *restrict narrow) {
+    for (long m = 0; m < rows; m++)
+        for (long j = 0; j < PANEL; j++) narrow[m * PANEL + j] = n0 + j < N ? c[m * c_row + (n0 + j) * c_col] : 0.0f;
+}
+
+static inline __attribute__((always_inline)) void narrow_out(const float *restrict narrow, long rows, long n0, long N, float *c,
+                                                              long c_row, long c_col) {
+    for (long m = 0; m < rows; m++)
+        for (long j = 0; n0 + j < N; j++) c[m * c_row + (n0 + j) * c_col] = narrow[m * PANEL + j];
+}
+
 // C[m, n] for rows m0 … m1 − 1 and the columns of panels p0 … p1 − 1: op(A)[m, K] · op(B),
 // op(A)[m][k] = a[m·a_row + k·a_col], op(B) packed by `cohort_pack_panels`; added to C's values
 // with `accumulate`, else to `bias` [N] broadcast over the rows when there is one, else to 0.
@@ -108,13 +133,10 @@ static inline __attribute__((always_inline)) void panel_product(long m0, long m1
     float narrow[MC * PANEL], narrowBias[PANEL];
     const long full = N / PANEL < p1 ? N / PANEL : p1, hasNarrow = full < p1, n0 = full * PANEL;
     const int first = accumulate ? 1 : bias ? 2 : 0;
-    for (long j = 0; j < PANEL; j++) narrowBias[j] = bias && n0 + j < N ? bias[n0 + j] : 0.0f;
+    narrow_bias(bias, n0, N, narrowBias);
     for (long b0 = m0; b0 < m1; b0 += MC) {
         const long b1 = b0 + MC < m1 ? b0 + MC : m1;
-        if (hasNarrow && accumulate)
-            for (long m = b0; m < b1; m++)
-                for (long j = 0; j < PANEL; j++)
-                    narrow[(m - b0) * PANEL + j] = n0 + j < N ? c[m * c_row + (n0 + j) * c_col] : 0.0f;
+        if (hasNarrow && accumulate) narrow_in(c + b0 * c_row, c_row, c_col, b1 - b0, n0, N, narrow);
         for (long k0 = 0; k0 < K; k0 += KC) {
             const long k1 = k0 + KC < K ? k0 + KC : K;
             const int start = k0 > 0 ? 1 : first;
@@ -125,9 +147,7 @@ static inline __attribute__((always_inline)) void panel_product(long m0, long m1
                 panel_rows(0, b1 - b0, a + b0 * a_row, a_row, a_col, packed + full * K * PANEL, k0, k1, narrow, PANEL, 1, start,
                            narrowBias);
         }
-        if (hasNarrow)
-            for (long m = b0; m < b1; m++)
-                for (long j = 0; n0 + j < N; j++) c[m * c_row + (n0 + j) * c_col] = narrow[(m - b0) * PANEL + j];
+        if (hasNarrow) narrow_out(narrow, b1 - b0, n0, N, c + b0 * c_row, c_row, c_col);
     }
 }
 
@@ -144,7 +164,8 @@ PRODUCT_CLONES void cohort_panel_product(long m0, long m1, long p0, long p1, lon
 // B is read once: packing all of it first (W3's 12.8 MB kernel) wrote it back to memory and read
 // it again. Here op(B) goes a chunk of k at a time, every panel's part of the chunk packed into
 // `scratch` (at most 512 KB, so it stays in L2: 8192 / panels rows of k, 16 to 256; `scratch`
-// holds `cohort_panels_size(K, N)` floats), then multiplied. The same chains, so the same bits as `cohort_panel_product`.
+// holds `cohort_panels_size(K, N)` floats), then multiplied. The same chains, so the same bits as
+// `cohort_panel_product`.
 PRODUCT_CLONES void cohort_panel_product_streamed(long m0, long m1, long p0, long p1, long N, long K, const float *a,
                                                   long a_row, long a_col, const float *b, long ldb, int transposed, float *c,
                                                   long ldc, int accumulate, const float *bias, float *restrict scratch) {
@@ -153,20 +174,11 @@ PRODUCT_CLONES void cohort_panel_product_streamed(long m0, long m1, long p0, lon
     const long wide = 8192 / (p1 - p0) < 16 ? 16 : 8192 / (p1 - p0) > KC ? KC : 8192 / (p1 - p0), span = wide < K ? wide : K;
     scratch += p0 * K * PANEL;  // this part's panels' place in a whole packing: parts do not overlap
     const int first = accumulate ? 1 : bias ? 2 : 0;
-    for (long j = 0; j < PANEL; j++) narrowBias[j] = bias && n0 + j < N ? bias[n0 + j] : 0.0f;
-    if (hasNarrow && accumulate)
-        for (long m = 0; m < rows; m++)
-            for (long j = 0; j < PANEL; j++) narrow[m * PANEL + j] = n0 + j < N ? c[(m0 + m) * ldc + n0 + j] : 0.0f;
+    narrow_bias(bias, n0, N, narrowBias);
+    if (hasNarrow && accumulate) narrow_in(c + m0 * ldc, ldc, 1, rows, n0, N, narrow);
     for (long k0 = 0; k0 < K; k0 += span) {
         const long k1 = k0 + span < K ? k0 + span : K, depth = k1 - k0;
-        if (transposed) {
-            for (long p = p0; p < p1; p++) pack_panel(p, k0, k1, N, b, ldb, 1, scratch + (p - p0) * span * PANEL);
-        } else {
-            for (long k = k0; k < k1; k++)
-                for (long p = p0; p < full; p++)
-                    for (long j = 0; j < PANEL; j++) scratch[((p - p0) * span + k - k0) * PANEL + j] = b[k * ldb + p * PANEL + j];
-            if (hasNarrow) pack_panel(full, k0, k1, N, b, ldb, 0, scratch + (full - p0) * span * PANEL);
-        }
+        pack_rows(p0, p1, k0, k1, N, b, ldb, transposed, scratch, span);
         const int start = k0 > 0 ? 1 : first;
         const float *chunk = a + m0 * a_row + k0 * a_col;
         for (long p = p0; p < full; p++)
@@ -176,7 +188,5 @@ PRODUCT_CLONES void cohort_panel_product_streamed(long m0, long m1, long p0, lon
             panel_rows(0, rows, chunk, a_row, a_col, scratch + (full - p0) * span * PANEL, 0, depth, narrow, PANEL, 1, start,
                        narrowBias);
     }
-    if (hasNarrow)
-        for (long m = 0; m < rows; m++)
-            for (long j = 0; n0 + j < N; j++) c[(m0 + m) * ldc + n0 + j] = narrow[m * PANEL + j];
+    if (hasNarrow) narrow_out(narrow, rows, n0, N, c + m0 * ldc, ldc, 1);
 }
