@@ -18,20 +18,53 @@
 #define VECTORIZED
 #endif
 
-// expf is the one transcendental clang maps to libmvec's vector versions here (tanhf and erff
-// stay scalar calls), so tanh and erf are written through it: the loops below run 8 lanes wide.
+// e^x in float arithmetic alone, so that every clone rounds it the same way and the loops that
+// call it vectorize without a library call (libmvec's expf had been one, and whether its AVX2 and
+// SSE versions round alike is not promised). Cody–Waite: x = k·ln 2 + r, |r| ≤ ½ ln 2, with
+// ln 2 in two parts; e^r by Cephes's expf polynomial (within 2 ulp of e^x on x ∈ [−87, 88]),
+// times 2^k built in the exponent bits. x is clamped to [−87, 88] first, so 2^k stays a normal
+// float: e^x for x < −87 comes out ≈ 1.6e-38 instead of a denormal or 0, and above 88 ≈ 1.7e38
+// instead of ∞, which the callers below (sigmoid, tanh, erf, softmax) cannot tell apart. NaN in, NaN out.
+static inline __attribute__((always_inline, unused)) float exp_(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    // k = round(x / ln 2) by the 1.5·2²³ trick; the shifter also carries 127, the exponent bias.
+    const float shifter = 12582912.0f + 127.0f;
+    const float t = x * 1.44269504f + shifter;
+    const float k = t - shifter;
+    float r = fmaf(k, -0.693359375f, x);
+    r = fmaf(k, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    unsigned bits;
+    __builtin_memcpy(&bits, &t, 4);
+    bits <<= 23;  // t's low mantissa bits hold k + 127 ∈ [1, 254]: the exponent of 2^k
+    float scale;
+    __builtin_memcpy(&scale, &bits, 4);
+    return p * scale;
+}
 
-static inline __attribute__((unused)) float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline __attribute__((unused)) float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
 // tanh x = 1 − 2 / (e^{2x} + 1): exact limits ±1, absolute error ~1e-7 near 0.
-static inline __attribute__((unused)) float tanh_(float x) { return 1.0f - 2.0f / (expf(2.0f * x) + 1.0f); }
-// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), odd in x.
-static inline __attribute__((unused)) float erf_(float x) {
+static inline __attribute__((unused)) float tanh_(float x) { return 1.0f - 2.0f / (exp_(2.0f * x) + 1.0f); }
+// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7), odd in x. `e` is e^{−x²}, which
+// GELU's backward shares with the normal density.
+static inline __attribute__((unused)) float erf_given(float x, float e) {
     float a = fabsf(x);
     float t = 1.0f / (1.0f + 0.3275911f * a);
-    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-    float y = 1.0f - poly * expf(-a * a);
+    float poly = fmaf(t, 1.061405429f, -1.453152027f);
+    poly = fmaf(poly, t, 1.421413741f);
+    poly = fmaf(poly, t, -0.284496736f);
+    poly = fmaf(poly, t, 0.254829592f);
+    float y = fmaf(-poly * t, e, 1.0f);
     return x < 0.0f ? -y : y;
 }
+static inline __attribute__((unused)) float erf_(float x) { return erf_given(x, exp_(-x * x)); }
 
 // 1 when every x[i] is finite: x·0 is ±0 for a finite x and NaN for ±inf and NaN, and a sum of
 // zeros stays 0 (a sum of the values themselves could overflow). Eight lanes, so it vectorizes.

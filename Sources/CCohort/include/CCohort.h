@@ -96,6 +96,12 @@ void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 void cohort_gelu_tanh_forward(const float *restrict x, float *restrict y, long n);
 void cohort_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
+/// y = f(x) and slope = f'(x) in one pass; then dx = dy · slope (dx may be dy).
+void cohort_gelu_forward_slope(const float *restrict x, float *restrict y, float *restrict slope, long n);
+void cohort_gelu_tanh_forward_slope(const float *restrict x, float *restrict y, float *restrict slope, long n);
+void cohort_multiply(const float *dy, const float *restrict slope, float *dx, long n);
+/// y = e^x by the kernels' own exponential (within 2 ulp on [−87, 88]).
+void cohort_exp(const float *restrict x, float *restrict y, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
 void cohort_softmax_backward(const float *p, const float *dp, float *ds, long T, long rows, int causal, long keys);
 /// One attention pair's products (activations.c): C = alpha · A · B over a causal span.

@@ -48,6 +48,11 @@ public final class Activation: Layer {
     public var outputShape: [Int] { inputShape }
     private let output: Workspace
     private let inputGradient: Workspace
+    /// GELU's f'(x), written by `recompute` beside the output (one exponential for both) and read
+    /// by the `backward` that follows it for the same input; nil for the other kinds, or when the
+    /// output is kept.
+    private let slope: Workspace?
+    private var slopeInput: UnsafePointer<Float>?
 
     /// `recomputedOutput`: the caller runs `forward` again before a backward that reads the
     /// output (the output's memory is then shared, `builder.workspace(recomputed:)`), and nothing reads
@@ -61,10 +66,33 @@ public final class Activation: Layer {
         let count = maxBatch * inputShape.reduce(1, *)
         output = recomputedOutput ? builder.workspace(recomputed: count) : builder.workspace(count)
         inputGradient = recomputedOutput ? output : builder.workspace(gradient: count)
+        slope = recomputedOutput && (kind == .gelu || kind == .geluTanh) ? builder.workspace(gradient: count) : nil
+    }
+
+    /// The output again, before a backward that reads it (`recomputedOutput`). GELU's also keeps
+    /// f'(x) for the `backward` of the same input, which is then one multiply: the slope's bits
+    /// are those `backward` would compute.
+    func recompute(_ input: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        guard let slope else { return forward(input, batch: batch, training: true) }
+        let (y, s) = (output.pointer, slope.pointer)
+        let kernel = kind == .gelu ? cohort_gelu_forward_slope : cohort_gelu_tanh_forward_slope
+        LayerThreads.elementwise(batch * inputSize) { start, part in kernel(input + start, y + start, s + start, part) }
+        slopeInput = input
+        return UnsafePointer(y)
+    }
+
+    /// `recompute`, timed as part of this layer's backward when `SublayerTimes.recording`.
+    func timedRecompute(_ input: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        guard SublayerTimes.recording else { return recompute(input, batch: batch) }
+        let start = monotonicNanoseconds()
+        let output = recompute(input, batch: batch)
+        SublayerTimes.backward[name, default: 0] += Double(monotonicNanoseconds() - start) / 1e9
+        return output
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let count = batch * inputSize
+        slopeInput = nil
         let y = output.pointer
         switch kind {
         case .relu:
@@ -86,6 +114,12 @@ public final class Activation: Layer {
     public func backward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let count = batch * inputSize
         let (dx, dy, y) = (inputGradient.pointer, outputGradient, output.pointer)
+        if let slope, slopeInput == input {
+            slopeInput = nil
+            let s = slope.pointer
+            LayerThreads.elementwise(count) { start, part in cohort_multiply(dy + start, s + start, dx + start, part) }
+            return UnsafePointer(dx)
+        }
         switch kind {
         case .relu:
             LayerThreads.elementwise(count) { start, part in cohort_relu_backward(input + start, dy + start, dx + start, part) }

@@ -123,7 +123,7 @@ public final class EncoderBlock: Layer {
         // y = ln_2(h + mlp(h)): both branches of h get d(second sum).
         let dSecond = norm2.timedBackward(secondSum.pointer, outputGradient: outputGradient, batch: batch)
         let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: dSecond, batch: batch) ?? dSecond
-        let activated = activation.timedForward(expanded!, batch: batch, training: true)  // the blocks share its memory
+        let activated = activation.timedRecompute(expanded!, batch: batch)  // the blocks share its memory
         let dActivated = proj.timedBackward(activated, outputGradient: dProjected, batch: batch)
         let dExpanded = activation.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dHiddenBranch = fc.timedBackward(hidden!, outputGradient: dExpanded, batch: batch)

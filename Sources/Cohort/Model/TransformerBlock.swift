@@ -141,7 +141,7 @@ public final class TransformerBlock: Layer {
         if recomputes { runForwardAgain(input, batch: batch) }
         // The MLP branch, then the residual: dh = dy + d(mlp branch)/dh.
         let dProjected = mlpDropout?.timedBackward(projected!, outputGradient: outputGradient, batch: batch) ?? outputGradient
-        let activated = gelu.timedForward(expanded!, batch: batch, training: true)  // the blocks share its memory
+        let activated = gelu.timedRecompute(expanded!, batch: batch)  // the blocks share its memory
         let dActivated = proj.timedBackward(activated, outputGradient: dProjected, batch: batch)
         let dExpanded = gelu.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dNormed2 = fc.timedBackward(normed2!, outputGradient: dExpanded, batch: batch)
