@@ -50,6 +50,47 @@ static inline __attribute__((always_inline)) float gelu_tanh_value(float x, floa
 GELU_KERNELS(gelu, gelu_value)
 GELU_KERNELS(gelu_tanh, gelu_tanh_value)
 
+// Softmax cross-entropy over `batch` rows of `classes` logits (SoftmaxCrossEntropy.swift):
+// target t_k = `on` at the row's label, `off` elsewhere; log p_k = z_k − max − log Σ e^{z − max};
+// the row's loss −Σ_k t_k·log p_k in double, k in order; gradient (when not NULL) (p_k − t_k)·scale.
+// The maximum and the sum in 8 lanes, as the softmax rows above. Returns the loss summed over
+// the rows; `correct` counts rows whose first largest logit is the label.
+VECTORIZED
+double cohort_softmax_cross_entropy(const float *restrict logits, const int *restrict labels, long batch, long classes,
+                                    float on, float off, float *restrict gradient, float scale, long *correct) {
+    double total = 0;
+    long right = 0;
+    for (long row = 0; row < batch; row++) {
+        const float *restrict z = logits + row * classes;
+        const long label = labels[row];
+        float lanes[8];
+        for (int l = 0; l < 8; l++) lanes[l] = z[0];
+        long k = 0;
+        for (; k + 8 <= classes; k += 8)
+            for (int l = 0; l < 8; l++) lanes[l] = z[k + l] > lanes[l] ? z[k + l] : lanes[l];
+        for (; k < classes; k++) lanes[0] = z[k] > lanes[0] ? z[k] : lanes[0];
+        float maximum = lanes[0];
+        for (int l = 1; l < 8; l++) maximum = lanes[l] > maximum ? lanes[l] : maximum;
+        long argmax = 0;
+        while (argmax < classes && !(z[argmax] == maximum)) argmax++;
+        if (argmax == classes) argmax = 0;  // NaN at z[0]: no logit equals the maximum
+        for (int l = 0; l < 8; l++) lanes[l] = 0.0f;
+        for (k = 0; k + 8 <= classes; k += 8)
+            for (int l = 0; l < 8; l++) lanes[l] += exp_(z[k + l] - maximum);
+        for (; k < classes; k++) lanes[k & 7] += exp_(z[k] - maximum);
+        const float log_sum = logf(lane_tree(lanes));
+        double loss = 0;
+        for (k = 0; k < classes; k++) loss -= (double)((k == label ? on : off) * (z[k] - maximum - log_sum));
+        if (gradient)
+            for (k = 0; k < classes; k++)
+                gradient[row * classes + k] = (exp_(z[k] - maximum - log_sum) - (k == label ? on : off)) * scale;
+        total += loss;
+        if (argmax == label) right++;
+    }
+    *correct = right;
+    return total;
+}
+
 // y[i] = e^{x[i]} by `exp_`, the exponential every kernel here shares (its test reads it this way).
 VECTORIZED
 void cohort_exp(const float *restrict x, float *restrict y, long n) {

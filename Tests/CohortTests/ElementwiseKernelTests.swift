@@ -94,4 +94,36 @@ final class ElementwiseKernelTests: XCTestCase {
             }
         }
     }
+
+    /// Cross-entropy rows with label smoothing: loss and gradient against float64; a row counts as
+    /// correct when its first largest logit is the label (ties go to the lower index, as argmax).
+    func test_softmaxCrossEntropyMatchesFloat64AndCountsTheFirstLargestLogit() {
+        let classes = 11, smoothing: Float = 0.1, scale: Float = 0.25
+        var generator = Generator(seed: 3)
+        var logits = (0..<(6 * classes)).map { _ in 6 * generator.nextGaussian() }
+        let labels: [Int32] = [0, 3, 10, 4, 7, 5]
+        logits[0 * classes + 0] = 50                                        // label 0 the largest: correct
+        logits[1 * classes + 2] = 50; logits[1 * classes + 3] = 50         // tie at 2 and 3, label 3: wrong
+        logits[2 * classes + 10] = 50                                      // the last class: correct
+        logits[3 * classes + 4] = 50; logits[3 * classes + 9] = 50         // tie at 4 and 9, label 4: correct
+        logits[4 * classes + 1] = 50                                       // wrong
+        logits[5 * classes + 5] = 50                                       // correct
+        var gradient = [Float](repeating: .nan, count: logits.count)
+        let totals = SoftmaxCrossEntropy.evaluate(logits: logits, labels: labels, batch: 6, classes: classes, smoothing: smoothing,
+                                                  gradient: &gradient, gradientScale: scale)
+        XCTAssertEqual(totals.correct, 4)
+        var expectedLoss = 0.0
+        for row in 0..<6 {
+            let z = logits[(row * classes)..<((row + 1) * classes)].map(Double.init)
+            let maximum = z.max()!
+            let logSum = log(z.map { exp($0 - maximum) }.reduce(0, +))
+            for k in 0..<classes {
+                let target = Double(smoothing) / Double(classes) + (k == Int(labels[row]) ? 1 - Double(smoothing) : 0)
+                let logP = z[k] - maximum - logSum
+                expectedLoss -= target * logP
+                XCTAssertEqual(Double(gradient[row * classes + k]), (exp(logP) - target) * Double(scale), accuracy: 1e-7, "row \(row), class \(k)")
+            }
+        }
+        XCTAssertEqual(totals.lossSum, expectedLoss, accuracy: 1e-5 * expectedLoss)
+    }
 }

@@ -103,6 +103,10 @@ void cohort_multiply(const float *dy, const float *restrict slope, float *dx, lo
 /// y = e^x by the kernels' own exponential (within 2 ulp on [−87, 88]).
 void cohort_exp(const float *restrict x, float *restrict y, long n);
 void cohort_softmax_prefix(float *restrict row, long count, long length);
+/// Softmax cross-entropy of `batch` rows (targets `on` at the label, `off` elsewhere): the summed
+/// loss; the gradient (p − t)·scale when `gradient` is not NULL; rows whose argmax is the label in `correct`.
+double cohort_softmax_cross_entropy(const float *restrict logits, const int *restrict labels, long batch, long classes,
+                                    float on, float off, float *restrict gradient, float scale, long *correct);
 void cohort_softmax_backward(const float *p, const float *dp, float *ds, long T, long rows, int causal, long keys);
 /// One attention pair's products (activations.c): C = alpha · A · B over a causal span.
 enum { COHORT_SPAN_ALL = 0, COHORT_SPAN_LOWER = 1, COHORT_SPAN_PREFIX = 2, COHORT_SPAN_SUFFIX = 3 };

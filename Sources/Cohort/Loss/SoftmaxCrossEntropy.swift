@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CCohort
 
 /// What one call of a loss reports for its rows.
 public struct LossTotals {
@@ -24,31 +22,11 @@ public enum SoftmaxCrossEntropy {
     /// With label smoothing ε: target t = (1 − ε)·onehot + ε/K; L = −Σ t_k log p_k; dL/dz = p − t.
     public static func evaluate(logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>, batch: Int, classes: Int,
                                 smoothing: Float, gradient: UnsafeMutablePointer<Float>?, gradientScale: Float = 1) -> LossTotals {
-        var totals = LossTotals()
         let offTarget = smoothing / Float(classes)
-        let onTarget = 1 - smoothing + offTarget
-        for row in 0..<batch {
-            let z = logits + row * classes
-            let label = Int(labels[row])
-            var maximum = z[0]
-            var argmax = 0
-            for k in 1..<classes where z[k] > maximum {
-                maximum = z[k]
-                argmax = k
-            }
-            var sum: Float = 0
-            for k in 0..<classes { sum += expf(z[k] - maximum) }
-            let logSum = logf(sum)
-            var loss: Double = 0
-            for k in 0..<classes {
-                let target = k == label ? onTarget : offTarget
-                let logP = z[k] - maximum - logSum
-                loss -= Double(target * logP)
-                gradient?[row * classes + k] = (expf(logP) - target) * gradientScale
-            }
-            totals.lossSum += loss
-            if argmax == label { totals.correct += 1 }
-        }
-        return totals
+        var correct = 0
+        let lossSum = cohort_softmax_cross_entropy(logits, labels, batch, classes, 1 - smoothing + offTarget, offTarget,
+                                                   gradient, gradientScale, &correct)
+        return LossTotals(lossSum: lossSum, correct: correct)
     }
 }
+
