@@ -2,6 +2,12 @@
 // Gaussian draws.
 #include "kernels_common.h"
 
+// out[i] = a[i] + b[i]: a residual sum (out may be a or b).
+VECTORIZED
+void cohort_add(const float *a, const float *b, float *out, long n) {
+    for (long i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
 VECTORIZED
 void cohort_relu_forward(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) { float v = x[i]; y[i] = v > 0.0f ? v : 0.0f; }

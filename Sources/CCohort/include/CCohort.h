@@ -81,6 +81,8 @@ void cohort_adam_update(float *restrict theta, const float *restrict grad, float
 void cohort_sgd_update(float *restrict theta, const float *restrict grad, float *restrict velocity,
                        float decays, long n, float learning_rate, float momentum,
                        int nesterov, float weight_decay);
+/// out[i] = a[i] + b[i] (out may be a or b).
+void cohort_add(const float *a, const float *b, float *out, long n);
 void cohort_relu_forward(const float *restrict x, float *restrict y, long n);
 void cohort_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n);
 /// sum[c] += Σ_r rows[r·width + c]

@@ -107,13 +107,13 @@ public final class EncoderBlock: Layer {
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let count = batch * inputSize
         let attended = attention.timedForward(input, batch: batch, training: training)
-        for i in 0..<count { firstSum.pointer[i] = input[i] + attended[i] }
+        LayerThreads.add(input, attended, into: firstSum.pointer, count: count)
         let hidden = norm1.timedForward(firstSum.pointer, batch: batch, training: training)
         let expanded = fc.timedForward(hidden, batch: batch, training: training)
         let activated = activation.timedForward(expanded, batch: batch, training: training)
         let projected = proj.timedForward(activated, batch: batch, training: training)
         let mlp = mlpDropout?.timedForward(projected, batch: batch, training: training) ?? projected
-        for i in 0..<count { secondSum.pointer[i] = hidden[i] + mlp[i] }
+        LayerThreads.add(hidden, mlp, into: secondSum.pointer, count: count)
         (self.hidden, self.expanded, self.projected) = (hidden, expanded, projected)
         return norm2.timedForward(secondSum.pointer, batch: batch, training: training)
     }
@@ -127,11 +127,11 @@ public final class EncoderBlock: Layer {
         let dActivated = proj.timedBackward(activated, outputGradient: dProjected, batch: batch)
         let dExpanded = activation.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dHiddenBranch = fc.timedBackward(hidden!, outputGradient: dExpanded, batch: batch)
-        for i in 0..<count { hiddenGradient.pointer[i] = dSecond[i] + dHiddenBranch[i] }
+        LayerThreads.add(dSecond, dHiddenBranch, into: hiddenGradient.pointer, count: count)
         // h = ln_1(x + attention(x)).
         let dFirst = norm1.timedBackward(firstSum.pointer, outputGradient: hiddenGradient.pointer, batch: batch)
         let dInputBranch = attention.timedBackward(input, outputGradient: dFirst, batch: batch)
-        for i in 0..<count { inputGradient.pointer[i] = dFirst[i] + dInputBranch[i] }
+        LayerThreads.add(dFirst, dInputBranch, into: inputGradient.pointer, count: count)
         return UnsafePointer(inputGradient.pointer)
     }
 }

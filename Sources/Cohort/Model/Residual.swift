@@ -90,7 +90,7 @@ public final class Residual: Layer {
         let count = batch * outputSize
         let y = main.forward(input, batch: batch, training: training)
         let s = shortcut?.forward(input, batch: batch, training: training) ?? input
-        for i in 0..<count { sum.pointer[i] = y[i] + s[i] }
+        LayerThreads.add(y, s, into: sum.pointer, count: count)
         return activation?.timedForward(sum.pointer, batch: batch, training: training) ?? UnsafePointer(sum.pointer)
     }
 
@@ -98,7 +98,7 @@ public final class Residual: Layer {
         let dy = activation?.timedBackward(sum.pointer, outputGradient: outputGradient, batch: batch) ?? outputGradient
         let dMain = main.backward(outputGradient: dy, batch: batch)
         let dShortcut = shortcut?.backward(outputGradient: dy, batch: batch) ?? dy
-        for i in 0..<(batch * inputSize) { inputGradient.pointer[i] = dMain[i] + dShortcut[i] }
+        LayerThreads.add(dMain, dShortcut, into: inputGradient.pointer, count: batch * inputSize)
         return UnsafePointer(inputGradient.pointer)
     }
 }

@@ -125,13 +125,13 @@ public final class TransformerBlock: Layer {
         if recomputes && training { generatorsAtForward = randomizedLayers.map(\.generator) }
         let normed1 = norm1.timedForward(input, batch: batch, training: training)
         let attended = attention.timedForward(normed1, batch: batch, training: training)
-        for i in 0..<count { hidden.pointer[i] = input[i] + attended[i] }
+        LayerThreads.add(input, attended, into: hidden.pointer, count: count)
         let normed2 = norm2.timedForward(hidden.pointer, batch: batch, training: training)
         let expanded = fc.timedForward(normed2, batch: batch, training: training)
         let activated = gelu.timedForward(expanded, batch: batch, training: training)
         let projected = proj.timedForward(activated, batch: batch, training: training)
         let mlp = mlpDropout?.timedForward(projected, batch: batch, training: training) ?? projected
-        for i in 0..<count { output.pointer[i] = hidden.pointer[i] + mlp[i] }
+        LayerThreads.add(hidden.pointer, mlp, into: output.pointer, count: count)
         (self.normed1, self.normed2, self.expanded, self.projected) = (normed1, normed2, expanded, projected)
         return UnsafePointer(output.pointer)
     }
@@ -146,11 +146,11 @@ public final class TransformerBlock: Layer {
         let dExpanded = gelu.timedBackward(expanded!, outputGradient: dActivated, batch: batch)
         let dNormed2 = fc.timedBackward(normed2!, outputGradient: dExpanded, batch: batch)
         let dHiddenBranch = norm2.timedBackward(hidden.pointer, outputGradient: dNormed2, batch: batch)
-        for i in 0..<count { hiddenGradient.pointer[i] = outputGradient[i] + dHiddenBranch[i] }
+        LayerThreads.add(outputGradient, dHiddenBranch, into: hiddenGradient.pointer, count: count)
         // The attention branch, then the residual: dx = dh + d(attention branch)/dx.
         let dNormed1 = attention.timedBackward(normed1!, outputGradient: hiddenGradient.pointer, batch: batch)
         let dInputBranch = norm1.timedBackward(input, outputGradient: dNormed1, batch: batch)
-        for i in 0..<count { inputGradient.pointer[i] = hiddenGradient.pointer[i] + dInputBranch[i] }
+        LayerThreads.add(hiddenGradient.pointer, dInputBranch, into: inputGradient.pointer, count: count)
         return UnsafePointer(inputGradient.pointer)
     }
 

@@ -63,6 +63,11 @@ extension LayerThreads {
             body(lower, upper - lower)
         }
     }
+
+    /// out[i] = a[i] + b[i] for i < count (a residual sum; out may be a or b), over the threads.
+    static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+        elementwise(count) { start, part in cohort_add(a + start, b + start, out + start, part) }
+    }
 }
 
 /// C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, row-major, as `cblas_sgemm`; a
