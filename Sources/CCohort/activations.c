@@ -53,7 +53,7 @@ GELU_KERNELS(gelu_tanh, gelu_tanh_value)
 // Softmax cross-entropy over `batch` rows of `classes` logits (SoftmaxCrossEntropy.swift):
 // target t_k = `on` at the row's label, `off` elsewhere; log p_k = z_k − max − log Σ e^{z − max};
 // the row's loss −Σ_k t_k·log p_k in double, k in order; gradient (when not NULL) (p_k − t_k)·scale.
-// The maximum and the sum in 8 lanes, as the softmax rows above. Returns the loss summed over
+// The maximum and the sum in 8 lanes, as the softmax rows below. Returns the loss summed over
 // the rows; `correct` counts rows whose first largest logit is the label.
 VECTORIZED
 double cohort_softmax_cross_entropy(const float *restrict logits, const int *restrict labels, long batch, long classes,
@@ -63,19 +63,13 @@ double cohort_softmax_cross_entropy(const float *restrict logits, const int *res
     for (long row = 0; row < batch; row++) {
         const float *restrict z = logits + row * classes;
         const long label = labels[row];
-        float lanes[8];
-        for (int l = 0; l < 8; l++) lanes[l] = z[0];
-        long k = 0;
-        for (; k + 8 <= classes; k += 8)
-            for (int l = 0; l < 8; l++) lanes[l] = z[k + l] > lanes[l] ? z[k + l] : lanes[l];
-        for (; k < classes; k++) lanes[0] = z[k] > lanes[0] ? z[k] : lanes[0];
-        float maximum = lanes[0];
-        for (int l = 1; l < 8; l++) maximum = lanes[l] > maximum ? lanes[l] : maximum;
+        const float maximum = lane_max(z, classes);
         long argmax = 0;
         while (argmax < classes && !(z[argmax] == maximum)) argmax++;
         if (argmax == classes) argmax = 0;  // NaN at z[0]: no logit equals the maximum
-        for (int l = 0; l < 8; l++) lanes[l] = 0.0f;
-        for (k = 0; k + 8 <= classes; k += 8)
+        float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        long k = 0;
+        for (; k + 8 <= classes; k += 8)
             for (int l = 0; l < 8; l++) lanes[l] += exp_(z[k + l] - maximum);
         for (; k < classes; k++) lanes[k & 7] += exp_(z[k] - maximum);
         const float log_sum = logf(lane_tree(lanes));
@@ -109,16 +103,10 @@ void cohort_multiply(const float *dy, const float *restrict slope, float *dx, lo
 // spent most of its time there (0.34 → 0.16 ms for W6's 3,072 rows of a block).
 VECTORIZED
 void cohort_softmax_prefix(float *restrict row, long count, long length) {
-    float lanes[8];
-    for (int l = 0; l < 8; l++) lanes[l] = row[0];
-    long j = 0;
-    for (; j + 8 <= count; j += 8)
-        for (int l = 0; l < 8; l++) lanes[l] = row[j + l] > lanes[l] ? row[j + l] : lanes[l];
-    for (; j < count; j++) lanes[0] = row[j] > lanes[0] ? row[j] : lanes[0];
-    float maximum = lanes[0];
-    for (int l = 1; l < 8; l++) maximum = lanes[l] > maximum ? lanes[l] : maximum;
+    const float maximum = lane_max(row, count);
+    long j;
     for (j = 0; j < count; j++) row[j] = exp_(row[j] - maximum);
-    for (int l = 0; l < 8; l++) lanes[l] = 0.0f;
+    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (j = 0; j + 8 <= count; j += 8)
         for (int l = 0; l < 8; l++) lanes[l] += row[j + l];
     for (; j < count; j++) lanes[j & 7] += row[j];

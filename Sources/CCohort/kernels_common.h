@@ -87,6 +87,20 @@ static inline __attribute__((always_inline, unused)) float lane_tree(const float
     return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
+// The largest of x[0 .. n), n ≥ 1, in 8 lanes so that it vectorizes (a maximum is exact in any
+// order). A NaN at x[0] gives NaN; a NaN elsewhere is passed over, as `x[k] > m ? x[k] : m` does.
+static inline __attribute__((always_inline, unused)) float lane_max(const float *restrict x, long n) {
+    float lanes[8];
+    for (int l = 0; l < 8; l++) lanes[l] = x[0];
+    long k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int l = 0; l < 8; l++) lanes[l] = x[k + l] > lanes[l] ? x[k + l] : lanes[l];
+    for (; k < n; k++) lanes[0] = x[k] > lanes[0] ? x[k] : lanes[0];
+    float maximum = lanes[0];
+    for (int l = 1; l < 8; l++) maximum = lanes[l] > maximum ? lanes[l] : maximum;
+    return maximum;
+}
+
 // The product tile the LSTM recurrence and attention share: out[r][column + j] =
 // Σ_{k0 ≤ k < k1} a[rows[r]·a_row + k·a_col] · panel[k·ldp + j], for R rows (6 or 4) and 16
 // columns, each element one fused multiply-add chain in k order from 0 (its bits depend on
