@@ -29,4 +29,3 @@ public enum SoftmaxCrossEntropy {
         return LossTotals(lossSum: lossSum, correct: correct)
     }
 }
-

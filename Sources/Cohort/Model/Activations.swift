@@ -83,11 +83,7 @@ public final class Activation: Layer {
 
     /// `recompute`, timed as part of this layer's backward when `SublayerTimes.recording`.
     func timedRecompute(_ input: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        guard SublayerTimes.recording else { return recompute(input, batch: batch) }
-        let start = monotonicNanoseconds()
-        let output = recompute(input, batch: batch)
-        SublayerTimes.backward[name, default: 0] += Double(monotonicNanoseconds() - start) / 1e9
-        return output
+        SublayerTimes.timed(name, backward: true) { recompute(input, batch: batch) }
     }
 
     public func forward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {

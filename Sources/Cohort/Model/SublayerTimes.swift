@@ -8,26 +8,29 @@ public enum SublayerTimes {
     nonisolated(unsafe) public static var backward: [String: Double] = [:]
 
     public static func reset() { (forward, backward) = ([:], [:]) }
+
+    /// `body`, its time added under `name` to `forward` or `backward` when `recording`.
+    @inline(__always)
+    static func timed<T>(_ name: @autoclosure () -> String, backward: Bool, _ body: () -> T) -> T {
+        guard recording else { return body() }
+        let start = monotonicNanoseconds()
+        let result = body()
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        if backward { self.backward[name(), default: 0] += seconds } else { forward[name(), default: 0] += seconds }
+        return result
+    }
 }
 
 extension Layer {
     /// `forward`, timed under its name when `SublayerTimes.recording`.
     @inline(__always)
     func timedForward(_ input: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        guard SublayerTimes.recording else { return forward(input, batch: batch, training: training) }
-        let start = monotonicNanoseconds()
-        let output = forward(input, batch: batch, training: training)
-        SublayerTimes.forward[name, default: 0] += Double(monotonicNanoseconds() - start) / 1e9
-        return output
+        SublayerTimes.timed(name, backward: false) { forward(input, batch: batch, training: training) }
     }
 
     /// `backward`, timed under its name when `SublayerTimes.recording`.
     @inline(__always)
     func timedBackward(_ input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
-        guard SublayerTimes.recording else { return backward(input, outputGradient: outputGradient, batch: batch) }
-        let start = monotonicNanoseconds()
-        let gradient = backward(input, outputGradient: outputGradient, batch: batch)
-        SublayerTimes.backward[name, default: 0] += Double(monotonicNanoseconds() - start) / 1e9
-        return gradient
+        SublayerTimes.timed(name, backward: true) { backward(input, outputGradient: outputGradient, batch: batch) }
     }
 }
