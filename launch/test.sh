@@ -9,5 +9,7 @@ cd "$root"
 swift test --disable-swift-testing 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]|^Test Case .* (started|passed)'
 status="${PIPESTATUS[0]}"
 [ "$status" = 0 ] || exit "$status"
+# Every clone of the C kernels (AVX-512, AVX2, baseline) rounds alike.
+"$root/launch/check-clones.sh"
 # Every shipped model exported to ONNX and run in onnxruntime against cohort itself.
 "$root/launch/check-export.sh"

@@ -7,13 +7,15 @@
 #include "CCohort.h"
 #include <math.h>
 
-// Each hot loop is compiled twice, for x86-64-v3 (AVX2, the vector width every x86 server of
-// the last decade has) and for the baseline, and the loader picks one per machine. The file is
-// compiled with -ffp-contract=off so both versions round identically: replicas on a mixed
-// cluster stay bitwise equal. -fno-builtin-memcpy/-memset keep im2col's runs (a few dozen floats)
-// as inline vector copies instead of library calls.
+// Each hot loop is compiled three times, for x86-64-v4 (AVX-512: Intel Xeon since Skylake, AMD
+// Zen 4 and 5), x86-64-v3 (AVX2, the vector width every x86 server of the last decade has) and
+// the baseline, and the loader picks one per machine. The file is compiled with -ffp-contract=off
+// and every fused multiply-add is written as `fmaf`, so all clones round identically: each lane
+// does the same scalar operations in the same order, whatever the vector width. Replicas on a
+// mixed cluster stay bitwise equal. -fno-builtin-memcpy/-memset keep im2col's runs (a few dozen
+// floats) as inline vector copies instead of library calls.
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define VECTORIZED __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VECTORIZED
 #endif

@@ -16,14 +16,6 @@
 #define KC 256  // a panel's chunk of k, 16 KB: stays in L1 while a block's row tiles pass over it
 #define MC 96   // rows per block: their KC-chunk (96 KB) stays in L2 while the panels pass
 
-// The clones of the product: AVX-512 (one 16-lane register per tile row), AVX2 (two 8-lane
-// ones) and the baseline.
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define PRODUCT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PRODUCT_CLONES
-#endif
-
 long cohort_panel_count(long N) { return (N + PANEL - 1) / PANEL; }
 long cohort_panel_rows(void) { return MC; }
 long cohort_panels_size(long K, long N) { return cohort_panel_count(N) * K * PANEL; }
@@ -151,7 +143,7 @@ static inline __attribute__((always_inline)) void panel_product(long m0, long m1
     }
 }
 
-PRODUCT_CLONES void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row,
+VECTORIZED void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row,
                                          long a_col, const float *packed, float *c, long ldc, int accumulate,
                                          const float *bias, int transposed_c) {
     if (transposed_c)
@@ -166,7 +158,7 @@ PRODUCT_CLONES void cohort_panel_product(long m0, long m1, long p0, long p1, lon
 // `scratch` (at most 512 KB, so it stays in L2: 8192 / panels rows of k, 16 to 256; `scratch`
 // holds `cohort_panels_size(K, N)` floats), then multiplied. The same chains, so the same bits as
 // `cohort_panel_product`.
-PRODUCT_CLONES void cohort_panel_product_streamed(long m0, long m1, long p0, long p1, long N, long K, const float *a,
+VECTORIZED void cohort_panel_product_streamed(long m0, long m1, long p0, long p1, long N, long K, const float *a,
                                                   long a_row, long a_col, const float *b, long ldb, int transposed, float *c,
                                                   long ldc, int accumulate, const float *bias, float *restrict scratch) {
     float narrow[MC * PANEL], narrowBias[PANEL];
