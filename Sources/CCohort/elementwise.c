@@ -52,6 +52,20 @@ float cohort_sum(const float *restrict x, long n) {
     return (float)total;
 }
 
+// Σ x[i]² in double, in 8 lanes (element i in lane i mod 8) added in a fixed tree: the global
+// gradient norm. Each square of a float is exact in double, so every clone rounds each lane's
+// sums alike. A single running sum (what Swift had) waits on each add: 0.66–0.75 ms for W6's
+// 809,600 gradients against 0.10 here.
+VECTORIZED
+double cohort_sum_squares(const float *restrict x, long n) {
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lanes[l] += (double)x[i + l] * (double)x[i + l];
+    for (; i < n; i++) lanes[i & 7] += (double)x[i] * (double)x[i];
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 VECTORIZED
 int cohort_all_finite(const float *restrict x, long n) {
     float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -141,6 +141,7 @@ int main(void) {
     float *sum = filled(W, 0, 0, 1);
     cohort_add_rows(x, sum, 97, W); mix(sum, W * 4);
     const float total = cohort_sum(x, 100001); mix(&total, sizeof total);
+    const double squares = cohort_sum_squares(x, 100001); mix(&squares, sizeof squares);
     cohort_add(x, dy, z, N); mix(z, N * 4);
     report("sums");
     return 0;

@@ -126,4 +126,25 @@ final class ElementwiseKernelTests: XCTestCase {
         }
         XCTAssertEqual(totals.lossSum, expectedLoss, accuracy: 1e-5 * expectedLoss)
     }
+
+    /// The gradient norm's Σ x² (`cohort_sum_squares`, 8 double lanes): within 1e-13 relative of
+    /// a compensated sum (the squares are exact in double), for lengths around the lane count, so
+    /// that every tail element is counted; an empty buffer has norm 0.
+    func test_sumOfSquaresMatchesACompensatedSum() {
+        var generator = Generator(seed: 11)
+        for n in [0, 1, 7, 8, 9, 15, 17, 100_003] {
+            let x = (0..<n).map { _ in generator.nextGaussian() * 1e-2 }
+            var (sum, compensation) = (0.0, 0.0)
+            for value in x {  // Kahan–Babuška
+                let square = Double(value) * Double(value), total = sum + square
+                compensation += abs(sum) >= square ? (sum - total) + square : (square - total) + sum
+                sum = total
+            }
+            let reference = sum + compensation
+            let got = cohort_sum_squares(x, n)
+            XCTAssertLessThanOrEqual(abs(got - reference), 1e-13 * reference, "n = \(n)")
+            if n > 0 { XCTAssertGreaterThan(got, 0, "n = \(n)") }
+        }
+        XCTAssertEqual(clipGradientNorm(UnsafeMutableBufferPointer(start: nil, count: 0), maxNorm: 1), 0)
+    }
 }

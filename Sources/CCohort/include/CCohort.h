@@ -92,6 +92,8 @@ void cohort_add_rows(const float *restrict rows, float *restrict sum, long count
 void cohort_mask_copy(const float *restrict dy, const float *restrict y, float *restrict target, long n);
 /// Σ x[i], accumulated in double.
 float cohort_sum(const float *restrict x, long n);
+/// Σ x[i]² in double (8 lanes in a fixed tree).
+double cohort_sum_squares(const float *restrict x, long n);
 void cohort_box_muller(const double *restrict u1, const double *restrict u2, float *restrict out, long n, float scale);
 // Sequence models (activations.c, recurrent.c): GELU, causal softmax rows, LSTM cells, all 8 lanes wide.
 void cohort_gelu_forward(const float *restrict x, float *restrict y, long n);

@@ -78,8 +78,7 @@ public struct DecayRanges: Equatable, Sendable {
 @discardableResult
 public func clipGradientNorm(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float, scaling range: Range<Int>? = nil,
                              afterReading: () -> Void = {}) -> Float {
-    var sum: Double = 0
-    for g in gradients { sum += Double(g) * Double(g) }
+    let sum = gradients.baseAddress.map { cohort_sum_squares($0, gradients.count) } ?? 0
     let norm = Float(sum.squareRoot())
     let factor = maxNorm / (norm + 1e-6)
     // Where a node's ranks share one gradient sum, each scales only the slice it updates, and
