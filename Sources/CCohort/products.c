@@ -144,8 +144,8 @@ static inline __attribute__((always_inline)) void panel_product(long m0, long m1
 }
 
 VECTORIZED void cohort_panel_product(long m0, long m1, long p0, long p1, long N, long K, const float *a, long a_row,
-                                         long a_col, const float *packed, float *c, long ldc, int accumulate,
-                                         const float *bias, int transposed_c) {
+                                     long a_col, const float *packed, float *c, long ldc, int accumulate,
+                                     const float *bias, int transposed_c) {
     if (transposed_c)
         panel_product(m0, m1, p0, p1, N, K, a, a_row, a_col, packed, c, accumulate, bias, 1, ldc);
     else
@@ -159,8 +159,8 @@ VECTORIZED void cohort_panel_product(long m0, long m1, long p0, long p1, long N,
 // holds `cohort_panels_size(K, N)` floats), then multiplied. The same chains, so the same bits as
 // `cohort_panel_product`.
 VECTORIZED void cohort_panel_product_streamed(long m0, long m1, long p0, long p1, long N, long K, const float *a,
-                                                  long a_row, long a_col, const float *b, long ldb, int transposed, float *c,
-                                                  long ldc, int accumulate, const float *bias, float *restrict scratch) {
+                                              long a_row, long a_col, const float *b, long ldb, int transposed, float *c,
+                                              long ldc, int accumulate, const float *bias, float *restrict scratch) {
     float narrow[MC * PANEL], narrowBias[PANEL];
     const long full = N / PANEL < p1 ? N / PANEL : p1, hasNarrow = full < p1, n0 = full * PANEL, rows = m1 - m0;
     const long wide = 8192 / (p1 - p0) < 16 ? 16 : 8192 / (p1 - p0) > KC ? KC : 8192 / (p1 - p0), span = wide < K ? wide : K;
