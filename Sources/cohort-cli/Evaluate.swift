@@ -7,7 +7,8 @@ struct Evaluate: ParsableCommand {
         abstract: "Evaluate a checkpoint: per-class precision, recall, F1, support, averages, accuracy, confusion matrix.",
         discussion: """
         The model and its data settings come from the config stored in the checkpoint. Under mpirun the
-        rows are split across ranks and the counts all-reduced, so the report is exact. Rank 0 prints
+        rows are split across ranks and the counts all-reduced, so the report is exact; started
+        without a launcher it runs as one process and does not start MPI. Rank 0 prints
         the table, and writes it as JSON only where --json says (a run's own report.json is never overwritten).
         Data are normalized as the model was trained (the statistics stored in the checkpoint), whatever
         the evaluated file's own attributes say.
@@ -28,7 +29,7 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         LayerThreads.use(LayerThreads.boundCores())
-        let communicator = MPICommunicator()
+        let communicator = MPICommunicator.orSingleProcess()
         let outcome: Result<(ClassificationReport, String?), CohortError>
         do {
             if let json { try refuseOutput(json, namingAnyOf: [checkpoint] + (data.map { [$0] } ?? [])) }

@@ -36,6 +36,8 @@ public protocol Communicator: AnyObject {
     func barrier()
     /// Ends every process of the job with `code` (never returns).
     func abort(code: Int32) -> Never
+    /// Ends communication at a clean exit; called once, after the last collective.
+    func finalize()
 }
 
 /// Memory the communicator owns and reduces without copies; valid until it is finalized.
@@ -112,6 +114,7 @@ public final class SingleProcess: Communicator {
     public func gather(_ words: [UInt64], root: Int) -> [[UInt64]] { [words] }
     public func barrier() {}
     public func abort(code: Int32) -> Never { exit(code) }
+    public func finalize() {}
 }
 
 #if canImport(Glibc)

@@ -47,6 +47,21 @@ public final class MPICommunicator: NodeMemory {
         everyRankAlone = largestNode == 1
     }
 
+    /// Whether an MPI launcher started this process: mpirun or mpiexec (Open MPI's or Hydra's), or
+    /// srun with PMIx or PMI2. They name its rank in the environment.
+    public static var launched: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"].contains { environment[$0] != nil }
+    }
+
+    /// The world of a command that also runs as one process: MPI's under a launcher; otherwise one
+    /// process without MPI. Open MPI 4 starts a process of its own (a singleton) by forking a daemon
+    /// that makes a session directory under TMPDIR, and two started at the same instant race to make
+    /// it: one ends in MPI_Init with "Unable to start a daemon on the local node" (open-mpi/ompi#8510).
+    public static func orSingleProcess() -> Communicator {
+        launched ? MPICommunicator() : SingleProcess()
+    }
+
     /// Without a high-speed fabric OpenMPI can only use its ob1 layer (shared memory, TCP), but
     /// it first initializes the cm layer, whose PSM and PSM2 transports spend 0.1 s each looking
     /// for their adapters: 0.24 s of a 0.27 s MPI_Init on this machine. So where no fabric device
