@@ -9,6 +9,12 @@
 // over threads, and each step's work needs one region on the threads: a part's product, then
 // the cells of the units it computed.
 
+// The rows a step's cells read and write are T steps apart in memory (beyond what the hardware
+// prefetcher follows), so each tile fetches its rows before its product runs. Into L2, not L1: the
+// product streams its panel (H · 32 floats, 32 KB at H = 256) through L1, which would evict them
+// again before the cells read them.
+#define prefetch_to_l2(address) __builtin_prefetch((address), 0, 2)
+
 // Rows b0 … b0 + tile − 1 of a step (tile 6 or 4; past the batch, the last row again).
 static inline long tile_rows(long b0, long batch) {
     const long left = batch - b0;
@@ -74,14 +80,13 @@ void cohort_lstm_forward_step(const float *restrict packed, const float *restric
         const long units = H - p * 8 < 8 ? H - p * 8 : 8;
         for (long b0 = 0, tile = tile_rows(0, batch); b0 < batch; b0 += tile, tile = tile_rows(b0, batch)) {
             float pre[6][32];
-            // The rows the cells below read and write, T steps apart in memory (beyond what the
-            // hardware prefetcher follows, and pushed out of cache by the panels of the step
-            // before): fetched now, while the product runs.
+            // The rows the cells below read and write, pushed out of cache by the panels of the
+            // step before: fetched now, while the product runs.
             for (long r = 0; r < tile && b0 + r < batch; r++) {
-                for (int k = 0; k < 4; k++) __builtin_prefetch(gates + (b0 + r) * gates_stride + k * H + p * 8, 1);
-                __builtin_prefetch(previous_cell + (b0 + r) * previous_cell_stride + p * 8);
-                __builtin_prefetch(cell + (b0 + r) * state_stride + p * 8, 1);
-                __builtin_prefetch(hidden + (b0 + r) * state_stride + p * 8, 1);
+                for (int k = 0; k < 4; k++) prefetch_to_l2(gates + (b0 + r) * gates_stride + k * H + p * 8);
+                prefetch_to_l2(previous_cell + (b0 + r) * previous_cell_stride + p * 8);
+                prefetch_to_l2(cell + (b0 + r) * state_stride + p * 8);
+                prefetch_to_l2(hidden + (b0 + r) * state_stride + p * 8);
             }
             if (previous) dot_tile(previous, previous_stride, b0, tile, batch, packed + p * H * 32, H, pre);
             for (long r = 0; r < tile && b0 + r < batch; r++) {
@@ -146,12 +151,12 @@ void cohort_lstm_backward_step(const float *restrict packed, long H, long batch,
                 const long b = b0 + r, j0 = q * 32;
                 for (long line = 0; line < 32; line += 16) {
                     for (int k = 0; k < 4; k++) {
-                        __builtin_prefetch(gates + b * gates_stride + k * H + j0 + line);
-                        __builtin_prefetch(dgates + b * dgates_stride + k * H + j0 + line, 1);
+                        prefetch_to_l2(gates + b * gates_stride + k * H + j0 + line);
+                        prefetch_to_l2(dgates + b * dgates_stride + k * H + j0 + line);
                     }
-                    __builtin_prefetch(cell + b * state_stride + j0 + line);
-                    __builtin_prefetch(previous_cell + b * previous_cell_stride + j0 + line);
-                    __builtin_prefetch(dy + b * dy_stride + j0 + line);
+                    prefetch_to_l2(cell + b * state_stride + j0 + line);
+                    prefetch_to_l2(previous_cell + b * previous_cell_stride + j0 + line);
+                    prefetch_to_l2(dy + b * dy_stride + j0 + line);
                 }
             }
             if (next_dgates) dot_tile(next_dgates, dgates_stride, b0, tile, batch, packed + q * 4 * H * 32, 4 * H, product);

@@ -94,7 +94,7 @@ public final class NodeGradientSum {
         if let reused = pool.popLast() {
             scratch = reused
         } else {
-            scratch = .allocate(capacity: largest)
+            scratch = .allocateZeroed(largest)
             allocated.append(scratch)
         }
         scratch.baseAddress!.update(repeating: 0, count: buckets[bucket].count)
@@ -180,6 +180,6 @@ public final class NodeGradientSum {
     /// Collective over the world, before `MPI_Finalize`.
     func free() {
         freeNodeWindow(window, node: node, across: across)
-        allocated.forEach { $0.deallocate() }
+        allocated.forEach { $0.freeZeroed() }
     }
 }

@@ -28,13 +28,13 @@ public final class ParameterStore {
     private var ownsValues = true
 
     public init() {
-        values = .allocate(capacity: 0)
+        values = .allocateZeroed(0)
         gradients = .allocateZeroed(0)
         buffers = .allocate(capacity: 0)
     }
 
     deinit {
-        if ownsValues { values.deallocate() }
+        if ownsValues { values.freeZeroed() }
         if ownsGradients { gradients.freeZeroed() }
         buffers.deallocate()
     }
@@ -60,10 +60,9 @@ public final class ParameterStore {
 
     func seal() {
         let total = entries.last.map { $0.offset + $0.count } ?? 0
-        values.deallocate()
+        values.freeZeroed()
         gradients.freeZeroed()
-        values = .allocate(capacity: total)
-        values.initialize(repeating: 0)
+        values = .allocateZeroed(total)
         // Untouched until backward writes them: no memory when a node's one sum replaces them.
         gradients = .allocateZeroed(total)
         buffers.deallocate()
@@ -90,7 +89,7 @@ public final class ParameterStore {
     public func placeValues(in storage: UnsafeMutableBufferPointer<Float>, copying slice: Range<Int>) {
         precondition(sealed && storage.count == values.count, "values are placed in storage of their size after sealing")
         (storage.baseAddress! + slice.lowerBound).update(from: values.baseAddress! + slice.lowerBound, count: slice.count)
-        if ownsValues { values.deallocate() }
+        if ownsValues { values.freeZeroed() }
         values = storage
         ownsValues = false
     }

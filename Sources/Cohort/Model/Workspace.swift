@@ -23,10 +23,11 @@ public final class Workspace {
         (pointer, count, lender) = (shared.pointer, shared.count, shared)
     }
 
-    deinit { if lender == nil { free(pointer) } }
+    deinit { if lender == nil { UnsafeMutableBufferPointer(start: pointer, count: count).freeZeroed() } }
 
     /// Zeroed memory for `count` floats, counted against the budget (one float when it does not
-    /// fit); from `calloc`, so its pages cost nothing until the first step writes them.
+    /// fit); from `calloc`, so its pages cost nothing until the first step writes them, and
+    /// aligned to 64 bytes (`allocateZeroed`).
     static func allocate(_ count: Int, budget: MemoryBudget?) -> (pointer: UnsafeMutablePointer<Float>, count: Int) {
         let fits = budget?.reserve(bytes: max(count, 1) * MemoryLayout<Float>.size) ?? true
         let count = fits ? count : 1
@@ -40,6 +41,6 @@ final class SharedBuffer {
     let pointer: UnsafeMutablePointer<Float>
     let count: Int
     init(_ count: Int, budget: MemoryBudget?) { (pointer, self.count) = Workspace.allocate(count, budget: budget) }
-    deinit { free(pointer) }
+    deinit { UnsafeMutableBufferPointer(start: pointer, count: count).freeZeroed() }
 }
 
