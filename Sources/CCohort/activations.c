@@ -192,9 +192,62 @@ void cohort_attention_product(long M, long N, long K, float alpha, const float *
     }
 }
 
-// t[k][j] = x[j·ldx + k] for j < rows, k < columns: a head's keys or values as [columns][rows].
-VECTORIZED
-void cohort_transpose(const float *restrict x, long ldx, long rows, long columns, float *restrict t) {
+// t[k][j] = x[j·ldx + k] for j ≥ j0 or k ≥ k0 (what the 16 × 16 blocks left).
+static void transpose_rest(const float *restrict x, long ldx, long rows, long columns, float *restrict t, long j0, long k0) {
     for (long j = 0; j < rows; j++)
-        for (long k = 0; k < columns; k++) t[k * rows + j] = x[j * ldx + k];
+        for (long k = j < j0 ? k0 : 0; k < columns; k++) t[k * rows + j] = x[j * ldx + k];
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+// Blocks of 16 × 16 in registers: 16 rows loaded, 4 rounds of lane shuffles, 16 columns stored.
+// One float at a time, a head of W6 (64 × 32) took 0.7 µs and up to 3 in a training step (its
+// stores, 256 bytes apart, stall); a transpose only moves floats, so the bits are the same.
+__attribute__((target("avx512f"))) static void transpose_avx512(const float *restrict x, long ldx, long rows, long columns,
+                                                                float *restrict t) {
+    const long j1 = rows / 16 * 16, k1 = columns / 16 * 16;
+    for (long j0 = 0; j0 < j1; j0 += 16)
+        for (long k0 = 0; k0 < k1; k0 += 16) {
+            __m512 r[16], u[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(x + (j0 + i) * ldx + k0);
+            // Rows 2i, 2i + 1 interleaved within each 128-bit lane.
+            for (int i = 0; i < 8; i++) {
+                u[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                u[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // r[4g + c], lane L: rows 4g … 4g + 3 of column 4L + c.
+            for (int g = 0; g < 4; g++) {
+                r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[4 * g]), _mm512_castps_pd(u[4 * g + 2])));
+                r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[4 * g]), _mm512_castps_pd(u[4 * g + 2])));
+                r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[4 * g + 1]), _mm512_castps_pd(u[4 * g + 3])));
+                r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[4 * g + 1]), _mm512_castps_pd(u[4 * g + 3])));
+            }
+            // Lanes regrouped twice: 0x88 takes lanes 0 and 2 of each source, 0xdd lanes 1 and 3.
+            for (int c = 0; c < 4; c++) {
+                u[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+                u[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+                u[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+                u[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+            }
+            for (int c = 0; c < 4; c++) {
+                r[c] = _mm512_shuffle_f32x4(u[c], u[8 + c], 0x88);
+                r[8 + c] = _mm512_shuffle_f32x4(u[c], u[8 + c], 0xdd);
+                r[4 + c] = _mm512_shuffle_f32x4(u[4 + c], u[12 + c], 0x88);
+                r[12 + c] = _mm512_shuffle_f32x4(u[4 + c], u[12 + c], 0xdd);
+            }
+            for (int k = 0; k < 16; k++) _mm512_storeu_ps(t + (k0 + k) * rows + j0, r[k]);  // column k0 + k
+        }
+    transpose_rest(x, ldx, rows, columns, t, j1, k1);  // rows past the blocks, and columns past them
+}
+#endif
+
+// t[k][j] = x[j·ldx + k] for j < rows, k < columns: a head's keys or values as [columns][rows].
+void cohort_transpose(const float *restrict x, long ldx, long rows, long columns, float *restrict t) {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+    if (__builtin_cpu_supports("avx512f")) {
+        transpose_avx512(x, ldx, rows, columns, t);
+        return;
+    }
+#endif
+    transpose_rest(x, ldx, rows, columns, t, 0, 0);
 }

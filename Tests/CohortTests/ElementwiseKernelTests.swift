@@ -147,4 +147,17 @@ final class ElementwiseKernelTests: XCTestCase {
         }
         XCTAssertEqual(clipGradientNorm(UnsafeMutableBufferPointer(start: nil, count: 0), maxNorm: 1), 0)
     }
+
+    /// A head's keys as [columns][rows]: every element in its place, for blocks of 16 and the
+    /// rows and columns past them (the AVX-512 path where the CPU has it, else one float at a time).
+    func test_transposeMovesEveryElementToItsPlace() {
+        for (rows, columns) in [(1, 1), (15, 16), (16, 16), (17, 33), (64, 32), (70, 48), (33, 17)] {
+            let ldx = columns + 5
+            let x = (0..<(rows * ldx)).map { Float($0) }
+            var t = [Float](repeating: .nan, count: rows * columns)
+            cohort_transpose(x, ldx, rows, columns, &t)
+            let expected = (0..<columns).flatMap { k in (0..<rows).map { j in x[j * ldx + k] } }
+            XCTAssertEqual(t, expected, "\(rows) × \(columns)")
+        }
+    }
 }
