@@ -201,7 +201,7 @@ static void transpose_rest(const float *restrict x, long ldx, long rows, long co
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 // Blocks of 16 × 16 in registers: 16 rows loaded, 4 rounds of lane shuffles, 16 columns stored.
-// One float at a time, a head of W6 (64 × 32) took 0.7 µs and up to 3 in a training step (its
+// One float at a time, a head of W6 (64 × 32) took 0.7 µs alone and up to 3 µs in a training step (its
 // stores, 256 bytes apart, stall); a transpose only moves floats, so the bits are the same.
 __attribute__((target("avx512f"))) static void transpose_avx512(const float *restrict x, long ldx, long rows, long columns,
                                                                 float *restrict t) {
